@@ -1,0 +1,3 @@
+from mlenv.cli.app import main
+
+main()

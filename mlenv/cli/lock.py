@@ -1,0 +1,38 @@
+"""`mlenv lock [--check]`: resolve the spec into mlenv.lock, or say whether the lock is stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlenv.freshness import stale_reasons
+from mlenv.lockfile import LOCK_FILE, dump_bytes, read_lock
+from mlenv.atomic import write_atomic
+from mlenv.resolve import resolve_lock
+from mlenv.spec import load_spec
+
+
+def lock(
+    project: Annotated[Path, typer.Argument(help="Project directory or spec file.")] = Path("."),
+    lockfile: Annotated[Path | None, typer.Option("--lockfile", "-l", help="Lock path (default: beside the spec).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the lock is stale; never writes, no network.")] = False,
+) -> None:
+    """Resolve mlenv.toml into mlenv.lock (every layer pinned, Python files hashed for the target)."""
+    spec = load_spec(project)
+    path = lockfile or Path(spec.project_dir, LOCK_FILE)
+    if check:
+        reasons = stale_reasons(spec, read_lock(path))
+        for reason in reasons:
+            typer.echo(f"stale: {reason}", err=True)
+        if reasons:
+            typer.echo(f"{path} is stale: run `mlenv lock`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{path} is up to date")
+        return
+    data = dump_bytes(resolve_lock(spec))
+    unchanged = path.is_file() and path.read_bytes() == data
+    if not unchanged:
+        write_atomic(path, data)
+    typer.echo(f"{path}: {'unchanged' if unchanged else 'written'}")

@@ -1,0 +1,38 @@
+"""Model artifacts of the lock: local files are hashed, remote ones carry the spec's sha256."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from mlenv.errors import SpecError
+from mlenv.models import LockedModel, ModelSpec, Spec
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
+    if model.source.startswith(("http://", "https://")):
+        assert model.sha256 is not None  # the spec reader requires it for URLs
+        return LockedModel(source=model.source, target=model.target, strategy=model.strategy, sha256=model.sha256)
+    path = Path(spec.project_dir, model.source)
+    if not path.is_file():
+        raise SpecError(spec.path, f"app.models[{index}].source", f"no such file: {model.source}",
+                        hint="create the model first (see the example's train script)")
+    digest = sha256_file(path)
+    if model.sha256 is not None and model.sha256 != digest:
+        raise SpecError(spec.path, f"app.models[{index}].sha256", f"does not match {model.source} ({digest})")
+    return LockedModel(source=model.source, target=model.target, strategy=model.strategy, sha256=digest,
+                       size=path.stat().st_size)
+
+
+def lock_models(spec: Spec) -> tuple[LockedModel, ...]:
+    return tuple(lock_model(spec, index, model) for index, model in enumerate(spec.app.models))

@@ -1,0 +1,60 @@
+"""Validate parsed TOML/JSON against the published JSON Schemas, reporting the first error's key path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import date, datetime, time
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import best_match
+
+SCHEMA_NAMES = ("mlenv.toml", "mlenv.lock", "report")
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema published as schemas/<name>.schema.json."""
+    text = files("mlenv").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def key_path(parts: Iterable[str | int]) -> str:
+    """`["python", "packages", 3, "wheels"]` -> `python.packages[3].wheels` (pypa/packaging style)."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def as_json_value(value: Any) -> Any:
+    """TOML values as JSON sees them: datetimes become RFC 3339 strings, tables stay plain."""
+    if isinstance(value, dict):
+        return {str(k): as_json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_json_value(v) for v in value]
+    if isinstance(value, datetime | date | time):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+def first_error(instance: Any, schema_name: str) -> tuple[str, str] | None:
+    """(key path, message) of the most relevant schema violation, or None when valid."""
+    schema = load_schema(schema_name)
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
+    error = best_match(validator.iter_errors(as_json_value(instance)))
+    if error is None:
+        return None
+    where = key_path(error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        message = error.message.replace("Additional properties are not allowed", "unknown key")
+    else:
+        message = error.message
+    return where, message
