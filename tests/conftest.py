@@ -1,0 +1,48 @@
+"""Test policy shared by every test module.
+
+Integration tests use the real thing (Docker engine, distribution registry, PyPI, Debian). Locally a
+missing component skips with a reason; with CI=true it is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Shared fixtures live in tests/infra/: the Docker engine, loopback registries and test base images.
+pytest_plugins: list[str] = []
+
+
+def missing(component: str, reason: str) -> None:
+    """Skip (locally) or fail (in CI) a test whose real component is not available."""
+    message = f"{component} unavailable: {reason}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing component is a failure)", pytrace=False)
+    pytest.skip(message)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def network() -> None:
+    """PyPI and the Debian mirror are reachable."""
+    for host, port in (("pypi.org", 443), ("deb.debian.org", 80)):
+        if not _reachable(host, port):
+            missing("network", f"cannot connect to {host}:{port}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test marked `network` gets the reachability check without asking for the fixture.
+    for item in items:
+        if item.get_closest_marker("network") is not None and "network" not in getattr(item, "fixturenames", []):
+            item.fixturenames.append("network")  # type: ignore[attr-defined]
