@@ -46,3 +46,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("network") is not None and "network" not in getattr(item, "fixturenames", []):
             item.fixturenames.append("network")  # type: ignore[attr-defined]
+
+
+INTEGRATION_MARKERS = ("network", "docker", "registry")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """In CI an integration test that skipped, for whatever reason, is reported as failed."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and any(item.get_closest_marker(m) for m in INTEGRATION_MARKERS):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: integration test {item.nodeid} skipped ({report.longrepr}); that is a failure"
