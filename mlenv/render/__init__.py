@@ -1,0 +1,64 @@
+"""Lock -> build context files (Dockerfile, .dockerignore, requirements, entrypoint). Pure: no IO.
+
+The same lock always renders the same bytes, on any machine: every input is sorted, and nothing
+host-specific (paths, times, user names) enters the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mlenv.errors import BuildError
+from mlenv.models import Lock, PythonPin
+from mlenv.render.dockerfile import dockerfile_lines
+from mlenv.render.dockerignore import DOCKERIGNORE
+from mlenv.render.entrypoint import entrypoint_script, needs_entrypoint
+
+FetchMode = Literal["host", "build"]
+CONTEXT_DIR = "mlenv"  # everything mlenv adds to the build context lives under this directory
+WHEELS_DIR = f"{CONTEXT_DIR}/wheels"
+DEBS_DIR = f"{CONTEXT_DIR}/debs"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderedContext:
+    """The generated files of a build context, by path relative to the context root."""
+
+    files: tuple[tuple[str, bytes], ...]
+
+    def get(self, path: str) -> bytes:
+        return dict(self.files)[path]
+
+
+def requirement_lines(pins: tuple[PythonPin, ...], *, wheels_only: bool) -> list[str]:
+    """`name==version ; marker --hash=...` per pin, sorted: the input of `pip --require-hashes`."""
+    lines = []
+    for pin in sorted(pins, key=lambda p: p.name):
+        files = list(pin.wheels) + ([] if wheels_only or pin.sdist is None else [pin.sdist])
+        if not files:
+            raise BuildError(f"{pin.name}=={pin.version} has no wheel for the target; a hermetic build installs "
+                             "wheels only", hint="pin a version with wheels, or use --fetch build")
+        marker = f" ; {pin.marker}" if pin.marker else ""
+        hashes = " ".join(f"--hash=sha256:{h}" for h in sorted({f.sha256 for f in files}))
+        lines.append(f"{pin.name}=={pin.version}{marker} {hashes}")
+    return lines
+
+
+def render(lock: Lock, *, lock_digest: str, mlenv_version: str, fetch: FetchMode = "host") -> RenderedContext:
+    """Every generated file of the build context for `lock`."""
+    if lock.base is None:
+        raise BuildError("the lock has no base image; add [base] image to the spec and run `mlenv lock`")
+    requirements = "".join(f"{line}\n" for line in requirement_lines(lock.python.packages, wheels_only=fetch == "host"))
+    dockerfile = "".join(f"{line}\n" for line in dockerfile_lines(
+        lock, lock_digest=lock_digest, mlenv_version=mlenv_version, fetch=fetch,
+        context_dir=CONTEXT_DIR, wheels_dir=WHEELS_DIR, debs_dir=DEBS_DIR,
+    ))
+    files = [
+        ("Dockerfile", dockerfile.encode()),
+        (".dockerignore", DOCKERIGNORE.encode()),
+        (f"{CONTEXT_DIR}/requirements.txt", requirements.encode()),
+    ]
+    if needs_entrypoint(lock):
+        files.append((f"{CONTEXT_DIR}/entrypoint.py", entrypoint_script(lock).encode()))
+    return RenderedContext(files=tuple(sorted(files)))
