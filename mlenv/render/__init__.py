@@ -18,7 +18,6 @@ from mlenv.render.entrypoint import entrypoint_script, needs_entrypoint
 FetchMode = Literal["host", "build"]
 CONTEXT_DIR = "mlenv"  # everything mlenv adds to the build context lives under this directory
 WHEELS_DIR = f"{CONTEXT_DIR}/wheels"
-DEBS_DIR = f"{CONTEXT_DIR}/debs"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +51,7 @@ def render(lock: Lock, *, lock_digest: str, mlenv_version: str, fetch: FetchMode
     requirements = "".join(f"{line}\n" for line in requirement_lines(lock.python.packages, wheels_only=fetch == "host"))
     dockerfile = "".join(f"{line}\n" for line in dockerfile_lines(
         lock, lock_digest=lock_digest, mlenv_version=mlenv_version, fetch=fetch,
-        context_dir=CONTEXT_DIR, wheels_dir=WHEELS_DIR, debs_dir=DEBS_DIR,
+        context_dir=CONTEXT_DIR, wheels_dir=WHEELS_DIR,
     ))
     files = [
         ("Dockerfile", dockerfile.encode()),

@@ -60,7 +60,6 @@ def dockerfile_lines(
     fetch: Literal["host", "build"],
     context_dir: str,
     wheels_dir: str,
-    debs_dir: str,
 ) -> Iterator[str]:
     assert lock.base is not None
     base = base_reference(lock.base)

@@ -1,0 +1,143 @@
+"""Fetch every locked artifact on the host, assemble the build context, build with the network off.
+
+The build is hermetic: wheels and .debs come from the content-addressed cache, each checked
+against the lock's sha256; the Dockerfile installs them with no index and no network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlenv.cas import ContentStore
+from mlenv.errors import BuildError
+from mlenv.models import Lock
+from mlenv.render import CONTEXT_DIR, WHEELS_DIR, FetchMode, RenderedContext
+from mlenv.render.dockerfile import APP_TAR, DEBS_TAR, MODELS_TAR, source_date_epoch
+from mlenv.sources.http import download_chunks
+from mlenv.tarball import Entry, tree_entries, write_tar
+from mlenv.wheeltags import target_tags, wheel_installs
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifact:
+    filename: str
+    sha256: str
+    urls: tuple[str, ...]  # tried in order; the hash decides, not the URL
+
+
+def python_artifacts(lock: Lock, platform: str) -> list[Artifact]:
+    """The wheels of every pin that install on `platform` (one platform is built at a time)."""
+    tags = target_tags(lock.target, platform)
+    artifacts = []
+    for pin in sorted(lock.python.packages, key=lambda p: p.name):
+        wheels = [w for w in pin.wheels if wheel_installs(w.name, tags)]
+        if not wheels:
+            raise BuildError(f"{pin.name}=={pin.version} has no wheel for {platform} in the lock",
+                             hint="a hermetic build installs wheels only; see `mlenv dockerfile --fetch build`")
+        artifacts += [Artifact(filename=w.name, sha256=w.sha256, urls=(w.url,)) for w in wheels]
+    return artifacts
+
+
+def apt_artifacts(lock: Lock) -> list[Artifact]:
+    mirrors = tuple(dict.fromkeys(s.mirror.rstrip("/") for s in lock.apt.sources))
+    if lock.apt.packages and not mirrors:
+        raise BuildError("the lock pins apt packages but names no apt source; run `mlenv lock` again")
+    return [
+        Artifact(filename=pin.filename.rsplit("/", 1)[-1], sha256=pin.sha256,
+                 urls=tuple(f"{m}/{pin.filename}" for m in mirrors))
+        for pin in sorted(lock.apt.packages, key=lambda p: p.name)
+    ]
+
+
+def fetch(artifacts: list[Artifact], store: ContentStore, progress: Progress) -> dict[str, Path]:
+    """Every artifact in the cache, verified; filename -> cached path."""
+    found: dict[str, Path] = {}
+    for index, artifact in enumerate(artifacts, start=1):
+        cached = store.get(artifact.sha256)
+        if cached is None:
+            progress(f"fetch {index}/{len(artifacts)} {artifact.filename}")
+            cached = _download_any(artifact, store)
+        found[artifact.filename] = cached
+    return found
+
+
+def _download_any(artifact: Artifact, store: ContentStore) -> Path:
+    last_error: Exception | None = None
+    for url in artifact.urls:
+        try:
+            return store.put_stream(artifact.sha256, download_chunks(url), what=artifact.filename)
+        except BuildError:
+            raise  # a hash mismatch is never retried from another mirror silently
+        except Exception as error:  # noqa: BLE001 - try the next mirror, report the last failure
+            last_error = error
+    raise BuildError(f"cannot fetch {artifact.filename}: {last_error}")
+
+
+def assemble_context(
+    lock: Lock,
+    rendered: RenderedContext,
+    project_dir: Path,
+    destination: Path,
+    *,
+    wheels: dict[str, Path],
+    debs: dict[str, Path],
+) -> None:
+    """Write the build context: generated files, wheels, and reproducible tars of debs, app, models."""
+    epoch = source_date_epoch(lock)
+    for relative, data in rendered.files:
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    context_dir = destination / CONTEXT_DIR
+    if wheels:
+        (destination / WHEELS_DIR).mkdir(parents=True, exist_ok=True)
+        for filename, path in sorted(wheels.items()):
+            _link_or_copy(path, destination / WHEELS_DIR / filename)
+    if debs:
+        write_tar(context_dir / DEBS_TAR, [Entry(name, path) for name, path in sorted(debs.items())], mtime=epoch)
+    workdir = lock.app.workdir.strip("/")
+    if lock.app.copy:
+        entries: list[Entry] = []
+        for relative in lock.app.copy:
+            source = project_dir / relative
+            if not source.exists():
+                raise BuildError(f"app.copy names {relative}, which does not exist in {project_dir}")
+            entries += tree_entries(source, f"{workdir}/{relative.strip('/')}")
+        write_tar(context_dir / APP_TAR, entries, mtime=epoch)
+    baked = [m for m in lock.models if m.strategy == "bake"]
+    if baked:
+        entries = []
+        for model in baked:
+            source = project_dir / model.source
+            if not source.is_file():
+                raise BuildError(f"model {model.source} is missing", hint="train or fetch it, then `mlenv lock`")
+            entries += tree_entries(source, model.target.strip("/"))
+        write_tar(context_dir / MODELS_TAR, entries, mtime=epoch)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        target.hardlink_to(source)
+    except OSError:  # the cache is on another filesystem
+        target.write_bytes(source.read_bytes())
+
+
+def prepare_context(
+    lock: Lock,
+    rendered: RenderedContext,
+    project_dir: Path,
+    destination: Path,
+    *,
+    fetch_mode: FetchMode,
+    platform: str,
+    store: ContentStore,
+    progress: Progress,
+) -> None:
+    """Fetch (for the hermetic flavour) and assemble the whole build context in `destination`."""
+    wheels = fetch(python_artifacts(lock, platform), store, progress) if fetch_mode == "host" else {}
+    debs = fetch(apt_artifacts(lock), store, progress) if fetch_mode == "host" else {}
+    assemble_context(lock, rendered, project_dir, destination, wheels=wheels, debs=debs)
