@@ -265,6 +265,10 @@ class DistFact:
     version: str
     site: str  # the site-packages directory it was found in
     record: tuple[RecordEntry, ...] = ()
+    # Files whose content no longer matches the hash RECORD lists, and files RECORD lists that are
+    # gone: filled in by the observer, which has the filesystem to check them against.
+    modified_files: tuple[str, ...] = ()
+    missing_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
