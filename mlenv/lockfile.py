@@ -269,14 +269,18 @@ def loads(text: str, *, path: str = LOCK_FILE) -> Lock:
     return _lock_from_data(data)
 
 
-def read_lock(path: Path) -> Lock:
+def read_lock_bytes(path: Path) -> bytes:
+    """The lockfile's bytes (its digest identifies the lock in labels and provenance)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         raise LockfileError(str(path), None, "no such file", hint="run `mlenv lock`") from None
     except OSError as error:
         raise LockfileError(str(path), None, f"cannot read: {error.strerror}") from None
-    return loads(text, path=str(path))
+
+
+def read_lock(path: Path) -> Lock:
+    return loads(read_lock_bytes(path).decode("utf-8"), path=str(path))
 
 
 def _file(data: Mapping[str, Any]) -> PythonFile:

@@ -14,6 +14,7 @@ import click
 import typer
 
 from mlenv import __version__
+from mlenv.cli import dockerfile as dockerfile_command
 from mlenv.cli import init as init_command
 from mlenv.cli import lock as lock_command
 from mlenv.errors import MlenvError
@@ -46,6 +47,7 @@ def root(
 
 app.command("init")(init_command.init)
 app.command("lock")(lock_command.lock)
+app.command("dockerfile")(dockerfile_command.dockerfile)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,49 @@
+"""What several commands share: finding the project, reading a fresh lock, the progress line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from mlenv.errors import MlenvError
+from mlenv.freshness import stale_reasons
+from mlenv.lockfile import LOCK_FILE, lock_digest, loads, read_lock_bytes
+from mlenv.models import Lock, Spec
+from mlenv.spec import load_spec
+
+
+class StaleLockError(MlenvError):
+    """The lock no longer matches the spec: a check that found a difference, hence exit 1."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Project:
+    spec: Spec
+    lock: Lock
+    lock_path: Path
+    lock_digest: str
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.spec.project_dir)
+
+
+def fresh_project(location: Path, lockfile: Path | None = None) -> Project:
+    """The spec and its lock, refusing a stale lock (exit 1) before anything is built from it."""
+    spec = load_spec(location)
+    path = lockfile or Path(spec.project_dir, LOCK_FILE)
+    data = read_lock_bytes(path)
+    lock = loads(data.decode("utf-8"), path=str(path))
+    reasons = stale_reasons(spec, lock)
+    if reasons:
+        raise StaleLockError(f"{path} is stale: {reasons[0]}", hint="run `mlenv lock`")
+    return Project(spec=spec, lock=lock, lock_path=path, lock_digest=lock_digest(data))
+
+
+def say(message: str) -> None:
+    """Progress and status for people: stderr, so stdout stays clean for --format json."""
+    typer.echo(message, err=True)

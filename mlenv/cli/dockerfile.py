@@ -1,0 +1,47 @@
+"""`mlenv dockerfile [-o DIR]`: render the build context from the lock without building."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlenv import __version__
+from mlenv.build import prepare_context
+from mlenv.cas import ContentStore
+from mlenv.cli.common import fresh_project, say
+from mlenv.errors import MlenvError
+from mlenv.render import FetchMode, render
+
+
+def dockerfile(
+    project: Annotated[Path, typer.Argument(help="Project directory or spec file.")] = Path("."),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the whole build context here.")] = None,
+    fetch: Annotated[str, typer.Option(help="host: hermetic, artifacts fetched and checked on the host; "
+                                            "build: the Dockerfile fetches from the locked URLs.")] = "host",
+    platform: Annotated[str, typer.Option(help="Platform whose wheels go into a hermetic context.")] = "linux/amd64",
+) -> None:
+    """Render the Dockerfile (stdout), or with -o the whole build context, from mlenv.lock."""
+    if fetch not in ("host", "build"):
+        raise MlenvError(f"--fetch must be 'host' or 'build', not {fetch!r}")
+    mode: FetchMode = "host" if fetch == "host" else "build"
+    current = fresh_project(project)
+    rendered = render(current.lock, lock_digest=current.lock_digest, mlenv_version=__version__, fetch=mode)
+    if output is None:
+        sys.stdout.write(rendered.get("Dockerfile").decode())
+        return
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise MlenvError(f"{output}: exists and is not an empty directory", hint="choose a new directory")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Assembled beside the target and renamed into place: a failed fetch leaves no half context.
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as work:
+        staging = Path(work, "context")
+        prepare_context(current.lock, rendered, current.directory, staging, fetch_mode=mode, platform=platform,
+                        store=ContentStore(), progress=say)
+        if output.exists():
+            output.rmdir()
+        staging.rename(output)
+    say(f"wrote the build context to {output} (docker build {output})")
