@@ -6,9 +6,10 @@ against the lock's sha256; the Dockerfile installs them with no index and no net
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from mlenv.cas import ContentStore
 from mlenv.errors import BuildError
@@ -141,3 +142,37 @@ def prepare_context(
     wheels = fetch(python_artifacts(lock, platform), store, progress) if fetch_mode == "host" else {}
     debs = fetch(apt_artifacts(lock), store, progress) if fetch_mode == "host" else {}
     assemble_context(lock, rendered, project_dir, destination, wheels=wheels, debs=debs)
+
+
+class BuildApi(Protocol):
+    """The part of the docker SDK's low-level APIClient a build needs (passed in from sources.daemon)."""
+
+    def build(self, **kwargs: Any) -> Iterator[dict[str, Any]]: ...
+
+
+def run_build(api: BuildApi, context: Path, *, tag: str, no_cache: bool, progress: Progress) -> str:
+    """Build `context` with the network off and return the image ID.
+
+    Intermediate containers are removed on failure too (rm + forcerm), and the error is reported
+    with the build's last lines, which name the failing step.
+    """
+    tail: list[str] = []
+    image_id = None
+    stream = api.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none", nocache=no_cache,
+                       pull=False, decode=True)
+    for chunk in stream:
+        if "error" in chunk:
+            detail = " | ".join(line for line in tail[-3:] if line)
+            raise BuildError(f"docker build failed: {chunk['error'].strip()}" + (f" (after: {detail})" if detail else ""))
+        line = chunk.get("stream", "").rstrip()
+        if line:
+            tail.append(line)
+            del tail[:-20]
+            if line.startswith("Step "):
+                progress(line)
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and "ID" in aux:
+            image_id = aux["ID"]
+    if image_id is None:
+        raise BuildError("docker build finished without an image ID", hint="re-run with -v to see the build output")
+    return image_id
