@@ -1,0 +1,66 @@
+"""Make an image ID a function of the lock: rewrite what the engine stamps with wall-clock times.
+
+The legacy builder writes the build time into the config's `created` and every history entry, and
+the build container's ID and hostname into `container`/`container_config`. Layers built the
+reproducible way are already identical; after this rewrite the config is too, so the ID
+(sha256 of the config) is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from mlenv.errors import BuildError
+
+# Fields that describe the build run, not the image: dropped.
+RUN_FIELDS = ("container", "container_config", "docker_version")
+
+
+def normalise_config(config: dict[str, Any], *, epoch: int) -> bytes:
+    """The config with build-run times and ids replaced, as canonical JSON bytes."""
+    created = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    normal = {k: v for k, v in config.items() if k not in RUN_FIELDS}
+    normal["created"] = created
+    normal["history"] = [{**entry, "created": created} for entry in config.get("history", [])]
+    return json.dumps(normal, sort_keys=True, separators=(",", ":")).encode()
+
+
+def rewrite_archive(source: IO[bytes], destination: Path, *, epoch: int, tag: str) -> str:
+    """Copy a `docker save` stream to `destination` with a normalised config; returns the new image ID.
+
+    One streaming pass: layers are copied through untouched; manifest.json and the config are
+    rewritten. The config arrives before or after the layers depending on the engine, so the
+    small JSON members are held back and written last.
+    """
+    held: dict[str, bytes] = {}
+    with tarfile.open(fileobj=source, mode="r|") as archive, tarfile.open(destination, "w") as out:
+        for member in archive:
+            data = archive.extractfile(member) if member.isfile() else None
+            if member.isfile() and (member.name.endswith(".json") and "/" not in member.name or
+                                    member.name == "repositories"):
+                assert data is not None
+                held[member.name] = data.read()
+                continue
+            out.addfile(member, data)
+        if "manifest.json" not in held:
+            raise BuildError("docker save gave an archive without manifest.json")
+        manifest = json.loads(held["manifest.json"])
+        if len(manifest) != 1:
+            raise BuildError(f"expected one image in the saved archive, found {len(manifest)}")
+        config_bytes = normalise_config(json.loads(held[manifest[0]["Config"]]), epoch=epoch)
+        image_id = hashlib.sha256(config_bytes).hexdigest()
+        manifest[0]["Config"] = f"{image_id}.json"
+        manifest[0]["RepoTags"] = [tag]
+        for name, data in ((f"{image_id}.json", config_bytes),
+                           ("manifest.json", json.dumps(manifest, separators=(",", ":")).encode())):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, epoch
+            out.addfile(info, io.BytesIO(data))
+    return f"sha256:{image_id}"
+
