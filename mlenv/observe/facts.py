@@ -1,0 +1,82 @@
+"""Probes put together: a filesystem (and the image config, when there is one) → EnvFacts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mlenv.models import ArtifactFact, EnvFacts
+from mlenv.observe import cuda, dpkg, libc, osrelease, python
+from mlenv.observe.rootfs import ImageFS, Interest
+
+# Paths whose content the probes read, plus apt's configuration and keyrings for callers that
+# want to know where an image's packages come from.
+_PATTERNS = (*osrelease.INTEREST, *dpkg.INTEREST, *libc.INTEREST, *python.INTEREST, *cuda.INTEREST,
+             r"/etc/apt/.*", r"/usr/share/keyrings/[^/]+")
+_INTEREST = re.compile("(?:" + "|".join(_PATTERNS) + ")")
+
+
+def probe_interest(path: str) -> bool:
+    """Whether the probes will read this file's content (an absolute path inside the image)."""
+    return _INTEREST.fullmatch(path) is not None
+
+
+def combine(*predicates: Interest | None) -> Interest:
+    chosen = [p for p in predicates if p is not None]
+    return lambda path: any(predicate(path) for predicate in chosen)
+
+
+def config_env(config: Mapping[str, Any] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in ((config or {}).get("config") or {}).get("Env") or ():
+        key, _, value = str(item).partition("=")
+        env[key] = value
+    return env
+
+
+def config_labels(config: Mapping[str, Any] | None) -> dict[str, str]:
+    labels = ((config or {}).get("config") or {}).get("Labels") or {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def observe_tree(fs: ImageFS, config: Mapping[str, Any] | None = None, *, artifacts: Iterable[str] = (),
+                 check_files: bool = True) -> EnvFacts:
+    """What the filesystem contains. `config` is an OCI image config (labels, env, architecture,
+    diff_ids); `artifacts` are paths whose sha256 to report (models baked into the image).
+    `check_files=False` skips comparing RECORD hashes with the files."""
+    env = config_env(config)
+    os_release = osrelease.read_os_release(fs)
+    apt = dpkg.read_dpkg(fs)
+    path_dirs = [d for d in env.get("PATH", "").split(":") if d.startswith("/")]
+    installs = python.find_interpreters(fs, path_dirs=path_dirs, apt=apt)
+    venvs = python.find_venvs(fs, installs)
+    dists = [dist for site in python.site_directories(fs, installs, venvs)
+             for dist in python.read_dists(fs, site, check_files=check_files)]
+    found_artifacts = []
+    for path in sorted(set(artifacts)):
+        if fs.is_file(path):
+            found_artifacts.append(ArtifactFact(path=path, sha256=fs.sha256(path)))
+    rootfs = (config or {}).get("rootfs") or {}
+    return EnvFacts(
+        layer_diff_ids=tuple(rootfs.get("diff_ids") or ()),
+        os_id=os_release.get("ID"),
+        os_version=os_release.get("VERSION_ID"),
+        architecture=(config or {}).get("architecture") or _dpkg_architecture(apt),
+        glibc=libc.glibc_version(fs, apt),
+        interpreters=python.interpreter_facts(fs, installs, venvs),
+        apt=apt,
+        python_dists=tuple(sorted(dists, key=lambda d: (d.site, d.name, d.version))),
+        cuda=cuda.cuda_components(fs, env, dists),
+        artifacts=tuple(found_artifacts),
+        labels=tuple(sorted(config_labels(config).items())),
+        env=tuple(sorted(env.items())),
+    )
+
+
+def _dpkg_architecture(apt: Iterable[dpkg.AptFact]) -> str | None:
+    # Without an image config (a directory tree), the C library's package says what the tree runs on.
+    for fact in apt:
+        if fact.name == "libc6" and fact.architecture != "all":
+            return fact.architecture
+    return None
