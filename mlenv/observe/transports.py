@@ -81,9 +81,14 @@ def parse_location(text: str) -> ImageLocation:
             return ImageLocation(transport="docker-daemon", target=rest)
         path, selector = rest, None
         if not os.path.exists(rest) and ":" in rest:
-            head, _, tail = rest.rpartition(":")
-            if os.path.exists(head) or "/" not in tail:
-                path, selector = head, tail or None
+            # The path is the shortest prefix before a ':' that exists; if none exists (an error
+            # to report later), the selector starts at the first ':' of the last path component.
+            cuts = [i for i, char in enumerate(rest) if char == ":"]
+            existing = [i for i in cuts if os.path.exists(rest[:i])]
+            slash = rest.rfind("/")
+            cut = existing[0] if existing else next((i for i in cuts if i > slash), None)
+            if cut is not None:
+                path, selector = rest[:cut], rest[cut + 1:] or None
         return ImageLocation(transport=transport, target=path, selector=selector)  # type: ignore[arg-type]
     return ImageLocation(transport="docker-daemon", target=text)
 
@@ -258,7 +263,7 @@ def _read_archive(chunks: Iterable[bytes], interest: Interest | None) -> _Archiv
         if member.kind != REGULAR:
             reader.skip(member.size)
             continue
-        looks_like_json = member.size <= _JSON_LIMIT and reader.peek(1) == b"{"
+        looks_like_json = member.size <= _JSON_LIMIT and (name.endswith(".json") or reader.peek(1) in (b"{", b"["))
         if looks_like_json:
             archive.json_files[name] = reader.read(member.size)
         elif name.endswith("layer.tar") or name.startswith("blobs/"):
