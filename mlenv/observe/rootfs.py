@@ -17,15 +17,17 @@ import hashlib
 import os
 import posixpath
 import stat as stat_module
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Protocol, runtime_checkable
 
-from mlenv.observe.streams import Background, ChunkReader, StreamError, compression_of, decompressed
+from mlenv.observe.streams import Background, ChunkReader, StreamError, compression_of, decompressed, peek_head
 from mlenv.observe.tarstream import DIRECTORY, HARDLINK, OTHER, REGULAR, SYMLINK, members
 
 MAX_SYMLINK_HOPS = 40  # as Linux's MAXSYMLINKS
+SWITCH_INTERVAL = 0.0002  # seconds, while a layer is read by two threads
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 
@@ -131,41 +133,46 @@ def normalize(name: str) -> str:
 def index_layer(chunks: Iterable[bytes], *, interest: Interest | None = None, threaded: bool = True) -> LayerIndex:
     """Read one layer blob (gzip, zstd, xz, bzip2 or plain tar) in a single pass.
 
-    The uncompressed stream is hashed for its diff_id by the decompressing stage; the tar entries
-    are parsed and every regular file hashed by the caller's thread.
+    With `threaded`, a worker thread reads (and decompresses) while the caller's thread parses the
+    tar and hashes every file. The diff_id hash goes to whichever side has less to do: the
+    parser's for compressed layers (inflate is the slowest stage), the worker's for plain tar.
     """
     hasher = hashlib.sha256()
     counted = [0]
-    kind = ["none"]
-
-    def stage() -> Iterator[bytes]:
-        source = iter(chunks)
-        first = next(source, b"")
-        kind[0] = compression_of(bytes(first[:6]))
-
-        def replay() -> Iterator[bytes]:
-            if first:
-                yield first
-            yield from source
-
-        return decompressed(replay())
+    head, source = peek_head(iter(chunks), 6)
+    kind = compression_of(head)
+    hash_in_worker = threaded and kind == "none"
 
     def hashed(stream: Iterable[bytes]) -> Iterator[bytes]:
-        # Inflate is the slowest stage and runs alone in the worker; hashing here keeps it there.
+        update = hasher.update
+        total = 0
         for out in stream:
-            hasher.update(out)
-            counted[0] += len(out)
+            update(out)
+            total += len(out)
             yield out
+        counted[0] = total
 
-    background = Background(stage()) if threaded else None
-    reader = ChunkReader(hashed(background if background is not None else stage()))
+    stage = decompressed(source)
+    if hash_in_worker:
+        stage = hashed(stage)
+    background = Background(stage) if threaded else None
+    feed: Iterator[bytes] = iter(background) if background is not None else stage
+    reader = ChunkReader(feed if hash_in_worker else hashed(feed))
+    switch = sys.getswitchinterval()
+    if threaded:
+        # The two threads hand the GIL back and forth around every inflate and hash call; with the
+        # default 5 ms switch interval the inflating thread waits on the parser's Python code
+        # (measured: 1.04 s vs 0.82 s for the python base layer). Restored right after.
+        sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
     try:
         layer = _read_entries(reader, interest)
         reader.drain()  # trailing zero blocks are part of the diff_id
     finally:
         if background is not None:
             background.close()
-    return LayerIndex(diff_id="sha256:" + hasher.hexdigest(), size=counted[0], compression=kind[0],
+        if threaded:
+            sys.setswitchinterval(switch)
+    return LayerIndex(diff_id="sha256:" + hasher.hexdigest(), size=counted[0], compression=kind,
                       entries=layer[0], whiteouts=layer[1], opaque=layer[2])
 
 

@@ -89,7 +89,7 @@ def _factory(kind: str) -> Callable[[], _Decompressor]:
     raise ValueError(kind)
 
 
-def _with_head(chunks: Iterator[bytes], need: int) -> tuple[bytes, Iterator[bytes]]:
+def peek_head(chunks: Iterator[bytes], need: int) -> tuple[bytes, Iterator[bytes]]:
     """The first `need` bytes (fewer at EOF) and an iterator that still yields everything."""
     head = b""
     taken: list[bytes] = []
@@ -110,7 +110,7 @@ def decompressed(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
     Concatenated members/frames (pigz, parallel zstd) are followed to the end, as tar readers do.
     """
-    head, stream = _with_head(iter(chunks), 6)
+    head, stream = peek_head(iter(chunks), 6)
     kind = compression_of(head)
     if kind == "none":
         yield from stream
