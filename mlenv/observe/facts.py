@@ -17,8 +17,18 @@ _PATTERNS = (*osrelease.INTEREST, *dpkg.INTEREST, *libc.INTEREST, *python.INTERE
 _INTEREST = re.compile("(?:" + "|".join(_PATTERNS) + ")")
 
 
+# Called for every file of every layer: a check of the file name alone rejects nearly all of them
+# before the full pattern (about 13 µs a path) is tried.
+_NAMES = re.compile(r"os-release|debian_version|status|libc\.so\.6|libc-[0-9.]+\.so|python[0-9]+\.[0-9]+t?"
+                    r"|libpython.*|patchlevel\.h|pyvenv\.cfg|METADATA|RECORD|INSTALLER|PKG-INFO|.*\.egg-info"
+                    r"|version\.(?:json|txt)|cudnn_version.*\.h")
+_PREFIXES = ("/etc/apt/", "/usr/share/keyrings/", "/var/lib/dpkg/status.d/")
+
+
 def probe_interest(path: str) -> bool:
     """Whether the probes will read this file's content (an absolute path inside the image)."""
+    if _NAMES.fullmatch(path, path.rfind("/") + 1) is None and not path.startswith(_PREFIXES):
+        return False
     return _INTEREST.fullmatch(path) is not None
 
 

@@ -399,18 +399,24 @@ class LayeredFS(_Resolver):
             found = self._walk(parent, follow_last=True)
             if found is not None and found[1].children is not None:  # type: ignore[attr-defined]
                 found[1].children.pop(name, None)  # type: ignore[attr-defined]
+        # Entries come grouped by directory: remember resolved parents until a directory is replaced.
+        parents: dict[str, _Node] = {}
         for path, node in layer.entries.items():
             if not path:
                 self._tree.mode = node.mode
                 continue
             parent_path, _, name = path.rpartition("/")
-            parent = self._directory(parent_path)
+            parent = parents.get(parent_path)
+            if parent is None:
+                parent = parents[parent_path] = self._directory(parent_path)
             children = parent.children
             assert children is not None
             old = children.get(name)
             if node.kind == DIRECTORY and old is not None and old.kind == DIRECTORY:
                 old.mode = node.mode  # directories merge; their lower contents stay
                 continue
+            if old is not None and old.children is not None:
+                parents.clear()
             if node.kind == HARDLINK and node.digest is None:
                 target = self._walk(node.link or "", follow_last=False)
                 if target is not None and target[1].digest is not None:  # type: ignore[attr-defined]
