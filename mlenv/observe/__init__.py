@@ -12,7 +12,8 @@ from os import PathLike
 from typing import Any
 
 from mlenv.models import EnvFacts
-from mlenv.observe.facts import combine, observe_tree as _observe_tree, probe_interest
+from mlenv.observe.facts import combine, probe_interest
+from mlenv.observe.facts import observe_tree as _observe_tree
 from mlenv.observe.rootfs import DirectoryFS, ImageFS, Interest, LayeredFS
 from mlenv.observe.transports import ImageLocation, LoadedImage, load_image, parse_location
 

@@ -3,6 +3,7 @@ the Docker engine) when it offers save_image, else straight through the docker S
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 
 from mlenv.errors import ImageError, SourceError
@@ -12,10 +13,10 @@ CHUNK = 1 << 20
 
 def save_chunks(name: str) -> Iterator[bytes]:
     try:
-        from mlenv.sources import daemon
+        daemon = importlib.import_module("mlenv.sources.daemon")
     except ImportError:
-        daemon = None  # type: ignore[assignment]
-    if daemon is not None and hasattr(daemon, "save_image"):
+        return _sdk_save(name)
+    if hasattr(daemon, "save_image"):
         return daemon.save_image(name)  # type: ignore[no-any-return]
     return _sdk_save(name)
 

@@ -310,11 +310,7 @@ def check_record(fs: ImageFS, site: str, record: tuple[RecordEntry, ...]) -> tup
         try:
             if info.kind == "symlink":
                 info = fs.stat(path)
-            if not info.is_regular:
-                modified.append(entry.path)
-            elif entry.size is not None and info.size != entry.size:
-                modified.append(entry.path)
-            elif entry.sha256 is not None and urlsafe_digest(fs.sha256(info.path)) != entry.sha256:
+            if not info.is_regular or entry.size is not None and info.size != entry.size or entry.sha256 is not None and urlsafe_digest(fs.sha256(info.path)) != entry.sha256:
                 modified.append(entry.path)
         except (OSError, NotKeptError):
             modified.append(entry.path)

@@ -21,9 +21,17 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
-from mlenv.observe.streams import Background, ChunkReader, StreamError, compression_of, decompressed, peek_head
+from mlenv.observe.streams import (
+    Background,
+    Chunk,
+    ChunkReader,
+    StreamError,
+    compression_of,
+    decompressed,
+    peek_head,
+)
 from mlenv.observe.tarstream import DIRECTORY, HARDLINK, OTHER, REGULAR, SYMLINK, members
 
 MAX_SYMLINK_HOPS = 40  # as Linux's MAXSYMLINKS
@@ -82,7 +90,7 @@ class ImageFS(Protocol):
 class _Node:
     """One entry of a layer, and later a node of the merged tree (directories get `children`)."""
 
-    __slots__ = ("kind", "mode", "size", "link", "digest", "content", "children")
+    __slots__ = ("children", "content", "digest", "kind", "link", "mode", "size")
 
     def __init__(self, kind: str, mode: int, size: int = 0, link: str | None = None) -> None:
         self.kind = kind
@@ -113,8 +121,7 @@ class LayerIndex:
 
 def normalize(name: str) -> str:
     """A tar member name or an absolute path as a root-relative key: 'usr/lib/x', '' for the root."""
-    if name.startswith("./"):
-        name = name[2:]
+    name = name.removeprefix("./")
     name = name.strip("/")
     if "//" not in name and "/." not in name and not name.startswith("."):
         return name
@@ -130,7 +137,7 @@ def normalize(name: str) -> str:
     return "/".join(parts)
 
 
-def index_layer(chunks: Iterable[bytes], *, interest: Interest | None = None, threaded: bool = True) -> LayerIndex:
+def index_layer(chunks: Iterable[Chunk], *, interest: Interest | None = None, threaded: bool = True) -> LayerIndex:
     """Read one layer blob (gzip, zstd, xz, bzip2 or plain tar) in a single pass.
 
     With `threaded`, a worker thread reads (and decompresses) while the caller's thread parses the
@@ -143,7 +150,7 @@ def index_layer(chunks: Iterable[bytes], *, interest: Interest | None = None, th
     kind = compression_of(head)
     hash_in_worker = threaded and kind == "none"
 
-    def hashed(stream: Iterable[bytes]) -> Iterator[bytes]:
+    def hashed(stream: Iterable[Chunk]) -> Iterator[Chunk]:
         update = hasher.update
         total = 0
         for out in stream:
@@ -156,7 +163,7 @@ def index_layer(chunks: Iterable[bytes], *, interest: Interest | None = None, th
     if hash_in_worker:
         stage = hashed(stage)
     background = Background(stage) if threaded else None
-    feed: Iterator[bytes] = iter(background) if background is not None else stage
+    feed: Iterator[Chunk] = iter(background) if background is not None else stage
     reader = ChunkReader(feed if hash_in_worker else hashed(feed))
     switch = sys.getswitchinterval()
     if threaded:
@@ -243,30 +250,33 @@ def _copy_content(source: _Node, link: _Node) -> None:
 # --------------------------------------------------------------------------- shared resolution
 
 
-class _Resolver:
+H = TypeVar("H")
+
+
+class _Resolver(Generic[H]):
     """Path resolution inside an image root, shared by both filesystems.
 
     Subclasses give the root handle, a child lookup that does not follow links, and what a handle
     is; resolution then follows symlinks the way the kernel would with the image as its root.
     """
 
-    def _root(self) -> object:
+    def _root(self) -> H:
         raise NotImplementedError
 
-    def _child(self, parent: object, name: str) -> object | None:
+    def _child(self, parent: H, name: str) -> H | None:
         raise NotImplementedError
 
-    def _kind(self, handle: object) -> str:
+    def _kind(self, handle: H) -> str:
         raise NotImplementedError
 
-    def _target(self, handle: object) -> str:
+    def _target(self, handle: H) -> str:
         raise NotImplementedError
 
-    def _walk(self, path: str, *, follow_last: bool) -> tuple[str, object] | None:
+    def _walk(self, path: str, *, follow_last: bool) -> tuple[str, H] | None:
         """(canonical absolute path, handle) of `path`, or None when it does not resolve."""
         pending = [p for p in reversed(path.split("/")) if p and p != "."]
         names: list[str] = []
-        handles: list[object] = []
+        handles: list[H] = []
         hops = 0
         root = self._root()
         parent = root
@@ -283,24 +293,23 @@ class _Resolver:
             child = self._child(parent, name)
             if child is None:
                 return None
-            if pending or follow_last:
-                if self._kind(child) == SYMLINK:
-                    hops += 1
-                    if hops > MAX_SYMLINK_HOPS:
-                        raise SymlinkLoopError(f"too many levels of symbolic links: {path}")
-                    target = self._target(child)
-                    if target.startswith("/"):
-                        names.clear()
-                        handles.clear()
-                        parent = root
-                    pending.extend(p for p in reversed(target.split("/")) if p and p != ".")
-                    continue
+            if (pending or follow_last) and self._kind(child) == SYMLINK:
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise SymlinkLoopError(f"too many levels of symbolic links: {path}")
+                target = self._target(child)
+                if target.startswith("/"):
+                    names.clear()
+                    handles.clear()
+                    parent = root
+                pending.extend(p for p in reversed(target.split("/")) if p and p != ".")
+                continue
             names.append(name)
             handles.append(child)
             parent = child
         return "/" + "/".join(names), parent
 
-    def _must(self, path: str, *, follow_last: bool = True) -> tuple[str, object]:
+    def _must(self, path: str, *, follow_last: bool = True) -> tuple[str, H]:
         found = self._walk(path, follow_last=follow_last)
         if found is None:
             raise FileNotFoundError(path)
@@ -338,7 +347,7 @@ class _Resolver:
         return found is not None and self._kind(found[1]) == SYMLINK
 
     def readlink(self, path: str) -> str:
-        canonical, handle = self._must(path, follow_last=False)
+        _canonical, handle = self._must(path, follow_last=False)
         if self._kind(handle) != SYMLINK:
             raise OSError(f"not a symbolic link: {path}")
         return self._target(handle)
@@ -378,7 +387,7 @@ class _Resolver:
 # --------------------------------------------------------------------------- layers merged
 
 
-class LayeredFS(_Resolver):
+class LayeredFS(_Resolver[_Node]):
     """The merged view of an image's layers, bottom first. Takes ownership of the LayerIndex objects."""
 
     def __init__(self, layers: Iterable[LayerIndex] = ()) -> None:
@@ -392,13 +401,13 @@ class LayeredFS(_Resolver):
         lower layers wrote), then the layer's own entries."""
         for directory in layer.opaque:
             found = self._walk(directory, follow_last=True)
-            if found is not None and found[1].children is not None:  # type: ignore[attr-defined]
-                found[1].children.clear()  # type: ignore[attr-defined]
+            if found is not None and found[1].children is not None:
+                found[1].children.clear()
         for path in layer.whiteouts:
-            parent, _, name = path.rpartition("/")
-            found = self._walk(parent, follow_last=True)
-            if found is not None and found[1].children is not None:  # type: ignore[attr-defined]
-                found[1].children.pop(name, None)  # type: ignore[attr-defined]
+            directory, _, name = path.rpartition("/")
+            found = self._walk(directory, follow_last=True)
+            if found is not None and found[1].children is not None:
+                found[1].children.pop(name, None)
         # Entries come grouped by directory: remember resolved parents until a directory is replaced.
         parents: dict[str, _Node] = {}
         for path, node in layer.entries.items():
@@ -419,8 +428,8 @@ class LayeredFS(_Resolver):
                 parents.clear()
             if node.kind == HARDLINK and node.digest is None:
                 target = self._walk(node.link or "", follow_last=False)
-                if target is not None and target[1].digest is not None:  # type: ignore[attr-defined]
-                    _copy_content(target[1], node)  # type: ignore[arg-type]
+                if target is not None and target[1].digest is not None:
+                    _copy_content(target[1], node)
             children[name] = node
         self.diff_ids.append(layer.diff_id)
 
@@ -430,38 +439,39 @@ class LayeredFS(_Resolver):
         if not path:
             return self._tree
         found = self._walk(path, follow_last=True)
-        if found is not None and found[1].children is not None:  # type: ignore[attr-defined]
-            return found[1]  # type: ignore[return-value]
+        if found is not None and found[1].children is not None:
+            return found[1]
         node, where = self._tree, ""
         for name in path.split("/"):
             assert node.children is not None
             child = node.children.get(name)
             if child is not None and child.kind == SYMLINK:
                 resolved = self._walk(f"{where}/{name}", follow_last=True)
-                if resolved is not None and resolved[1].children is not None:  # type: ignore[attr-defined]
-                    where, node = resolved[0].rstrip("/"), resolved[1]  # type: ignore[assignment]
+                if resolved is not None and resolved[1].children is not None:
+                    where, node = resolved[0].rstrip("/"), resolved[1]
                     continue
             if child is None or child.children is None:
                 # Missing, or a file or dangling link in the way: the layer's view wins.
                 child = _Node(DIRECTORY, 0o755)
+                assert node.children is not None
                 node.children[name] = child
             node, where = child, f"{where}/{name}"
         return node
 
     # -- _Resolver primitives
 
-    def _root(self) -> object:
+    def _root(self) -> _Node:
         return self._tree
 
-    def _child(self, parent: object, name: str) -> object | None:
-        children = parent.children  # type: ignore[attr-defined]
+    def _child(self, parent: _Node, name: str) -> _Node | None:
+        children = parent.children
         return None if children is None else children.get(name)
 
-    def _kind(self, handle: object) -> str:
-        return handle.kind  # type: ignore[attr-defined, no-any-return]
+    def _kind(self, handle: _Node) -> str:
+        return handle.kind
 
-    def _target(self, handle: object) -> str:
-        return handle.link or ""  # type: ignore[attr-defined]
+    def _target(self, handle: _Node) -> str:
+        return handle.link or ""
 
     # -- reading
 
@@ -470,10 +480,10 @@ class LayeredFS(_Resolver):
 
     def stat(self, path: str, *, follow_symlinks: bool = True) -> FileInfo:
         canonical, node = self._must(path, follow_last=follow_symlinks)
-        return self._info(canonical, node)  # type: ignore[arg-type]
+        return self._info(canonical, node)
 
     def _regular(self, path: str) -> _Node:
-        node: _Node = self._must(path)[1]  # type: ignore[assignment]
+        node: _Node = self._must(path)[1]
         if node.kind == DIRECTORY:
             raise IsADirectoryError(path)
         if node.kind not in (REGULAR, HARDLINK):
@@ -498,7 +508,7 @@ class LayeredFS(_Resolver):
         return self._regular(path).size
 
     def listdir(self, path: str) -> list[str]:
-        node: _Node = self._must(path)[1]  # type: ignore[assignment]
+        node: _Node = self._must(path)[1]
         if node.children is None:
             raise NotADirectoryError(path)
         return sorted(node.children)
@@ -510,7 +520,7 @@ class LayeredFS(_Resolver):
         if found is None:
             return
         canonical, start = found
-        node: _Node = start  # type: ignore[assignment]
+        node: _Node = start
         if node.children is None:
             if node.kind in (REGULAR, HARDLINK):
                 yield self._info(canonical, node)
@@ -554,7 +564,7 @@ class _DirHandle:
         self.st = st
 
 
-class DirectoryFS(_Resolver):
+class DirectoryFS(_Resolver[_DirHandle]):
     """The same interface over a directory on disk; `/` reads the running system. Hashes are
     computed on first use and remembered."""
 
@@ -570,11 +580,11 @@ class DirectoryFS(_Resolver):
     def _host(self, relative: str) -> str:
         return os.path.join(self.root, relative) if relative else self.root
 
-    def _root(self) -> object:
+    def _root(self) -> _DirHandle:
         return self._root_handle
 
-    def _child(self, parent: object, name: str) -> object | None:
-        relative = f"{parent.relative}/{name}" if parent.relative else name  # type: ignore[attr-defined]
+    def _child(self, parent: _DirHandle, name: str) -> _DirHandle | None:
+        relative = f"{parent.relative}/{name}" if parent.relative else name
         try:
             return self._lstat[relative]
         except KeyError:
@@ -586,8 +596,8 @@ class DirectoryFS(_Resolver):
         self._lstat[relative] = handle
         return handle
 
-    def _kind(self, handle: object) -> str:
-        mode = handle.st.st_mode  # type: ignore[attr-defined]
+    def _kind(self, handle: _DirHandle) -> str:
+        mode = handle.st.st_mode
         if stat_module.S_ISREG(mode):
             return REGULAR
         if stat_module.S_ISDIR(mode):
@@ -596,8 +606,8 @@ class DirectoryFS(_Resolver):
             return SYMLINK
         return OTHER
 
-    def _target(self, handle: object) -> str:
-        return os.readlink(self._host(handle.relative))  # type: ignore[attr-defined]
+    def _target(self, handle: _DirHandle) -> str:
+        return os.readlink(self._host(handle.relative))
 
     def _info(self, path: str, handle: _DirHandle) -> FileInfo:
         kind = self._kind(handle)
@@ -607,7 +617,7 @@ class DirectoryFS(_Resolver):
 
     def stat(self, path: str, *, follow_symlinks: bool = True) -> FileInfo:
         canonical, handle = self._must(path, follow_last=follow_symlinks)
-        return self._info(canonical, handle)  # type: ignore[arg-type]
+        return self._info(canonical, handle)
 
     def _regular(self, path: str) -> tuple[str, _DirHandle]:
         canonical, handle = self._must(path)
@@ -616,7 +626,7 @@ class DirectoryFS(_Resolver):
             raise IsADirectoryError(path)
         if kind != REGULAR:
             raise OSError(f"not a regular file: {path}")
-        return canonical, handle  # type: ignore[return-value]
+        return canonical, handle
 
     def read_bytes(self, path: str) -> bytes:
         _, handle = self._regular(path)
@@ -641,14 +651,14 @@ class DirectoryFS(_Resolver):
         _, handle = self._must(path)
         if self._kind(handle) != DIRECTORY:
             raise NotADirectoryError(path)
-        return sorted(os.listdir(self._host(handle.relative)))  # type: ignore[attr-defined]
+        return sorted(os.listdir(self._host(handle.relative)))
 
     def iter_files(self, prefix: str = "/") -> Iterator[FileInfo]:
         found = self._walk(prefix, follow_last=True)
         if found is None:
             return
         canonical, start = found
-        handle: _DirHandle = start  # type: ignore[assignment]
+        handle: _DirHandle = start
         if self._kind(handle) == REGULAR:
             yield self._info(canonical, handle)
             return

@@ -14,7 +14,7 @@ import queue
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Any
 
 READ_SIZE = 1 << 18  # compressed bytes read at a time
 OUT_SIZE = 1 << 20  # most decompressed bytes produced per chunk, so a bomb cannot fill memory
@@ -26,16 +26,12 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 BZIP2_MAGIC = b"BZh"
 
 
+# Streams pass either bytes or views into bytes (a member's data inside an outer archive).
+Chunk = bytes | memoryview
+
+
 class StreamError(Exception):
     """The bytes are not what they should be (truncated, corrupt, unsupported compression)."""
-
-
-class _Decompressor(Protocol):
-    @property
-    def unused_data(self) -> bytes: ...
-    @property
-    def eof(self) -> bool: ...
-    def decompress(self, data: bytes, max_length: int = ...) -> bytes: ...
 
 
 def read_chunks(stream: object, size: int = READ_SIZE) -> Iterator[bytes]:
@@ -61,12 +57,12 @@ def compression_of(head: bytes) -> str:
     return "none"
 
 
-def _zstd_factory() -> Callable[[], _Decompressor]:
+def _zstd_factory() -> Callable[[], Any]:
     # Python 3.14 has zstd in the standard library; before that the maintained binding is `zstandard`.
     try:
         from compression import zstd  # type: ignore[import-not-found]
 
-        return zstd.ZstdDecompressor  # type: ignore[no-any-return]
+        return zstd.ZstdDecompressor  # type: ignore[no-any-return, unused-ignore]
     except ImportError:
         pass
     try:
@@ -74,12 +70,12 @@ def _zstd_factory() -> Callable[[], _Decompressor]:
     except ImportError:
         raise StreamError("the layer is zstd-compressed; reading it needs the 'zstandard' package "
                           "(pip install zstandard)") from None
-    return lambda: zstandard.ZstdDecompressor().decompressobj()  # type: ignore[no-any-return]
+    return lambda: zstandard.ZstdDecompressor().decompressobj()
 
 
-def _factory(kind: str) -> Callable[[], _Decompressor]:
+def _factory(kind: str) -> Callable[[], Any]:
     if kind == "gzip":
-        return lambda: zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # type: ignore[return-value]
+        return lambda: zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     if kind == "zstd":
         return _zstd_factory()
     if kind == "xz":
@@ -89,23 +85,23 @@ def _factory(kind: str) -> Callable[[], _Decompressor]:
     raise ValueError(kind)
 
 
-def peek_head(chunks: Iterator[bytes], need: int) -> tuple[bytes, Iterator[bytes]]:
+def peek_head(chunks: Iterator[Chunk], need: int) -> tuple[bytes, Iterator[Chunk]]:
     """The first `need` bytes (fewer at EOF) and an iterator that still yields everything."""
     head = b""
-    taken: list[bytes] = []
+    taken: list[Chunk] = []
     while len(head) < need:
         chunk = next(chunks, None)
         if chunk is None:
             break
         taken.append(chunk)
         head += bytes(chunk[:need])
-    def replay() -> Iterator[bytes]:
+    def replay() -> Iterator[Chunk]:
         yield from taken
         yield from chunks
     return head[:need], replay()
 
 
-def decompressed(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def decompressed(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
     """The decompressed bytes of a stream whose compression is recognised by its magic number.
 
     Concatenated members/frames (pigz, parallel zstd) are followed to the end, as tar readers do.
@@ -160,7 +156,7 @@ class Background:
 
     _DONE = object()
 
-    def __init__(self, source: Iterator[bytes], *, depth: int = QUEUE_DEPTH, name: str = "mlenv-layer") -> None:
+    def __init__(self, source: Iterator[Chunk], *, depth: int = QUEUE_DEPTH, name: str = "mlenv-layer") -> None:
         self._source = source
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -182,12 +178,12 @@ class Background:
             for item in self._source:
                 if not self._put(item):
                     return
-        except BaseException as error:  # handed to the consumer, which re-raises it
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which re-raises it
             self._error = error
         finally:
             self._put(self._DONE)
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[Chunk]:
         try:
             while True:
                 item = self._queue.get()
@@ -207,10 +203,10 @@ class Background:
 class ChunkReader:
     """Sequential reads over an iterator of chunks without re-copying what is not read."""
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[Chunk]) -> None:
         self._chunks = iter(chunks)
-        self._buf = b""
-        self._view = memoryview(self._buf)
+        self._buf: Chunk = b""
+        self._view = memoryview(b"")
         self._pos = 0
         self.offset = 0  # bytes consumed so far, for error messages
 

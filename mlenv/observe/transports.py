@@ -19,7 +19,7 @@ from typing import Any, Literal
 from mlenv.errors import ImageError
 from mlenv.models import DEFAULT_PLATFORM
 from mlenv.observe.rootfs import Interest, LayeredFS, LayerIndex, index_layer, normalize
-from mlenv.observe.streams import ChunkReader, StreamError, decompressed, read_chunks
+from mlenv.observe.streams import Chunk, ChunkReader, StreamError, decompressed, read_chunks
 from mlenv.observe.tarstream import HARDLINK, REGULAR, SYMLINK, members
 
 Transport = Literal["docker-daemon", "docker-archive", "oci", "docker"]
@@ -251,7 +251,7 @@ class _Archive:
         return name
 
 
-def _read_archive(chunks: Iterable[bytes], interest: Interest | None) -> _Archive:
+def _read_archive(chunks: Iterable[Chunk], interest: Interest | None) -> _Archive:
     archive = _Archive(json_files={}, layers={}, links={})
     reader = ChunkReader(chunks)
     for member in members(reader):

@@ -6,6 +6,7 @@ Marked docker (and registry for docker://); the base images, daemon and registry
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 from packaging.utils import canonicalize_name
 
@@ -113,7 +115,7 @@ def test_python_image_matches_dpkg_query_and_pip(transport: str, docker_daemon: 
     version = truth(client, image.local, "python",
                     lambda: run(client, image.local, "python3", "-c",
                                 "import platform; print(platform.python_version())").strip())
-    interpreters = dict((i.path, i.version) for i in facts.interpreters)
+    interpreters = {i.path: i.version for i in facts.interpreters}
     assert interpreters["/usr/bin/python3"] == version
     real = run(client, image.local, "readlink", "-f", "/usr/bin/python3").strip()
     assert interpreters[real] == version
@@ -137,8 +139,8 @@ def venv_image(docker_daemon: Any, base_image_python: Any, tmp_path_factory: pyt
     build(client, base_image_python.local, tag, context, "\n".join([
         f"FROM {base_image_python.local}",
         f"COPY {wheel.name} /tmp/",
-        f"RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-index --no-cache-dir /tmp/{wheel.name} "
-        f"&& rm /tmp/{wheel.name}",
+        (f"RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-index --no-cache-dir /tmp/{wheel.name} "
+        f"&& rm /tmp/{wheel.name}"),
         "RUN echo '# changed' >> /opt/venv/lib/python3.11/site-packages/demo_pkg/__init__.py",
         'LABEL org.opencontainers.image.title="observe-venv"',
         "",
@@ -147,10 +149,8 @@ def venv_image(docker_daemon: Any, base_image_python: Any, tmp_path_factory: pyt
     layout = oci_from_archive(archive, work / "oci", "1")
     yield ImageForms(local=tag, archive=archive, oci=layout, ref=None)  # type: ignore[misc]
     for name in (tag, *_pushed.values()):
-        try:
+        with contextlib.suppress(docker.errors.APIError):  # cleanup only
             client.images.remove(name, force=True)
-        except Exception:  # cleanup only: the daemon fixture's data dir goes away anyway
-            pass
 
 
 _pushed: dict[str, str] = {}
@@ -185,7 +185,7 @@ def test_venv_image_matches_pip_list_and_sees_changed_files(transport: str, dock
     assert (demo.version, demo.modified_files, demo.missing_files) == ("1.0", ("demo_pkg/__init__.py",), ())
     clean = [d for d in facts.python_dists if d.name != "demo-pkg" and (d.modified_files or d.missing_files)]
     assert clean == []
-    interpreters = dict((i.path, i.version) for i in facts.interpreters)
+    interpreters = {i.path: i.version for i in facts.interpreters}
     assert interpreters["/opt/venv/bin/python"] == interpreters["/usr/bin/python3"]
     assert ("org.opencontainers.image.title", "observe-venv") in facts.labels
     assert observation.fs.sha256(f"{venv_site}/demo_pkg/__init__.py") == _sha256(b"VALUE = 42\n# changed\n")
@@ -223,4 +223,4 @@ def test_debootstrap_tree_matches_dpkg_query(base_rootfs_python: Any) -> None:
     if os.geteuid() == 0 and shutil.which("chroot"):
         version = subprocess.run(["chroot", str(root), "python3", "-c", "import platform; print(platform.python_version())"],
                                  capture_output=True, text=True, check=True).stdout.strip()
-        assert dict((i.path, i.version) for i in facts.interpreters)["/usr/bin/python3"] == version
+        assert {i.path: i.version for i in facts.interpreters}["/usr/bin/python3"] == version
