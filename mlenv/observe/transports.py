@@ -357,7 +357,9 @@ def _load_registry(location: ImageLocation, interest: Interest | None, platform:
     for digest, _media_type, _size in resolved.layers:
         stream = client.open_blob(reference, digest)
         try:
-            layers.append(index_layer(read_chunks(stream), interest=interest))
+            # A file-like stream is read in large pieces; an iterator of chunks is taken as it is.
+            chunks = read_chunks(stream) if hasattr(stream, "read") else iter(stream)
+            layers.append(index_layer(chunks, interest=interest))
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
