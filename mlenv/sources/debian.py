@@ -321,7 +321,7 @@ def verify_release(
     keyrings: Sequence[Keyring],
     gpgv: str | None,
 ) -> Verified:
-    """The Release text as signed and the keyring that verified it; unverified, with a note, if it cannot be."""
+    """The Release text as signed and the keyring that verified it (unverified and noted if it cannot be)."""
     unsigned = _strip_clearsign(signed) if detached is None else signed
     where = f"{entry.uri} {entry.suite}"
     if gpgv is None:
