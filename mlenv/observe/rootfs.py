@@ -540,18 +540,6 @@ class LayeredFS(_Resolver[_Node]):
             # directory come before its subdirectories; sorting the output is left to callers.
             stack.extend(reversed(subdirs))
 
-    def walk_all(self) -> Iterator[tuple[str, FileInfo]]:
-        """Every entry in the tree (not following symlinks), as (absolute path, info)."""
-        stack = [("", self._tree)]
-        while stack:
-            base, directory = stack.pop()
-            assert directory.children is not None
-            for name, child in directory.children.items():
-                path = f"{base}/{name}"
-                yield path, self._info(path, child)
-                if child.children is not None:
-                    stack.append((path, child))
-
 
 # --------------------------------------------------------------------------- a plain directory
 

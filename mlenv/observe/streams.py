@@ -95,6 +95,7 @@ def peek_head(chunks: Iterator[Chunk], need: int) -> tuple[bytes, Iterator[Chunk
             break
         taken.append(chunk)
         head += bytes(chunk[:need])
+
     def replay() -> Iterator[Chunk]:
         yield from taken
         yield from chunks
