@@ -36,7 +36,9 @@ def packages(text: str) -> str:
         fields.setdefault("Architecture", "amd64")
         fields.setdefault("Priority", "optional")
         digest = hashlib.sha256(f"{name}_{version}_{fields['Architecture']}".encode()).hexdigest()
-        fields.setdefault("Filename", f"pool/main/{name[0]}/{name}/{name}_{version}_{fields['Architecture']}.deb")
+        fields.setdefault(
+            "Filename", f"pool/main/{name[0]}/{name}/{name}_{version}_{fields['Architecture']}.deb"
+        )
         fields.setdefault("Size", str(1000 + len(name)))
         fields.setdefault("SHA256", digest)
         stanzas.append("\n".join(f"{k}: {v}" for k, v in fields.items()))
@@ -55,18 +57,30 @@ WORLDS: dict[int, World] = {}  # id(Suite) -> what it was made from, for the apt
 
 def suite(text: str, *, name: str = "bookworm", not_automatic: bool = False, arch: str = "amd64") -> Suite:
     made = _suite(text, name=name, not_automatic=not_automatic, arch=arch)
-    WORLDS[id(made)] = World(name=name, text=packages(text) if text.strip() else "", not_automatic=not_automatic)
+    WORLDS[id(made)] = World(
+        name=name, text=packages(text) if text.strip() else "", not_automatic=not_automatic
+    )
     return made
 
 
 def _suite(text: str, *, name: str, not_automatic: bool, arch: str) -> Suite:
     entry = SourceEntry(uri="http://deb.debian.org/debian", suite=name, components=("main",))
-    index = PackagesIndex(url=f"http://deb.debian.org/debian/dists/{name}/main/binary-{arch}/Packages",
-                          component="main", architecture=arch, sha256="0" * 64,
-                          records=parse_packages(packages(text).encode()))
+    index = PackagesIndex(
+        url=f"http://deb.debian.org/debian/dists/{name}/main/binary-{arch}/Packages",
+        component="main",
+        architecture=arch,
+        sha256="0" * 64,
+        records=parse_packages(packages(text).encode()),
+    )
     source = AptSource(mirror=entry.uri, suite=name, components=("main",))
-    return Suite(entry=entry, source=source, date=DATE, not_automatic=not_automatic, but_automatic_upgrades=False,
-                 indexes=(index,))
+    return Suite(
+        entry=entry,
+        source=source,
+        date=DATE,
+        not_automatic=not_automatic,
+        but_automatic_upgrades=False,
+        indexes=(index,),
+    )
 
 
 def status(text: str) -> str:
@@ -90,11 +104,14 @@ Priority: required
 
 def base(installed: str = "", *, foreign: Sequence[str] = ()) -> AptBaseState:
     text = status(DPKG + ("\n\n" + textwrap.dedent(installed).strip() if installed.strip() else ""))
-    return AptBaseState(architecture="amd64", foreign_architectures=tuple(foreign), installed=parse_status(text))
+    return AptBaseState(
+        architecture="amd64", foreign_architectures=tuple(foreign), installed=parse_status(text)
+    )
 
 
-def resolve(requests: Sequence[str], installed: str, *indexes: str | Suite,
-            foreign: Sequence[str] = ()) -> AptResolution:
+def resolve(
+    requests: Sequence[str], installed: str, *indexes: str | Suite, foreign: Sequence[str] = ()
+) -> AptResolution:
     """Our resolution; when apt-get is here, checked against apt's for the same world first."""
     suites = [s if isinstance(s, Suite) else suite(s) for s in indexes]
     try:
@@ -114,12 +131,15 @@ def resolve(requests: Sequence[str], installed: str, *indexes: str | Suite,
     return ours
 
 
-def closure(requests: Sequence[str], installed: str, *indexes: str | Suite,
-            foreign: Sequence[str] = ()) -> dict[str, str]:
+def closure(
+    requests: Sequence[str], installed: str, *indexes: str | Suite, foreign: Sequence[str] = ()
+) -> dict[str, str]:
     """name (with :arch when not native) -> version of everything apt would install or upgrade."""
     result = resolve(requests, installed, *indexes, foreign=foreign)
-    return {(p.name if p.architecture in ("amd64", "all") else f"{p.name}:{p.architecture}"): p.version
-            for p in result.pins}
+    return {
+        (p.name if p.architecture in ("amd64", "all") else f"{p.name}:{p.architecture}"): p.version
+        for p in result.pins
+    }
 
 
 # --------------------------------------------------------------------------- apt-get itself
@@ -136,8 +156,9 @@ class AptOutcome:
 _INST = re.compile(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) .*\[(\S+)\]\)", re.M)
 
 
-def apt_get_simulate(requests: Sequence[str], installed: str, worlds: Sequence[World],
-                     foreign: Sequence[str]) -> AptOutcome | None:
+def apt_get_simulate(
+    requests: Sequence[str], installed: str, worlds: Sequence[World], foreign: Sequence[str]
+) -> AptOutcome | None:
     """`apt-get -s install --no-install-recommends` on this world; None when apt-get is not here."""
     if shutil.which("apt-get") is None:
         return None
@@ -145,8 +166,9 @@ def apt_get_simulate(requests: Sequence[str], installed: str, worlds: Sequence[W
         root = Path(tmp)
         for sub in ("lists/partial", "cache/archives/partial", "empty", "log"):
             (root / sub).mkdir(parents=True)
-        (root / "status").write_text(status(DPKG + ("\n\n" + textwrap.dedent(installed).strip()
-                                                     if installed.strip() else "")))
+        (root / "status").write_text(
+            status(DPKG + ("\n\n" + textwrap.dedent(installed).strip() if installed.strip() else ""))
+        )
         (root / "apt.conf").write_text("")
         lines = []
         for number, world in enumerate(worlds):
@@ -159,18 +181,34 @@ def apt_get_simulate(requests: Sequence[str], installed: str, worlds: Sequence[W
             (repo / "Release").write_text(release)
             lines.append(f"deb [trusted=yes] file:{repo} ./")
         (root / "sources.list").write_text("\n".join(lines) + "\n")
-        options = [f"Dir::State={root}", f"Dir::State::status={root}/status", f"Dir::State::Lists={root}/lists",
-                   f"Dir::Cache={root}/cache", f"Dir::Etc::SourceList={root}/sources.list",
-                   f"Dir::Etc::SourceParts={root}/empty", f"Dir::Etc::Preferences={root}/empty/none",
-                   f"Dir::Etc::PreferencesParts={root}/empty", f"Dir::Etc::Parts={root}/empty",
-                   f"Dir::Log={root}/log", "Debug::NoLocking=1", "APT::Architecture=amd64",
-                   "APT::Architectures::=amd64", *(f"APT::Architectures::={a}" for a in foreign)]
+        options = [
+            f"Dir::State={root}",
+            f"Dir::State::status={root}/status",
+            f"Dir::State::Lists={root}/lists",
+            f"Dir::Cache={root}/cache",
+            f"Dir::Etc::SourceList={root}/sources.list",
+            f"Dir::Etc::SourceParts={root}/empty",
+            f"Dir::Etc::Preferences={root}/empty/none",
+            f"Dir::Etc::PreferencesParts={root}/empty",
+            f"Dir::Etc::Parts={root}/empty",
+            f"Dir::Log={root}/log",
+            "Debug::NoLocking=1",
+            "APT::Architecture=amd64",
+            "APT::Architectures::=amd64",
+            *(f"APT::Architectures::={a}" for a in foreign),
+        ]
         args = [arg for option in options for arg in ("-o", option)]
         env = {"APT_CONFIG": str(root / "apt.conf"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
         subprocess.run(["apt-get", *args, "update"], capture_output=True, text=True, env=env, check=True)
-        run = subprocess.run(["apt-get", *args, "-s", "install", "--no-install-recommends", *requests],
-                             capture_output=True, text=True, env=env, check=False)
+        run = subprocess.run(
+            ["apt-get", *args, "-s", "install", "--no-install-recommends", *requests],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
     output = run.stdout + run.stderr
     installs = {(name.split(":")[0], version, arch) for name, version, arch in _INST.findall(run.stdout)}
-    return AptOutcome(installs=installs, removes="\nRemv " in "\n" + run.stdout, failed=run.returncode != 0,
-                      output=output)
+    return AptOutcome(
+        installs=installs, removes="\nRemv " in "\n" + run.stdout, failed=run.returncode != 0, output=output
+    )

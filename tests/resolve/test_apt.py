@@ -46,8 +46,10 @@ def test_installed_version_too_old_for_a_versioned_dependency_is_upgraded() -> N
     Multi-Arch: same
     """
     result = resolve(["app"], LIBC, index)
-    assert {(p.name, p.version, p.requested) for p in result.pins} == {("app", "1.0", True),
-                                                                       ("libc6", "2.37-1", False)}
+    assert {(p.name, p.version, p.requested) for p in result.pins} == {
+        ("app", "1.0", True),
+        ("libc6", "2.37-1", False),
+    }
 
 
 def test_essential_packages_are_not_reinstalled_or_upgraded_when_satisfied() -> None:
@@ -388,7 +390,8 @@ def test_multi_arch_foreign_satisfies_a_dependency_from_another_architecture() -
     Depends: tool
     """
     assert closure(["plugin:i386"], installed, amd64, suite(i386, arch="i386"), foreign=["i386"]) == {
-        "plugin:i386": "2"}
+        "plugin:i386": "2"
+    }
 
 
 def test_multi_arch_same_keeps_every_architecture_at_one_version() -> None:
@@ -410,7 +413,9 @@ def test_multi_arch_same_keeps_every_architecture_at_one_version() -> None:
     Multi-Arch: same
     """
     assert closure(["libc6:i386"], installed, amd64, suite(i386, arch="i386"), foreign=["i386"]) == {
-        "libc6:i386": "2", "libc6": "2"}
+        "libc6:i386": "2",
+        "libc6": "2",
+    }
 
 
 def test_two_architectures_of_a_package_that_is_not_multi_arch_same_conflict() -> None:
@@ -568,7 +573,9 @@ def test_the_candidate_is_the_highest_version_of_every_source() -> None:
     Package: curl
     Version: 7.88.1-10+deb12u8
     """
-    assert closure(["curl"], "", main, suite(security, name="bookworm-security")) == {"curl": "7.88.1-10+deb12u8"}
+    assert closure(["curl"], "", main, suite(security, name="bookworm-security")) == {
+        "curl": "7.88.1-10+deb12u8"
+    }
 
 
 def test_not_automatic_suites_are_used_only_when_asked_for_by_version() -> None:
@@ -598,12 +605,16 @@ def test_a_version_that_is_not_available_lists_the_available_ones() -> None:
     Package: curl
     Version: 7.90
     """
-    with pytest.raises(ResolutionError, match=r"^apt package curl=9 is not available \(available: 7\.90, 7\.88\)$"):
+    with pytest.raises(
+        ResolutionError, match=r"^apt package curl=9 is not available \(available: 7\.90, 7\.88\)$"
+    ):
         resolve(["curl=9"], "", index)
 
 
 def test_an_unknown_package_is_a_resolution_error() -> None:
-    with pytest.raises(ResolutionError, match=r"^unknown apt package nope \(in none of the base's sources\)$"):
+    with pytest.raises(
+        ResolutionError, match=r"^unknown apt package nope \(in none of the base's sources\)$"
+    ):
         resolve(["nope"], "", "Package: curl\nVersion: 1")
 
 
@@ -619,7 +630,10 @@ def test_an_unsatisfiable_dependency_names_the_chain() -> None:
     """
     with pytest.raises(ResolutionError) as error:
         resolve(["foo"], "", index)
-    assert str(error.value) == "cannot install foo: foo -> libbar (>= 2) -> libbaz, which has no installable candidate"
+    assert (
+        str(error.value)
+        == "cannot install foo: foo -> libbar (>= 2) -> libbaz, which has no installable candidate"
+    )
     assert error.value.exit_code == 2
 
 
@@ -632,18 +646,24 @@ def test_a_dependency_on_a_version_nobody_has_lists_what_there_is() -> None:
     Package: libbar
     Version: 2
     """
-    with pytest.raises(ResolutionError, match=r"foo -> libbar \(>= 3\), which has no installable candidate "
-                                              r"\(available: 2\)$"):
+    with pytest.raises(
+        ResolutionError,
+        match=r"foo -> libbar \(>= 3\), which has no installable candidate "
+        r"\(available: 2\)$",
+    ):
         resolve(["foo"], "", index)
 
 
-@pytest.mark.parametrize(("text", "name", "arch", "version"), [
-    ("curl", "curl", None, None),
-    ("curl=7.88.1-10+deb12u5", "curl", None, "7.88.1-10+deb12u5"),
-    ("libc6:i386", "libc6", "i386", None),
-    ("libc6:i386=2.36-9", "libc6", "i386", "2.36-9"),
-    ("libstdc++6", "libstdc++6", None, None),
-])
+@pytest.mark.parametrize(
+    ("text", "name", "arch", "version"),
+    [
+        ("curl", "curl", None, None),
+        ("curl=7.88.1-10+deb12u5", "curl", None, "7.88.1-10+deb12u5"),
+        ("libc6:i386", "libc6", "i386", None),
+        ("libc6:i386=2.36-9", "libc6", "i386", "2.36-9"),
+        ("libstdc++6", "libstdc++6", None, None),
+    ],
+)
 def test_requests_are_parsed(text: str, name: str, arch: str | None, version: str | None) -> None:
     request = parse_request(text)
     assert (request.name, request.architecture, request.version) == (name, arch, version)
@@ -704,12 +724,13 @@ def test_base_state_is_read_from_the_image_files() -> None:
     assert state.sources[1].signed_by == ("/usr/share/keyrings/debian-archive-keyring.gpg",)
     assert "BEGIN PGP PUBLIC KEY BLOCK" in state.sources[3].signed_by[0]
     assert "\n\n" in state.sources[3].signed_by[0]  # the folded " ." line is an empty line again
-    assert [k.path for k in state.keyrings] == ["/etc/apt/trusted.gpg.d/debian-archive-bookworm-stable.asc",
-                                                "/usr/share/keyrings/debian-archive-keyring.gpg"]
+    assert [k.path for k in state.keyrings] == [
+        "/etc/apt/trusted.gpg.d/debian-archive-bookworm-stable.asc",
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+    ]
     assert any("preferences" in note for note in state.notes)
 
 
 def test_a_base_without_dpkg_is_refused() -> None:
     with pytest.raises(ResolutionError, match=r"no /var/lib/dpkg/status"):
         read_base_state(lambda path: None, lambda path: [])
-
