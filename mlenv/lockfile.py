@@ -21,6 +21,7 @@ from mlenv.atomic import write_atomic
 from mlenv.errors import LockfileError
 from mlenv.models import (
     LOCK_VERSION,
+    AptFact,
     AptPin,
     AptSource,
     BasePlatform,
@@ -145,6 +146,11 @@ def _base_table(base: LockedBase) -> Table:
             "python": platform.python,
             "diff-ids": _array(list(platform.diff_ids), multiline=True),
         }))
+        if platform.packages:
+            platforms[-1].add("packages", _array(
+                [_inline({"name": p.name, "version": p.version, "architecture": p.architecture})
+                 for p in sorted(platform.packages, key=lambda p: (p.name, p.architecture))],
+                multiline=True))
     table.add("platforms", platforms)
     return table
 
@@ -313,6 +319,8 @@ def _lock_from_data(data: Mapping[str, Any]) -> Lock:
                     os_version=p["os-version"],
                     glibc=p.get("glibc"),
                     python=p.get("python"),
+                    packages=tuple(AptFact(name=d["name"], version=d["version"], architecture=d["architecture"])
+                                   for d in p.get("packages", [])),
                 )
                 for p in b["platforms"]
             ),

@@ -119,6 +119,9 @@ class BasePlatform:
     os_version: str
     glibc: str | None
     python: str | None
+    # The base's own dpkg set: what verify expects beneath the locked apt closure, and what an
+    # SBOM of the lock lists for the base without pulling it.
+    packages: tuple[AptFact, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from mlenv.models import (
+    AptFact,
     AptPin,
     AptSource,
     BasePlatform,
@@ -55,7 +56,9 @@ def full_lock() -> Lock:
             platforms=(
                 BasePlatform(platform="linux/amd64", manifest_digest=digest(3), config_digest=digest(4),
                              diff_ids=(digest(9), digest(5)), os_id="debian", os_version="12", glibc="2.36",
-                             python="3.11.2"),
+                             python="3.11.2",
+                             packages=(AptFact(name="libc6", version="2.36-9+deb12u4", architecture="amd64"),
+                                       AptFact(name="base-files", version="12.4+deb12u5", architecture="amd64"))),
             ),
         ),
         apt=LockedApt(
