@@ -16,6 +16,8 @@ import typer
 from mlenv import __version__
 from mlenv.cli import dockerfile as dockerfile_command
 from mlenv.cli import init as init_command
+from mlenv.cli import inspect as inspect_command
+from mlenv.cli import verify as verify_command
 from mlenv.cli import lock as lock_command
 from mlenv.errors import MlenvError
 
@@ -48,6 +50,8 @@ def root(
 app.command("init")(init_command.init)
 app.command("lock")(lock_command.lock)
 app.command("dockerfile")(dockerfile_command.dockerfile)
+app.command("verify")(verify_command.verify)
+app.command("inspect")(inspect_command.inspect)
 
 
 def main(argv: list[str] | None = None) -> int:

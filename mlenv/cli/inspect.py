@@ -1,0 +1,46 @@
+"""`mlenv inspect IMAGE`: what the observer reads from an image, like a package inventory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from mlenv.errors import MlenvError
+from mlenv.models import EnvFacts
+from mlenv.observe import observe_image
+
+
+def facts_text(facts: EnvFacts) -> str:
+    lines = [f"os: {facts.os_id} {facts.os_version} ({facts.architecture}), glibc {facts.glibc}",
+             f"layers: {len(facts.layer_diff_ids)}"]
+    lines += [f"python: {i.path} {i.version}" for i in facts.interpreters]
+    lines.append(f"apt packages: {len(facts.apt)}")
+    lines += [f"  {p.name} {p.version} {p.architecture}" for p in facts.apt]
+    lines.append(f"python distributions: {len(facts.python_dists)}")
+    lines += [f"  {d.name} {d.version} ({d.site})" for d in facts.python_dists]
+    lines += [f"cuda: {c.name} {c.version} ({c.source})" for c in facts.cuda]
+    lines += [f"label: {k}={v}" for k, v in facts.labels]
+    return "\n".join(lines) + "\n"
+
+
+def facts_json(facts: EnvFacts) -> str:
+    data = dataclasses.asdict(facts)
+    for dist in data["python_dists"]:
+        dist.pop("record")  # file lists are large; RECORD problems are reported as modified/missing
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def inspect(
+    image: Annotated[str, typer.Argument(help="docker-daemon:, docker-archive:, oci:, docker:// or a daemon name.")],
+    output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    platform: Annotated[str | None, typer.Option(help="Platform of a multi-platform image.")] = None,
+) -> None:
+    """Print what IMAGE contains (OS, apt packages, Python, CUDA, labels), read without running it."""
+    if output_format not in ("text", "json"):
+        raise MlenvError(f"--format must be text or json, not {output_format!r}")
+    facts = observe_image(image, platform=platform)
+    sys.stdout.write(facts_text(facts) if output_format == "text" else facts_json(facts))

@@ -1,0 +1,32 @@
+"""`mlenv verify IMAGE`: prove an image reproduces the lock (exit 0), or list each drift (exit 1)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlenv.errors import MlenvError
+from mlenv.lockfile import LOCK_FILE, lock_digest, loads, read_lock_bytes
+from mlenv.report_formats import FORMATS
+from mlenv.verify import verify_image
+
+
+def verify(
+    image: Annotated[str, typer.Argument(help="docker-daemon:NAME, docker-archive:PATH, oci:PATH[:TAG], "
+                                              "docker://REF, or a bare daemon name.")],
+    lock: Annotated[Path, typer.Option("--lock", "-l", help="The lockfile to verify against.")] = Path(LOCK_FILE),
+    output_format: Annotated[str, typer.Option("--format", "-f", help="text, json or junit.")] = "text",
+    platform: Annotated[str | None, typer.Option(help="Platform of a multi-platform image.")] = None,
+) -> None:
+    """Check IMAGE against the lock, layer by layer. Exit 0 = reproduces it exactly, 1 = drift."""
+    if output_format not in FORMATS:
+        raise MlenvError(f"--format must be one of {', '.join(FORMATS)}, not {output_format!r}")
+    data = read_lock_bytes(lock)
+    report, _ = verify_image(loads(data.decode("utf-8"), path=str(lock)), image, lock_digest=lock_digest(data),
+                             platform=platform)
+    sys.stdout.write(FORMATS[output_format](report))
+    if not report.ok:
+        raise typer.Exit(1)
