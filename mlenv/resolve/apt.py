@@ -146,6 +146,13 @@ def read_base_state(read: ReadFile, listdir: ListDir) -> AptBaseState:
     )
 
 
+def is_base_state_path(path: str) -> bool:
+    """Whether read_base_state may read `path`: for readers that keep only the files asked for."""
+    return path in (STATUS_FILE, DPKG_ARCH_FILE, *OS_RELEASE) or path.startswith(
+        ("/etc/apt/", "/usr/share/keyrings/")
+    )
+
+
 def parse_status(text: str) -> tuple[Record, ...]:
     """The installed packages of a dpkg status file (not-installed and config-files stanzas dropped)."""
     installed = []

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from mlenv.errors import ResolutionError
-from mlenv.resolve.apt import parse_request, read_base_state
+from mlenv.models import AptSpec
+from mlenv.resolve.apt import fetch_suites, is_base_state_path, lock_apt, parse_request, read_base_state
+from mlenv.sources.debian import DebianArchive, IndexCache
 
-from .apt_universe import closure, resolve, suite
+from .apt_universe import base, closure, resolve, suite
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "apt"
 
@@ -734,3 +736,26 @@ def test_base_state_is_read_from_the_image_files() -> None:
 def test_a_base_without_dpkg_is_refused() -> None:
     with pytest.raises(ResolutionError, match=r"no /var/lib/dpkg/status"):
         read_base_state(lambda path: None, lambda path: [])
+
+
+def test_every_file_the_base_state_reads_is_declared() -> None:
+    asked: list[str] = []
+    read, listdir = _tree_reader(FIXTURES / "tree")
+
+    def recording(path: str) -> bytes | None:
+        asked.append(path)
+        return read(path)
+
+    read_base_state(recording, listdir)
+    assert asked and all(is_base_state_path(path) for path in asked)
+    assert not is_base_state_path("/usr/bin/apt-get")
+
+
+def test_no_apt_packages_means_no_apt_section_and_no_network() -> None:
+    result = lock_apt(AptSpec(), base(), archive=None)
+    assert (result.pins, result.sources) == ((), ())
+
+
+def test_a_base_without_apt_sources_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ResolutionError, match=r"lists no apt sources"):
+        fetch_suites(base(), DebianArchive(cache=IndexCache(tmp_path)))
