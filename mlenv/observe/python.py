@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 
 from mlenv.models import AptFact, DistFact, InterpreterFact, RecordEntry
 from mlenv.observe.dpkg import upstream_version
-from mlenv.observe.rootfs import ImageFS, NotKeptError
+from mlenv.observe.rootfs import FileInfo, ImageFS, NotKeptError
 
 INTEREST = (
     r"(/[^/]+)*/bin/python[0-9]+\.[0-9]+t?",
@@ -310,11 +310,20 @@ def check_record(fs: ImageFS, site: str, record: tuple[RecordEntry, ...]) -> tup
         try:
             if info.kind == "symlink":
                 info = fs.stat(path)
-            if not info.is_regular or entry.size is not None and info.size != entry.size or entry.sha256 is not None and urlsafe_digest(fs.sha256(info.path)) != entry.sha256:
+            if _differs(fs, info, entry):
                 modified.append(entry.path)
         except (OSError, NotKeptError):
             modified.append(entry.path)
     return tuple(sorted(modified)), tuple(sorted(missing))
+
+
+def _differs(fs: ImageFS, info: FileInfo, entry: RecordEntry) -> bool:
+    if not info.is_regular:
+        return True
+    if entry.size is not None and info.size != entry.size:
+        return True
+    # The layered view knows every file's hash already; a directory tree hashes on demand.
+    return entry.sha256 is not None and urlsafe_digest(info.sha256 or fs.sha256(info.path)) != entry.sha256
 
 
 _DIST_DIR = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)(-py[^-]*)?(-[^-]+)?\.(dist|egg)-info$")

@@ -57,6 +57,7 @@ class FileInfo:
     mode: int  # permission bits
     size: int
     link: str | None = None  # symlink target as written, or the path a hard link points to
+    sha256: str | None = None  # of a regular file's content, when already known without reading it
 
     @property
     def is_regular(self) -> bool:
@@ -121,9 +122,10 @@ class LayerIndex:
 
 def normalize(name: str) -> str:
     """A tar member name or an absolute path as a root-relative key: 'usr/lib/x', '' for the root."""
-    name = name.removeprefix("./")
-    name = name.strip("/")
-    if "//" not in name and "/." not in name and not name.startswith("."):
+    name = name.removeprefix("./").strip("/")
+    # Fast path: nothing to collapse (dot-files such as .pyenv are fine, '.' and '..' parts are not).
+    if ("//" not in name and "/./" not in name and "/../" not in name and not name.startswith(("./", "../"))
+            and not name.endswith(("/.", "/..")) and name not in (".", "..")):
         return name
     parts: list[str] = []
     for part in name.split("/"):
@@ -458,6 +460,24 @@ class LayeredFS(_Resolver[_Node]):
             node, where = child, f"{where}/{name}"
         return node
 
+    def _walk(self, path: str, *, follow_last: bool) -> tuple[str, _Node] | None:
+        # Most lookups (RECORD checks: tens of thousands) meet no link and no '..': plain dict
+        # steps; anything else takes the general resolution.
+        parts = [p for p in path.split("/") if p and p != "."]
+        node = self._tree
+        last = len(parts) - 1
+        for position, name in enumerate(parts):
+            children = node.children
+            if children is None:
+                return None
+            child = children.get(name)
+            if child is None:
+                return None if name != ".." else super()._walk(path, follow_last=follow_last)
+            if child.kind == SYMLINK and (follow_last or position < last):
+                return super()._walk(path, follow_last=follow_last)
+            node = child
+        return "/" + "/".join(parts), node
+
     # -- _Resolver primitives
 
     def _root(self) -> _Node:
@@ -476,7 +496,8 @@ class LayeredFS(_Resolver[_Node]):
     # -- reading
 
     def _info(self, path: str, node: _Node) -> FileInfo:
-        return FileInfo(path=path, kind=node.kind, mode=node.mode, size=node.size, link=node.link)
+        return FileInfo(path=path, kind=node.kind, mode=node.mode, size=node.size, link=node.link,
+                        sha256=None if node.digest is None else node.digest.hex())
 
     def stat(self, path: str, *, follow_symlinks: bool = True) -> FileInfo:
         canonical, node = self._must(path, follow_last=follow_symlinks)

@@ -155,3 +155,11 @@ def test_directory_fs_matches_the_layered_view(tmp_path) -> None:  # type: ignor
     assert directory.glob("/usr/*/os-release") == layered.glob("/usr/*/os-release") == ["/usr/lib/os-release"]
     # An absolute link never escapes to the host: /bin -> /usr/bin means <root>/usr/bin.
     assert directory.realpath("/bin") == "/usr/bin"
+
+
+def test_normalize_member_names() -> None:
+    from mlenv.observe.rootfs import normalize
+
+    cases = {"./usr/lib/": "usr/lib", "root/.pyenv/x": "root/.pyenv/x", "a//b": "a/b", "a/./b": "a/b",
+             "a/../b": "b", "../x": "x", "./": "", "/usr/.": "usr", ".wh.x": ".wh.x", "/": ""}
+    assert {name: normalize(name) for name in cases} == cases
