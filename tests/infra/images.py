@@ -20,7 +20,7 @@ import docker
 import pytest
 
 from tests.conftest import missing
-from tests.infra.cache import cache_dir
+from tests.infra.cache import cache_dir, cache_lock
 from tests.infra.docker import Daemon
 from tests.infra.registry import Registry
 
@@ -52,6 +52,11 @@ class BaseImage:
 
 def debootstrap_rootfs(variant: str) -> Path:
     """The cached debootstrap tree of `variant`, built on first use."""
+    with cache_lock(f"rootfs-{variant}"):
+        return _debootstrap_rootfs(variant)
+
+
+def _debootstrap_rootfs(variant: str) -> Path:
     root = cache_dir("rootfs")
     final = root / f"{SUITE}-{variant}-{RECIPE}"
     if (final / "etc" / "os-release").exists():
@@ -61,11 +66,15 @@ def debootstrap_rootfs(variant: str) -> Path:
     if os.geteuid() != 0:
         missing("debootstrap", "needs root")
     work = root / f".{final.name}.partial"
+    _unmount_under(work)
     shutil.rmtree(work, ignore_errors=True)
     command = ["debootstrap", "--variant=minbase"]
     if VARIANTS[variant]:
         command.append("--include=" + ",".join(VARIANTS[variant]))
-    subprocess.run([*command, SUITE, str(work), MIRROR], check=True, capture_output=True)
+    result = subprocess.run([*command, SUITE, str(work), MIRROR], capture_output=True, text=True)
+    if result.returncode != 0:
+        _unmount_under(work)
+        raise RuntimeError(f"debootstrap {variant} failed: {(result.stdout + result.stderr)[-600:]}")
     for relative in VOLATILE:
         target = work / relative
         if target.is_dir():
@@ -81,8 +90,20 @@ def debootstrap_rootfs(variant: str) -> Path:
     return final
 
 
+def _unmount_under(directory: Path) -> None:
+    """A debootstrap that died may leave /proc or /sys mounted inside its tree: never rm through them."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(str(directory))), reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
 def rootfs_tar(tree: Path) -> Path:
     """A reproducible tar of a tree: sorted entries, one mtime, numeric owners."""
+    with cache_lock(f"tar-{tree.name}"):
+        return _rootfs_tar(tree)
+
+
+def _rootfs_tar(tree: Path) -> Path:
     target = tree.with_suffix(".tar")
     if target.exists():
         return target
@@ -151,10 +172,11 @@ def save_forms(client: docker.DockerClient, local: str) -> tuple[Path, Path]:
 
 def make_base_image(daemon: Daemon, registry: Registry, variant: str) -> BaseImage:
     tree = debootstrap_rootfs(variant)
-    local = import_image(daemon.client, rootfs_tar(tree), f"mlenv-test/{SUITE}-{variant}:{RECIPE}")
+    with cache_lock(f"image-{variant}"):
+        local = import_image(daemon.client, rootfs_tar(tree), f"mlenv-test/{SUITE}-{variant}:{RECIPE}")
+        archive, oci = save_forms(daemon.client, local)
     repository = f"mlenv-test/{SUITE}-{variant}"
     digest = push_image(daemon.client, local, registry.host, repository, "1")
-    archive, oci = save_forms(daemon.client, local)
     return BaseImage(name=variant, local=local, ref=f"{registry.host}/{repository}:1", digest=digest,
                      archive=archive, oci=oci, rootfs=tree)
 
