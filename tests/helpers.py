@@ -45,3 +45,22 @@ def copy_example(name: str, destination: Path, **spec_changes: object) -> Path:
             document[key] = value
     spec_path.write_text(tomlkit.dumps(document), encoding="utf-8")
     return project
+
+
+def train_fraud_model(project: Path) -> Path:
+    """Train the example's model with the versions the example pins (a cached uv venv), as a user would."""
+    from tests.infra.cache import cache_dir, cache_lock  # noqa: PLC0415 - only integration tests need it
+
+    requirements = (EXAMPLES / "fraud-detector" / "requirements.txt").read_text()
+    import hashlib  # noqa: PLC0415
+
+    venv = cache_dir("train-venvs") / hashlib.sha256(requirements.encode()).hexdigest()[:16]
+    with cache_lock(f"train-{venv.name}"):
+        if not (venv / "bin" / "python").exists():
+            subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+            subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+                            "-r", str(EXAMPLES / "fraud-detector" / "requirements.txt")], check=True)
+    model = project / "models" / "model.joblib"
+    subprocess.run([str(venv / "bin" / "python"), str(project / "train.py"), str(model)], check=True,
+                   capture_output=True)
+    return model

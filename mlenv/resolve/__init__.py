@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlenv.errors import ResolutionError
-from mlenv.models import AppSpec, Lock, LockedApp, LockedCuda, Spec, Target
+from mlenv.models import AppSpec, Lock, LockedApp, LockedApt, LockedCuda, Spec, Target
+from mlenv.observe.rootfs import ImageFS
+from mlenv.resolve.apt import AptBaseState, lock_apt, read_base_state
 from mlenv.resolve.artifacts import lock_models
+from mlenv.resolve.image import resolve_base, target_from_base
 from mlenv.resolve.python import resolve_python
 from mlenv.sources.pyresolver import ResolverBackend
 from mlenv.spec import spec_hash
@@ -13,8 +18,7 @@ from mlenv.spec import spec_hash
 def target_from_spec(spec: Spec) -> Target:
     if spec.target.python is None or spec.target.glibc is None:
         raise ResolutionError("no target: give [target] python and glibc, or a base image to read them from")
-    platforms = spec.base.platforms if spec.base is not None else ("linux/amd64",)
-    return Target(platforms=platforms, python=spec.target.python, glibc=spec.target.glibc, source="spec")
+    return Target(platforms=("linux/amd64",), python=spec.target.python, glibc=spec.target.glibc, source="spec")
 
 
 def locked_app(app: AppSpec) -> LockedApp:
@@ -22,14 +26,42 @@ def locked_app(app: AppSpec) -> LockedApp:
                      user=app.user, env=app.env)
 
 
-def resolve_lock(spec: Spec, *, python_backend: ResolverBackend | None = None) -> Lock:
-    """Resolve the spec into a Lock. Network: the Python index (and later registries and apt mirrors)."""
-    target = target_from_spec(spec)
+def apt_base_state(fs: ImageFS) -> AptBaseState:
+    """The base image's apt state, read from its (never extracted) filesystem."""
+
+    def read(path: str) -> bytes | None:
+        try:
+            return fs.read_bytes(path) if fs.is_file(path) else None
+        except LookupError:  # the observer did not keep this file's content
+            return None
+
+    def listdir(path: str) -> list[str]:
+        return fs.listdir(path) if fs.is_dir(path) else []
+
+    return read_base_state(read, listdir)
+
+
+def resolve_lock(spec: Spec, *, python_backend: ResolverBackend | None = None,
+                 docker_config: Path | None = None) -> Lock:
+    """Resolve the spec into a Lock. Network: the registry, the Python index and the apt mirror."""
+    base = resolve_base(spec, docker_config=docker_config) if spec.base is not None else None
+    target = target_from_base(spec, base.locked) if base is not None else target_from_spec(spec)
+    apt = LockedApt()
+    if spec.apt.packages:
+        if base is None:
+            raise ResolutionError("apt packages need a base image to resolve against: add [base] image")
+        states = {platform: apt_base_state(fs) for platform, fs in base.filesystems.items()}
+        resolutions = [lock_apt(spec.apt, state, as_of=spec.as_of) for _, state in sorted(states.items())]
+        apt = LockedApt(sources=resolutions[0].sources,
+                        packages=tuple(sorted({p for r in resolutions for p in r.pins},
+                                              key=lambda p: (p.name, p.architecture))))
     return Lock(
         name=spec.name,
         spec_hash=spec_hash(spec),
         as_of=spec.as_of,
         target=target,
+        base=base.locked if base is not None else None,
+        apt=apt,
         python=resolve_python(spec, target, python_backend),
         cuda=LockedCuda(requested=spec.cuda.version or "none"),
         app=locked_app(spec.app),
