@@ -326,6 +326,15 @@ def _differs(fs: ImageFS, info: FileInfo, entry: RecordEntry) -> bool:
     return entry.sha256 is not None and urlsafe_digest(info.sha256 or fs.sha256(info.path)) != entry.sha256
 
 
+def _distro_packaged(fs: ImageFS, site: str, dist_dir: str) -> bool:
+    """A distribution the OS package manager installed: in the distro's own site directory and
+    with no INSTALLER (no PEP 376 installer wrote it). Debian ships the wheel's RECORD unchanged
+    while moving files (../scripts/pip is /usr/bin/pip), so its RECORD does not describe the
+    files; dpkg's own md5sums do."""
+    distro_site = site.startswith("/usr/lib/python") and site.endswith("/dist-packages")
+    return distro_site and not fs.exists(posixpath.join(dist_dir, "INSTALLER"))
+
+
 _DIST_DIR = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)(-py[^-]*)?(-[^-]+)?\.(dist|egg)-info$")
 
 
@@ -348,7 +357,8 @@ def read_dists(fs: ImageFS, site: str, *, check_files: bool = True) -> list[Dist
         if not dist_name or not version:
             continue
         record = parse_record(record_text.decode("utf-8", "replace")) if record_text else ()
-        modified, missing = check_record(fs, site, record) if check_files and record else ((), ())
+        checked = check_files and record and not _distro_packaged(fs, site, path)
+        modified, missing = check_record(fs, site, record) if checked else ((), ())
         dists.append(DistFact(name=canonicalize_name(dist_name), version=version, site=site, record=record,
                               modified_files=modified, missing_files=missing))
     return sorted(dists, key=lambda d: (d.name, d.version))

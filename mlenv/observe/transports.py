@@ -351,22 +351,13 @@ def _load_registry(location: ImageLocation, interest: Interest | None, platform:
     reference = ImageReference.parse(location.target)
     client = RegistryClient(docker_config=docker_config)
     resolved = client.resolve(reference, platform)
-    config = resolved.config
-    config_bytes = getattr(resolved, "config_bytes", None)
     layers = []
-    for digest, _media_type, _size in resolved.layers:
-        stream = client.open_blob(reference, digest)
-        try:
-            # A file-like stream is read in large pieces; an iterator of chunks is taken as it is.
-            chunks = read_chunks(stream) if hasattr(stream, "read") else iter(stream)
-            layers.append(index_layer(chunks, interest=interest))
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-    config_digest = getattr(resolved, "config_digest", None) or (_digest(config_bytes) if config_bytes else None)
-    manifest_digest = getattr(resolved, "manifest_digest", None) or getattr(resolved, "digest", None)
-    return _finish(location, config, layers, config_digest=config_digest, manifest_digest=manifest_digest)
+    for layer in resolved.layers:
+        # The client checks each blob's digest when its last chunk is read; the layer pass reads
+        # every blob to the end, so a corrupt download fails here too.
+        layers.append(index_layer(client.blob_chunks(reference, layer.digest), interest=interest))
+    return _finish(location, resolved.config, layers, config_digest=resolved.config_digest,
+                   manifest_digest=resolved.manifest_digest)
 
 
 __all__ = ["TRANSPORTS", "ImageLocation", "LayerSummary", "LoadedImage", "load_image", "parse_location"]

@@ -180,3 +180,15 @@ def test_directory_tree_of_a_path(tmp_path) -> None:  # type: ignore[no-untyped-
     (tmp_path / "etc/os-release").write_text("ID=alpine\nVERSION_ID=3.20.0\n")
     facts = observe_tree(str(tmp_path))
     assert (facts.os_id, facts.os_version, facts.apt, facts.glibc) == ("alpine", "3.20.0", (), None)
+
+
+def test_distro_packaged_dists_are_not_checked_against_record() -> None:
+    # Debian's python3-pip ships the wheel's RECORD (../scripts/pip) but dpkg put the script in /usr/bin.
+    debian_site = "usr/lib/python3/dist-packages"
+    entries = dist_info(debian_site, "pip", "23.0.1", {"../scripts/pip": b"#!"})
+    entries = [e for e in entries if not e[1].endswith("/scripts/pip")]
+    pip = next(d for d in observe_tree(build(BASE, entries)).python_dists if d.name == "pip")
+    assert pip.missing_files == () and any(r.path == "../scripts/pip" for r in pip.record)
+    installed = [*entries, ("file", f"{debian_site}/pip-23.0.1.dist-info/INSTALLER", b"pip\n")]
+    pip = next(d for d in observe_tree(build(BASE, installed)).python_dists if d.name == "pip")
+    assert pip.missing_files == ("../scripts/pip",)  # an installer wrote it: its RECORD is the truth
