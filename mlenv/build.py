@@ -6,6 +6,7 @@ against the lock's sha256; the Dockerfile installs them with no index and no net
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,11 @@ from typing import Any, Protocol
 from mlenv.cas import ContentStore
 from mlenv.errors import BuildError
 from mlenv.models import Lock
-from mlenv.render import CONTEXT_DIR, WHEELS_DIR, FetchMode, RenderedContext
+from mlenv.normalise import rewrite_archive
+from mlenv.observe.streams import ChunkReader
+from mlenv.render import CONTEXT_DIR, WHEELS_DIR, FetchMode, RenderedContext, render
 from mlenv.render.dockerfile import APP_TAR, DEBS_TAR, MODELS_TAR, source_date_epoch
+from mlenv.sources import daemon
 from mlenv.sources.http import download_chunks
 from mlenv.tarball import Entry, tree_entries, write_tar
 from mlenv.wheeltags import target_tags, wheel_installs
@@ -176,3 +180,50 @@ def run_build(api: BuildApi, context: Path, *, tag: str, no_cache: bool, progres
     if image_id is None:
         raise BuildError("docker build finished without an image ID", hint="re-run with -v to see the build output")
     return image_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltImage:
+    tag: str
+    image_id: str
+
+
+def default_tag(lock: Lock, lock_digest: str) -> str:
+    """`name:<first 12 hex of the lock's sha256>`: the same lock always builds the same tag."""
+    return f"{lock.name}:{lock_digest.removeprefix('sha256:')[:12]}"
+
+
+def build_image(
+    lock: Lock,
+    *,
+    lock_digest: str,
+    project_dir: Path,
+    tag: str,
+    no_cache: bool = False,
+    normalise: bool = True,
+    store: ContentStore | None = None,
+    progress: Progress,
+    mlenv_version: str,
+) -> BuiltImage:
+    """Render, fetch, build with the network off, and (by default) normalise the image's config."""
+    platform = lock.target.platforms[0]
+    rendered = render(lock, lock_digest=lock_digest, mlenv_version=mlenv_version, fetch="host")
+    client = daemon.connect()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlenv-build-") as work:
+            context = Path(work, "context")
+            prepare_context(lock, rendered, project_dir, context, fetch_mode="host", platform=platform,
+                            store=store or ContentStore(), progress=progress)
+            built = run_build(client.api, context, tag=tag, no_cache=no_cache, progress=progress)
+            if not normalise:
+                return BuiltImage(tag=tag, image_id=built)
+            progress("normalise the image config (times, build container ids)")
+            archive = Path(work, "image.tar")
+            image_id = rewrite_archive(ChunkReader(daemon.save_image(tag)), archive,  # type: ignore[arg-type]
+                                       epoch=source_date_epoch(lock), tag=tag)
+            daemon.load_archive(archive)
+            if image_id != built:
+                daemon.remove_image(built)
+            return BuiltImage(tag=tag, image_id=image_id)
+    finally:
+        client.close()

@@ -14,6 +14,7 @@ import click
 import typer
 
 from mlenv import __version__
+from mlenv.cli import build as build_command
 from mlenv.cli import dockerfile as dockerfile_command
 from mlenv.cli import init as init_command
 from mlenv.cli import inspect as inspect_command
@@ -50,6 +51,7 @@ def root(
 app.command("init")(init_command.init)
 app.command("lock")(lock_command.lock)
 app.command("dockerfile")(dockerfile_command.dockerfile)
+app.command("build")(build_command.build)
 app.command("verify")(verify_command.verify)
 app.command("inspect")(inspect_command.inspect)
 

@@ -30,6 +30,17 @@ VOLATILE = (
 )
 
 
+# Byte code for every module that has none, hash-checked (reproducible, and valid whatever the file
+# times). Byte code a wheel ships is left as installed: rewriting it would break its RECORD hash.
+_COMPILE = (
+    "import importlib.util as u, pathlib, py_compile as c; "
+    "[c.compile(str(p), cfile=u.cache_from_source(str(p)), doraise=False, quiet=2, "
+    "invalidation_mode=c.PycInvalidationMode.CHECKED_HASH) "
+    "for p in sorted(pathlib.Path('{venv}/lib').rglob('*.py')) "
+    "if not pathlib.Path(u.cache_from_source(str(p))).exists()]"
+)
+
+
 def base_reference(base: LockedBase) -> str:
     """`registry/repository@digest`, spelled the way the Docker engine expects."""
     registry = "docker.io" if base.registry in DOCKER_HUB_HOSTS else base.registry
@@ -87,11 +98,13 @@ def dockerfile_lines(
     bootstrap = sorted({"pip", "setuptools"} - locked)  # put there by ensurepip, not by the lock
     install = [
         f"python3 -m venv {venv}",
-        f"{venv}/bin/python -m pip install {source} --require-hashes --no-deps -r /tmp/mlenv/requirements.txt",
+        f"{venv}/bin/python -m pip install {source} --require-hashes --no-deps --no-compile "
+        "-r /tmp/mlenv/requirements.txt",
     ]
     if bootstrap:
         install.append(f"{venv}/bin/python -m pip uninstall --yes {' '.join(bootstrap)}")
     install += [
+        f"{venv}/bin/python -c {shlex.quote(_COMPILE.format(venv=venv))}",
         f"find {venv} -newermt @{epoch} -exec touch --no-dereference --date=@{epoch} {{}} +",
     ]
     yield from _run(install)
@@ -105,7 +118,7 @@ def dockerfile_lines(
         yield f"# System packages: the locked apt closure, exactly ({len(names)} packages)."
         if fetch == "host":
             yield f"ADD {context_dir}/{DEBS_TAR} /tmp/mlenv-debs/"
-            steps = ["DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends --no-download /tmp/mlenv-debs/*.deb"]
+            steps = ["DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends /tmp/mlenv-debs/*.deb"]
             cleanup = ["/tmp/mlenv-debs"]
         else:
             pins = " ".join(f"{p.name}:{p.architecture}={p.version}" if p.architecture != "all"

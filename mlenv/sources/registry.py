@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import requests
 from docker import auth as docker_auth
@@ -280,35 +280,6 @@ class RegistryClient:
     def read_blob(self, ref: ImageReference, digest: str) -> bytes:
         return b"".join(self.blob_chunks(ref, digest))
 
-    def open_blob(self, ref: ImageReference, digest: str) -> IO[bytes]:
-        """A file-like reader over a blob, verified while it is read."""
-        return _ChunkFile(self.blob_chunks(ref, digest))
-
-
-class _ChunkFile:
-    """A read-only file over an iterator of chunks (read(n) and read())."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            try:
-                self._buffer += next(self._chunks)
-            except StopIteration:
-                break
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-    def close(self) -> None:
-        self._chunks = iter(())
-
-    def __enter__(self) -> _ChunkFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def open_blob(self, ref: ImageReference, digest: str) -> Iterator[bytes]:
+        """The blob as chunks, verified while read (the observer streams layers through it)."""
+        return self.blob_chunks(ref, digest)

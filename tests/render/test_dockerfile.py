@@ -64,7 +64,7 @@ def test_apt_closure_is_installed_and_checked_exactly() -> None:
 
 def test_python_installed_with_hashes_no_deps_no_index() -> None:
     text = dockerfile()
-    assert "--no-index --find-links /tmp/mlenv/wheels --only-binary :all: --require-hashes --no-deps" in text
+    assert "--no-index --find-links /tmp/mlenv/wheels --only-binary :all: --require-hashes --no-deps --no-compile" in text
     # pip and setuptools come from ensurepip, not the lock: they are removed, not silently kept.
     assert "pip uninstall --yes pip setuptools" in text
 

@@ -1,0 +1,39 @@
+"""`mlenv build`: refuse a stale lock, render, fetch, build hermetically, normalise, verify."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+from pathlib import Path
+
+import typer
+
+from mlenv import __version__
+from mlenv.build import build_image, default_tag
+from mlenv.cli.common import fresh_project, say
+from mlenv.report_formats import as_text
+from mlenv.verify import verify_image
+
+
+def build(
+    project: Annotated[Path, typer.Argument(help="Project directory or spec file.")] = Path("."),
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Image tag (default NAME:<lock sha256 prefix>).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every step again.")] = False,
+    normalise: Annotated[bool, typer.Option(help="Rewrite build times in the image config so its ID "
+                                                 "depends on the lock alone.")] = True,
+    verify: Annotated[bool, typer.Option(help="Verify the built image against the lock.")] = True,
+) -> None:
+    """Build the image from mlenv.lock on the Docker engine, with the network off."""
+    current = fresh_project(project)
+    name = tag or default_tag(current.lock, current.lock_digest)
+    built = build_image(current.lock, lock_digest=current.lock_digest, project_dir=current.directory, tag=name,
+                        no_cache=no_cache, normalise=normalise, progress=say, mlenv_version=__version__)
+    say(f"built {built.tag} ({built.image_id})")
+    if verify:
+        report, _ = verify_image(current.lock, f"docker-daemon:{built.tag}", lock_digest=current.lock_digest)
+        if not report.ok:
+            sys.stderr.write(as_text(report))
+            raise typer.Exit(1)
+        say(f"verified: {built.tag} reproduces {current.lock_path.name} exactly")
+    typer.echo(built.tag)
