@@ -101,3 +101,10 @@ def test_cli_reports_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_cli_missing_spec(tmp_path: Path) -> None:
     result = run_cli("lock", str(tmp_path))
     assert result.code == 2 and "no mlenv.toml" in result.stderr and "mlenv init" in result.stderr
+
+
+def test_usage_mistakes_are_one_line_exit_2() -> None:
+    for args in (("frobnicate",), ("lock", "--bogus")):
+        result = run_cli(*args)
+        assert result.code == 2 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("mlenv: error: ") and result.stderr.count("\n") == 1

@@ -10,8 +10,8 @@ import sys
 import traceback
 from typing import Annotated
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from mlenv import __version__
 from mlenv.cli import build as build_command
@@ -66,14 +66,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         typer.echo(f"mlenv: error: {error}", err=True)
         sys.exit(error.exit_code)
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         sys.exit(done.exit_code)
-    except click.ClickException as error:
-        typer.echo(f"mlenv: error: {error.format_message()}", err=True)
-        sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("mlenv: interrupted", err=True)
         sys.exit(130)
+    except TyperException as error:  # usage mistakes: unknown command or option, bad value
+        message = error.format_message() if hasattr(error, "format_message") else str(error)
+        typer.echo(f"mlenv: error: {message}", err=True)
+        sys.exit(2)
     except Exception as error:  # a bug in mlenv, not a user mistake: say so and how to report it
         if verbose:
             traceback.print_exc()
