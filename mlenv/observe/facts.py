@@ -77,7 +77,7 @@ def observe_tree(fs: ImageFS, config: Mapping[str, Any] | None = None, *, artifa
         interpreters=python.interpreter_facts(fs, installs, venvs),
         apt=apt,
         python_dists=tuple(sorted(dists, key=lambda d: (d.site, d.name, d.version))),
-        cuda=cuda.cuda_components(fs, env, dists),
+        cuda=cuda.cuda_components(fs, env, dists, apt),
         artifacts=tuple(found_artifacts),
         labels=tuple(sorted(config_labels(config).items())),
         env=tuple(sorted(env.items())),

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mlenv.errors import ResolutionError
-from mlenv.models import AppSpec, Lock, LockedApp, LockedApt, LockedCuda, Spec, Target
+from mlenv.models import AppSpec, Lock, LockedApp, LockedApt, LockedCuda, LockedPython, Spec, Target
+from mlenv.observe.cuda import library_bytes
 from mlenv.observe.rootfs import ImageFS
 from mlenv.resolve.apt import AptBaseState, lock_apt, read_base_state
 from mlenv.resolve.artifacts import lock_models
-from mlenv.resolve.image import resolve_base, target_from_base
-from mlenv.resolve.python import resolve_python
+from mlenv.resolve.cuda import BaseCuda, Requires, check_request, fetch_requires, lock_cuda, needs_metadata
+from mlenv.resolve.image import BaseImage, resolve_base, target_from_base
+from mlenv.resolve.python import requested_names, resolve_python
 from mlenv.sources.pyresolver import ResolverBackend
+from mlenv.sources.wheelmeta import WheelMetadata
 from mlenv.spec import spec_hash
 
 
@@ -41,11 +46,44 @@ def apt_base_state(fs: ImageFS) -> AptBaseState:
     return read_base_state(read, listdir)
 
 
+def base_cuda(base: BaseImage) -> BaseCuda | None:
+    """The CUDA stack of the base (the same on every platform, or the lock could not say one stack)."""
+    stacks = {platform: facts.cuda for platform, facts in sorted(base.facts.items())}
+    if len(set(stacks.values())) > 1:
+        raise ResolutionError(f"base image {base.locked.reference} carries a different CUDA stack per platform")
+    platform, components = next(iter(stacks.items()))
+    if not components:
+        return None
+    return BaseCuda(reference=base.locked.reference, components=components,
+                    cudnn_bytes=library_bytes(base.filesystems[platform], "libcudnn"))
+
+
+def _stderr_warning(message: str) -> None:
+    sys.stderr.write(f"mlenv: warning: {message}\n")
+
+
+def resolve_cuda(spec: Spec, python: LockedPython, target: Target, base: BaseCuda | None,
+                 metadata: WheelMetadata | None, warn: Callable[[str], None]) -> LockedCuda:
+    requires: Requires = {}
+    if needs_metadata(python.packages):
+        requires = fetch_requires(python.packages, target, (metadata or WheelMetadata()).many)
+    resolution = lock_cuda(requested=spec.cuda.version, cudnn=spec.cuda.cudnn, pins=python.packages,
+                           requested_names=requested_names(spec.python), requires=requires, target=target,
+                           base=base)
+    for message in resolution.warnings:
+        warn(message)
+    return resolution.locked
+
+
 def resolve_lock(spec: Spec, *, python_backend: ResolverBackend | None = None,
-                 docker_config: Path | None = None) -> Lock:
-    """Resolve the spec into a Lock. Network: the registry, the Python index and the apt mirror."""
+                 docker_config: Path | None = None, wheel_metadata: WheelMetadata | None = None,
+                 warn: Callable[[str], None] = _stderr_warning) -> Lock:
+    """Resolve the spec into a Lock. Network: the registry, the Python index and the apt mirror.
+    Warnings (a lock that works but deserves a look) go to `warn`, one line each."""
     base = resolve_base(spec, docker_config=docker_config) if spec.base is not None else None
     target = target_from_base(spec, base.locked) if base is not None else target_from_spec(spec)
+    cuda_base = base_cuda(base) if base is not None else None
+    check_request(spec.cuda.version, spec.python.requirements, cuda_base)
     apt = LockedApt()
     if spec.apt.packages:
         if base is None:
@@ -55,6 +93,7 @@ def resolve_lock(spec: Spec, *, python_backend: ResolverBackend | None = None,
         apt = LockedApt(sources=resolutions[0].sources,
                         packages=tuple(sorted({p for r in resolutions for p in r.pins},
                                               key=lambda p: (p.name, p.architecture))))
+    python = resolve_python(spec, target, python_backend)
     return Lock(
         name=spec.name,
         spec_hash=spec_hash(spec),
@@ -62,8 +101,8 @@ def resolve_lock(spec: Spec, *, python_backend: ResolverBackend | None = None,
         target=target,
         base=base.locked if base is not None else None,
         apt=apt,
-        python=resolve_python(spec, target, python_backend),
-        cuda=LockedCuda(requested=spec.cuda.version or "none"),
+        python=python,
+        cuda=resolve_cuda(spec, python, target, cuda_base, wheel_metadata, warn),
         app=locked_app(spec.app),
         models=lock_models(spec),
     )

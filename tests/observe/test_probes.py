@@ -152,7 +152,9 @@ def test_cuda_from_env_files_and_wheels() -> None:
     ])
     facts = observe_tree(fs, config)
     assert facts.cuda == (
-        CudaComponent(name="cudnn", version="8.9.0", source="file:/usr/lib/x86_64-linux-gnu/libcudnn.so.8.9.0"),
+        CudaComponent(name="cuda", version="12.1.1", source="file:/usr/local/cuda-12.1/version.json"),
+        # the library's file name says 8.9.0; the env says the same version more precisely
+        CudaComponent(name="cudnn", version="8.9.0.131", source="image:env:NV_CUDNN_VERSION"),
         CudaComponent(name="nccl", version="2.18.1", source="wheel:nvidia-nccl-cu12"),
         CudaComponent(name="runtime", version="12.1.105", source="file:/usr/local/cuda-12.1/version.json"),
     )
