@@ -37,6 +37,7 @@ class TargetSpec:
 
     python: str | None = None
     glibc: str | None = None
+    platforms: tuple[str, ...] = (DEFAULT_PLATFORM,)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -174,7 +174,8 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         )
 
     target_table = table.get("target", {})
-    target = TargetSpec(python=target_table.get("python"), glibc=target_table.get("glibc"))
+    target = TargetSpec(python=target_table.get("python"), glibc=target_table.get("glibc"),
+                        platforms=tuple(target_table.get("platforms", [DEFAULT_PLATFORM])))
     if base is None and (target.python is None or target.glibc is None):
         raise SpecError(
             file, prefix + "base", "missing: name a base image, or give [target] python and glibc to resolve for"

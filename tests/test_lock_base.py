@@ -48,6 +48,7 @@ def test_apt_closure_is_locked_with_hashes(locked_example: Path) -> None:
 
 def test_auth_registry_with_docker_config(auth_base_image: BaseImage, auth_registry: Registry, tmp_path: Path) -> None:
     project = copy_example("fraud-detector", tmp_path, base={"image": auth_base_image.ref}, apt=None)
+    (project / "models").mkdir(exist_ok=True)
     (project / "models" / "model.joblib").write_bytes(b"stand-in\n")
     denied = run_cli("lock", str(project), env=_env(DOCKER_CONFIG=str(tmp_path / "no-config")))
     assert denied.code == 2 and auth_registry.host in denied.stderr and "credentials" in denied.stderr

@@ -23,7 +23,7 @@ from mlenv.spec import spec_hash
 def target_from_spec(spec: Spec) -> Target:
     if spec.target.python is None or spec.target.glibc is None:
         raise ResolutionError("no target: give [target] python and glibc, or a base image to read them from")
-    return Target(platforms=("linux/amd64",), python=spec.target.python, glibc=spec.target.glibc, source="spec")
+    return Target(platforms=spec.target.platforms, python=spec.target.python, glibc=spec.target.glibc, source="spec")
 
 
 def locked_app(app: AppSpec) -> LockedApp:

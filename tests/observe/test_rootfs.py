@@ -163,3 +163,50 @@ def test_normalize_member_names() -> None:
     cases = {"./usr/lib/": "usr/lib", "root/.pyenv/x": "root/.pyenv/x", "a//b": "a/b", "a/./b": "a/b",
              "a/../b": "b", "../x": "x", "./": "", "/usr/.": "usr", ".wh.x": ".wh.x", "/": ""}
     assert {name: normalize(name) for name in cases} == cases
+
+
+def test_a_hostile_layer_is_read_inside_the_image_root(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Names that climb out of the root, absolute names, links pointing at host files, and a whiteout
+    # of the root itself. The observer never extracts, so the host must be untouched and the view sane.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"host file\n")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    hostile = layer_tar([
+        ("file", "../../escaped", b"climbed\n"),
+        ("file", "/abs/file", b"absolute\n"),
+        ("symlink", "etc/passwd-link", "/etc/passwd"),
+        ("symlink", "up", "../../../../" + str(outside).lstrip("/")),
+        ("symlink", "host-secret", str(outside / "secret")),
+        ("file", ".wh.", b""),  # a whiteout with no name: never a whiteout of the root
+    ])
+    fs = fs_of(BASE, hostile)
+    assert fs.sha256("/escaped") == hashlib.sha256(b"climbed\n").hexdigest()
+    assert fs.sha256("/abs/file") == hashlib.sha256(b"absolute\n").hexdigest()
+    assert fs.read_text("/etc/os-release").startswith("ID=debian")
+    # Links resolve inside the image: the host's /etc/passwd and tmp files are never read.
+    assert fs.readlink("/etc/passwd-link") == "/etc/passwd" and not fs.exists("/etc/passwd-link")
+    assert not fs.exists("/up/secret") and not fs.exists("/host-secret")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert (outside / "secret").read_bytes() == b"host file\n"
+
+
+def test_an_opaque_root_hides_every_lower_layer_and_nothing_else() -> None:
+    # OCI: an opaque marker in a directory hides the lower layers' content of that directory; at the
+    # top it is a whiteout of '/', and the correct view is this layer's files alone.
+    fs = fs_of(BASE, layer_tar([("file", ".wh..wh..opq", b""), ("file", "etc/os-release", b"ID=other\n")]))
+    assert fs.listdir("/") == ["etc"] and fs.read_text("/etc/os-release") == "ID=other\n"
+    assert not fs.exists("/usr/bin/tool")
+
+
+def test_a_hostile_link_in_a_directory_tree_stays_inside(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (tmp_path / "secret").write_bytes(b"host file\n")
+    (root / "etc" / "os-release").symlink_to("../../secret")  # climbs out of the root on the host
+    directory = DirectoryFS(root)
+    assert not directory.exists("/etc/os-release")  # '..' stops at the root: /secret is not in it
+    (root / "secret").write_bytes(b"image file\n")
+    directory = DirectoryFS(root)
+    assert directory.realpath("/etc/os-release") == "/secret"
+    assert directory.read_bytes("/etc/os-release") == b"image file\n"

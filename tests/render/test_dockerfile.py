@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
+import tomlkit
 
 from mlenv.errors import BuildError
 from mlenv.models import LockedModel, PythonPin
-from mlenv.render import render, requirement_lines
+from mlenv.lockfile import lock_digest, loads
+from mlenv.render import RenderedContext, render, requirement_lines
+from mlenv.render.dockerfile import LABEL_LOCK
 from tests.lockdata import full_lock
 
 DIGEST = "sha256:" + "ab" * 32
@@ -121,3 +127,37 @@ def test_mount_strategy_declares_a_volume() -> None:
 def test_dockerignore_keeps_secrets_and_vcs_out() -> None:
     ignore = render(full_lock(), lock_digest=DIGEST, mlenv_version="1").get(".dockerignore").decode().splitlines()
     assert {".git", ".env", "**/*.ipynb", "tests", ".venv", "data"} <= set(ignore)
+
+
+GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "golden"
+
+
+def _golden_render(lock_text: str, fetch: str) -> RenderedContext:
+    lock = loads(lock_text, path="mlenv.lock")
+    return render(lock, lock_digest=lock_digest(lock_text.encode()), mlenv_version="1.2.3", fetch=fetch)
+
+
+@pytest.mark.parametrize(("fetch", "golden"), [("host", "Dockerfile"), ("build", "Dockerfile.fetch-build")])
+def test_golden_lock_renders_the_committed_dockerfile(fetch: str, golden: str) -> None:
+    # Set MLENV_UPDATE_GOLDEN=1 to rewrite the golden files after a deliberate change; review the diff.
+    lock_text = (GOLDEN / "mlenv.lock").read_text(encoding="utf-8")
+    rendered = _golden_render(lock_text, fetch).get("Dockerfile")
+    if os.environ.get("MLENV_UPDATE_GOLDEN") == "1":
+        (GOLDEN / golden).write_bytes(rendered)
+    assert rendered == (GOLDEN / golden).read_bytes()
+
+
+def test_a_lock_with_reordered_tables_renders_the_same_bytes() -> None:
+    lock_text = (GOLDEN / "mlenv.lock").read_text(encoding="utf-8")
+    data = tomllib.loads(lock_text)
+    shuffled = {key: data[key] for key in reversed(list(data))}  # top-level tables in another order
+    for table, key in (("apt", "packages"), ("python", "packages"), ("base", "platforms")):
+        shuffled[table] = {k: data[table][k] for k in reversed(list(data[table]))}
+        if key != "platforms":  # layer and platform order is meaningful; package order is not
+            shuffled[table][key] = list(reversed(data[table][key]))
+    # The Dockerfile header names the lock's sha256, which differs for other bytes: compare the rest.
+    same = _golden_render(lock_text, "host").get("Dockerfile").decode().splitlines()
+    other = _golden_render(tomlkit.dumps(shuffled), "host").get("Dockerfile").decode().splitlines()
+    assert [line for line in other if "from mlenv.lock sha256:" not in line and LABEL_LOCK not in line] == \
+        [line for line in same if "from mlenv.lock sha256:" not in line and LABEL_LOCK not in line]
+    assert other != same  # the lock's own digest did change, and the header says so
