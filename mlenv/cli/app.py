@@ -15,6 +15,7 @@ from typer.exceptions import TyperException
 
 from mlenv import __version__
 from mlenv.cli import build as build_command
+from mlenv.cli import check as check_command
 from mlenv.cli import dockerfile as dockerfile_command
 from mlenv.cli import export as export_command
 from mlenv.cli import init as init_command
@@ -55,6 +56,7 @@ app.command("dockerfile")(dockerfile_command.dockerfile)
 app.command("build")(build_command.build)
 app.command("verify")(verify_command.verify)
 app.command("inspect")(inspect_command.inspect)
+app.command("check")(check_command.check)
 app.command("export")(export_command.export)
 
 

@@ -404,3 +404,47 @@ def _min_driver(releases: list[str], wheel_major: int | None) -> tuple[str | Non
         if fallback is not None:
             candidates.append(fallback)
     return (max(candidates, key=version_key) if candidates else None), notes
+
+
+# --------------------------------------------------------------------------- the host's driver
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriverVerdict:
+    ok: bool
+    message: str
+
+
+def _cuda_major(cuda: LockedCuda) -> int | None:
+    for name in ("cuda", "runtime"):
+        component = next((c for c in cuda.components if c.name == name), None)
+        if component is not None:
+            return version_key(component.version)[0]
+    return None
+
+
+def driver_verdict(cuda: LockedCuda, driver: tuple[str, str] | None) -> DriverVerdict:
+    """Whether a host driver ((version, where it was read) or None) runs the lock's CUDA stack."""
+    needs_cuda = cuda.min_driver is not None or bool(cuda.components)
+    if driver is None:
+        if not needs_cuda:
+            return DriverVerdict(ok=True, message="no NVIDIA GPU/driver found; the lock is CPU-only, none is needed")
+        return DriverVerdict(ok=False, message="no NVIDIA GPU/driver found (no nvidia-smi, no /proc/driver/nvidia/"
+                             f"version); the lock needs CUDA and driver >= {cuda.min_driver or 'unknown'}")
+    version, source = driver
+    if not needs_cuda:
+        return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}); the lock is CPU-only")
+    if cuda.min_driver is None:
+        return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}); the lock records no minimum "
+                             "driver, so nothing to compare")
+    if driver_satisfies(version, cuda.min_driver):
+        return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}) satisfies the lock's minimum "
+                             f"{cuda.min_driver}")
+    note = ""
+    major = _cuda_major(cuda)
+    compatible = driver_floors().minor_compatibility.get(str(major)) if major is not None else None
+    if compatible is not None and driver_satisfies(version, compatible):
+        note = (f"; it meets CUDA {major} minor version compatibility (>= {compatible}), so most code runs "
+                "with a limited feature set (no PTX JIT of newer PTX)")
+    return DriverVerdict(ok=False, message=f"NVIDIA driver {version} ({source}) is older than the lock's minimum "
+                         f"{cuda.min_driver}{note}")
