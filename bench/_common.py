@@ -1,0 +1,270 @@
+"""What the benchmarks share: the engine, a loopback registry, the test base image, timing and reporting.
+
+The infrastructure is the tests' own (tests/infra): the same debootstrap base image, cached between runs,
+served from a registry on 127.0.0.1. Benchmarks report and never fail on a missed target: every script
+exits 0 and prints MISSED next to a ratio that missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import docker
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import copy_example, train_fraud_model
+from tests.infra.cache import cache_dir, cache_lock
+from tests.infra.docker import Daemon, start_dockerd
+from tests.infra.images import BaseImage, make_base_image, save_forms
+from tests.infra.registry import Registry, start_registry
+
+T = TypeVar("T")
+TAG_PREFIX = "mlenv-bench/"  # every image a benchmark makes is tagged under here, nothing else is touched
+
+
+# --------------------------------------------------------------------------- timing and reporting
+
+
+def timed(action: Callable[[], T]) -> tuple[float, T]:
+    start = time.perf_counter()
+    result = action()
+    return time.perf_counter() - start, result
+
+
+def run(command: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+        check: bool = True) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Run a command with its output captured; the wall time includes its start-up, as a user sees it."""
+    seconds, result = timed(lambda: subprocess.run(list(command), cwd=cwd, env=env, capture_output=True,
+                                                   text=True, check=False))
+    if check and result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}: {' | '.join(tail)}")
+    return seconds, result
+
+
+def mlenv(*args: str, cwd: Path | None = None, check: bool = True
+          ) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """The CLI in its own process, as a user runs it."""
+    return run([sys.executable, "-m", "mlenv", *args], cwd=cwd, check=check)
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
+    width = max(len(label) for label, _ in rows)
+    print(f"\n{title}")
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")
+
+
+def report_ratio(name: str, value: float, *, at_most: float | None = None, at_least: float | None = None
+                 ) -> None:
+    """One line: the ratio, its target, and whether it was hit (MISSED in capitals when not)."""
+    if at_most is not None:
+        target, hit = f"target <= {at_most:g}", value <= at_most
+    elif at_least is not None:
+        target, hit = f"target >= {at_least:g}", value >= at_least
+    else:
+        raise ValueError("a ratio needs a target")
+    print(f"  {name:<44} {value:8.3f}   {target:<14} {'hit' if hit else 'MISSED'}")
+
+
+def report_check(name: str, ok: bool) -> None:
+    print(f"  {name:<44} {'yes' if ok else 'no':>8}   {'target: yes':<14} {'hit' if ok else 'MISSED'}")
+
+
+def load_note() -> str:
+    """The machine's load when the numbers were taken: they are only comparable within one run."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} cores, load average {one:.2f} (1 min) {five:.2f} (5 min)"
+
+
+def mib(size: int) -> str:
+    return f"{size / (1 << 20):,.1f} MiB"
+
+
+# --------------------------------------------------------------------------- decompress-only anchor
+
+
+def decompressor(blob: Path) -> list[str]:
+    """The standard tool that only decompresses `blob` (by its magic number), or `cat` when it is plain."""
+    with blob.open("rb") as file:
+        head = file.read(4)
+    if head.startswith(b"\x1f\x8b"):
+        return ["gzip", "-dc", str(blob)]
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return ["zstd", "-dcq", str(blob)]
+    return ["cat", str(blob)]
+
+
+def decompress_only(blobs: Sequence[Path]) -> float:
+    """Seconds to decompress every layer once into /dev/null, one layer after another as the observer does."""
+    total = 0.0
+    with open(os.devnull, "wb") as sink:
+        for blob in blobs:
+            command = decompressor(blob)
+            seconds, result = timed(lambda command=command: subprocess.run(command, stdout=sink, check=False))
+            if result.returncode != 0:
+                raise RuntimeError(f"{' '.join(command)} exited {result.returncode}")
+            total += seconds
+    return total
+
+
+def docker_save_only(tag: str) -> float:
+    """Seconds for the engine to stream the image out (`docker save IMAGE > /dev/null`)."""
+    with open(os.devnull, "wb") as sink:
+        seconds, result = timed(lambda: subprocess.run(["docker", "save", tag], stdout=sink, check=False))
+    if result.returncode != 0:
+        raise RuntimeError(f"docker save {tag} exited {result.returncode}")
+    return seconds
+
+
+def alternate(measured: Callable[[], float], anchor: Callable[[], float], repeats: int
+              ) -> tuple[float, float]:
+    """Medians of `repeats` alternating runs (anchor first), so a change in the machine's load hits both."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        times[1].append(anchor())
+        times[0].append(measured())
+    return median(times[0]), median(times[1])
+
+
+def warm_page_cache(paths: Sequence[Path]) -> None:
+    """Read the files once, so every measurement after this starts from the same warm page cache."""
+    with open(os.devnull, "wb") as sink:
+        for path in paths:
+            subprocess.run(["cat", str(path)], stdout=sink, check=True)
+
+
+# --------------------------------------------------------------------------- engine, registry, base image
+
+
+@dataclass(frozen=True)
+class Infra:
+    daemon: Daemon
+    registry: Registry
+    base: BaseImage  # Debian bookworm with python3 and venv, pushed to `registry`
+
+
+@contextmanager
+def infrastructure() -> Iterator[Infra]:
+    """Attach to the engine DOCKER_HOST names (or start one as the tests do), serve a loopback registry,
+    push the cached test base image; the registry (and an engine started here) stop on exit."""
+    host = os.environ.get("DOCKER_HOST")
+    dockerd = None
+    if not host:
+        dockerd, host = start_dockerd(cache_dir("docker"))
+        # mlenv, run as a subprocess, finds the engine the way a user's shell does
+        os.environ["DOCKER_HOST"] = host
+    with tempfile.TemporaryDirectory(prefix="mlenv-bench-registry-") as registry_dir:
+        registry_process, registry = start_registry(Path(registry_dir))
+        try:
+            daemon = Daemon(host=host, client=docker.DockerClient(base_url=host, timeout=1800))
+            base = make_base_image(daemon, registry, "python")
+            yield Infra(daemon=daemon, registry=registry, base=base)
+        finally:
+            registry_process.terminate()
+            registry_process.wait(timeout=10)
+            if dockerd is not None:
+                dockerd.terminate()
+
+
+def bench_dir(*parts: str) -> Path:
+    """Kept between runs (beside the tests' cache): projects, locks and image forms that are slow to make."""
+    return cache_dir("bench", *parts)
+
+
+def image_size(daemon: Daemon, tag: str) -> int:
+    return int(daemon.client.images.get(tag).attrs["Size"])
+
+
+def diff_ids(daemon: Daemon, tag: str) -> list[str]:
+    return list(daemon.client.images.get(tag).attrs["RootFS"]["Layers"])
+
+
+def lock_prefix(lock: Path) -> str:
+    return hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- a big image, built by mlenv
+
+
+# The seed's fraud detector plus heavy CPU-only packages (no torch): real wheels, tens of thousands of
+# files (plotly's validators, sympy, pyarrow headers, catboost and opencv shared objects), well over 1 GB.
+BIG_EXTRAS = ("pyarrow", "polars", "duckdb", "sympy", "plotly", "opencv-python-headless", "catboost",
+              "matplotlib", "transformers", "statsmodels")
+BIG_RECIPE = "b1"  # change when BIG_EXTRAS changes, so a cached project is never reused for another recipe
+
+
+@dataclass(frozen=True)
+class BigImage:
+    project: Path
+    lock: Path
+    tag: str
+    archive: Path  # `docker save` tar: uncompressed layers
+    oci: Path  # OCI layout written by skopeo: gzip layers
+    uncompressed: int  # bytes of all layers, uncompressed
+
+    def oci_layers(self) -> list[Path]:
+        index = json.loads((self.oci / "index.json").read_text())
+        manifest_digest = index["manifests"][0]["digest"]
+        manifest = json.loads(self._blob(manifest_digest).read_text())
+        return [self._blob(layer["digest"]) for layer in manifest["layers"]]
+
+    def _blob(self, digest: str) -> Path:
+        algorithm, _, hex_digest = digest.partition(":")
+        return self.oci / "blobs" / algorithm / hex_digest
+
+
+def big_image(infra: Infra, progress: Callable[[str], None] = print) -> BigImage:
+    """The fraud detector with heavy extras, locked and built by `mlenv build` once and then reused.
+
+    The project (its spec names this run's registry port) and its lock are kept, so later runs find the
+    same image by the lock's hash and skip the build; only a new recipe builds again."""
+    with cache_lock(f"bench-big-{BIG_RECIPE}"):
+        root = bench_dir(f"big-{BIG_RECIPE}")
+        project = root / "fraud-detector"
+        lock = project / "mlenv.lock"
+        if not lock.exists():
+            shutil.rmtree(project, ignore_errors=True)
+            project = copy_example("fraud-detector", root, base={"image": infra.base.ref})
+            requirements = project / "requirements.txt"
+            requirements.write_text(requirements.read_text() + "".join(f"{name}\n" for name in BIG_EXTRAS))
+            train_fraud_model(project)
+            progress(f"locking the big project {project}")
+            mlenv("lock", str(project))
+        tag = f"{TAG_PREFIX}big:{lock_prefix(lock)}"
+        try:
+            infra.daemon.client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            progress(f"building {tag} with mlenv build (fetches ~0.5 GB of wheels the first time)")
+            mlenv("build", str(project), "--tag", tag)
+        archive, oci = save_forms(infra.daemon.client, tag)
+    return BigImage(project=project, lock=lock, tag=tag, archive=archive, oci=oci,
+                    uncompressed=archive_layer_bytes(archive))
+
+
+def archive_layer_bytes(archive: Path) -> int:
+    """The uncompressed size of every layer: `docker save` stores each layer as a plain tar member."""
+    with tarfile.open(archive) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        return sum(tar.getmember(layer).size for layer in manifest[0]["Layers"])

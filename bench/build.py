@@ -1,0 +1,172 @@
+"""`mlenv build` of examples/fraud-detector: a clean build, then a rebuild after editing one app source file.
+
+Targets (issue 5): rebuild / clean time <= 0.10, with every layer below the app layer reused (their
+diff_ids equal in both images); and the final image smaller than the seed's single-stage Dockerfile.
+
+Conditions: the artifact cache is warm for both builds (`mlenv dockerfile -o` fetches every wheel and .deb
+first), so the clean build measures the build, not PyPI; the clean build passes --no-cache; the rebuild uses
+the engine's cache as a user's second build does. Both are `mlenv build` end to end (render, context, docker
+build with the network off, config normalisation, verification). Two more rebuilds, each after another
+edit, show where a rebuild's time goes (--no-verify; --no-verify --no-normalise).
+
+The anchor (ANCHOR_DOCKERFILE below) is the single-stage Dockerfile an ML engineer writes for this app. pip
+inside a build cannot reach PyPI on this machine, so it installs from the same pre-fetched wheels, shipped
+in the context as a vendored wheels/ directory and brought in by its `COPY . .`; its size is also shown
+without those wheels, as if pip had fetched them from PyPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+from _common import (
+    TAG_PREFIX,
+    Infra,
+    copy_example,
+    diff_ids,
+    image_size,
+    infrastructure,
+    load_note,
+    mib,
+    mlenv,
+    print_table,
+    report_check,
+    report_ratio,
+    train_fraud_model,
+)
+
+from mlenv.render import WHEELS_DIR
+
+# The seed's single-stage Dockerfile for the same app, FROM the same base image (the anchor for size).
+ANCHOR_DOCKERFILE = """\
+FROM {base}
+RUN apt-get update && apt-get install -y libgomp1 curl
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /app
+COPY . .
+RUN pip install --no-index --find-links wheels -r requirements.txt
+EXPOSE 8000
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+"""
+APP_SOURCE = "app/main.py"
+APP_FILE_IN_IMAGE = "app/app/main.py"  # workdir /app, app.copy = ["app"]
+TAGS = {name: f"{TAG_PREFIX}fraud-detector:{name}"
+        for name in ("clean", "rebuild", "no-verify", "no-normalise", "anchor")}
+
+
+def edit_app(project: Path, number: int) -> None:
+    """A real edit of one app source file: a new module-level constant, as a small feature change adds."""
+    source = project / APP_SOURCE
+    source.write_text(source.read_text() + f"\nBENCH_EDIT = {number}\n")
+
+
+def build(project: Path, tag: str, *options: str) -> float:
+    seconds, _ = mlenv("build", str(project), "--tag", tag, *options)
+    return seconds
+
+
+def layer_holding(infra: Infra, tag: str, path: str, work: Path) -> int | None:
+    """Index (from the bottom) of the image layer that adds `path`, read from a `docker save` of the image."""
+    archive = work / "image.tar"
+    with archive.open("wb") as out:
+        for chunk in infra.daemon.client.images.get(tag).save():
+            out.write(chunk)
+    try:
+        with tarfile.open(archive) as outer:
+            manifest = json.loads(outer.extractfile("manifest.json").read())  # type: ignore[union-attr]
+            for index, member in enumerate(manifest[0]["Layers"]):
+                with tarfile.open(fileobj=outer.extractfile(member)) as layer:
+                    if any(name.lstrip("./") == path for name in layer.getnames()):
+                        return index
+        return None
+    finally:
+        archive.unlink()
+
+
+def anchor_image(infra: Infra, project: Path, context_with_wheels: Path, work: Path) -> tuple[float, int]:
+    """Build the anchor (no cache) and return its build seconds and the bytes of its vendored wheels."""
+    context = work / "anchor"
+    shutil.copytree(project, context,
+                    ignore=shutil.ignore_patterns("mlenv.lock", "mlenv.toml", "__pycache__"))
+    shutil.copytree(context_with_wheels / WHEELS_DIR, context / "wheels")
+    (context / "Dockerfile").write_text(ANCHOR_DOCKERFILE.format(base=infra.base.ref))
+    wheels = sum(path.stat().st_size for path in (context / "wheels").iterdir())
+    start = time.perf_counter()
+    for chunk in infra.daemon.client.api.build(path=str(context), tag=TAGS["anchor"], rm=True, forcerm=True,
+                                               nocache=True, pull=False, decode=True):
+        if "error" in chunk:
+            raise RuntimeError(f"the anchor build failed: {chunk['error'].strip()}")
+    return time.perf_counter() - start, wheels
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help=f"keep the {TAG_PREFIX}fraud-detector:* images")
+    args = parser.parse_args()
+    with infrastructure() as infra, tempfile.TemporaryDirectory(prefix="mlenv-bench-build-") as scratch:
+        work = Path(scratch)
+        project = copy_example("fraud-detector", work, base={"image": infra.base.ref})
+        train_fraud_model(project)
+        lock_seconds, _ = mlenv("lock", str(project))
+        warm_seconds, _ = mlenv("dockerfile", str(project), "-o", str(work / "context"))
+        print(f"locked in {lock_seconds:.1f} s; artifact cache warmed in {warm_seconds:.1f} s; {load_note()}",
+              flush=True)
+        clean = build(project, TAGS["clean"], "--no-cache")
+        edit_app(project, 1)
+        rebuild = build(project, TAGS["rebuild"])
+        edit_app(project, 2)
+        no_verify = build(project, TAGS["no-verify"], "--no-verify")
+        edit_app(project, 3)
+        no_normalise = build(project, TAGS["no-normalise"], "--no-verify", "--no-normalise")
+        before, after = diff_ids(infra.daemon, TAGS["clean"]), diff_ids(infra.daemon, TAGS["rebuild"])
+        app_layer = layer_holding(infra, TAGS["rebuild"], APP_FILE_IN_IMAGE, work)
+        anchor_seconds, wheel_bytes = anchor_image(infra, project, work / "context", work)
+        ours, anchor = image_size(infra.daemon, TAGS["clean"]), image_size(infra.daemon, TAGS["anchor"])
+        if not args.keep:
+            for tag in TAGS.values():
+                try:
+                    infra.daemon.client.images.remove(tag)
+                except docker.errors.APIError as error:  # in use by another session's container: leave it
+                    print(f"  note: {tag} not removed: {error}")
+
+    print_table("seconds", [
+        ("mlenv build --no-cache (clean)", f"{clean:7.2f}"),
+        ("mlenv build after editing app/main.py", f"{rebuild:7.2f}"),
+        ("  the same, --no-verify", f"{no_verify:7.2f}"),
+        ("  the same, --no-verify --no-normalise", f"{no_normalise:7.2f}"),
+        ("anchor single-stage build (no cache)", f"{anchor_seconds:7.2f}"),
+    ])
+    same_below = app_layer is not None and before[:app_layer] == after[:app_layer]
+    changed = [i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b]
+    print_table("layers", [
+        ("layers (clean, rebuild)", f"{len(before)}, {len(after)}"),
+        ("the app layer (from the bottom)", f"{app_layer}" if app_layer is not None else "NOT FOUND"),
+        ("layers that differ", ", ".join(map(str, changed)) or "none"),
+        ("every layer below the app layer reused", "yes" if same_below else "NO"),
+    ])
+    print_table("image size", [
+        ("mlenv build", mib(ours)),
+        ("anchor single-stage", mib(anchor)),
+        ("anchor without its vendored wheels", mib(anchor - wheel_bytes)),
+    ])
+    print("\nratios")
+    report_ratio("rebuild / clean", rebuild / clean, at_most=0.10)
+    report_ratio("rebuild / clean, --no-verify --no-normalise", no_normalise / clean, at_most=0.10)
+    report_check("every layer below the app layer reused", same_below)
+    report_ratio("mlenv image / anchor image", ours / anchor, at_most=1.0)
+    report_ratio("mlenv image / anchor without wheels", ours / (anchor - wheel_bytes), at_most=1.0)
+    print(f"\nafter: {load_note()}; other sessions share this machine, so times are noisy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

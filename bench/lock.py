@@ -1,0 +1,157 @@
+"""Python-lock time: mlenv vs `uv pip compile` vs `pip-compile` on the same ML set, warm caches.
+
+Targets (issue 2): mlenv <= 1.2x uv, and pip-compile >= 5x mlenv.
+
+Only the Python layer is timed: the spec gives [target] python/glibc and no base image. mlenv's Python
+resolution is called the way `mlenv lock` calls it (`resolve_python(spec, target_from_spec(spec))`,
+in-process, interpreter start-up excluded); `mlenv lock` end to end is timed too (a new process, which also
+resolves the CUDA section). Every tool runs once to warm its cache, then REPEATS times; medians are shown.
+
+Anchors on this machine, and why torch is left out for pip-compile: the reachable PyPI serves no PEP 658
+metadata, so pip-compile downloads every wheel to read its metadata, torch's 539 MB wheel and the multi-GB
+nvidia-* wheels included (with --use-feature=fast-deps too: pip fetches the full wheels at the end of its
+resolve). uv reads metadata from byte ranges of the wheels, so mlenv and uv lock the full set; the
+pip-compile comparison is made on the same set without torch, by all three tools. pip-compile runs with
+the machine's pip configuration disabled (it adds local extra indexes and a constraint file here), so all
+three resolve from pypi.org alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from _common import load_note, median, print_table, report_ratio, run, timed
+
+from mlenv.resolve import target_from_spec
+from mlenv.resolve.python import resolve_python
+from mlenv.spec import load_spec
+
+ML_SET = ("torch", "transformers", "scikit-learn", "pandas", "lightgbm", "fastapi")
+WITHOUT_TORCH = tuple(name for name in ML_SET if name != "torch")
+INDEX = "https://pypi.org/simple"
+# The host's interpreter and glibc are the target, so pip-compile (which resolves for the interpreter it
+# runs in) answers the same question as uv and mlenv.
+PYTHON = ".".join(str(part) for part in sys.version_info[:3])
+GLIBC = platform.libc_ver()[1]
+UV_PLATFORM = f"{platform.machine()}-manylinux_{GLIBC.replace('.', '_')}"  # what mlenv passes for glibc 2.36
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+Pins = frozenset[str]
+
+
+def pins_of(requirements_text: str) -> Pins:
+    return frozenset(f"{m[1].lower().replace('_', '-')}=={m[2]}" for line in requirements_text.splitlines()
+                     if (m := PIN.match(line)))
+
+
+def write_project(directory: Path, requirements: tuple[str, ...]) -> Path:
+    directory.mkdir(parents=True)
+    listed = ", ".join(f'"{name}"' for name in requirements)
+    (directory / "mlenv.toml").write_text(
+        f'name = "bench-lock"\n\n[target]\npython = "{PYTHON}"\nglibc = "{GLIBC}"\n\n'
+        f"[python]\nrequirements = [{listed}]\n")
+    (directory / "requirements.in").write_text("".join(f"{name}\n" for name in requirements))
+    return directory
+
+
+def mlenv_python(project: Path) -> tuple[float, Pins]:
+    spec = load_spec(project)
+    seconds, locked = timed(lambda: resolve_python(spec, target_from_spec(spec)))
+    return seconds, frozenset(f"{p.name}=={p.version}" for p in locked.packages)
+
+
+def mlenv_cli(project: Path) -> tuple[float, Pins]:
+    (project / "mlenv.lock").unlink(missing_ok=True)  # a fresh resolve every time, never "unchanged"
+    seconds, _ = run([sys.executable, "-m", "mlenv", "lock", str(project)])
+    return seconds, frozenset()
+
+
+def uv(project: Path) -> tuple[float, Pins]:
+    output = project / "uv.txt"
+    # The flags mlenv passes, and the hashes a lock needs; uv's own config and UV_* variables left out.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
+    seconds, _ = run(["uv", "pip", "compile", str(project / "requirements.in"), "--generate-hashes",
+                      "--no-header", "--no-config", "--quiet", "--python-version", PYTHON,
+                      "--python-platform", UV_PLATFORM, "--index-url", INDEX, "--output-file", str(output)],
+                     env=env)
+    return seconds, pins_of(output.read_text())
+
+
+def pip_compile(project: Path) -> tuple[float, Pins]:
+    output = project / "pip-compile.txt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k == "PIP_CERT"}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    seconds, _ = run([sys.executable, "-m", "piptools", "compile", "--generate-hashes", "--no-header",
+                      "--quiet", "--no-config", "--index-url", INDEX, "--output-file", str(output),
+                      str(project / "requirements.in")], cwd=project, env=env)
+    pins = pins_of(output.read_text())
+    if any(pin.startswith(("torch==", "nvidia-")) for pin in pins):
+        print("  WARNING: pip-compile pinned torch/nvidia wheels: it downloaded them", file=sys.stderr)
+    return seconds, pins
+
+
+def measure(name: str, action: Callable[[Path], tuple[float, Pins]], project: Path, repeats: int
+            ) -> tuple[float, Pins]:
+    warm_up, pins = action(project)
+    times = [action(project)[0] for _ in range(repeats)]
+    print(f"  {name}: warm-up {warm_up:.2f} s, runs {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
+    return median(times), pins
+
+
+def compare_pins(label: str, ours: Pins, theirs: Pins) -> str:
+    if ours == theirs:
+        return f"same {len(ours)} pins as {label}"
+    return (f"pins differ from {label}: {len(ours - theirs)} only in mlenv, "
+            f"{len(theirs - ours)} only in {label}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per tool after the warm-up")
+    args = parser.parse_args()
+    print(f"target: CPython {PYTHON}, {UV_PLATFORM}; {load_note()}")
+    with tempfile.TemporaryDirectory(prefix="mlenv-bench-lock-") as work:
+        full = write_project(Path(work, "full"), ML_SET)
+        reduced = write_project(Path(work, "without-torch"), WITHOUT_TORCH)
+        print(f"set A: {', '.join(ML_SET)}", flush=True)
+        uv_full, uv_full_pins = measure("uv pip compile", uv, full, args.repeats)
+        mlenv_full, mlenv_full_pins = measure("mlenv resolve_python", mlenv_python, full, args.repeats)
+        cli_full, _ = measure("mlenv lock (CLI)", mlenv_cli, full, args.repeats)
+        print(f"set B: {', '.join(WITHOUT_TORCH)}", flush=True)
+        uv_reduced, _ = measure("uv pip compile", uv, reduced, args.repeats)
+        mlenv_reduced, mlenv_reduced_pins = measure("mlenv resolve_python", mlenv_python, reduced,
+                                                    args.repeats)
+        cli_reduced, _ = measure("mlenv lock (CLI)", mlenv_cli, reduced, args.repeats)
+        pip_reduced, pip_pins = measure("pip-compile", pip_compile, reduced, args.repeats)
+
+    print_table(f"set A, {len(mlenv_full_pins)} pins (median of {args.repeats}, warm caches)", [
+        ("uv pip compile --generate-hashes", f"{uv_full:7.2f} s"),
+        ("mlenv Python lock (resolve_python)",
+         f"{mlenv_full:7.2f} s   {compare_pins('uv', mlenv_full_pins, uv_full_pins)}"),
+        ("mlenv lock, CLI end to end", f"{cli_full:7.2f} s"),
+    ])
+    print_table(f"set B (A without torch), {len(mlenv_reduced_pins)} pins", [
+        ("uv pip compile --generate-hashes", f"{uv_reduced:7.2f} s"),
+        ("mlenv Python lock (resolve_python)",
+         f"{mlenv_reduced:7.2f} s   {compare_pins('pip-compile', mlenv_reduced_pins, pip_pins)}"),
+        ("mlenv lock, CLI end to end", f"{cli_reduced:7.2f} s"),
+        ("pip-compile --generate-hashes", f"{pip_reduced:7.2f} s"),
+    ])
+    print("\nratios")
+    report_ratio("mlenv / uv (set A)", mlenv_full / uv_full, at_most=1.2)
+    report_ratio("mlenv CLI / uv (set A)", cli_full / uv_full, at_most=1.2)
+    report_ratio("mlenv / uv (set B)", mlenv_reduced / uv_reduced, at_most=1.2)
+    report_ratio("pip-compile / mlenv (set B)", pip_reduced / mlenv_reduced, at_least=5)
+    report_ratio("pip-compile / mlenv CLI (set B)", pip_reduced / cli_reduced, at_least=5)
+    print(f"\n{load_note()} (after the run); other sessions share this machine, so times are noisy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
