@@ -219,7 +219,8 @@ def test_a_wrong_wheel_hash_is_refused_before_docker_builds(good: Built, docker_
     images_before = {image.id for image in docker_daemon.client.images.list(all=True)}
     containers_before = {c.id for c in docker_daemon.client.containers.list(all=True)}
     result = run_cli("build", str(project), "--tag", "mlenv-test/fraud:tampered")
-    assert result.code == 2 and result.stderr.count("\n") == 1
-    assert f"{wheel['name']}: sha256 is " in result.stderr and f"the lock says {'0' * 64}" in result.stderr
+    error = result.stderr.splitlines()[-1]  # progress lines come first; the error is the one last line
+    assert result.code == 2 and result.stderr.count("mlenv: error: ") == 1 and error.startswith("mlenv: error: ")
+    assert f"{wheel['name']}: sha256 is " in error and f"the lock says {'0' * 64}" in error
     assert {image.id for image in docker_daemon.client.images.list(all=True)} == images_before
     assert {c.id for c in docker_daemon.client.containers.list(all=True)} == containers_before
