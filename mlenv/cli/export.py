@@ -19,10 +19,19 @@ from mlenv import __version__
 from mlenv.atomic import write_atomic
 from mlenv.cli.common import say
 from mlenv.errors import MlenvError
-from mlenv.export import FORMATS, ExportContext, ImageIdentity, UnknownFormatError, document_time, export as render
+from mlenv.export import (
+    FORMATS,
+    ExportContext,
+    ImageIdentity,
+    UnknownFormatError,
+    document_time,
+)
+from mlenv.export import (
+    export as render,
+)
 from mlenv.export.context import verdict
 from mlenv.export.redaction import redact_text
-from mlenv.lockfile import LOCK_FILE, lock_digest, loads, read_lock_bytes
+from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
 from mlenv.models import EnvFacts, Lock, Report
 from mlenv.observe import inspect_image
 from mlenv.verify import verify_facts
@@ -30,12 +39,25 @@ from mlenv.verify import verify_facts
 
 def export(
     output_format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")],
-    project: Annotated[Path, typer.Argument(help="Project directory (or its spec file) holding mlenv.lock.")] = Path("."),
-    image: Annotated[str | None, typer.Option(help="Verify this image (docker-daemon:, docker-archive:, oci:, "
-                                                   "docker://, or a daemon name) and describe it.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (atomically) instead of stdout.")] = None,
-    lock: Annotated[Path | None, typer.Option("--lock", "-l", help="The lockfile (default PROJECT/mlenv.lock).")] = None,
-    platform: Annotated[str | None, typer.Option(help="Platform to describe (default: the lock's first).")] = None,
+    project: Annotated[
+        Path, typer.Argument(help="Project directory (or its spec file) holding mlenv.lock.")
+    ] = Path("."),
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Verify this image (docker-daemon:, docker-archive:, oci:, "
+            "docker://, or a daemon name) and describe it."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (atomically) instead of stdout.")
+    ] = None,
+    lock: Annotated[
+        Path | None, typer.Option("--lock", "-l", help="The lockfile (default PROJECT/mlenv.lock).")
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option(help="Platform to describe (default: the lock's first).")
+    ] = None,
 ) -> None:
     """Export the lock, or an image verified against it, as CycloneDX, SPDX, in-toto, HTML, JSON or pylock."""
     if output_format not in FORMATS:
@@ -49,9 +71,15 @@ def export(
     locked = loads(data.decode("utf-8"), path=str(lock_path))
     chosen = platform or locked.target.platforms[0]
     if chosen not in locked.target.platforms:
-        raise MlenvError(f"--platform {chosen}: {lock_path} is locked for {', '.join(locked.target.platforms)}")
-    context = ExportContext(lock_digest=lock_digest(data), platform=chosen, mlenv_version=__version__,
-                            created=document_time(locked.as_of, os.environ.get("SOURCE_DATE_EPOCH")))
+        raise MlenvError(
+            f"--platform {chosen}: {lock_path} is locked for {', '.join(locked.target.platforms)}"
+        )
+    context = ExportContext(
+        lock_digest=lock_digest(data),
+        platform=chosen,
+        mlenv_version=__version__,
+        created=document_time(locked.as_of, os.environ.get("SOURCE_DATE_EPOCH")),
+    )
     report = None
     if image is not None:
         report, identity, facts = audit_image(locked, image, context)
@@ -72,9 +100,13 @@ def audit_image(lock: Lock, reference: str, context: ExportContext) -> tuple[Rep
     """verify_image, keeping the image's identity (its digests) that an export names as its subject."""
     models = [m.target for m in lock.models if m.strategy == "bake"]
     observed = inspect_image(reference, platform=context.platform, artifacts=models)
-    report = verify_facts(lock, observed.facts, lock_digest=context.lock_digest, platform=context.platform,
-                          subject=reference)
+    report = verify_facts(
+        lock, observed.facts, lock_digest=context.lock_digest, platform=context.platform, subject=reference
+    )
     assert observed.image is not None  # an image reference always loads an image, not a directory
-    identity = ImageIdentity(reference=redact_text(reference), config_digest=observed.image.config_digest,
-                             manifest_digest=observed.image.manifest_digest)
+    identity = ImageIdentity(
+        reference=redact_text(reference),
+        config_digest=observed.image.config_digest,
+        manifest_digest=observed.image.manifest_digest,
+    )
     return report, identity, observed.facts

@@ -42,4 +42,12 @@ def export(name: str, lock: Lock, report: Report | None, context: ExportContext)
     return FORMATS[name](scrub(lock), scrub(report), scrub(context))
 
 
-__all__ = ["FORMATS", "ExportContext", "Exporter", "ImageIdentity", "UnknownFormatError", "document_time", "export"]
+__all__ = [
+    "FORMATS",
+    "ExportContext",
+    "Exporter",
+    "ImageIdentity",
+    "UnknownFormatError",
+    "document_time",
+    "export",
+]

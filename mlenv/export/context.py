@@ -54,7 +54,9 @@ def document_time(as_of: datetime | None, source_date_epoch: str | None) -> date
     try:
         return datetime.fromtimestamp(int(source_date_epoch), tz=UTC)
     except (ValueError, OverflowError, OSError):
-        raise MlenvError(f"SOURCE_DATE_EPOCH: {source_date_epoch!r} is not a number of seconds since 1970") from None
+        raise MlenvError(
+            f"SOURCE_DATE_EPOCH: {source_date_epoch!r} is not a number of seconds since 1970"
+        ) from None
 
 
 def rfc3339(moment: datetime) -> str:

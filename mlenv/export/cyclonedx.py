@@ -47,20 +47,29 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
     components = {item.ref: _component(item) for item in items.contents()}
     if items.base is not None:
         components[items.base.ref].components = [_component(item) for item in items.base_packages]
-    dependencies = [Dependency(ref=root.bom_ref, dependencies=[Dependency(ref=c.bom_ref) for c in components.values()])]
+    dependencies = [
+        Dependency(ref=root.bom_ref, dependencies=[Dependency(ref=c.bom_ref) for c in components.values()])
+    ]
     if items.base is not None:
         base = components[items.base.ref]
-        dependencies.append(Dependency(ref=base.bom_ref, dependencies=[Dependency(ref=c.bom_ref)
-                                                                        for c in base.components]))
+        dependencies.append(
+            Dependency(ref=base.bom_ref, dependencies=[Dependency(ref=c.bom_ref) for c in base.components])
+        )
     bom = Bom(
         serial_number=serial_number(context),
         metadata=BomMetaData(
             timestamp=context.created or EPOCH,
             component=root,
-            tools=ToolRepository(components=[Component(type=ComponentType.APPLICATION, name="mlenv",
-                                                       version=context.mlenv_version,
-                                                       purl=PackageURL(type="pypi", name="mlenv",
-                                                                       version=context.mlenv_version))]),
+            tools=ToolRepository(
+                components=[
+                    Component(
+                        type=ComponentType.APPLICATION,
+                        name="mlenv",
+                        version=context.mlenv_version,
+                        purl=PackageURL(type="pypi", name="mlenv", version=context.mlenv_version),
+                    )
+                ]
+            ),
             properties=_properties(_verify_facts(lock, report, context)),
         ),
         components=components.values(),
@@ -70,22 +79,34 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
 
 
 def _root(lock: Lock, context: ExportContext) -> Component:
-    properties = [("mlenv:lock:name", lock.name), ("mlenv:lock:sha256", hex_digest(context.lock_digest)),
-                  ("mlenv:platform", context.platform)]
+    properties = [
+        ("mlenv:lock:name", lock.name),
+        ("mlenv:lock:sha256", hex_digest(context.lock_digest)),
+        ("mlenv:platform", context.platform),
+    ]
     if context.image is None:
         # Describing the lock alone: the image is the one `mlenv build` makes from this lock.
-        return Component(type=ComponentType.CONTAINER, name=lock.name, version=context.lock_digest,
-                         bom_ref=BomRef("image"), properties=_properties(properties),
-                         description=f"the image mlenv builds from the lock {context.lock_digest}")
+        return Component(
+            type=ComponentType.CONTAINER,
+            name=lock.name,
+            version=context.lock_digest,
+            bom_ref=BomRef("image"),
+            properties=_properties(properties),
+            description=f"the image mlenv builds from the lock {context.lock_digest}",
+        )
     image = context.image
     if image.config_digest:
         properties.append(("mlenv:image:config-digest", image.config_digest))
     if image.manifest_digest:
         properties.append(("mlenv:image:manifest-digest", image.manifest_digest))
-    return Component(type=ComponentType.CONTAINER, name=image.reference, version=image.digest,
-                     bom_ref=BomRef("image"), hashes=[HashType(alg=HashAlgorithm.SHA_256,
-                                                               content=hex_digest(image.digest))],
-                     properties=_properties(properties))
+    return Component(
+        type=ComponentType.CONTAINER,
+        name=image.reference,
+        version=image.digest,
+        bom_ref=BomRef("image"),
+        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=hex_digest(image.digest))],
+        properties=_properties(properties),
+    )
 
 
 def _verify_facts(lock: Lock, report: Report | None, context: ExportContext) -> list[tuple[str, str]]:
@@ -105,8 +126,11 @@ def _component(item: Item) -> Component:
         bom_ref=BomRef(item.ref),
         purl=PackageURL.from_string(item.purl) if item.purl else None,
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=item.sha256)] if item.sha256 else None,
-        external_references=[ExternalReference(type=ExternalReferenceType.DISTRIBUTION, url=XsUri(item.download))]
-        if item.download else None,
+        external_references=[
+            ExternalReference(type=ExternalReferenceType.DISTRIBUTION, url=XsUri(item.download))
+        ]
+        if item.download
+        else None,
         properties=_properties(item.properties),
     )
 

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from mlenv.export.context import ExportContext, rfc3339, verdict
-from mlenv.export.inventory import hex_digest
+from mlenv.export.inventory import hex_digest, mirror_url
 from mlenv.lockfile import LOCK_FILE
 from mlenv.models import Lock, Report
 from mlenv.report_formats import as_json
@@ -65,25 +65,46 @@ def resolved_dependencies(lock: Lock) -> list[dict[str, Any]]:
     """The base image, then every pinned artifact, in a fixed order (by kind, then name)."""
     out: list[dict[str, Any]] = []
     if lock.base is not None:
-        out.append({"uri": f"oci://{lock.base.registry}/{lock.base.repository}@{lock.base.digest}",
-                    "name": lock.base.reference, "digest": {"sha256": hex_digest(lock.base.digest)},
-                    "annotations": {"kind": "base-image"}})
-    mirror = sorted(lock.apt.sources, key=lambda s: (s.mirror, s.suite))[0].mirror if lock.apt.sources else None
+        out.append(
+            {
+                "uri": f"oci://{lock.base.registry}/{lock.base.repository}@{lock.base.digest}",
+                "name": lock.base.reference,
+                "digest": {"sha256": hex_digest(lock.base.digest)},
+                "annotations": {"kind": "base-image"},
+            }
+        )
     for pin in sorted(lock.apt.packages, key=lambda p: (p.name, p.architecture)):
-        entry: dict[str, Any] = {"name": pin.filename.rsplit("/", 1)[-1], "digest": {"sha256": pin.sha256},
-                                 "annotations": {"kind": "deb", "package": pin.name, "version": pin.version}}
-        if mirror is not None:
-            entry["uri"] = f"{mirror.rstrip('/')}/{pin.filename}"
+        entry: dict[str, Any] = {
+            "name": pin.filename.rsplit("/", 1)[-1],
+            "digest": {"sha256": pin.sha256},
+            "annotations": {"kind": "deb", "package": pin.name, "version": pin.version},
+        }
+        uri = mirror_url(lock, pin.filename)
+        if uri is not None:
+            entry["uri"] = uri
         out.append(entry)
     for pin in sorted(lock.python.packages, key=lambda p: p.name):
         files = [*sorted(pin.wheels, key=lambda w: w.name), *((pin.sdist,) if pin.sdist else ())]
         for file in files:
-            out.append({"uri": file.url, "name": file.name, "digest": {"sha256": file.sha256},
-                        "annotations": {"kind": "python", "package": pin.name, "version": pin.version,
-                                        "hashSource": file.hash_source}})
+            out.append(
+                {
+                    "uri": file.url,
+                    "name": file.name,
+                    "digest": {"sha256": file.sha256},
+                    "annotations": {
+                        "kind": "python",
+                        "package": pin.name,
+                        "version": pin.version,
+                        "hashSource": file.hash_source,
+                    },
+                }
+            )
     for model in sorted(lock.models, key=lambda m: m.target):
-        entry = {"name": model.target, "digest": {"sha256": model.sha256},
-                 "annotations": {"kind": "model", "source": model.source, "strategy": model.strategy}}
+        entry = {
+            "name": model.target,
+            "digest": {"sha256": model.sha256},
+            "annotations": {"kind": "model", "source": model.source, "strategy": model.strategy},
+        }
         if "://" in model.source:
             entry["uri"] = model.source
         out.append(entry)
@@ -94,7 +115,10 @@ def _verify_byproduct(report: Report | None) -> dict[str, Any]:
     if report is None:
         return {"name": "mlenv-verify", "annotations": {"verdict": verdict(report)}}
     content = as_json(report).encode("utf-8")
-    return {"name": "mlenv-verify-report.json", "mediaType": "application/json",
-            "digest": {"sha256": hashlib.sha256(content).hexdigest()},
-            "content": base64.b64encode(content).decode("ascii"),
-            "annotations": {"verdict": verdict(report), "drifts": len(report.drifts), "subject": report.subject}}
+    return {
+        "name": "mlenv-verify-report.json",
+        "mediaType": "application/json",
+        "digest": {"sha256": hashlib.sha256(content).hexdigest()},
+        "content": base64.b64encode(content).decode("ascii"),
+        "annotations": {"verdict": verdict(report), "drifts": len(report.drifts), "subject": report.subject},
+    }

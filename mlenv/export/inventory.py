@@ -65,32 +65,58 @@ def inventory(lock: Lock, platform: str) -> Inventory:
     return Inventory(
         base=_base_item(lock, base),
         base_packages=tuple(
-            Item(kind="base-deb", name=p.name, version=p.version,
-                 purl=_deb_purl(namespace, p.name, p.version, p.architecture, distro), sha256=None, download=None,
-                 properties=(("mlenv:architecture", p.architecture),))
+            Item(
+                kind="base-deb",
+                name=p.name,
+                version=p.version,
+                purl=_deb_purl(namespace, p.name, p.version, p.architecture, distro),
+                sha256=None,
+                download=None,
+                properties=(("mlenv:architecture", p.architecture),),
+            )
             for p in sorted(base.packages if base else (), key=lambda p: (p.name, p.architecture))
             # The closure replaces (upgrades) a base package of its name and architecture, as verify expects.
             if not any(name == p.name and p.architecture in (arch, "all") for name, arch in pins)
         ),
         apt=tuple(
-            Item(kind="deb", name=p.name, version=p.version,
-                 purl=_deb_purl(namespace, p.name, p.version, p.architecture, distro), sha256=p.sha256,
-                 download=_mirror_url(lock, p.filename),
-                 properties=(("mlenv:architecture", p.architecture), ("mlenv:requested", _yes(p.requested))))
+            Item(
+                kind="deb",
+                name=p.name,
+                version=p.version,
+                purl=_deb_purl(namespace, p.name, p.version, p.architecture, distro),
+                sha256=p.sha256,
+                download=mirror_url(lock, p.filename),
+                properties=(("mlenv:architecture", p.architecture), ("mlenv:requested", _yes(p.requested))),
+            )
             for p in sorted(lock.apt.packages, key=lambda p: (p.name, p.architecture))
         ),
-        python=tuple(_python_item(lock, pin, platform) for pin in sorted(lock.python.packages, key=lambda p: p.name)),
+        python=tuple(
+            _python_item(lock, pin, platform) for pin in sorted(lock.python.packages, key=lambda p: p.name)
+        ),
         cuda=tuple(
-            Item(kind="cuda", name=_cuda_name(c.name), version=c.version,
-                 purl=PackageURL(type="generic", namespace="nvidia", name=_cuda_name(c.name),
-                                 version=c.version).to_string(),
-                 sha256=None, download=None, properties=(("mlenv:source", c.source),))
+            Item(
+                kind="cuda",
+                name=_cuda_name(c.name),
+                version=c.version,
+                purl=PackageURL(
+                    type="generic", namespace="nvidia", name=_cuda_name(c.name), version=c.version
+                ).to_string(),
+                sha256=None,
+                download=None,
+                properties=(("mlenv:source", c.source),),
+            )
             for c in sorted(lock.cuda.components, key=lambda c: (c.name, c.source))
         ),
         models=tuple(
-            Item(kind="model", name=m.target, version=None, purl=None, sha256=m.sha256,
-                 download=m.source if "://" in m.source else None,
-                 properties=(("mlenv:source", m.source), ("mlenv:strategy", m.strategy)))
+            Item(
+                kind="model",
+                name=m.target,
+                version=None,
+                purl=None,
+                sha256=m.sha256,
+                download=m.source if "://" in m.source else None,
+                properties=(("mlenv:source", m.source), ("mlenv:strategy", m.strategy)),
+            )
             for m in sorted(lock.models, key=lambda m: m.target)
         ),
     )
@@ -114,28 +140,40 @@ def _base_item(lock: Lock, base: BasePlatform | None) -> Item | None:
         digest = base.manifest_digest
     properties = [("mlenv:reference", lock.base.reference), ("mlenv:index-digest", lock.base.digest)]
     if base is not None:
-        properties += [("mlenv:config-digest", base.config_digest), ("mlenv:os", f"{base.os_id} {base.os_version}")]
-    return Item(kind="base-image", name=lock.base.reference, version=digest,
-                purl=PackageURL(type="oci", name=name, version=digest, qualifiers=qualifiers).to_string(),
-                sha256=hex_digest(digest), download=None, properties=tuple(properties))
+        properties += [
+            ("mlenv:config-digest", base.config_digest),
+            ("mlenv:os", f"{base.os_id} {base.os_version}"),
+        ]
+    return Item(
+        kind="base-image",
+        name=lock.base.reference,
+        version=digest,
+        purl=PackageURL(type="oci", name=name, version=digest, qualifiers=qualifiers).to_string(),
+        sha256=hex_digest(digest),
+        download=None,
+        properties=tuple(properties),
+    )
 
 
 def _deb_purl(namespace: str, name: str, version: str, arch: str, distro: str | None) -> str:
     qualifiers = {"arch": arch}
     if distro:
         qualifiers["distro"] = distro
-    return PackageURL(type="deb", namespace=namespace, name=name, version=version, qualifiers=qualifiers).to_string()
+    return PackageURL(
+        type="deb", namespace=namespace, name=name, version=version, qualifiers=qualifiers
+    ).to_string()
 
 
-def _mirror_url(lock: Lock, filename: str) -> str | None:
+def mirror_url(lock: Lock, filename: str) -> str | None:
+    """Where the .deb `filename` (a pool path) was fetched from: the first apt source's mirror."""
     if not lock.apt.sources:
         return None
-    mirror = sorted(lock.apt.sources, key=lambda s: (s.mirror, s.suite))[0].mirror
+    mirror = min(lock.apt.sources, key=lambda s: (s.mirror, s.suite)).mirror
     return f"{mirror.rstrip('/')}/{filename}"
 
 
 def installed_file(lock: Lock, pin: PythonPin, platform: str) -> PythonFile | None:
-    """The wheel of `pin` that installs on `platform` (what `mlenv build` puts in the image), else its sdist."""
+    """The wheel of `pin` that installs on `platform` (what `mlenv build` installs), else the sdist."""
     tags = target_tags(lock.target, platform)
     wheel = next((w for w in sorted(pin.wheels, key=lambda w: w.name) if wheel_installs(w.name, tags)), None)
     return wheel or pin.sdist
@@ -149,10 +187,15 @@ def _python_item(lock: Lock, pin: PythonPin, platform: str) -> Item:
         properties.append(("mlenv:marker", pin.marker))
     if file is not None:
         properties.append(("mlenv:file", file.name))
-    return Item(kind="pypi", name=pin.name, version=pin.version,
-                purl=PackageURL(type="pypi", name=pin.name, version=pin.version, qualifiers=qualifiers).to_string(),
-                sha256=file.sha256 if file else None, download=file.url if file else None,
-                properties=tuple(properties))
+    return Item(
+        kind="pypi",
+        name=pin.name,
+        version=pin.version,
+        purl=PackageURL(type="pypi", name=pin.name, version=pin.version, qualifiers=qualifiers).to_string(),
+        sha256=file.sha256 if file else None,
+        download=file.url if file else None,
+        properties=tuple(properties),
+    )
 
 
 def _cuda_name(name: str) -> str:

@@ -26,8 +26,13 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
         "verdict": verdict(report),
         # The lock as mlenv writes it, read back: the same keys the lockfile schema describes.
         "lock": {"sha256": context.lock_digest, "content": as_json_value(tomllib.loads(dumps(lock)))},
-        "image": None if image is None else {"reference": image.reference, "config-digest": image.config_digest,
-                                             "manifest-digest": image.manifest_digest},
+        "image": None
+        if image is None
+        else {
+            "reference": image.reference,
+            "config-digest": image.config_digest,
+            "manifest-digest": image.manifest_digest,
+        },
         "facts": None if context.facts is None else facts_data(context.facts),
         "report": None if report is None else as_data(report),
     }

@@ -19,8 +19,10 @@ from tests.infra.images import BaseImage
 GOOD = "mlenv-test/fraud:export-good"
 DRIFTED = "mlenv-test/fraud:export-drifted"
 # Two drifts a reviewer must see: a file of an installed package edited, the baked model removed.
-DRIFT_LINES = ["RUN echo '# patched in production' >> /opt/venv/lib/python3.11/site-packages/pandas/__init__.py",
-               "RUN rm /app/models/model.joblib"]
+DRIFT_LINES = [
+    "RUN echo '# patched in production' >> /opt/venv/lib/python3.11/site-packages/pandas/__init__.py",
+    "RUN rm /app/models/model.joblib",
+]
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,9 @@ class Built:
 
 @pytest.fixture(scope="session")
 def good_image(base_image_python: BaseImage, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    project = copy_example("fraud-detector", tmp_path_factory.mktemp("export-good"),
-                           base={"image": base_image_python.ref})
+    project = copy_example(
+        "fraud-detector", tmp_path_factory.mktemp("export-good"), base={"image": base_image_python.ref}
+    )
     train_fraud_model(project)
     for args in (("lock", str(project)), ("build", str(project), "--tag", GOOD)):
         result = run_cli(*args)
@@ -44,6 +47,10 @@ def good_image(base_image_python: BaseImage, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="session")
 def drifted_image(good_image: Built, docker_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
     context = tmp_path_factory.mktemp("export-drifted")
-    (context / "Dockerfile").write_text("\n".join([f"FROM {good_image.tag}", "USER root", *DRIFT_LINES]) + "\n")
-    docker_daemon.client.images.build(path=str(context), tag=DRIFTED, rm=True, forcerm=True, network_mode="none")
+    (context / "Dockerfile").write_text(
+        "\n".join([f"FROM {good_image.tag}", "USER root", *DRIFT_LINES]) + "\n"
+    )
+    docker_daemon.client.images.build(
+        path=str(context), tag=DRIFTED, rm=True, forcerm=True, network_mode="none"
+    )
     return DRIFTED

@@ -1,4 +1,4 @@
-"""`mlenv export` as a user runs it: a separate process, real exit codes, files written whole or not at all."""
+"""`mlenv export` as a user runs it: real exit codes, output files written whole or not at all."""
 
 from __future__ import annotations
 
@@ -58,11 +58,21 @@ def test_output_file_equals_stdout_and_is_replaced_whole(project: Path) -> None:
 def test_a_failed_export_leaves_the_old_file_untouched(project: Path) -> None:
     target = project / "report.html"
     target.write_text("previous report")
-    result = run_cli("export", str(project), "--format", "html", "--image", f"docker-archive:{project}/none.tar",
-                     "-o", str(target))
+    result = run_cli(
+        "export",
+        str(project),
+        "--format",
+        "html",
+        "--image",
+        f"docker-archive:{project}/none.tar",
+        "-o",
+        str(target),
+    )
     assert result.code == 2 and "none.tar" in one_line_error(result.stderr)
-    assert target.read_text() == "previous report" and sorted(p.name for p in project.iterdir()) == \
-        ["mlenv.lock", "report.html"]
+    assert target.read_text() == "previous report" and sorted(p.name for p in project.iterdir()) == [
+        "mlenv.lock",
+        "report.html",
+    ]
 
 
 def test_platform_outside_the_lock_is_an_error(project: Path) -> None:
@@ -77,5 +87,7 @@ def test_source_date_epoch_dates_a_lock_without_as_of(tmp_path: Path) -> None:
     second = run_cli("export", str(tmp_path), "--format", "spdx", env=env)
     assert first.code == 0 and first.stdout == second.stdout
     assert json.loads(first.stdout)["creationInfo"]["created"] == "2023-11-14T22:13:20Z"
-    bad = run_cli("export", str(tmp_path), "--format", "spdx", env={**os.environ, "SOURCE_DATE_EPOCH": "later"})
+    bad = run_cli(
+        "export", str(tmp_path), "--format", "spdx", env={**os.environ, "SOURCE_DATE_EPOCH": "later"}
+    )
     assert bad.code == 2 and "SOURCE_DATE_EPOCH" in one_line_error(bad.stderr)

@@ -19,7 +19,7 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packaging.pylock import Pylock
 from referencing import Registry, Resource
 
-from mlenv.export import FORMATS, ExportContext, UnknownFormatError, export
+from mlenv.export import FORMATS, UnknownFormatError, export
 from mlenv.export.context import EPOCH, document_time
 from mlenv.export.inventory import inventory
 from mlenv.export.redaction import redact_text
@@ -55,12 +55,17 @@ def test_cyclonedx_passes_the_strict_1_5_validator(report, context) -> None:  # 
     assert "pkg:pypi/pandas@2.0.3" in purls
     assert "pkg:generic/nvidia/cudnn@8.9.2.26" in purls
     base = next(c for c in bom["components"] if c["type"] == "container")
-    assert base["purl"] == ("pkg:oci/bookworm-python@sha256:" + "3" * 64
-                            + "?arch=amd64&repository_url=127.0.0.1:5000/mlenv-test/bookworm-python")
+    assert base["purl"] == (
+        "pkg:oci/bookworm-python@sha256:"
+        + "3" * 64
+        + "?arch=amd64&repository_url=127.0.0.1:5000/mlenv-test/bookworm-python"
+    )
     assert {c["name"] for c in base["components"]} == {"libc6", "base-files"}
     pandas = next(c for c in bom["components"] if c.get("purl") == "pkg:pypi/pandas@2.0.3")
     # The wheel that installs on linux/amd64, not the arm64 one.
-    assert pandas["hashes"] == [{"alg": "SHA-256", "content": "d9cd88488cceb7635aebb84809d087468eb33551097d600c6dad13602029c2df"}]
+    assert pandas["hashes"] == [
+        {"alg": "SHA-256", "content": "d9cd88488cceb7635aebb84809d087468eb33551097d600c6dad13602029c2df"}
+    ]
     model = next(c for c in bom["components"] if c["type"] == "machine-learning-model")
     assert model["hashes"][0]["content"] == "f" * 64
     root_deps = next(d for d in bom["dependencies"] if d["ref"] == root["bom-ref"])
@@ -80,8 +85,14 @@ def test_cyclonedx_root_is_the_image_by_its_digest() -> None:
 
 def test_cyclonedx_serial_number_depends_on_the_inputs_only() -> None:
     one = json.loads(export("cyclonedx", full_lock(), None, lock_context()))["serialNumber"]
-    other = json.loads(export("cyclonedx", full_lock(), None,
-                              dataclasses.replace(lock_context(), lock_digest="sha256:" + "77" * 32)))["serialNumber"]
+    other = json.loads(
+        export(
+            "cyclonedx",
+            full_lock(),
+            None,
+            dataclasses.replace(lock_context(), lock_digest="sha256:" + "77" * 32),
+        )
+    )["serialNumber"]
     assert one.startswith("urn:uuid:") and one != other
 
 
@@ -100,17 +111,31 @@ def test_spdx_passes_the_official_2_3_schema(report, context) -> None:  # type: 
         assert relation["spdxElementId"] in known and relation["relatedSpdxElement"] in known
     root = next(p for p in document["packages"] if p["SPDXID"] == "SPDXRef-image")
     assert root["primaryPackagePurpose"] == "CONTAINER"
-    assert {"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
-            "relatedSpdxElement": "SPDXRef-image"} in document["relationships"]
-    contained = {r["relatedSpdxElement"] for r in document["relationships"]
-                 if r["spdxElementId"] == "SPDXRef-image" and r["relationshipType"] == "CONTAINS"}
+    assert {
+        "spdxElementId": "SPDXRef-DOCUMENT",
+        "relationshipType": "DESCRIBES",
+        "relatedSpdxElement": "SPDXRef-image",
+    } in document["relationships"]
+    contained = {
+        r["relatedSpdxElement"]
+        for r in document["relationships"]
+        if r["spdxElementId"] == "SPDXRef-image" and r["relationshipType"] == "CONTAINS"
+    }
     # base image, 2 apt pins, 2 python pins, 2 CUDA components, 1 model
     assert len(contained) == 8
     curl = next(p for p in document["packages"] if p["name"] == "curl")
-    assert curl["externalRefs"] == [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-                                     "referenceLocator": "pkg:deb/debian/curl@7.88.1-10%2Bdeb12u6?arch=amd64&distro=debian-12"}]
+    assert curl["externalRefs"] == [
+        {
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": "pkg:deb/debian/curl@7.88.1-10%2Bdeb12u6?arch=amd64&distro=debian-12",
+        }
+    ]
     assert curl["checksums"] == [{"algorithm": "SHA256", "checksumValue": "c" * 64}]
-    assert curl["downloadLocation"] == "http://deb.debian.org/debian/pool/main/c/curl/curl_7.88.1-10+deb12u6_amd64.deb"
+    assert (
+        curl["downloadLocation"]
+        == "http://deb.debian.org/debian/pool/main/c/curl/curl_7.88.1-10+deb12u6_amd64.deb"
+    )
     assert document["creationInfo"]["created"] == "2024-07-01T00:00:00Z"
     if report is not None:
         assert "drift, 4 drift(s)" in root["annotations"][0]["comment"]
@@ -119,8 +144,9 @@ def test_spdx_passes_the_official_2_3_schema(report, context) -> None:  # type: 
 def test_spdx_namespace_is_deterministic_and_names_the_inputs() -> None:
     first = json.loads(export("spdx", full_lock(), None, lock_context()))["documentNamespace"]
     again = json.loads(export("spdx", full_lock(), None, lock_context()))["documentNamespace"]
-    with_image = json.loads(export("spdx", full_lock(), drifted_report(full_lock()),
-                                   image_context()))["documentNamespace"]
+    with_image = json.loads(export("spdx", full_lock(), drifted_report(full_lock()), image_context()))[
+        "documentNamespace"
+    ]
     assert first == again != with_image and first.startswith("https://")
 
 
@@ -131,10 +157,13 @@ def test_pylock_is_read_by_packaging_and_holds_the_locked_set() -> None:
     lock = full_lock()
     text = export("pylock", lock, None, lock_context()).decode()
     pylock = Pylock.from_dict(tomllib.loads(text))
-    assert {f"{p.name}=={p.version}" for p in pylock.packages} == \
-        {f"{p.name}=={p.version}" for p in lock.python.packages}
+    assert {f"{p.name}=={p.version}" for p in pylock.packages} == {
+        f"{p.name}=={p.version}" for p in lock.python.packages
+    }
     pandas = next(p for p in pylock.packages if p.name == "pandas")
-    assert {w.hashes["sha256"] for w in pandas.wheels or ()} == {w.sha256 for w in lock.python.packages[0].wheels}
+    assert {w.hashes["sha256"] for w in pandas.wheels or ()} == {
+        w.sha256 for w in lock.python.packages[0].wheels
+    }
     cudnn = next(p for p in pylock.packages if p.name == "nvidia-cudnn-cu12")
     assert cudnn.sdist is not None and cudnn.sdist.hashes["sha256"] == "e" * 64
     assert str(pylock.requires_python) == "==3.11.*"
@@ -151,7 +180,9 @@ def test_intoto_statement_subject_dependencies_and_verdict() -> None:
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     assert statement["subject"] == [{"name": IMAGE.reference, "digest": {"sha256": "c0" * 32}}]
     definition = statement["predicate"]["buildDefinition"]
-    assert definition["externalParameters"]["lock"]["digest"] == {"sha256": LOCK_DIGEST.removeprefix("sha256:")}
+    assert definition["externalParameters"]["lock"]["digest"] == {
+        "sha256": LOCK_DIGEST.removeprefix("sha256:")
+    }
     dependencies = definition["resolvedDependencies"]
     digests = {d["digest"]["sha256"] for d in dependencies}
     wheels = {w.sha256 for p in lock.python.packages for w in p.wheels}
@@ -166,7 +197,9 @@ def test_intoto_statement_subject_dependencies_and_verdict() -> None:
 
 def test_intoto_of_the_lock_alone_names_the_lock_and_no_time() -> None:
     lock = dataclasses.replace(full_lock(), as_of=None)
-    statement = json.loads(export("intoto", lock, None, dataclasses.replace(lock_context(lock), created=None)))
+    statement = json.loads(
+        export("intoto", lock, None, dataclasses.replace(lock_context(lock), created=None))
+    )
     assert statement["subject"] == [{"name": "mlenv.lock", "digest": {"sha256": "5e" * 32}}]
     assert "metadata" not in statement["predicate"]["runDetails"]  # optional: never the wall clock
     assert statement["predicate"]["runDetails"]["byproducts"][0]["annotations"] == {"verdict": "not-verified"}
@@ -178,7 +211,8 @@ def test_intoto_of_the_lock_alone_names_the_lock_and_no_time() -> None:
 def audit_validator() -> jsonschema.protocols.Validator:
     registry = Registry().with_resources(
         (load_schema(name)["$id"], Resource.from_contents(load_schema(name)))
-        for name in ("mlenv.lock", "report", "audit"))
+        for name in ("mlenv.lock", "report", "audit")
+    )
     schema = load_schema("audit")
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
@@ -211,8 +245,14 @@ def test_html_is_self_contained_and_escapes_everything() -> None:
     assert "<script" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     for external in ("src=", "href=", "url(", "<link", "@import"):
         assert external not in page
-    assert page.index('id="verdict"') < page.index('id="layer-base"') < page.index('id="layer-apt"') \
-        < page.index('id="layer-python"') < page.index('id="layer-cuda"') < page.index('id="layer-models"')
+    assert (
+        page.index('id="verdict"')
+        < page.index('id="layer-base"')
+        < page.index('id="layer-apt"')
+        < page.index('id="layer-python"')
+        < page.index('id="layer-cuda"')
+        < page.index('id="layer-models"')
+    )
 
 
 def test_html_marks_drift_rows() -> None:
@@ -240,18 +280,39 @@ SECRET, USER = "hunter2-s3cret", "alice"
 def credentialed_lock():  # type: ignore[no-untyped-def]
     lock = full_lock()
     index = f"https://{USER}:{SECRET}@pypi.corp.example/simple"
-    pins = tuple(dataclasses.replace(
-        pin, index=index,
-        wheels=tuple(dataclasses.replace(w, url=w.url.replace("https://", f"https://{USER}:{SECRET}@"))
-                     for w in pin.wheels)) for pin in lock.python.packages)
+    pins = tuple(
+        dataclasses.replace(
+            pin,
+            index=index,
+            wheels=tuple(
+                dataclasses.replace(w, url=w.url.replace("https://", f"https://{USER}:{SECRET}@"))
+                for w in pin.wheels
+            ),
+        )
+        for pin in lock.python.packages
+    )
     return dataclasses.replace(
         lock,
         python=dataclasses.replace(lock.python, index_url=index, extra_index_urls=(index,), packages=pins),
-        apt=dataclasses.replace(lock.apt, sources=(AptSource(mirror=f"http://{USER}:{SECRET}@deb.corp.example/debian",
-                                                             suite="bookworm", components=("main",)),)),
+        apt=dataclasses.replace(
+            lock.apt,
+            sources=(
+                AptSource(
+                    mirror=f"http://{USER}:{SECRET}@deb.corp.example/debian",
+                    suite="bookworm",
+                    components=("main",),
+                ),
+            ),
+        ),
         cuda=dataclasses.replace(lock.cuda, torch_index=f"https://{USER}:{SECRET}@torch.corp.example/cu121"),
-        models=(LockedModel(source=f"https://{USER}:{SECRET}@models.corp.example/m.joblib",
-                            target="/app/models/model.joblib", strategy="bake", sha256="f" * 64),),
+        models=(
+            LockedModel(
+                source=f"https://{USER}:{SECRET}@models.corp.example/m.joblib",
+                target="/app/models/model.joblib",
+                strategy="bake",
+                sha256="f" * 64,
+            ),
+        ),
         app=dataclasses.replace(lock.app, env=(("PIP_INDEX_URL", index),)),
     )
 
@@ -260,20 +321,28 @@ def credentialed_lock():  # type: ignore[no-untyped-def]
 def test_no_credential_reaches_any_export(name: str) -> None:
     lock = credentialed_lock()
     context = image_context(lock)
-    context = dataclasses.replace(context, facts=dataclasses.replace(
-        context.facts, env=(("PIP_INDEX_URL", f"https://{USER}:{SECRET}@pypi.corp.example/simple"),)))
+    context = dataclasses.replace(
+        context,
+        facts=dataclasses.replace(
+            context.facts, env=(("PIP_INDEX_URL", f"https://{USER}:{SECRET}@pypi.corp.example/simple"),)
+        ),
+    )
     for report in (None, drifted_report(lock)):
         out = export(name, lock, report, context)
         token = base64.b64encode(f"{USER}:{SECRET}".encode())
         assert SECRET.encode() not in out and token not in out and f"{USER}%3A".encode() not in out
     # The URLs themselves survive, without their user-info (pylock has no models; it names the index).
-    survivor = b"https://pypi.corp.example/simple" if name == "pylock" else b"https://models.corp.example/m.joblib"
+    survivor = (
+        b"https://pypi.corp.example/simple" if name == "pylock" else b"https://models.corp.example/m.joblib"
+    )
     assert survivor in export(name, lock, None, context)
 
 
 def test_redact_text_keeps_text_and_drops_user_info() -> None:
-    assert redact_text("pip from https://u:p@host:8443/simple and http://x@y/z") == \
-        "pip from https://host:8443/simple and http://y/z"
+    assert (
+        redact_text("pip from https://u:p@host:8443/simple and http://x@y/z")
+        == "pip from https://host:8443/simple and http://y/z"
+    )
     assert redact_text("no url here: pkg:pypi/a@1") == "no url here: pkg:pypi/a@1"
     assert redact_text("https://u:p@[::1/broken") == "https://[::1/broken"
 
@@ -305,8 +374,14 @@ def test_spdx_and_cyclonedx_use_the_epoch_when_no_time_is_given() -> None:
 
 def test_inventory_replaces_base_packages_the_closure_upgrades() -> None:
     lock = full_lock()
-    upgraded = dataclasses.replace(lock, apt=dataclasses.replace(lock.apt, packages=lock.apt.packages + (
-        dataclasses.replace(lock.apt.packages[0], name="libc6", version="2.36-9+deb12u7"),)))
+    upgraded = dataclasses.replace(
+        lock,
+        apt=dataclasses.replace(
+            lock.apt,
+            packages=lock.apt.packages
+            + (dataclasses.replace(lock.apt.packages[0], name="libc6", version="2.36-9+deb12u7"),),
+        ),
+    )
     items = inventory(upgraded, PLATFORM)
     assert [p.name for p in items.base_packages] == ["base-files"]
     assert [(p.name, p.version) for p in items.apt if p.name == "libc6"] == [("libc6", "2.36-9+deb12u7")]
@@ -314,9 +389,19 @@ def test_inventory_replaces_base_packages_the_closure_upgrades() -> None:
 
 def test_inventory_takes_the_sdist_when_no_wheel_installs() -> None:
     lock = full_lock()
-    arm_only = dataclasses.replace(lock.python.packages[1], wheels=(PythonFile(
-        name="nvidia_cudnn_cu12-8.9.2.26-py3-none-manylinux2014_aarch64.whl", url="https://x/y.whl", size=1,
-        sha256="1" * 64),))
-    lock = dataclasses.replace(lock, python=dataclasses.replace(lock.python, packages=(lock.python.packages[0], arm_only)))
+    arm_only = dataclasses.replace(
+        lock.python.packages[1],
+        wheels=(
+            PythonFile(
+                name="nvidia_cudnn_cu12-8.9.2.26-py3-none-manylinux2014_aarch64.whl",
+                url="https://x/y.whl",
+                size=1,
+                sha256="1" * 64,
+            ),
+        ),
+    )
+    lock = dataclasses.replace(
+        lock, python=dataclasses.replace(lock.python, packages=(lock.python.packages[0], arm_only))
+    )
     item = next(i for i in inventory(lock, PLATFORM).python if i.name == "nvidia-cudnn-cu12")
     assert item.sha256 == "e" * 64 and item.download is not None and item.download.endswith(".tar.gz")

@@ -79,21 +79,44 @@ class Rows(HTMLParser):
 
 def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Headless Chromium in a network namespace of its own: the page cannot reach anything."""
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={profile}", *args, page.as_uri()]
-    return subprocess.run(["unshare", "--net", *command], capture_output=True, text=True, timeout=120, check=False)
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+        page.as_uri(),
+    ]
+    return subprocess.run(
+        ["unshare", "--net", *command], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
-def test_drifted_image_report_renders_in_chromium_without_network(good_image: Built, drifted_image: str,
-                                                                  tmp_path: Path) -> None:
+def test_drifted_image_report_renders_in_chromium_without_network(
+    good_image: Built, drifted_image: str, tmp_path: Path
+) -> None:
     if not os.access(CHROMIUM, os.X_OK):
         missing("chromium", f"{CHROMIUM} is not installed (apt-get install chromium)")
     if shutil.which("unshare") is None or os.geteuid() != 0:
         missing("chromium", "a network namespace for the browser needs unshare and root")
     page = tmp_path / "report.html"
-    result = run_cli("export", "--lock", str(good_image.lock), "--format", "html", "--image",
-                     f"docker-daemon:{drifted_image}", "-o", str(page))
+    result = run_cli(
+        "export",
+        "--lock",
+        str(good_image.lock),
+        "--format",
+        "html",
+        "--image",
+        f"docker-daemon:{drifted_image}",
+        "-o",
+        str(page),
+    )
     assert result.code == 0, result.stderr
 
     dom = chromium(page, tmp_path / "profile", "--dump-dom")
@@ -109,8 +132,13 @@ def test_drifted_image_report_renders_in_chromium_without_network(good_image: Bu
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "drifted-report.png"
     screenshot.unlink(missing_ok=True)
-    shot = chromium(page, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1280,2200",
-                    "--hide-scrollbars")
+    shot = chromium(
+        page,
+        tmp_path / "profile-shot",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,2200",
+        "--hide-scrollbars",
+    )
     assert shot.returncode == 0, shot.stderr[-2000:]
     png = screenshot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000  # a rendered page, not a blank one
@@ -120,14 +148,18 @@ def test_drifted_image_report_renders_in_chromium_without_network(good_image: Bu
 
 
 def test_intoto_subject_is_the_image_digest_in_the_daemon_and_the_registry(
-        good_image: Built, docker_daemon: Daemon, registry: Registry) -> None:
+    good_image: Built, docker_daemon: Daemon, registry: Registry
+) -> None:
     lock_sha = hashlib.sha256(good_image.lock.read_bytes()).hexdigest()
     locked = tomllib.loads(good_image.lock.read_text())
     image_id = docker_daemon.client.images.get(good_image.tag).id
     daemon = json.loads(export(good_image.lock, "intoto", f"docker-daemon:{good_image.tag}"))
-    assert daemon["subject"] == [{"name": f"docker-daemon:{good_image.tag}",
-                                  "digest": {"sha256": image_id.removeprefix("sha256:")}}]
-    assert daemon["predicate"]["buildDefinition"]["externalParameters"]["lock"]["digest"] == {"sha256": lock_sha}
+    assert daemon["subject"] == [
+        {"name": f"docker-daemon:{good_image.tag}", "digest": {"sha256": image_id.removeprefix("sha256:")}}
+    ]
+    assert daemon["predicate"]["buildDefinition"]["externalParameters"]["lock"]["digest"] == {
+        "sha256": lock_sha
+    }
     assert daemon["predicate"]["runDetails"]["byproducts"][0]["annotations"]["verdict"] == "match"
     resolved = {d["digest"]["sha256"] for d in daemon["predicate"]["buildDefinition"]["resolvedDependencies"]}
     wheels = {w["hashes"]["sha256"] for p in locked["python"]["packages"] for w in p.get("wheels", [])}
@@ -136,10 +168,14 @@ def test_intoto_subject_is_the_image_digest_in_the_daemon_and_the_registry(
     assert wheels and models and (wheels | debs | models) <= resolved
     assert locked["base"]["digest"].removeprefix("sha256:") in resolved
 
-    manifest_digest = push_image(docker_daemon.client, good_image.tag, registry.host, "mlenv-test/export", "good")
+    manifest_digest = push_image(
+        docker_daemon.client, good_image.tag, registry.host, "mlenv-test/export", "good"
+    )
     reference = f"docker://{registry.host}/mlenv-test/export:good"
     pulled = json.loads(export(good_image.lock, "intoto", reference))
-    assert pulled["subject"] == [{"name": reference, "digest": {"sha256": manifest_digest.removeprefix("sha256:")}}]
+    assert pulled["subject"] == [
+        {"name": reference, "digest": {"sha256": manifest_digest.removeprefix("sha256:")}}
+    ]
 
 
 # ---------------------------------------------------------------------------- every format, twice
@@ -156,8 +192,9 @@ def test_every_format_of_the_good_image_is_valid_and_the_same_twice(good_image: 
     assert json.loads(outputs["json"])["verdict"] == "match"
     locked = tomllib.loads(good_image.lock.read_text())
     pylock = Pylock.from_dict(tomllib.loads(outputs["pylock"].decode()))
-    assert {(p.name, str(p.version)) for p in pylock.packages} == \
-        {(p["name"], p["version"]) for p in locked["python"]["packages"]}
+    assert {(p.name, str(p.version)) for p in pylock.packages} == {
+        (p["name"], p["version"]) for p in locked["python"]["packages"]
+    }
     bom = json.loads(outputs["cyclonedx"])
     purls = {c.get("purl") for c in bom["components"]}
     assert {f"pkg:pypi/{p['name']}@{p['version']}" for p in locked["python"]["packages"]} <= purls
@@ -167,10 +204,17 @@ def test_every_format_of_the_good_image_is_valid_and_the_same_twice(good_image: 
 
 
 def test_no_credential_from_a_docker_config_or_an_index_url_is_exported(
-        good_image: Built, docker_daemon: Daemon, auth_registry: Registry, tmp_path: Path) -> None:
+    good_image: Built, docker_daemon: Daemon, auth_registry: Registry, tmp_path: Path
+) -> None:
     assert auth_registry.username and auth_registry.password and auth_registry.docker_config
-    push_image(docker_daemon.client, good_image.tag, auth_registry.host, "mlenv-test/export", "good",
-               auth={"username": auth_registry.username, "password": auth_registry.password})
+    push_image(
+        docker_daemon.client,
+        good_image.tag,
+        auth_registry.host,
+        "mlenv-test/export",
+        "good",
+        auth={"username": auth_registry.username, "password": auth_registry.password},
+    )
     secret_index = f"https://{auth_registry.username}:{auth_registry.password}@pypi.org/simple"
     lock = tmp_path / "mlenv.lock"
     lock.write_text(good_image.lock.read_text().replace('"https://pypi.org/simple"', f'"{secret_index}"'))
