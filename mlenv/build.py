@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mlenv.cas import ContentStore
-from mlenv.errors import BuildError
+from mlenv.errors import BuildError, ImageError
 from mlenv.models import Lock
 from mlenv.normalise import rewrite_archive
 from mlenv.observe.streams import ChunkReader
 from mlenv.render import CONTEXT_DIR, WHEELS_DIR, FetchMode, RenderedContext, render
-from mlenv.render.dockerfile import APP_TAR, DEBS_TAR, MODELS_TAR, source_date_epoch
+from mlenv.render.dockerfile import APP_TAR, DEBS_DIR, DEBS_TAR, ENTRYPOINT_TAR, MODELS_TAR, source_date_epoch
+from mlenv.render.entrypoint import ENTRYPOINT_PATH
+from mlenv.reprocheck import ImageRecord, Layer, ReproReport, compare_images, layers_to_read, read_saved_image
 from mlenv.sources import daemon
 from mlenv.sources.http import download_chunks
 from mlenv.tarball import Entry, tree_entries, write_tar
@@ -103,7 +105,12 @@ def assemble_context(
         for filename, path in sorted(wheels.items()):
             _link_or_copy(path, destination / WHEELS_DIR / filename)
     if debs:
-        write_tar(context_dir / DEBS_TAR, [Entry(name, path) for name, path in sorted(debs.items())], mtime=epoch)
+        folder = DEBS_DIR.strip("/")
+        write_tar(context_dir / DEBS_TAR, [Entry(folder, None)] +
+                  [Entry(f"{folder}/{name}", path) for name, path in sorted(debs.items())], mtime=epoch)
+    entrypoint = context_dir / "entrypoint.py"
+    if entrypoint.exists():
+        write_tar(context_dir / ENTRYPOINT_TAR, tree_entries(entrypoint, ENTRYPOINT_PATH.strip("/")), mtime=epoch)
     workdir = lock.app.workdir.strip("/")
     if lock.app.copy:
         entries: list[Entry] = []
@@ -227,3 +234,49 @@ def build_image(
             return BuiltImage(tag=tag, image_id=image_id)
     finally:
         client.close()
+
+
+def compare_daemon_images(a: str, b: str) -> ReproReport:
+    """Compare two images in the engine; the layers are read only where their diff_ids differ."""
+    ids = []
+    for name in (a, b):
+        found = daemon.image_id(name)
+        if found is None:
+            raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine")
+        ids.append(found)
+    layers_a, layers_b = daemon.diff_ids(a), daemon.diff_ids(b)
+    if ids[0] == ids[1]:
+        # One config, so one list of layers: nothing to read.
+        records = [ImageRecord(name=name, image_id=ids[0], config={},
+                               layers=tuple(Layer(diff_id=d, entries=None) for d in layers_a)) for name in (a, b)]
+        return compare_images(*records)
+    record_a = read_saved_image(a, ids[0], daemon.save_image(a), layers_to_read(layers_a, layers_b))
+    record_b = read_saved_image(b, ids[1], daemon.save_image(b), layers_to_read(layers_b, layers_a))
+    return compare_images(record_a, record_b)
+
+
+def second_tag(tag: str) -> str:
+    """The tag of the check build: the same repository, `-repro` after the tag."""
+    repository, _, name = tag.rpartition(":")
+    if not repository or "/" in name:  # no tag given: "host:port/repo" or "repo"
+        return f"{tag}:latest-repro"
+    return f"{repository}:{name}-repro"
+
+
+def check_reproducible(lock: Lock, *, lock_digest: str, project_dir: Path, tag: str, store: ContentStore | None = None,
+                       progress: Progress, mlenv_version: str) -> tuple[BuiltImage, ReproReport]:
+    """Build twice without cache (the second as `second_tag(tag)`) and compare the two images.
+
+    When they are identical the second tag is dropped (it names the same image); when not, it is
+    kept so the two can be inspected."""
+    store = store or ContentStore()
+    builds = []
+    for number, name in enumerate((tag, second_tag(tag)), start=1):
+        progress(f"reproducibility check: build {number} of 2, without cache")
+        builds.append(build_image(lock, lock_digest=lock_digest, project_dir=project_dir, tag=name, no_cache=True,
+                                  store=store, progress=progress, mlenv_version=mlenv_version))
+    progress("compare the two builds layer by layer")
+    report = compare_daemon_images(builds[0].tag, builds[1].tag)
+    if report.identical:
+        daemon.remove_image(builds[1].tag)
+    return builds[0], report

@@ -1,9 +1,9 @@
 """Make an image ID a function of the lock: rewrite what the engine stamps with wall-clock times.
 
-The legacy builder writes the build time into the config's `created` and every history entry, and
-the build container's ID and hostname into `container`/`container_config`. Layers built the
-reproducible way are already identical; after this rewrite the config is too, so the ID
-(sha256 of the config) is.
+The legacy builder writes the build time into the config's `created` and every history entry, the
+build container's ID and hostname into `container`/`container_config`, and the ID of the last
+intermediate image (itself time-stamped) into `config.Image`. Layers built the reproducible way are
+already identical; after this rewrite the config is too, so the ID (sha256 of the config) is.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def normalise_config(config: dict[str, Any], *, epoch: int) -> bytes:
     normal = {k: v for k, v in config.items() if k not in RUN_FIELDS}
     normal["created"] = created
     normal["history"] = [{**entry, "created": created} for entry in config.get("history", [])]
+    if isinstance(config.get("config"), dict) and config["config"].get("Image"):
+        normal["config"] = {**config["config"], "Image": ""}  # BuildKit leaves it empty too
     return json.dumps(normal, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -1,18 +1,21 @@
-"""`mlenv build`: refuse a stale lock, render, fetch, build hermetically, normalise, verify."""
+"""`mlenv build`: refuse a stale lock, render, fetch, build hermetically, normalise, verify;
+with --check-reproducible, build twice and compare."""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated
-
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from mlenv import __version__
 from mlenv.build import build_image, default_tag
+from mlenv.build import check_reproducible as reproducible_build
 from mlenv.cli.common import fresh_project, say
+from mlenv.errors import MlenvError
 from mlenv.report_formats import as_text
+from mlenv.reprocheck import format_text
 from mlenv.verify import verify_image
 
 
@@ -23,12 +26,28 @@ def build(
     normalise: Annotated[bool, typer.Option(help="Rewrite build times in the image config so its ID "
                                                  "depends on the lock alone.")] = True,
     verify: Annotated[bool, typer.Option(help="Verify the built image against the lock.")] = True,
+    check_reproducible: Annotated[bool, typer.Option(
+        "--check-reproducible", help="Build twice without cache and compare the images layer by layer and file "
+                                     "by file; exit 1 naming what differs.")] = False,
 ) -> None:
     """Build the image from mlenv.lock on the Docker engine, with the network off."""
+    if check_reproducible and not normalise:
+        raise MlenvError("--check-reproducible needs the normalisation: without it the build time is in the config",
+                         hint="drop --no-normalise")
     current = fresh_project(project)
     name = tag or default_tag(current.lock, current.lock_digest)
-    built = build_image(current.lock, lock_digest=current.lock_digest, project_dir=current.directory, tag=name,
-                        no_cache=no_cache, normalise=normalise, progress=say, mlenv_version=__version__)
+    if check_reproducible:
+        built, report = reproducible_build(current.lock, lock_digest=current.lock_digest,
+                                           project_dir=current.directory, tag=name, progress=say,
+                                           mlenv_version=__version__)
+        if not report.identical:
+            sys.stdout.write(format_text(report))
+            say(f"kept both images for inspection: {report.a} and {report.b}")
+            raise typer.Exit(1)
+        say(format_text(report).rstrip())
+    else:
+        built = build_image(current.lock, lock_digest=current.lock_digest, project_dir=current.directory, tag=name,
+                            no_cache=no_cache, normalise=normalise, progress=say, mlenv_version=__version__)
     say(f"built {built.tag} ({built.image_id})")
     if verify:
         report, _ = verify_image(current.lock, f"docker-daemon:{built.tag}", lock_digest=current.lock_digest)
@@ -36,4 +55,4 @@ def build(
             sys.stderr.write(as_text(report))
             raise typer.Exit(1)
         say(f"verified: {built.tag} reproduces {current.lock_path.name} exactly")
-    typer.echo(built.tag)
+    typer.echo(built.image_id if check_reproducible else built.tag)

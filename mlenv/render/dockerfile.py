@@ -1,8 +1,17 @@
 """Lock -> Dockerfile lines, in the order things change least to most often.
 
 System packages, then Python packages, then the user, then app code, then models: a model retrain
-rebuilds one layer, not the environment. Context files come in as tars mlenv writes with sorted
-entries and fixed times (COPY of a directory stamps it with the build time).
+rebuilds one layer, not the environment.
+
+Every layer of the final image is bit-for-bit reproducible on the legacy builder, which means:
+- context files come in as tars mlenv writes with sorted entries and fixed times (COPY of a context
+  directory stamps it with the build time);
+- what a RUN changes gets its mtime clamped to SOURCE_DATE_EPOCH before the layer is committed;
+- no step deletes a file an earlier layer of the final image holds: the whiteout that records a
+  deletion carries the deletion's wall-clock time, and nothing inside the build can change it. So
+  the apt install and the venv happen in side stages, and only what they changed is copied over,
+  from a staging tree whose parents already exist (`COPY --from` to a new directory stamps it and
+  its parent with the build time; copying a tree onto `/` does not).
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 from typing import Literal
 
 from mlenv.models import Lock, LockedBase
@@ -22,8 +32,18 @@ LABEL_VERSION = "dev.mlenv.version"
 APP_TAR = "app.tar"
 MODELS_TAR = "models.tar"
 DEBS_TAR = "debs.tar"
-# Written by apt/dpkg/useradd on every run, with times or run-specific content: removed in the
-# same RUN so no layer carries them.
+ENTRYPOINT_TAR = "entrypoint.tar"
+DEBS_DIR = "/mlenv-debs"  # where the system stage unpacks debs.tar
+STAGE = "/mlenv-stage"  # in a side stage: the files to copy onto the final image's root
+# Mounted or created by the engine in every build container (its init layer), never part of a layer:
+# a clamp that touched them would copy them up into the RUN's layer.
+RUNTIME_PATHS = ("/proc", "/sys", "/dev", "/.dockerenv", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf",
+                 "/etc/mtab")
+# Written by useradd; removed only when the RUN created them (deleting a base file leaves a whiteout).
+USER_VOLATILE = ("/var/log/lastlog", "/var/log/faillog", "/etc/shadow-", "/etc/gshadow-", "/etc/passwd-",
+                 "/etc/group-")
+# Written by apt/dpkg on every run, with times or run-specific content: removed in the system
+# stage before its changes are staged, so the final image keeps the base's own copies, if any.
 VOLATILE = (
     "/var/lib/apt/lists/*", "/var/cache/apt/*", "/var/cache/debconf/*-old", "/var/lib/dpkg/*-old",
     "/var/log/apt", "/var/log/dpkg.log", "/var/log/alternatives.log", "/var/cache/ldconfig/aux-cache",
@@ -50,6 +70,28 @@ def base_reference(base: LockedBase) -> str:
 def source_date_epoch(lock: Lock) -> int:
     """The one time every generated timestamp uses: the lock's as-of, or the epoch."""
     return int(lock.as_of.timestamp()) if lock.as_of is not None else 0
+
+
+def _prune(prefix: str = "", also: tuple[str, ...] = ()) -> str:
+    """find(1) words that skip the engine's runtime mounts and `also` (paths under `prefix`, e.g. '.')."""
+    return "\\( " + " -o ".join(f"-path {prefix}{p}" for p in RUNTIME_PATHS + also) + " \\) -prune -o"
+
+
+def _clamp(epoch: int) -> str:
+    """Set the mtime of everything this RUN changed (newer than `$start`) to the epoch."""
+    return f"find / -xdev {_prune()} -newermt @$start -exec touch --no-dereference --date=@{epoch} {{}} +"
+
+
+def _stage_parents(path: str) -> list[str]:
+    """Steps that create the parents of `path` under STAGE with the metadata they have at `/`, so
+    copying the stage onto `/` leaves those directories as they were."""
+    parents = [str(p) for p in reversed(PurePosixPath(path).parents) if str(p) != "/"]
+    steps = []
+    for parent in parents:
+        staged = shlex.quote(STAGE + parent)
+        steps += [f"mkdir -p {staged}", f"chmod --reference={shlex.quote(parent)} {staged}",
+                  f"chown --reference={shlex.quote(parent)} {staged}"]
+    return steps
 
 
 def _json(values: list[str] | tuple[str, ...]) -> str:
@@ -105,47 +147,42 @@ def dockerfile_lines(
         install.append(f"{venv}/bin/python -m pip uninstall --yes {' '.join(bootstrap)}")
     install += [
         f"{venv}/bin/python -c {shlex.quote(_COMPILE.format(venv=venv))}",
-        f"find {venv} -newermt @{epoch} -exec touch --no-dereference --date=@{epoch} {{}} +",
+        *_stage_parents(venv),
+        f"mv {venv} {shlex.quote(STAGE + venv)}",
+        f"find {STAGE} -newermt @{epoch} -exec touch --no-dereference --date=@{epoch} {{}} +",
     ]
     yield from _run(install)
     yield ""
+
+    # ---- system: the apt closure, installed where deleting the debs leaves no trace in the image.
+    if lock.apt.packages:
+        yield from _system_stage(lock, base=base, epoch=epoch, fetch=fetch, context_dir=context_dir)
+        yield ""
 
     # ---- final stage
     yield "# The final image: the locked base, by digest."
     yield f"FROM {base}"
     if lock.apt.packages:
-        names = sorted(lock.apt.packages, key=lambda p: p.name)
-        yield f"# System packages: the locked apt closure, exactly ({len(names)} packages)."
-        if fetch == "host":
-            yield f"ADD {context_dir}/{DEBS_TAR} /tmp/mlenv-debs/"
-            steps = ["DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends /tmp/mlenv-debs/*.deb"]
-            cleanup = ["/tmp/mlenv-debs"]
-        else:
-            pins = " ".join(f"{p.name}:{p.architecture}={p.version}" if p.architecture != "all"
-                            else f"{p.name}={p.version}" for p in names)
-            steps = ["apt-get update", f"DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends {pins}"]
-            cleanup = []
-        expected = " ".join(f"{p.name}={p.version}" for p in names)
-        steps.append(f"dpkg-query -W -f '${{Package}}=${{Version}}\\n' {' '.join(p.name for p in names)} "
-                     f"| sort > /tmp/mlenv-apt.txt")
-        steps.append(f"printf '%s\\n' {expected} | sort | diff - /tmp/mlenv-apt.txt")
-        steps.append("rm -rf " + " ".join(cleanup + ["/tmp/mlenv-apt.txt", *VOLATILE]))
-        yield from _run(steps)
+        yield "# System packages: what the apt install in the system stage changed."
+        yield f"COPY --from=system {STAGE}/ /"
 
     yield "# Python packages: the venv built above."
-    yield f"COPY --from=builder {venv} {venv}"
+    yield f"COPY --from=builder {STAGE}/ /"
     yield f"ENV VIRTUAL_ENV={venv} PATH={venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\"
     yield "    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1"
 
     user = lock.app.user
-    yield "# A non-root user that owns nothing but what it must write."
+    yield "# A non-root user that owns nothing but what it must write; the workdir made here, not by WORKDIR"
+    yield "# (which would stamp it with the build time)."
     writable = sorted({m.target.rsplit("/", 1)[0] or "/" for m in lock.models if m.strategy == "download"})
     user_steps = [
+        "start=$(date +%s)",
+        "fresh=$(for f in " + " ".join(USER_VOLATILE) + "; do [ -e \"$f\" ] || echo \"$f\"; done)",
         f"SOURCE_DATE_EPOCH={epoch} useradd --system --uid {APP_UID} --user-group --no-create-home "
         f"--home-dir /nonexistent --shell /usr/sbin/nologin {user}",
     ]
     user_steps += [f"install -d -o {user} -g {user} {shlex.quote(d)}" for d in writable]
-    user_steps.append("rm -f /var/log/lastlog /var/log/faillog /etc/shadow- /etc/gshadow- /etc/passwd- /etc/group-")
+    user_steps += [f"mkdir -p {shlex.quote(lock.app.workdir)}", "rm -f $fresh", _clamp(epoch)]
     yield from _run(user_steps)
 
     for key, value in sorted(lock.app.env):
@@ -165,7 +202,7 @@ def dockerfile_lines(
         yield f"# Mount {model.target} read-only (docker run -v HOST:{model.target}:ro); checked at start-up."
         yield f"VOLUME [{json.dumps(model.target.rsplit('/', 1)[0] or '/')}]"
     if needs_entrypoint(lock):
-        yield f"COPY {context_dir}/entrypoint.py {ENTRYPOINT_PATH}"
+        yield f"ADD {context_dir}/{ENTRYPOINT_TAR} /"
 
     yield f"USER {user}"
     if lock.app.port is not None:
@@ -177,6 +214,43 @@ def dockerfile_lines(
         yield f'ENTRYPOINT ["{venv}/bin/python", "{ENTRYPOINT_PATH}"]'
     if lock.app.cmd:
         yield f"CMD {_json(lock.app.cmd)}"
+
+
+def _system_stage(lock: Lock, *, base: str, epoch: int, fetch: Literal["host", "build"],
+                  context_dir: str) -> Iterator[str]:
+    """Install the apt closure, check it, and stage every path the install changed (ctime newer than
+    the RUN's start) with its metadata; directories that only hold changed files keep the
+    metadata they have in the base."""
+    names = sorted(lock.apt.packages, key=lambda p: p.name)
+    yield f"# System packages: the locked apt closure, exactly ({len(names)} packages)."
+    yield f"FROM {base} AS system"
+    steps = ["start=$(date +%s)", f"export SOURCE_DATE_EPOCH={epoch} DEBIAN_FRONTEND=noninteractive"]
+    if fetch == "host":
+        yield f"ADD {context_dir}/{DEBS_TAR} /"
+        steps.append(f"apt-get install --yes --no-install-recommends {DEBS_DIR}/*.deb")
+        cleanup = [DEBS_DIR]
+    else:
+        pins = " ".join(f"{p.name}:{p.architecture}={p.version}" if p.architecture != "all"
+                        else f"{p.name}={p.version}" for p in names)
+        steps += ["apt-get update", f"apt-get install --yes --no-install-recommends {pins}"]
+        cleanup = []
+    expected = " ".join(f"{p.name}={p.version}" for p in names)
+    steps.append(f"dpkg-query -W -f '${{Package}}=${{Version}}\\n' {' '.join(p.name for p in names)} "
+                 f"| sort > /tmp/mlenv-apt.txt")
+    steps.append(f"printf '%s\\n' {expected} | sort | diff - /tmp/mlenv-apt.txt")
+    steps.append("rm -rf " + " ".join(cleanup + ["/tmp/mlenv-apt.txt", *VOLATILE]))
+    steps += [
+        f"mkdir {STAGE}",
+        "cd /",
+        f"find . -xdev -mindepth 1 {_prune('.', (STAGE,))} "
+        f"-newerct @$start -print0 | tar --null --no-recursion --xattrs --xattrs-include='*' -T - -cf - "
+        f"| tar -xpf - --xattrs --xattrs-include='*' -C {STAGE}",
+        f"cd {STAGE}",
+        "find . -mindepth 1 -type d -exec sh -c 'for d; do chmod --reference=\"/$d\" \"$d\"; "
+        "chown --reference=\"/$d\" \"$d\"; touch --reference=\"/$d\" \"$d\"; done' sh {} +",
+        f"find . -newermt @$start -exec touch --no-dereference --date=@{epoch} {{}} +",
+    ]
+    yield from _run(steps)
 
 
 def _healthcheck(lock: Lock) -> str:

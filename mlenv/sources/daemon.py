@@ -37,6 +37,17 @@ def image_id(name: str) -> str | None:
         client.close()
 
 
+def diff_ids(name: str) -> list[str]:
+    """The layer diff_ids of `name`, bottom first, from the engine's metadata (no layer is read)."""
+    client = connect()
+    try:
+        return list(client.images.get(name).attrs["RootFS"].get("Layers") or [])
+    except (ImageNotFound, NotFound):
+        raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
+    finally:
+        client.close()
+
+
 def save_image(name: str) -> Iterator[bytes]:
     """`docker save NAME` as a stream of tar chunks."""
     client = connect()
@@ -45,6 +56,9 @@ def save_image(name: str) -> Iterator[bytes]:
     except (ImageNotFound, NotFound):
         client.close()
         raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
+    except DockerException as error:
+        client.close()
+        raise SourceError(f"docker save {name} failed: {error}") from None
 
     def chunks() -> Iterator[bytes]:
         try:

@@ -1,0 +1,107 @@
+"""Bit-for-bit reproducible images on the real engine: the same lock builds the same image ID.
+
+One test builds the fraud detector three times (the costly one: about three builds' worth); the
+other catches a deliberately non-reproducible step in two small images, through the same
+comparison `mlenv build --check-reproducible` uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+import pytest
+
+from mlenv.build import compare_daemon_images, second_tag
+from mlenv.reprocheck import format_text, layers_to_read, read_saved_image
+from mlenv.sources import daemon
+from tests.helpers import copy_example, run_cli, train_fraud_model
+from tests.infra.docker import Daemon
+from tests.infra.images import BaseImage
+
+TAG = "mlenv-test/repro-fraud:1"
+# Made by the engine in every build container; a layer holding one would carry host state.
+RUNTIME_FILES = {".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"}
+
+
+def _image_id(client: docker.DockerClient, name: str) -> str | None:
+    try:
+        return str(client.images.get(name).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: BaseImage, docker_daemon: Daemon,
+                                                            tmp_path: Path) -> None:
+    client = docker_daemon.client
+    project = copy_example("fraud-detector", tmp_path, base={"image": base_image_python.ref})
+    train_fraud_model(project)
+    locked = run_cli("lock", str(project))
+    assert locked.code == 0, locked.stderr[-2000:]
+
+    # Builds 1 and 2: --check-reproducible builds twice without cache and compares.
+    checked = run_cli("build", str(project), "--tag", TAG, "--check-reproducible")
+    assert checked.code == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    first = checked.stdout.strip()
+    assert first.startswith("sha256:") and _image_id(client, TAG) == first
+    assert f"reproducible: {TAG} and {second_tag(TAG)} are both {first}" in checked.stderr
+    assert _image_id(client, second_tag(TAG)) is None  # the check's own tag is dropped when they match
+
+    # What the layers mlenv added hold: no engine-made files, and no whiteouts (a deletion carries
+    # the time it happened, so a reproducible build never deletes what a lower layer holds).
+    base_layers = len(daemon.diff_ids(base_image_python.local))
+    ours = daemon.diff_ids(TAG)[base_layers:]
+    record = read_saved_image(TAG, first, daemon.save_image(TAG), set(ours))
+    added = [path for layer in record.layers[base_layers:] for path in layer.entries or {}]
+    assert len(added) > 1000  # the venv and the apt closure are there
+    assert not RUNTIME_FILES & set(added)
+    assert [path for path in added if path.rsplit("/", 1)[-1].startswith(".wh.")] == []
+
+    # Build 3: after the engine lost every image of this lock (tags, and untagged leftovers by label).
+    digest = client.images.get(TAG).labels["dev.mlenv.lock.sha256"]
+    client.images.remove(TAG, force=True)
+    for leftover in client.images.list(all=True, filters={"label": f"dev.mlenv.lock.sha256={digest}"}):
+        client.images.remove(leftover.id, force=True)
+    assert _image_id(client, first) is None
+    again = run_cli("build", str(project), "--tag", TAG, "--no-cache")
+    assert again.code == 0, again.stderr[-3000:]
+    assert _image_id(client, TAG) == first
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase: BaseImage, docker_daemon: Daemon,
+                                                             tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {base_image_minbase.local}\n"
+        "RUN echo stable > /stable && touch -d @0 /stable\n"
+        "RUN date +%s%N > /build-date\n")
+    tags = ["mlenv-test/repro-date:a", "mlenv-test/repro-date:b"]
+    try:
+        for tag in tags:
+            docker_daemon.client.images.build(path=str(tmp_path), tag=tag, nocache=True, rm=True, forcerm=True,
+                                              network_mode="none")
+        report = compare_daemon_images(*tags)
+        assert not report.identical
+        base_layers = len(daemon.diff_ids(base_image_minbase.local))
+        assert [layer.index for layer in report.layers] == [base_layers + 2]  # the stable step matched
+        layer = report.layers[0]
+        assert layer.step.startswith("RUN date +%s%N > /build-date")
+        assert [file.path for file in layer.files] == ["/build-date"]
+        assert {field.field for field in layer.files[0].fields} >= {"content", "mtime"}
+        text = format_text(report)
+        assert f"layer {base_layers + 2} of {base_layers + 2} (RUN date +%s%N > /build-date)" in text
+        assert "  /build-date: content sha256:" in text
+
+        # The same image twice is identical without reading a layer.
+        same = compare_daemon_images(tags[0], tags[0])
+        assert same.identical and format_text(same).startswith(f"reproducible: {tags[0]} and {tags[0]}")
+        assert layers_to_read(daemon.diff_ids(tags[0]), daemon.diff_ids(tags[0])) == set()
+    finally:
+        for tag in tags:
+            if _image_id(docker_daemon.client, tag) is not None:
+                docker_daemon.client.images.remove(tag, force=True)
