@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlenv.cas import file_sha256
 from mlenv.models import Lock, Spec
-from mlenv.resolve.artifacts import sha256_file
 from mlenv.spec import spec_hash
 
 
@@ -22,6 +22,6 @@ def stale_reasons(spec: Spec, lock: Lock) -> list[str]:
         path = Path(spec.project_dir, model.source)
         if not path.is_file():
             reasons.append(f"model file {model.source} is missing")
-        elif sha256_file(path) != entry.sha256:
+        elif file_sha256(path) != entry.sha256:
             reasons.append(f"model file {model.source} changed (sha256 differs from the lock)")
     return reasons

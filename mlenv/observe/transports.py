@@ -333,9 +333,9 @@ def _load_archive_file(location: ImageLocation, interest: Interest | None) -> Lo
 
 
 def _load_daemon(location: ImageLocation, interest: Interest | None) -> LoadedImage:
-    from mlenv.observe import daemon_stream
+    from mlenv.sources import daemon  # the docker SDK is imported only when a daemon image is read
 
-    chunks = daemon_stream.save_chunks(location.target)
+    chunks = daemon.save_image(location.target)
     archive = _read_archive(chunks, interest)
     # `docker save NAME` holds just that image; its RepoTags may be empty when NAME is an id.
     return _image_from_archive(location, archive, None)

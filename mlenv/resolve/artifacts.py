@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from mlenv.cas import file_sha256
 from mlenv.errors import SpecError
 from mlenv.models import LockedModel, ModelSpec, Spec
-
-CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
@@ -27,7 +17,7 @@ def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
     if not path.is_file():
         raise SpecError(spec.path, f"app.models[{index}].source", f"no such file: {model.source}",
                         hint="create the model first (see the example's train script)")
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     if model.sha256 is not None and model.sha256 != digest:
         raise SpecError(spec.path, f"app.models[{index}].sha256", f"does not match {model.source} ({digest})")
     return LockedModel(source=model.source, target=model.target, strategy=model.strategy, sha256=digest,
