@@ -17,10 +17,12 @@ from mlenv.lockfile import LOCK_FILE, read_lock
 from mlenv.resolve.cuda import driver_verdict
 from mlenv.sources.hostdriver import host_driver_version
 
+DEFAULT_LOCK = Path(LOCK_FILE)
+
 
 def check(
-    host: Annotated[bool, typer.Option("--host", help="Check this machine's NVIDIA driver against the lock.")] = False,
-    lock: Annotated[Path, typer.Option("--lock", "-l", help="The lockfile to check against.")] = Path(LOCK_FILE),
+    host: Annotated[bool, typer.Option("--host", help="Check this machine's NVIDIA driver.")] = False,
+    lock: Annotated[Path, typer.Option("--lock", "-l", help="The lockfile to check against.")] = DEFAULT_LOCK,
     output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Check the host against the lock: exit 0 = it can run it, 1 = it cannot."""

@@ -53,7 +53,8 @@ def _from_wheels(dists: Iterable[DistFact]) -> dict[str, CudaComponent]:
     for dist in sorted(dists, key=lambda d: (d.site, d.name)):
         component = wheel_component(dist.name)
         if component is not None and component not in found:
-            found[component] = CudaComponent(name=component, version=dist.version, source=f"wheel:{dist.name}")
+            found[component] = CudaComponent(name=component, version=dist.version,
+                                             source=f"wheel:{dist.name}")
     return found
 
 
@@ -84,7 +85,8 @@ def library_bytes(fs: ImageFS, prefix: str) -> int:
             if fs.is_dir(directory):
                 for name in fs.listdir(directory):
                     path = f"{directory}/{name}"
-                    if name.startswith(prefix) and ".so." in name and not fs.is_symlink(path) and fs.is_file(path):
+                    wanted = name.startswith(prefix) and ".so." in name
+                    if wanted and not fs.is_symlink(path) and fs.is_file(path):
                         sizes[fs.realpath(path)] = fs.size(path)
     return sum(sizes.values())
 
@@ -168,9 +170,11 @@ def merge(*layers: Mapping[str, CudaComponent]) -> tuple[CudaComponent, ...]:
     return tuple(merged[name] for name in sorted(merged))
 
 
-def system_components(fs: ImageFS, env: Mapping[str, str], apt: Iterable[AptFact]) -> tuple[CudaComponent, ...]:
+def system_components(fs: ImageFS, env: Mapping[str, str],
+                      apt: Iterable[AptFact]) -> tuple[CudaComponent, ...]:
     """The CUDA stack outside Python's site directories: what a base image brings."""
-    return merge(_from_layout(fs), _from_env(env), _from_version_json(fs), _from_dpkg(apt), _from_libraries(fs))
+    return merge(_from_layout(fs), _from_env(env), _from_version_json(fs), _from_dpkg(apt),
+                 _from_libraries(fs))
 
 
 def cuda_components(fs: ImageFS, env: Mapping[str, str], dists: Iterable[DistFact],

@@ -50,7 +50,8 @@ def base_cuda(base: BaseImage) -> BaseCuda | None:
     """The CUDA stack of the base (the same on every platform, or the lock could not say one stack)."""
     stacks = {platform: facts.cuda for platform, facts in sorted(base.facts.items())}
     if len(set(stacks.values())) > 1:
-        raise ResolutionError(f"base image {base.locked.reference} carries a different CUDA stack per platform")
+        raise ResolutionError(f"base image {base.locked.reference} carries a different CUDA stack per "
+                              "platform")
     platform, components = next(iter(stacks.items()))
     if not components:
         return None

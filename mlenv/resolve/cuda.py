@@ -91,6 +91,10 @@ def label_release(label: str) -> str | None:
     return f"{match.group(1)}{match.group(2)[0]}.{match.group(2)[1:]}" if match else None
 
 
+def _torch_hint(requested: str) -> str:
+    return f"require torch +{cuda_label(requested)} from {torch_index(requested)}"
+
+
 def torch_index(release: str) -> str:
     """Where PyTorch publishes the build for a CUDA release (not reachable from every network)."""
     return f"{PYTORCH_INDEX}{cuda_label(release)}"
@@ -142,7 +146,8 @@ def edges(requires: Requires, target: Target) -> list[Edge]:
                     continue  # a malformed line in someone's metadata says nothing we can use
                 if requirement.marker is not None and not requirement.marker.evaluate(environment):
                     continue
-                found.setdefault((requirer, str(requirement)), Edge(requirer=requirer, requirement=requirement))
+                edge = Edge(requirer=requirer, requirement=requirement)
+                found.setdefault((requirer, str(requirement)), edge)
     return [found[key] for key in sorted(found)]
 
 
@@ -160,7 +165,9 @@ def fetch_requires(pins: Iterable[PythonPin], target: Target,
     for platform in sorted(target.platforms):
         tags = target_tags(target, platform)
         for pin in pins:
-            wheel = next((w for w in sorted(pin.wheels, key=lambda w: w.name) if wheel_installs(w.name, tags)), None)
+            by_name = sorted(pin.wheels, key=lambda w: w.name)
+            installable = [w for w in by_name if wheel_installs(w.name, tags)]
+            wheel = installable[0] if installable else None
             if wheel is not None:
                 chosen.setdefault(platform, {})[pin.name] = wheel.url
     answers = fetch(sorted({url for by_pin in chosen.values() for url in by_pin.values()}))
@@ -215,7 +222,8 @@ def check_request(requested: str | None, requirements: Iterable[str], base: Base
             _request_mismatch(requested, base_release.version):
         assert base is not None
         raise ResolutionError(f"[cuda] version asks {requested} but {base.describe()}",
-                              hint="use a base image of the requested CUDA, or set [cuda] version to the base's")
+                              hint="use a base image of the requested CUDA, or set [cuda] version to "
+                              "the base's")
     for text in requirements:
         if canonicalize_name(Requirement(text).name) != "torch":
             continue
@@ -224,14 +232,15 @@ def check_request(requested: str | None, requirements: Iterable[str], base: Base
         if release is None:
             if label is not None and requested not in (None, "none"):
                 raise ResolutionError(f"{text} asks the +{label} build but [cuda] version asks {requested}",
-                                      hint=f"require torch +{cuda_label(requested)} from {torch_index(requested)}")
+                                      hint=_torch_hint(requested))
             continue
         if requested == "none":
-            raise ResolutionError(f"{text} is a CUDA {release} build but [cuda] version is \"none\" (CPU-only)",
+            raise ResolutionError(f"{text} is a CUDA {release} build but [cuda] version is \"none\" "
+                                  "(CPU-only)",
                                   hint=f"require torch +cpu from {PYTORCH_INDEX}cpu")
         if requested is not None and _request_mismatch(requested, release):
             raise ResolutionError(f"{text} is the CUDA {release} build but [cuda] version asks {requested}",
-                                  hint=f"require torch +{cuda_label(requested)} from {torch_index(requested)}")
+                                  hint=_torch_hint(requested))
         if base_release is not None and version_key(release)[0] != version_key(base_release.version)[0]:
             assert base is not None
             raise ResolutionError(f"{text} is the CUDA {release} build but {base.describe()}; "
@@ -314,20 +323,24 @@ def lock_cuda(*, requested: str | None, cudnn: str | None, pins: tuple[PythonPin
             warnings.append(f"[cuda] version is \"none\" but {base.describe()}; its CUDA goes unused")
     elif requested is None and (bringer is not None or base_release is not None):
         found_release = wheel_cuda or (base_release.version if base_release is not None else None)
-        advice = f'; set [cuda] version = "{major_minor(found_release)}" to have it checked' if found_release else ""
+        advice = (f'; set [cuda] version = "{major_minor(found_release)}" to have it checked'
+                  if found_release else "")
         warnings.append(f"[cuda] version is not set, but the environment carries CUDA "
                         f"{found_release or wheel_major}{advice}")
     elif requested is not None:
         if wheel_cuda is not None and _request_mismatch(requested, wheel_cuda):
             hint = (f"require torch +{cuda_label(requested)} from {torch_index(requested)} "
                     f"(add it to [python] extra-index-urls)" if torch_release is not None else None)
-            raise ResolutionError(f"[cuda] version asks {requested} but {bringer} is CUDA {wheel_cuda}", hint=hint)
+            raise ResolutionError(f"[cuda] version asks {requested} but {bringer} is CUDA {wheel_cuda}",
+                                  hint=hint)
         if wheel_cuda is None and wheel_major is not None and wheel_major != version_key(requested)[0]:
-            raise ResolutionError(f"[cuda] version asks {requested} but {bringer} is built for CUDA {wheel_major}")
+            raise ResolutionError(f"[cuda] version asks {requested} but {bringer} is built for CUDA "
+                                  f"{wheel_major}")
         if bringer is None and base_release is None:
-            raise ResolutionError(f"[cuda] version asks {requested} but nothing brings CUDA: no nvidia-* wheels "
-                                  "were resolved and the base image has none",
-                                  hint="require torch (PyPI's Linux x86_64 build carries CUDA), or use a CUDA base")
+            raise ResolutionError(f"[cuda] version asks {requested} but nothing brings CUDA: no nvidia-* "
+                                  "wheels were resolved and the base image has none",
+                                  hint="require torch (PyPI's Linux x86_64 build carries CUDA), or use a "
+                                  "CUDA base")
 
     if base is not None and base_release is not None and wheel_major is not None:
         base_major = version_key(base_release.version)[0]
@@ -380,7 +393,8 @@ def _unpinned(nvidia: list[PythonPin], requested_names: frozenset[str], found: l
         wanted = [e for e in found if canonicalize_name(e.requirement.name) == pin.name]
         if wanted and all(exact_pin(e.requirement) is None for e in wanted):
             by = ", ".join(f"{e.requirer} ({e.requirement.specifier or 'any version'})" for e in wanted)
-            notes.append(f"{pin.name} is required without a version pin by {by}; locked at {pin.version} anyway")
+            notes.append(f"{pin.name} is required without a version pin by {by}; "
+                         f"locked at {pin.version} anyway")
     return notes
 
 
@@ -428,23 +442,25 @@ def driver_verdict(cuda: LockedCuda, driver: tuple[str, str] | None) -> DriverVe
     needs_cuda = cuda.min_driver is not None or bool(cuda.components)
     if driver is None:
         if not needs_cuda:
-            return DriverVerdict(ok=True, message="no NVIDIA GPU/driver found; the lock is CPU-only, none is needed")
-        return DriverVerdict(ok=False, message="no NVIDIA GPU/driver found (no nvidia-smi, no /proc/driver/nvidia/"
-                             f"version); the lock needs CUDA and driver >= {cuda.min_driver or 'unknown'}")
+            return DriverVerdict(ok=True, message="no NVIDIA GPU/driver found; the lock is CPU-only, "
+                                 "none is needed")
+        return DriverVerdict(ok=False, message="no NVIDIA GPU/driver found (no nvidia-smi, no "
+                             "/proc/driver/nvidia/version); the lock needs CUDA and driver >= "
+                             f"{cuda.min_driver or 'unknown'}")
     version, source = driver
     if not needs_cuda:
         return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}); the lock is CPU-only")
     if cuda.min_driver is None:
-        return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}); the lock records no minimum "
-                             "driver, so nothing to compare")
+        return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}); the lock records no "
+                             "minimum driver, so nothing to compare")
     if driver_satisfies(version, cuda.min_driver):
-        return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}) satisfies the lock's minimum "
-                             f"{cuda.min_driver}")
+        return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}) satisfies the lock's "
+                             f"minimum {cuda.min_driver}")
     note = ""
     major = _cuda_major(cuda)
     compatible = driver_floors().minor_compatibility.get(str(major)) if major is not None else None
     if compatible is not None and driver_satisfies(version, compatible):
         note = (f"; it meets CUDA {major} minor version compatibility (>= {compatible}), so most code runs "
                 "with a limited feature set (no PTX JIT of newer PTX)")
-    return DriverVerdict(ok=False, message=f"NVIDIA driver {version} ({source}) is older than the lock's minimum "
-                         f"{cuda.min_driver}{note}")
+    return DriverVerdict(ok=False, message=f"NVIDIA driver {version} ({source}) is older than the lock's "
+                         f"minimum {cuda.min_driver}{note}")

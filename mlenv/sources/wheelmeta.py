@@ -37,7 +37,8 @@ class WheelMetadata:
         try:
             response = self._session.get(url, timeout=TIMEOUT)
         except requests.RequestException as error:
-            raise SourceError(f"cannot read wheel metadata {redact(url)}: {error.__class__.__name__}") from None
+            problem = error.__class__.__name__
+            raise SourceError(f"cannot read wheel metadata {redact(url)}: {problem}") from None
         if response.status_code == 404:
             return None
         if response.status_code != 200:
