@@ -247,9 +247,9 @@ def compare_daemon_images(a: str, b: str) -> ReproReport:
     layers_a, layers_b = daemon.diff_ids(a), daemon.diff_ids(b)
     if ids[0] == ids[1]:
         # One config, so one list of layers: nothing to read.
-        records = [ImageRecord(name=name, image_id=ids[0], config={},
-                               layers=tuple(Layer(diff_id=d, entries=None) for d in layers_a)) for name in (a, b)]
-        return compare_images(*records)
+        unread = tuple(Layer(diff_id=d, entries=None) for d in layers_a)
+        return compare_images(ImageRecord(name=a, image_id=ids[0], config={}, layers=unread),
+                              ImageRecord(name=b, image_id=ids[1], config={}, layers=unread))
     record_a = read_saved_image(a, ids[0], daemon.save_image(a), layers_to_read(layers_a, layers_b))
     record_b = read_saved_image(b, ids[1], daemon.save_image(b), layers_to_read(layers_b, layers_a))
     return compare_images(record_a, record_b)
@@ -263,8 +263,8 @@ def second_tag(tag: str) -> str:
     return f"{repository}:{name}-repro"
 
 
-def check_reproducible(lock: Lock, *, lock_digest: str, project_dir: Path, tag: str, store: ContentStore | None = None,
-                       progress: Progress, mlenv_version: str) -> tuple[BuiltImage, ReproReport]:
+def check_reproducible(lock: Lock, *, lock_digest: str, project_dir: Path, tag: str,
+                       store: ContentStore | None = None, progress: Progress, mlenv_version: str) -> tuple[BuiltImage, ReproReport]:
     """Build twice without cache (the second as `second_tag(tag)`) and compare the two images.
 
     When they are identical the second tag is dropped (it names the same image); when not, it is
@@ -273,8 +273,8 @@ def check_reproducible(lock: Lock, *, lock_digest: str, project_dir: Path, tag: 
     builds = []
     for number, name in enumerate((tag, second_tag(tag)), start=1):
         progress(f"reproducibility check: build {number} of 2, without cache")
-        builds.append(build_image(lock, lock_digest=lock_digest, project_dir=project_dir, tag=name, no_cache=True,
-                                  store=store, progress=progress, mlenv_version=mlenv_version))
+        builds.append(build_image(lock, lock_digest=lock_digest, project_dir=project_dir, tag=name,
+                                  no_cache=True, store=store, progress=progress, mlenv_version=mlenv_version))
     progress("compare the two builds layer by layer")
     report = compare_daemon_images(builds[0].tag, builds[1].tag)
     if report.identical:

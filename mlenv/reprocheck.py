@@ -25,8 +25,9 @@ from mlenv.observe.tarstream import HARDLINK, REGULAR, SYMLINK, members
 
 SHOW_FILES = 20  # per layer in the text report; the count of the rest is given
 SHOW_VALUE = 80  # characters of a config value in the text report
-_KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file", tarfile.LNKTYPE: "hardlink",
-          tarfile.SYMTYPE: "symlink", tarfile.DIRTYPE: "dir", tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block",
+_KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file",
+          tarfile.LNKTYPE: "hardlink", tarfile.SYMTYPE: "symlink", tarfile.DIRTYPE: "dir",
+          tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block",
           tarfile.FIFOTYPE: "fifo"}
 _XATTR = "SCHILY.xattr."
 
@@ -186,10 +187,12 @@ def compare_images(a: ImageRecord, b: ImageRecord) -> ReproReport:
             files = ()
         steps = steps_a if index < len(steps_a) else steps_b  # from the image that has the layer
         layers.append(LayerDiff(index=index + 1, step=steps[index] if index < len(steps) else "(no history)",
-                                diff_id_a=left.diff_id if left else None, diff_id_b=right.diff_id if right else None,
+                                diff_id_a=left.diff_id if left else None,
+                                diff_id_b=right.diff_id if right else None,
                                 files=files))
     return ReproReport(a=a.name, b=b.name, image_id_a=a.image_id, image_id_b=b.image_id,
-                       layer_count=max(len(a.layers), len(b.layers)), config=compare_configs(a.config, b.config),
+                       layer_count=max(len(a.layers), len(b.layers)),
+                       config=compare_configs(a.config, b.config),
                        layers=tuple(layers))
 
 

@@ -36,7 +36,8 @@ def layer_tar(*files: dict[str, object]) -> bytes:
             info.mtime = int(spec.get("mtime", 0))  # type: ignore[call-overload]
             info.mode = int(spec.get("mode", 0o644))  # type: ignore[call-overload]
             info.uid = info.gid = int(spec.get("owner", 0))  # type: ignore[call-overload]
-            info.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in dict(spec.get("xattrs", {})).items()}  # type: ignore[call-overload]
+            xattrs = dict(spec.get("xattrs", {}))  # type: ignore[call-overload]
+            info.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in xattrs.items()}
             if "link" in spec:
                 info.type, info.linkname = tarfile.SYMTYPE, str(spec["link"])
                 archive.addfile(info)
@@ -51,19 +52,22 @@ def layer_tar(*files: dict[str, object]) -> bytes:
 
 
 def record(name: str, *layers: bytes, steps: tuple[str, ...] = ()) -> ImageRecord:
-    config = {"history": [{"created_by": s} for s in steps] + [{"created_by": "ENV X=1", "empty_layer": True}]}
+    history = [{"created_by": s} for s in steps] + [{"created_by": "ENV X=1", "empty_layer": True}]
+    config = {"history": history}
     read = [read_layer([blob]) for blob in layers]
     return ImageRecord(name=name, image_id="sha256:" + name * 8, config=config,
                        layers=tuple(Layer(diff_id=d, entries=e) for d, e in read))
 
 
 def test_read_layer_records_metadata_and_the_diff_id() -> None:
-    blob = layer_tar({"name": "etc", "dir": True, "mode": 0o755}, {**BASE, "owner": 7, "xattrs": {"user.k": "v"}},
+    blob = layer_tar({"name": "etc", "dir": True, "mode": 0o755},
+                     {**BASE, "owner": 7, "xattrs": {"user.k": "v"}},
                      {"name": "etc/link", "link": "app.conf"})
     diff_id, entries = read_layer([blob[:1000], blob[1000:]])
     assert diff_id == "sha256:" + hashlib.sha256(blob).hexdigest()
     conf = entries["etc/app.conf"]
-    assert (conf.kind, conf.mode, conf.uid, conf.gid, conf.mtime, conf.size) == ("file", 0o644, 7, 7, 1_719_792_000, 9)
+    assert (conf.kind, conf.mode, conf.uid, conf.gid, conf.mtime, conf.size) == \
+        ("file", 0o644, 7, 7, 1_719_792_000, 9)
     assert conf.sha256 == hashlib.sha256(b"port = 1\n").hexdigest() and conf.xattrs == (("user.k", "v"),)
     assert entries["etc/link"].kind == "symlink" and entries["etc/link"].link == "app.conf"
     assert entries["etc"].kind == "dir" and entries["etc"].sha256 is None
@@ -83,16 +87,17 @@ def test_read_layer_records_metadata_and_the_diff_id() -> None:
 def test_each_difference_is_named_with_its_file_and_layer(change: dict[str, object], field: str, a: str,
                                                           b: str) -> None:
     same = layer_tar({"name": "bin", "dir": True})
-    left = record("a", same, layer_tar(BASE), steps=("ADD rootfs", "/bin/sh -c set -eux; write-config"))
-    right = record("b", same, layer_tar({**BASE, **change}), steps=("ADD rootfs", "/bin/sh -c set -eux; write-config"))
+    steps = ("ADD rootfs", "/bin/sh -c set -eux; write-config")
+    left = record("a", same, layer_tar(BASE), steps=steps)
+    right = record("b", same, layer_tar({**BASE, **change}), steps=steps)
     report = compare_images(left, right)
     assert not report.identical
     assert [(layer.index, layer.step) for layer in report.layers] == [(2, "RUN set -eux; write-config")]
     (file,) = report.layers[0].files
     assert file.path == "/etc/app.conf"
     assert (field, a, b) in [(f.field, f.a, f.b) for f in file.fields]
-    assert f"layer 2 of 2 (RUN set -eux; write-config): sha256:" in format_text(report)
-    assert f"  /etc/app.conf: " in format_text(report) and f"{field} {a} vs {b}" in format_text(report)
+    assert "layer 2 of 2 (RUN set -eux; write-config): sha256:" in format_text(report)
+    assert "  /etc/app.conf: " in format_text(report) and f"{field} {a} vs {b}" in format_text(report)
 
 
 def test_files_on_one_side_only_and_extra_layers() -> None:
@@ -109,7 +114,8 @@ def test_files_on_one_side_only_and_extra_layers() -> None:
 
 def test_same_files_in_another_order_are_reported_as_a_stream_difference() -> None:
     one, two = {"name": "a", "data": b"1"}, {"name": "b", "data": b"2"}
-    report = compare_images(record("a", layer_tar(one, two), steps=("s",)), record("b", layer_tar(two, one), steps=("s",)))
+    report = compare_images(record("a", layer_tar(one, two), steps=("s",)),
+                            record("b", layer_tar(two, one), steps=("s",)))
     assert report.layers[0].files == ()
     assert "same files and metadata; the tar streams differ" in format_text(report)
 
@@ -136,7 +142,8 @@ def test_only_layers_that_differ_at_their_index_are_read() -> None:
 
 
 def test_layer_steps_skip_empty_layers() -> None:
-    config = {"history": [{"created_by": "/bin/sh -c #(nop) ADD file:1 in / "}, {"empty_layer": True, "created_by": "x"},
+    config = {"history": [{"created_by": "/bin/sh -c #(nop) ADD file:1 in / "},
+                          {"empty_layer": True, "created_by": "x"},
                           {"created_by": "/bin/sh -c apt-get install"}, {}]}
     assert layer_steps(config) == ["ADD file:1 in /", "RUN apt-get install", "(no history)"]
 

@@ -34,8 +34,8 @@ def _image_id(client: docker.DockerClient, name: str) -> str | None:
 @pytest.mark.docker
 @pytest.mark.registry
 @pytest.mark.network
-def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: BaseImage, docker_daemon: Daemon,
-                                                            tmp_path: Path) -> None:
+def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: BaseImage,
+                                                            docker_daemon: Daemon, tmp_path: Path) -> None:
     client = docker_daemon.client
     project = copy_example("fraud-detector", tmp_path, base={"image": base_image_python.ref})
     train_fraud_model(project)
@@ -74,8 +74,8 @@ def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: 
 @pytest.mark.docker
 @pytest.mark.registry
 @pytest.mark.network
-def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase: BaseImage, docker_daemon: Daemon,
-                                                             tmp_path: Path) -> None:
+def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase: BaseImage,
+                                                             docker_daemon: Daemon, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
         f"FROM {base_image_minbase.local}\n"
         "RUN echo stable > /stable && touch -d @0 /stable\n"
@@ -83,8 +83,8 @@ def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase:
     tags = ["mlenv-test/repro-date:a", "mlenv-test/repro-date:b"]
     try:
         for tag in tags:
-            docker_daemon.client.images.build(path=str(tmp_path), tag=tag, nocache=True, rm=True, forcerm=True,
-                                              network_mode="none")
+            docker_daemon.client.images.build(path=str(tmp_path), tag=tag, nocache=True, rm=True,
+                                              forcerm=True, network_mode="none")
         report = compare_daemon_images(*tags)
         assert not report.identical
         base_layers = len(daemon.diff_ids(base_image_minbase.local))

@@ -27,13 +27,13 @@ def build(
                                                  "depends on the lock alone.")] = True,
     verify: Annotated[bool, typer.Option(help="Verify the built image against the lock.")] = True,
     check_reproducible: Annotated[bool, typer.Option(
-        "--check-reproducible", help="Build twice without cache and compare the images layer by layer and file "
-                                     "by file; exit 1 naming what differs.")] = False,
+        "--check-reproducible", help="Build twice without cache and compare the images layer by layer and "
+                                     "file by file; exit 1 naming what differs.")] = False,
 ) -> None:
     """Build the image from mlenv.lock on the Docker engine, with the network off."""
     if check_reproducible and not normalise:
-        raise MlenvError("--check-reproducible needs the normalisation: without it the build time is in the config",
-                         hint="drop --no-normalise")
+        raise MlenvError("--check-reproducible needs the normalisation: without it the build time is in "
+                         "the config", hint="drop --no-normalise")
     current = fresh_project(project)
     name = tag or default_tag(current.lock, current.lock_digest)
     if check_reproducible:
@@ -46,8 +46,9 @@ def build(
             raise typer.Exit(1)
         say(format_text(report).rstrip())
     else:
-        built = build_image(current.lock, lock_digest=current.lock_digest, project_dir=current.directory, tag=name,
-                            no_cache=no_cache, normalise=normalise, progress=say, mlenv_version=__version__)
+        built = build_image(current.lock, lock_digest=current.lock_digest, project_dir=current.directory,
+                            tag=name, no_cache=no_cache, normalise=normalise, progress=say,
+                            mlenv_version=__version__)
     say(f"built {built.tag} ({built.image_id})")
     if verify:
         report, _ = verify_image(current.lock, f"docker-daemon:{built.tag}", lock_digest=current.lock_digest)
