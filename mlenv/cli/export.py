@@ -26,11 +26,8 @@ from mlenv.export import (
     UnknownFormatError,
     document_time,
 )
-from mlenv.export import (
-    export as render,
-)
+from mlenv.export import export as render
 from mlenv.export.context import verdict
-from mlenv.export.redaction import redact_text
 from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
 from mlenv.models import EnvFacts, Lock, Report
 from mlenv.observe import inspect_image
@@ -105,7 +102,7 @@ def audit_image(lock: Lock, reference: str, context: ExportContext) -> tuple[Rep
     )
     assert observed.image is not None  # an image reference always loads an image, not a directory
     identity = ImageIdentity(
-        reference=redact_text(reference),
+        reference=reference,
         config_digest=observed.image.config_digest,
         manifest_digest=observed.image.manifest_digest,
     )
