@@ -5,12 +5,14 @@ Targets (issue 2): mlenv <= 1.2x uv, and pip-compile >= 5x mlenv.
 Only the Python layer is timed: the spec gives [target] python/glibc and no base image. mlenv's Python
 resolution is called the way `mlenv lock` calls it (`resolve_python(spec, target_from_spec(spec))`,
 in-process, interpreter start-up excluded); `mlenv lock` end to end is timed too (a new process, which also
-resolves the CUDA section). Every tool runs once to warm its cache, then REPEATS times; medians are shown.
+resolves the CUDA section), with its start-up (`mlenv --version`) shown alone. Every tool runs once to warm
+its cache, then in rounds (each tool once per round); medians are shown.
 
 Anchors on this machine, and why torch is left out for pip-compile: the reachable PyPI serves no PEP 658
 metadata, so pip-compile downloads every wheel to read its metadata, torch's 539 MB wheel and the multi-GB
 nvidia-* wheels included (with --use-feature=fast-deps too: pip fetches the full wheels at the end of its
-resolve). uv reads metadata from byte ranges of the wheels, so mlenv and uv lock the full set; the
+resolve). uv gets the metadata without the whole wheels (a run takes under a second and its cache stays
+far below torch's size), so mlenv and uv lock the full set; the
 pip-compile comparison is made on the same set without torch, by all three tools. pip-compile runs with
 the machine's pip configuration disabled (it adds local extra indexes and a constraint file here), so all
 three resolve from pypi.org alone.
@@ -96,12 +98,24 @@ def pip_compile(project: Path) -> tuple[float, Pins]:
     return seconds, pins
 
 
-def measure(name: str, action: Callable[[Path], tuple[float, Pins]], project: Path, repeats: int
-            ) -> tuple[float, Pins]:
-    warm_up, pins = action(project)
-    times = [action(project)[0] for _ in range(repeats)]
-    print(f"  {name}: warm-up {warm_up:.2f} s, runs {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
-    return median(times), pins
+def measure(actions: dict[str, Callable[[Path], tuple[float, Pins]]], project: Path, repeats: int
+            ) -> dict[str, tuple[float, Pins]]:
+    """One warm-up run of each action, then `repeats` rounds that run each once, in turn: a change in the
+    machine's load hits every tool alike. Returns each action's median seconds and its pins."""
+    pins = {name: action(project)[1] for name, action in actions.items()}
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(repeats):
+        for name, action in actions.items():
+            times[name].append(action(project)[0])
+    for name, runs in times.items():
+        print(f"  {name}: {', '.join(f'{t:.2f}' for t in runs)} s", flush=True)
+    return {name: (median(runs), pins[name]) for name, runs in times.items()}
+
+
+def mlenv_start_up(_: Path) -> tuple[float, Pins]:
+    """`mlenv --version`: what every command pays before it does anything."""
+    seconds, _ = run([sys.executable, "-m", "mlenv", "--version"])
+    return seconds, frozenset()
 
 
 def compare_pins(label: str, ours: Pins, theirs: Pins) -> str:
@@ -113,42 +127,40 @@ def compare_pins(label: str, ours: Pins, theirs: Pins) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per tool after the warm-up")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds of uv and mlenv after a warm-up")
+    parser.add_argument("--pip-compile-repeats", type=int, default=3, help="timed pip-compile runs (slow)")
     args = parser.parse_args()
     print(f"target: CPython {PYTHON}, {UV_PLATFORM}; {load_note()}")
     with tempfile.TemporaryDirectory(prefix="mlenv-bench-lock-") as work:
         full = write_project(Path(work, "full"), ML_SET)
         reduced = write_project(Path(work, "without-torch"), WITHOUT_TORCH)
         print(f"set A: {', '.join(ML_SET)}", flush=True)
-        uv_full, uv_full_pins = measure("uv pip compile", uv, full, args.repeats)
-        mlenv_full, mlenv_full_pins = measure("mlenv resolve_python", mlenv_python, full, args.repeats)
-        cli_full, _ = measure("mlenv lock (CLI)", mlenv_cli, full, args.repeats)
+        a = measure({"uv": uv, "mlenv": mlenv_python, "cli": mlenv_cli, "start-up": mlenv_start_up}, full,
+                    args.repeats)
         print(f"set B: {', '.join(WITHOUT_TORCH)}", flush=True)
-        uv_reduced, _ = measure("uv pip compile", uv, reduced, args.repeats)
-        mlenv_reduced, mlenv_reduced_pins = measure("mlenv resolve_python", mlenv_python, reduced,
-                                                    args.repeats)
-        cli_reduced, _ = measure("mlenv lock (CLI)", mlenv_cli, reduced, args.repeats)
-        pip_reduced, pip_pins = measure("pip-compile", pip_compile, reduced, args.repeats)
+        b = measure({"uv": uv, "mlenv": mlenv_python, "cli": mlenv_cli}, reduced, args.repeats)
+        b |= measure({"pip-compile": pip_compile}, reduced, args.pip_compile_repeats)
 
-    print_table(f"set A, {len(mlenv_full_pins)} pins (median of {args.repeats}, warm caches)", [
-        ("uv pip compile --generate-hashes", f"{uv_full:7.2f} s"),
+    print_table(f"set A, {len(a['mlenv'][1])} pins (medians, warm caches)", [
+        ("uv pip compile --generate-hashes", f"{a['uv'][0]:7.2f} s"),
         ("mlenv Python lock (resolve_python)",
-         f"{mlenv_full:7.2f} s   {compare_pins('uv', mlenv_full_pins, uv_full_pins)}"),
-        ("mlenv lock, CLI end to end", f"{cli_full:7.2f} s"),
+         f"{a['mlenv'][0]:7.2f} s   {compare_pins('uv', a['mlenv'][1], a['uv'][1])}"),
+        ("mlenv lock, CLI end to end", f"{a['cli'][0]:7.2f} s"),
+        ("  of which start-up (mlenv --version)", f"{a['start-up'][0]:7.2f} s"),
     ])
-    print_table(f"set B (A without torch), {len(mlenv_reduced_pins)} pins", [
-        ("uv pip compile --generate-hashes", f"{uv_reduced:7.2f} s"),
+    print_table(f"set B (A without torch), {len(b['mlenv'][1])} pins", [
+        ("uv pip compile --generate-hashes", f"{b['uv'][0]:7.2f} s"),
         ("mlenv Python lock (resolve_python)",
-         f"{mlenv_reduced:7.2f} s   {compare_pins('pip-compile', mlenv_reduced_pins, pip_pins)}"),
-        ("mlenv lock, CLI end to end", f"{cli_reduced:7.2f} s"),
-        ("pip-compile --generate-hashes", f"{pip_reduced:7.2f} s"),
+         f"{b['mlenv'][0]:7.2f} s   {compare_pins('pip-compile', b['mlenv'][1], b['pip-compile'][1])}"),
+        ("mlenv lock, CLI end to end", f"{b['cli'][0]:7.2f} s"),
+        ("pip-compile --generate-hashes", f"{b['pip-compile'][0]:7.2f} s"),
     ])
     print("\nratios")
-    report_ratio("mlenv / uv (set A)", mlenv_full / uv_full, at_most=1.2)
-    report_ratio("mlenv CLI / uv (set A)", cli_full / uv_full, at_most=1.2)
-    report_ratio("mlenv / uv (set B)", mlenv_reduced / uv_reduced, at_most=1.2)
-    report_ratio("pip-compile / mlenv (set B)", pip_reduced / mlenv_reduced, at_least=5)
-    report_ratio("pip-compile / mlenv CLI (set B)", pip_reduced / cli_reduced, at_least=5)
+    report_ratio("mlenv / uv (set A)", a["mlenv"][0] / a["uv"][0], at_most=1.2)
+    report_ratio("mlenv CLI / uv (set A)", a["cli"][0] / a["uv"][0], at_most=1.2)
+    report_ratio("mlenv / uv (set B)", b["mlenv"][0] / b["uv"][0], at_most=1.2)
+    report_ratio("pip-compile / mlenv (set B)", b["pip-compile"][0] / b["mlenv"][0], at_least=5)
+    report_ratio("pip-compile / mlenv CLI (set B)", b["pip-compile"][0] / b["cli"][0], at_least=5)
     print(f"\n{load_note()} (after the run); other sessions share this machine, so times are noisy")
     return 0
 
