@@ -10,14 +10,12 @@ import json
 import re
 import tomllib
 from datetime import UTC, datetime
-from pathlib import Path
 
 import jsonschema
 import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packaging.pylock import Pylock
-from referencing import Registry, Resource
 
 from mlenv.export import FORMATS, UnknownFormatError, export
 from mlenv.export.context import EPOCH, document_time
@@ -25,11 +23,10 @@ from mlenv.export.inventory import inventory
 from mlenv.export.redaction import redact_text
 from mlenv.models import AptSource, LockedModel, PythonFile
 from mlenv.report_formats import as_data
-from mlenv.schema_check import load_schema
 from tests.export.data import IMAGE, LOCK_DIGEST, PLATFORM, drifted_report, image_context, lock_context
+from tests.export.validators import audit_validator, validate_spdx
 from tests.lockdata import full_lock
 
-SPDX_SCHEMA = Path(__file__).resolve().parent.parent / "fixtures" / "spdx" / "spdx-schema-2.3.json"
 SPDX_ID = re.compile(r"^SPDXRef-[A-Za-z0-9.-]+$")
 
 
@@ -102,8 +99,7 @@ def test_cyclonedx_serial_number_depends_on_the_inputs_only() -> None:
 @pytest.mark.parametrize(("report", "context"), [case for _, case in both_ways()], ids=["lock", "image"])
 def test_spdx_passes_the_official_2_3_schema(report, context) -> None:  # type: ignore[no-untyped-def]
     document = json.loads(export("spdx", full_lock(), report, context))
-    schema = json.loads(SPDX_SCHEMA.read_text())
-    jsonschema.Draft7Validator(schema).validate(document)
+    validate_spdx(document)
     ids = [p["SPDXID"] for p in document["packages"]]
     assert len(ids) == len(set(ids)) and all(SPDX_ID.match(i) for i in ids)
     known = {*ids, "SPDXRef-DOCUMENT"}
@@ -206,16 +202,6 @@ def test_intoto_of_the_lock_alone_names_the_lock_and_no_time() -> None:
 
 
 # ---------------------------------------------------------------------------- JSON audit bundle
-
-
-def audit_validator() -> jsonschema.protocols.Validator:
-    registry = Registry().with_resources(
-        (load_schema(name)["$id"], Resource.from_contents(load_schema(name)))
-        for name in ("mlenv.lock", "report", "audit")
-    )
-    schema = load_schema("audit")
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
 
 
 @pytest.mark.parametrize(("report", "context"), [case for _, case in both_ways()], ids=["lock", "image"])
