@@ -7,7 +7,8 @@ Conditions: the artifact cache is warm for both builds (`mlenv dockerfile -o` fe
 first), so the clean build measures the build, not PyPI; the clean build passes --no-cache; the rebuild uses
 the engine's cache as a user's second build does. Both are `mlenv build` end to end (render, context, docker
 build with the network off, config normalisation, verification). Two more rebuilds, each after another
-edit, show where a rebuild's time goes (--no-verify; --no-verify --no-normalise).
+edit, show where a rebuild's time goes (--no-verify; --no-verify --no-normalise); rebuilds of the three
+kinds alternate, REPEATS rounds.
 
 The anchor (ANCHOR_DOCKERFILE below) is the single-stage Dockerfile an ML engineer writes for this app. pip
 inside a build cannot reach PyPI on this machine, so it installs from the same pre-fetched wheels, shipped
@@ -18,6 +19,7 @@ without those wheels, as if pip had fetched them from PyPI.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -35,6 +37,7 @@ from _common import (
     image_size,
     infrastructure,
     load_note,
+    median,
     mib,
     mlenv,
     print_table,
@@ -110,6 +113,7 @@ def anchor_image(infra: Infra, project: Path, context_with_wheels: Path, work: P
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="rebuilds of each kind (medians are shown)")
     parser.add_argument("--keep", action="store_true", help=f"keep the {TAG_PREFIX}fraud-detector:* images")
     args = parser.parse_args()
     with infrastructure() as infra, tempfile.TemporaryDirectory(prefix="mlenv-bench-build-") as scratch:
@@ -121,12 +125,18 @@ def main() -> int:
         print(f"locked in {lock_seconds:.1f} s; artifact cache warmed in {warm_seconds:.1f} s; {load_note()}",
               flush=True)
         clean = build(project, TAGS["clean"], "--no-cache")
-        edit_app(project, 1)
-        rebuild = build(project, TAGS["rebuild"])
-        edit_app(project, 2)
-        no_verify = build(project, TAGS["no-verify"], "--no-verify")
-        edit_app(project, 3)
-        no_normalise = build(project, TAGS["no-normalise"], "--no-verify", "--no-normalise")
+        variants = {"rebuild": (), "no-verify": ("--no-verify",),
+                    "no-normalise": ("--no-verify", "--no-normalise")}
+        runs: dict[str, list[float]] = {name: [] for name in variants}
+        edits = itertools.count(1)
+        for _ in range(args.repeats):  # rounds of the three kinds, each after its own edit of the app
+            for name, options in variants.items():
+                edit_app(project, next(edits))
+                runs[name].append(build(project, TAGS[name], *options))
+        for name, times in runs.items():
+            print(f"  {name}: {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
+        rebuild, no_verify, no_normalise = (median(runs[name]) for name in variants)
+        start_up = median([mlenv("--version")[0] for _ in range(args.repeats)])
         before, after = diff_ids(infra.daemon, TAGS["clean"]), diff_ids(infra.daemon, TAGS["rebuild"])
         app_layer = layer_holding(infra, TAGS["rebuild"], APP_FILE_IN_IMAGE, work)
         anchor_seconds, wheel_bytes = anchor_image(infra, project, work / "context", work)
@@ -138,11 +148,12 @@ def main() -> int:
                 except docker.errors.APIError as error:  # in use by another session's container: leave it
                     print(f"  note: {tag} not removed: {error}")
 
-    print_table("seconds", [
+    print_table(f"seconds (rebuilds: median of {args.repeats})", [
         ("mlenv build --no-cache (clean)", f"{clean:7.2f}"),
         ("mlenv build after editing app/main.py", f"{rebuild:7.2f}"),
         ("  the same, --no-verify", f"{no_verify:7.2f}"),
         ("  the same, --no-verify --no-normalise", f"{no_normalise:7.2f}"),
+        ("  mlenv start-up alone (mlenv --version)", f"{start_up:7.2f}"),
         ("anchor single-stage build (no cache)", f"{anchor_seconds:7.2f}"),
     ])
     same_below = app_layer is not None and before[:app_layer] == after[:app_layer]

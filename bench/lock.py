@@ -127,7 +127,7 @@ def compare_pins(label: str, ours: Pins, theirs: Pins) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds of uv and mlenv after a warm-up")
+    parser.add_argument("--repeats", type=int, default=11, help="timed rounds of uv and mlenv")
     parser.add_argument("--pip-compile-repeats", type=int, default=3, help="timed pip-compile runs (slow)")
     args = parser.parse_args()
     print(f"target: CPython {PYTHON}, {UV_PLATFORM}; {load_note()}")
