@@ -42,7 +42,7 @@ h2 { font-size: 1.15em; margin-top: 1.8em; }
 table { border-collapse: collapse; width: 100%; margin: .4em 0; font-size: 13px; }
 th, td { text-align: left; padding: .3em .6em; border-bottom: 1px solid #dde1e5; vertical-align: top; }
 th { background: #f4f6f8; }
-td.mono { font-family: ui-monospace, monospace; word-break: break-all; }
+td.mono { font-family: ui-monospace, monospace; overflow-wrap: anywhere; min-width: 14ch; }
 tr.drift td { background: #fdecea; }
 tr.drift td:first-child { border-left: 4px solid #c62828; }
 .badge { font-size: .75em; padding: .1em .5em; border-radius: 3px; margin-left: .5em;
@@ -278,7 +278,7 @@ def _python_rows(lock: Lock, context: ExportContext) -> list[Row]:
                     file.name if file else "",
                     file.sha256 if file else "",
                 ),
-                frozenset({4}),
+                frozenset({3, 4}),  # wheel names are as long and unbreakable as hashes
             )
         )
     return rows
