@@ -3,6 +3,9 @@
 The infrastructure is the tests' own (tests/infra): the same debootstrap base image, cached between runs,
 served from a registry on 127.0.0.1. Benchmarks report and never fail on a missed target: every script
 exits 0 and prints MISSED next to a ratio that missed.
+
+Run from the repository: `python bench/NAME.py [--repeats N]`. DOCKER_HOST names the engine; without it one
+is started as the tests start it (root). The first observe/verify run builds the big image (minutes).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def main() -> int:
     print("\nratios (observe / decompress only)")
     report_ratio("oci: (gzip layers) / gzip -dc", oci[0] / oci[1], at_most=1.3)
     report_ratio("docker-archive: (plain layers) / cat", archive[0] / archive[1], at_most=1.3)
-    print(f"  {'docker-archive: / sha256sum (reference)':<44} {archive[0] / hashed:8.3f}")
+    print(f"  {'docker-archive: / sha256sum (ref.)':<44} {archive[0] / hashed:8.3f}")
     report_ratio("docker-daemon: / docker save", daemon[0] / daemon[1], at_most=1.3)
     print(f"\nafter: {load_note()}; other sessions share this machine, so times are noisy")
     return 0

@@ -74,8 +74,10 @@ def main() -> int:
                        lambda: docker_save_only(image.tag), args.repeats)
     docker_run_listing(image.tag)  # the first run pays for creating the container's layer; not timed
     in_container = median([docker_run_listing(image.tag) for _ in range(args.repeats)])
+    start_up = median([mlenv("--version")[0] for _ in range(args.repeats)])
     print_table(f"seconds, median of {args.repeats} (page cache warm)", [
         ("mlenv verify oci:", f"{oci[0]:7.2f}"),
+        ("  of which mlenv start-up (mlenv --version)", f"{start_up:7.2f}"),
         ("gzip -dc each layer > /dev/null", f"{oci[1]:7.2f}"),
         ("mlenv verify docker-archive:", f"{archive[0]:7.2f}"),
         ("cat the archive > /dev/null", f"{archive[1]:7.2f}"),
@@ -87,9 +89,9 @@ def main() -> int:
     print("\nratios")
     report_ratio("verify oci: / gzip -dc", oci[0] / oci[1], at_most=1.3)
     report_ratio("verify docker-archive: / cat", archive[0] / archive[1], at_most=1.3)
-    print(f"  {'verify docker-archive: / sha256sum (reference)':<44} {archive[0] / hashed:8.3f}")
+    print(f"  {'verify docker-archive: / sha256sum (ref.)':<44} {archive[0] / hashed:8.3f}")
     report_ratio("verify docker-daemon: / docker save", daemon[0] / daemon[1], at_most=1.3)
-    print(f"  {'verify oci: / docker run listing (reference)':<44} {oci[0] / in_container:8.3f}")
+    print(f"  {'verify oci: / docker run listing (ref.)':<44} {oci[0] / in_container:8.3f}")
     print(f"\nafter: {load_note()}; other sessions share this machine, so times are noisy")
     return 0
 
