@@ -18,11 +18,11 @@ import docker
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import copy_example, train_fraud_model  # noqa: E402
-from tests.infra.cache import cache_dir  # noqa: E402
-from tests.infra.docker import Daemon, start_dockerd  # noqa: E402
-from tests.infra.images import make_base_image  # noqa: E402
-from tests.infra.registry import start_registry  # noqa: E402
+from tests.helpers import copy_example, train_fraud_model
+from tests.infra.cache import cache_dir
+from tests.infra.docker import Daemon, start_dockerd
+from tests.infra.images import make_base_image
+from tests.infra.registry import start_registry
 
 OUT = REPO / ".mlenv-demo"
 

@@ -14,7 +14,7 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Shared fixtures live in tests/infra/: the Docker engine, loopback registries and test base images.
-pytest_plugins = ["tests.infra.docker", "tests.infra.registry", "tests.infra.images"]
+pytest_plugins = ["tests.infra.docker", "tests.infra.registry", "tests.infra.images", "tests.infra.fraud"]
 
 
 def missing(component: str, reason: str) -> None:

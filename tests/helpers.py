@@ -49,10 +49,10 @@ def copy_example(name: str, destination: Path, **spec_changes: object) -> Path:
 
 def train_fraud_model(project: Path) -> Path:
     """Train the example's model with the versions the example pins (a cached uv venv), as a user would."""
-    from tests.infra.cache import cache_dir, cache_lock  # noqa: PLC0415 - only integration tests need it
+    from tests.infra.cache import cache_dir, cache_lock
 
     requirements = (EXAMPLES / "fraud-detector" / "requirements.txt").read_text()
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
     venv = cache_dir("train-venvs") / hashlib.sha256(requirements.encode()).hexdigest()[:16]
     with cache_lock(f"train-{venv.name}"):

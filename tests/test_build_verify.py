@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,34 +19,13 @@ import requests
 import tomlkit
 
 from mlenv.schema_check import first_error
-from tests.helpers import copy_example, run_cli, train_fraud_model
+from tests.helpers import copy_example, run_cli
 from tests.infra.docker import Daemon
+from tests.infra.fraud import FRAUD_TAG, Built, derive_image, lock_and_build
 from tests.infra.images import BaseImage, push_image
 from tests.infra.registry import Registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
-GOOD = "mlenv-test/fraud:good"
-
-
-@dataclass(frozen=True)
-class Built:
-    project: Path
-    lock: Path
-    tag: str
-
-
-def build_project(project: Path, tag: str) -> None:
-    for args in (("lock", str(project)), ("build", str(project), "--tag", tag)):
-        result = run_cli(*args)
-        assert result.code == 0, f"mlenv {' '.join(args)}: {result.stderr[-2000:]}"
-
-
-@pytest.fixture(scope="module")
-def good(base_image_python: BaseImage, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    project = copy_example("fraud-detector", tmp_path_factory.mktemp("good"), base={"image": base_image_python.ref})
-    train_fraud_model(project)
-    build_project(project, GOOD)
-    return Built(project=project, lock=project / "mlenv.lock", tag=GOOD)
 
 
 def verify(image: str, lock: Path, *extra: str) -> tuple[int, str]:
@@ -62,21 +40,19 @@ def derived(daemon: Daemon, tmp_path: Path, tag: str, lines: list[str], files: d
     context.mkdir()
     for name, source in (files or {}).items():
         shutil.copy(source, context / name)
-    (context / "Dockerfile").write_text("\n".join([f"FROM {GOOD}", "USER root", *lines]) + "\n")
-    daemon.client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none")
-    return tag
+    return derive_image(daemon, context, FRAUD_TAG, tag, lines)
 
 
 # ---------------------------------------------------------------------------- the good image
 
 
-def test_container_serves_health_and_runs_the_locked_versions(good: Built, docker_daemon: Daemon) -> None:
-    lock = tomlkit.parse(good.lock.read_text())
+def test_container_serves_health_and_runs_the_locked_versions(fraud_image: Built, docker_daemon: Daemon) -> None:
+    lock = tomlkit.parse(fraud_image.lock.read_text())
     versions = {p["name"]: p["version"] for p in lock["python"]["packages"]}
-    container = docker_daemon.client.containers.run(good.tag, detach=True, ports={"8000/tcp": ("127.0.0.1", None)})
+    container = docker_daemon.client.containers.run(fraud_image.tag, detach=True, ports={"8000/tcp": ("127.0.0.1", None)})
     try:
         out = docker_daemon.client.containers.run(
-            good.tag, ["python", "-c", "import sklearn, pandas; print(sklearn.__version__, pandas.__version__)"],
+            fraud_image.tag, ["python", "-c", "import sklearn, pandas; print(sklearn.__version__, pandas.__version__)"],
             remove=True, network_disabled=True)
         assert out.decode().split() == [versions["scikit-learn"], versions["pandas"]] == ["1.4.2", "2.0.3"]
         container.reload()
@@ -98,30 +74,30 @@ def test_container_serves_health_and_runs_the_locked_versions(good: Built, docke
         container.remove(force=True)
 
 
-def test_good_image_verifies_through_every_transport(good: Built, docker_daemon: Daemon, registry: Registry,
+def test_good_image_verifies_through_every_transport(fraud_image: Built, docker_daemon: Daemon, registry: Registry,
                                                      tmp_path: Path) -> None:
     archive = tmp_path / "good.tar"
     with archive.open("wb") as out:
-        for chunk in docker_daemon.client.images.get(good.tag).save(named=True):
+        for chunk in docker_daemon.client.images.get(fraud_image.tag).save(named=True):
             out.write(chunk)
-    push_image(docker_daemon.client, good.tag, registry.host, "mlenv-test/fraud", "good")
-    for image in (f"docker-daemon:{good.tag}", f"docker-archive:{archive}",
-                  f"docker://{registry.host}/mlenv-test/fraud:good", good.tag):
-        code, out = verify(image, good.lock)
+    push_image(docker_daemon.client, fraud_image.tag, registry.host, "mlenv-test/fraud", "good")
+    for image in (f"docker-daemon:{fraud_image.tag}", f"docker-archive:{archive}",
+                  f"docker://{registry.host}/mlenv-test/fraud:good", fraud_image.tag):
+        code, out = verify(image, fraud_image.lock)
         assert code == 0, out
         assert out.endswith(f"{image}: matches the lock\n")
 
 
-def test_json_and_junit_reports(good: Built) -> None:
-    code, out = verify(f"docker-daemon:{good.tag}", good.lock, "--format", "json")
+def test_json_and_junit_reports(fraud_image: Built) -> None:
+    code, out = verify(f"docker-daemon:{fraud_image.tag}", fraud_image.lock, "--format", "json")
     assert code == 0 and first_error(json.loads(out), "report") is None
 
 
-def test_hermetic_context_and_no_network_in_the_build(good: Built) -> None:
-    dockerfile = run_cli("dockerfile", str(good.project))
+def test_hermetic_context_and_no_network_in_the_build(fraud_image: Built) -> None:
+    dockerfile = run_cli("dockerfile", str(fraud_image.project))
     assert dockerfile.code == 0
     assert "--no-index" in dockerfile.stdout and "apt-get update" not in dockerfile.stdout
-    assert dockerfile.stdout == run_cli("dockerfile", str(good.project)).stdout  # same lock, same bytes
+    assert dockerfile.stdout == run_cli("dockerfile", str(fraud_image.project)).stdout  # same lock, same bytes
 
 
 # ---------------------------------------------------------------------------- the seed's failures
@@ -131,22 +107,22 @@ def test_hermetic_context_and_no_network_in_the_build(good: Built) -> None:
     ("pandas==1.5.3", "pandas", "2.0.3", "1.5.3"),
     ("scikit-learn==1.3.2", "scikit-learn", "1.4.2", "1.3.2"),
 ])
-def test_other_package_versions_are_drift(good: Built, base_image_python: BaseImage, tmp_path: Path,
+def test_other_package_versions_are_drift(fraud_image: Built, base_image_python: BaseImage, tmp_path: Path,
                                           requirement: str, package: str, expected: str, found: str) -> None:
     project = copy_example("fraud-detector", tmp_path, base={"image": base_image_python.ref})
     requirements = project / "requirements.txt"
     lines = [requirement if line.startswith(f"{package}==") else line
              for line in requirements.read_text().splitlines()]
     requirements.write_text("\n".join(lines) + "\n")
-    shutil.copytree(good.project / "models", project / "models", dirs_exist_ok=True)
+    shutil.copytree(fraud_image.project / "models", project / "models", dirs_exist_ok=True)
     tag = f"mlenv-test/fraud:{package}-{found}"
-    build_project(project, tag)
-    code, out = verify(f"docker-daemon:{tag}", good.lock)
+    lock_and_build(project, tag)
+    code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1
     assert f"python: {package}: version: expected {expected}, found {found}" in out
 
 
-def test_other_base_is_drift(good: Built, base_image_python: BaseImage, docker_daemon: Daemon, registry: Registry,
+def test_other_base_is_drift(fraud_image: Built, base_image_python: BaseImage, docker_daemon: Daemon, registry: Registry,
                              tmp_path: Path) -> None:
     # Another base: the same distribution with one file changed, flattened into a single new layer.
     client = docker_daemon.client
@@ -162,15 +138,15 @@ def test_other_base_is_drift(good: Built, base_image_python: BaseImage, docker_d
                                       changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
     push_image(client, "mlenv-test/other-base:1", registry.host, "mlenv-test/other-base", "1")
     project = copy_example("fraud-detector", tmp_path, base={"image": f"{registry.host}/mlenv-test/other-base:1"})
-    shutil.copytree(good.project / "models", project / "models", dirs_exist_ok=True)
-    build_project(project, "mlenv-test/fraud:other-base")
-    code, out = verify("docker-daemon:mlenv-test/fraud:other-base", good.lock)
+    shutil.copytree(fraud_image.project / "models", project / "models", dirs_exist_ok=True)
+    lock_and_build(project, "mlenv-test/fraud:other-base")
+    code, out = verify("docker-daemon:mlenv-test/fraud:other-base", fraud_image.lock)
     assert code == 1
     assert "base: layer 1 of 1: layers: expected sha256:" in out
     assert "labels: org.opencontainers.image.base.digest: version: expected" in out
 
 
-def test_extra_apt_package_is_drift(good: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
+def test_extra_apt_package_is_drift(fraud_image: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
     downloads = tmp_path / "debs"
     downloads.mkdir()
     subprocess.run(["apt-get", "download", "bash-completion"], cwd=downloads, check=True, capture_output=True)
@@ -178,39 +154,39 @@ def test_extra_apt_package_is_drift(good: Built, docker_daemon: Daemon, tmp_path
     tag = derived(docker_daemon, tmp_path, "mlenv-test/fraud:extra-apt",
                   ["COPY extra.deb /tmp/extra.deb", "RUN dpkg -i /tmp/extra.deb && rm /tmp/extra.deb"],
                   {"extra.deb": deb})
-    code, out = verify(f"docker-daemon:{tag}", good.lock)
+    code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1 and "apt: bash-completion:all: extra (found " in out
 
 
-def test_edited_site_packages_file_is_drift(good: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
+def test_edited_site_packages_file_is_drift(fraud_image: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
     tag = derived(docker_daemon, tmp_path, "mlenv-test/fraud:edited",
                   ["RUN echo '# patched in production' >> /opt/venv/lib/python3.11/site-packages/pandas/__init__.py"])
-    code, out = verify(f"docker-daemon:{tag}", good.lock)
+    code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1
     assert "python-files: pandas: pandas/__init__.py: modified" in out
 
 
-def test_missing_model_is_drift_and_junit_shows_it(good: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
+def test_missing_model_is_drift_and_junit_shows_it(fraud_image: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
     tag = derived(docker_daemon, tmp_path, "mlenv-test/fraud:no-model", ["RUN rm /app/models/model.joblib"])
-    code, out = verify(f"docker-daemon:{tag}", good.lock)
+    code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1 and "models: /app/models/model.joblib: missing" in out
-    code, junit = verify(f"docker-daemon:{tag}", good.lock, "--format", "junit")
+    code, junit = verify(f"docker-daemon:{tag}", fraud_image.lock, "--format", "junit")
     assert code == 1 and junit.count("<failure ") == 1 and 'name="models"' in junit
 
 
-def test_stale_lock_is_refused_by_build(good: Built, tmp_path: Path) -> None:
+def test_stale_lock_is_refused_by_build(fraud_image: Built, tmp_path: Path) -> None:
     project = tmp_path / "stale"
-    shutil.copytree(good.project, project)
+    shutil.copytree(fraud_image.project, project)
     spec = project / "mlenv.toml"
     spec.write_text(spec.read_text().replace("port = 8000", "port = 8001"))
     result = run_cli("build", str(project))
     assert result.code == 1 and "is stale" in result.stderr and "mlenv lock" in result.stderr
 
 
-def test_a_wrong_wheel_hash_is_refused_before_docker_builds(good: Built, docker_daemon: Daemon,
+def test_a_wrong_wheel_hash_is_refused_before_docker_builds(fraud_image: Built, docker_daemon: Daemon,
                                                             tmp_path: Path) -> None:
     project = tmp_path / "tampered"
-    shutil.copytree(good.project, project)
+    shutil.copytree(fraud_image.project, project)
     lock_path = project / "mlenv.lock"
     document = tomlkit.parse(lock_path.read_text())
     wheel = next(p for p in document["python"]["packages"] if p["name"] == "joblib")["wheels"][0]

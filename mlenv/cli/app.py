@@ -20,8 +20,8 @@ from mlenv.cli import dockerfile as dockerfile_command
 from mlenv.cli import export as export_command
 from mlenv.cli import init as init_command
 from mlenv.cli import inspect as inspect_command
-from mlenv.cli import verify as verify_command
 from mlenv.cli import lock as lock_command
+from mlenv.cli import verify as verify_command
 from mlenv.errors import MlenvError
 
 app = typer.Typer(

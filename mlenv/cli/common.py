@@ -9,7 +9,7 @@ import typer
 
 from mlenv.errors import MlenvError
 from mlenv.freshness import stale_reasons
-from mlenv.lockfile import LOCK_FILE, lock_digest, loads, read_lock_bytes
+from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
 from mlenv.models import Lock, Spec
 from mlenv.spec import load_spec
 

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from mlenv.atomic import write_atomic
 from mlenv.freshness import stale_reasons
 from mlenv.lockfile import LOCK_FILE, dump_bytes, read_lock
-from mlenv.atomic import write_atomic
 from mlenv.resolve import resolve_lock
 from mlenv.spec import load_spec
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mlenv.errors import MlenvError
-from mlenv.lockfile import LOCK_FILE, lock_digest, loads, read_lock_bytes
+from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
 from mlenv.report_formats import FORMATS
 from mlenv.verify import verify_image
 

@@ -245,20 +245,20 @@ class Ver:
     """One version of one package (from an index, or only from the dpkg status)."""
 
     __slots__ = (
-        "name",
-        "version",
+        "_provides",
+        "_relations",
         "arch",
-        "key",
-        "record",
-        "suite",
-        "multi_arch",
         "essential",
         "important",
+        "key",
+        "multi_arch",
+        "name",
         "priority",
+        "record",
         "source",
         "source_version",
-        "_relations",
-        "_provides",
+        "suite",
+        "version",
     )
 
     def __init__(self, record: Record, native: str, suite: int) -> None:

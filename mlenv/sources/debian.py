@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -230,7 +230,7 @@ def apply_mirror(uri: str, mirror: str | None, archives: Iterable[str]) -> str:
 
 
 def snapshot_timestamp(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def snapshot_url(uri: str, timestamp: str) -> str:
@@ -656,7 +656,7 @@ def _release_date(release: Release, where: str) -> datetime:
         date = parsedate_to_datetime(release["Date"])
     except (KeyError, TypeError, ValueError):
         raise SourceError(f"{where}: the Release has no readable Date") from None
-    return date if date.tzinfo else date.replace(tzinfo=timezone.utc)
+    return date if date.tzinfo else date.replace(tzinfo=UTC)
 
 
 def _note_expiry(release: Release, where: str, notes: list[str]) -> None:
@@ -667,8 +667,8 @@ def _note_expiry(release: Release, where: str, notes: list[str]) -> None:
     except (KeyError, TypeError, ValueError):
         return
     if until.tzinfo is None:
-        until = until.replace(tzinfo=timezone.utc)
-    if until < datetime.now(timezone.utc):
+        until = until.replace(tzinfo=UTC)
+    if until < datetime.now(UTC):
         notes.append(f"{where}: the Release expired on {until.isoformat()} (apt would refuse it)")
 
 

@@ -19,9 +19,9 @@ from packaging.utils import canonicalize_name
 
 from mlenv.errors import ResolutionError, SourceError
 from mlenv.models import PythonFile, PythonPin, ResolverName
-from mlenv.wheeltags import glibc_minor, machine
 from mlenv.sources.pyresolver import PythonRequest
 from mlenv.urls import redact
+from mlenv.wheeltags import glibc_minor, machine
 
 UV_MANYLINUX_MINORS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
 

@@ -22,10 +22,11 @@ from packaging.pylock import Pylock
 
 from mlenv.export import FORMATS
 from tests.conftest import missing
-from tests.export.conftest import DRIFTED, Built
+from tests.export.conftest import DRIFTED
 from tests.export.validators import audit_validator, validate_spdx
 from tests.helpers import REPO, run_cli
 from tests.infra.docker import Daemon
+from tests.infra.fraud import Built
 from tests.infra.images import push_image
 from tests.infra.registry import Registry
 
@@ -98,7 +99,7 @@ def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProce
 
 
 def test_drifted_image_report_renders_in_chromium_without_network(
-    good_image: Built, drifted_image: str, tmp_path: Path
+    fraud_image: Built, drifted_image: str, tmp_path: Path
 ) -> None:
     if not os.access(CHROMIUM, os.X_OK):
         missing("chromium", f"{CHROMIUM} is not installed (apt-get install chromium)")
@@ -108,7 +109,7 @@ def test_drifted_image_report_renders_in_chromium_without_network(
     result = run_cli(
         "export",
         "--lock",
-        str(good_image.lock),
+        str(fraud_image.lock),
         "--format",
         "html",
         "--image",
@@ -147,14 +148,14 @@ def test_drifted_image_report_renders_in_chromium_without_network(
 
 
 def test_intoto_subject_is_the_image_digest_in_the_daemon_and_the_registry(
-    good_image: Built, docker_daemon: Daemon, registry: Registry
+    fraud_image: Built, docker_daemon: Daemon, registry: Registry
 ) -> None:
-    lock_sha = hashlib.sha256(good_image.lock.read_bytes()).hexdigest()
-    locked = tomllib.loads(good_image.lock.read_text())
-    image_id = docker_daemon.client.images.get(good_image.tag).id
-    daemon = json.loads(export(good_image.lock, "intoto", f"docker-daemon:{good_image.tag}"))
+    lock_sha = hashlib.sha256(fraud_image.lock.read_bytes()).hexdigest()
+    locked = tomllib.loads(fraud_image.lock.read_text())
+    image_id = docker_daemon.client.images.get(fraud_image.tag).id
+    daemon = json.loads(export(fraud_image.lock, "intoto", f"docker-daemon:{fraud_image.tag}"))
     assert daemon["subject"] == [
-        {"name": f"docker-daemon:{good_image.tag}", "digest": {"sha256": image_id.removeprefix("sha256:")}}
+        {"name": f"docker-daemon:{fraud_image.tag}", "digest": {"sha256": image_id.removeprefix("sha256:")}}
     ]
     assert daemon["predicate"]["buildDefinition"]["externalParameters"]["lock"]["digest"] == {
         "sha256": lock_sha
@@ -168,10 +169,10 @@ def test_intoto_subject_is_the_image_digest_in_the_daemon_and_the_registry(
     assert locked["base"]["digest"].removeprefix("sha256:") in resolved
 
     manifest_digest = push_image(
-        docker_daemon.client, good_image.tag, registry.host, "mlenv-test/export", "good"
+        docker_daemon.client, fraud_image.tag, registry.host, "mlenv-test/export", "good"
     )
     reference = f"docker://{registry.host}/mlenv-test/export:good"
-    pulled = json.loads(export(good_image.lock, "intoto", reference))
+    pulled = json.loads(export(fraud_image.lock, "intoto", reference))
     assert pulled["subject"] == [
         {"name": reference, "digest": {"sha256": manifest_digest.removeprefix("sha256:")}}
     ]
@@ -180,16 +181,16 @@ def test_intoto_subject_is_the_image_digest_in_the_daemon_and_the_registry(
 # ---------------------------------------------------------------------------- every format, twice
 
 
-def test_every_format_of_the_good_image_is_valid_and_the_same_twice(good_image: Built) -> None:
-    image = f"docker-daemon:{good_image.tag}"
-    outputs = {fmt: export(good_image.lock, fmt, image) for fmt in FORMATS}
+def test_every_format_of_the_fraud_image_is_valid_and_the_same_twice(fraud_image: Built) -> None:
+    image = f"docker-daemon:{fraud_image.tag}"
+    outputs = {fmt: export(fraud_image.lock, fmt, image) for fmt in FORMATS}
     for fmt, data in outputs.items():
-        assert export(good_image.lock, fmt, image) == data, f"{fmt} differs on a second run"
+        assert export(fraud_image.lock, fmt, image) == data, f"{fmt} differs on a second run"
     assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(outputs["cyclonedx"].decode()) is None
     validate_spdx(json.loads(outputs["spdx"]))
     audit_validator().validate(json.loads(outputs["json"]))
     assert json.loads(outputs["json"])["verdict"] == "match"
-    locked = tomllib.loads(good_image.lock.read_text())
+    locked = tomllib.loads(fraud_image.lock.read_text())
     pylock = Pylock.from_dict(tomllib.loads(outputs["pylock"].decode()))
     assert {(p.name, str(p.version)) for p in pylock.packages} == {
         (p["name"], p["version"]) for p in locked["python"]["packages"]
@@ -203,12 +204,12 @@ def test_every_format_of_the_good_image_is_valid_and_the_same_twice(good_image: 
 
 
 def test_no_credential_from_a_docker_config_or_an_index_url_is_exported(
-    good_image: Built, docker_daemon: Daemon, auth_registry: Registry, tmp_path: Path
+    fraud_image: Built, docker_daemon: Daemon, auth_registry: Registry, tmp_path: Path
 ) -> None:
     assert auth_registry.username and auth_registry.password and auth_registry.docker_config
     push_image(
         docker_daemon.client,
-        good_image.tag,
+        fraud_image.tag,
         auth_registry.host,
         "mlenv-test/export",
         "good",
@@ -216,7 +217,7 @@ def test_no_credential_from_a_docker_config_or_an_index_url_is_exported(
     )
     secret_index = f"https://{auth_registry.username}:{auth_registry.password}@pypi.org/simple"
     lock = tmp_path / "mlenv.lock"
-    lock.write_text(good_image.lock.read_text().replace('"https://pypi.org/simple"', f'"{secret_index}"'))
+    lock.write_text(fraud_image.lock.read_text().replace('"https://pypi.org/simple"', f'"{secret_index}"'))
     assert lock.read_text().count(auth_registry.password) > 1
     env = {**os.environ, "DOCKER_CONFIG": str(auth_registry.docker_config)}
     token = base64.b64encode(f"{auth_registry.username}:{auth_registry.password}".encode())

@@ -153,7 +153,7 @@ class AptOutcome:
     output: str
 
 
-_INST = re.compile(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) .*\[(\S+)\]\)", re.M)
+_INST = re.compile(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) .*\[(\S+)\]\)", re.MULTILINE)
 
 
 def apt_get_simulate(
