@@ -34,35 +34,34 @@ def normalise_config(config: dict[str, Any], *, epoch: int) -> bytes:
 
 
 def rewrite_archive(source: IO[bytes], destination: Path, *, epoch: int, tag: str) -> str:
-    """Copy a `docker save` stream to `destination` with a normalised config; returns the new image ID.
+    """Write a `docker load` archive of the saved image with a normalised config; returns the new image ID.
 
-    One streaming pass: layers are copied through untouched; manifest.json and the config are
-    rewritten. The config arrives before or after the layers depending on the engine, so the
-    small JSON members are held back and written last.
+    The archive holds the config and manifest.json only, not the layers: `docker load` reads a layer
+    from the archive only when the engine lacks it, and the engine that just built the image has every
+    one. That makes normalising cost a read of the save stream, not a copy of the whole image (a
+    missing layer makes the load fail, never succeed with another image). The config's place in the
+    stream depends on the engine, so the small JSON members are collected wherever they are.
     """
     held: dict[str, bytes] = {}
-    with tarfile.open(fileobj=source, mode="r|") as archive, tarfile.open(destination, "w") as out:
-        for member in archive:
-            data = archive.extractfile(member) if member.isfile() else None
-            if member.isfile() and (member.name.endswith(".json") and "/" not in member.name or
-                                    member.name == "repositories"):
+    with tarfile.open(fileobj=source, mode="r|") as archive:
+        for member in archive:  # layer contents are skipped unread
+            if member.isfile() and member.name.endswith(".json") and "/" not in member.name:
+                data = archive.extractfile(member)
                 assert data is not None
                 held[member.name] = data.read()
-                continue
-            out.addfile(member, data)
-        if "manifest.json" not in held:
-            raise BuildError("docker save gave an archive without manifest.json")
-        manifest = json.loads(held["manifest.json"])
-        if len(manifest) != 1:
-            raise BuildError(f"expected one image in the saved archive, found {len(manifest)}")
-        config_bytes = normalise_config(json.loads(held[manifest[0]["Config"]]), epoch=epoch)
-        image_id = hashlib.sha256(config_bytes).hexdigest()
-        manifest[0]["Config"] = f"{image_id}.json"
-        manifest[0]["RepoTags"] = [tag]
+    if "manifest.json" not in held:
+        raise BuildError("docker save gave an archive without manifest.json")
+    manifest = json.loads(held["manifest.json"])
+    if len(manifest) != 1:
+        raise BuildError(f"expected one image in the saved archive, found {len(manifest)}")
+    config_bytes = normalise_config(json.loads(held[manifest[0]["Config"]]), epoch=epoch)
+    image_id = hashlib.sha256(config_bytes).hexdigest()
+    manifest[0]["Config"] = f"{image_id}.json"
+    manifest[0]["RepoTags"] = [tag]
+    with tarfile.open(destination, "w") as out:
         for name, data in ((f"{image_id}.json", config_bytes),
                            ("manifest.json", json.dumps(manifest, separators=(",", ":")).encode())):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, epoch
             out.addfile(info, io.BytesIO(data))
     return f"sha256:{image_id}"
-

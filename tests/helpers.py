@@ -28,7 +28,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return CliResult(result.returncode, result.stdout, result.stderr)
 
 
-def copy_example(name: str, destination: Path, **spec_changes: object) -> Path:
+def copy_example(name: str, destination: Path, /, **spec_changes: object) -> Path:
     """Copy examples/NAME to `destination` and apply top-level table changes to its mlenv.toml.
 
     A value of None removes the table. Returns the project directory.
