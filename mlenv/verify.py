@@ -18,7 +18,7 @@ from mlenv.models import (
     Lock,
     Report,
 )
-from mlenv.observe import observe_image
+from mlenv.observe import Observation, inspect_image
 from mlenv.render.dockerfile import LABEL_LOCK
 from mlenv.wheeltags import python_tuple
 
@@ -74,10 +74,13 @@ def verify_facts(lock: Lock, actual: EnvFacts, *, lock_digest: str, platform: st
 
 
 def verify_image(lock: Lock, reference: str, *, lock_digest: str, platform: str | None = None,
-                 docker_config: str | None = None) -> tuple[Report, EnvFacts]:
-    """Observe `reference` (any transport) and compare it with the lock."""
+                 docker_config: str | None = None) -> tuple[Report, Observation]:
+    """Observe `reference` (any transport) and compare it with the lock.
+
+    The observation is returned whole: its facts, and the image's identity (config and manifest
+    digests) that an export names as its subject."""
     chosen = platform or lock.target.platforms[0]
     models = [m.target for m in lock.models if m.strategy == "bake"]
-    actual = observe_image(reference, docker_config=docker_config, platform=chosen, artifacts=models)
-    report = verify_facts(lock, actual, lock_digest=lock_digest, platform=chosen, subject=reference)
-    return report, actual
+    observed = inspect_image(reference, docker_config=docker_config, platform=chosen, artifacts=models)
+    report = verify_facts(lock, observed.facts, lock_digest=lock_digest, platform=chosen, subject=reference)
+    return report, observed

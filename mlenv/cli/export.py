@@ -30,8 +30,7 @@ from mlenv.export import export as render
 from mlenv.export.context import verdict
 from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
 from mlenv.models import EnvFacts, Lock, Report
-from mlenv.observe import inspect_image
-from mlenv.verify import verify_facts
+from mlenv.verify import verify_image
 
 
 def export(
@@ -94,12 +93,8 @@ def export(
 
 
 def audit_image(lock: Lock, reference: str, context: ExportContext) -> tuple[Report, ImageIdentity, EnvFacts]:
-    """verify_image, keeping the image's identity (its digests) that an export names as its subject."""
-    models = [m.target for m in lock.models if m.strategy == "bake"]
-    observed = inspect_image(reference, platform=context.platform, artifacts=models)
-    report = verify_facts(
-        lock, observed.facts, lock_digest=context.lock_digest, platform=context.platform, subject=reference
-    )
+    """The verify report of the image, and its identity (its digests) that an export names as its subject."""
+    report, observed = verify_image(lock, reference, lock_digest=context.lock_digest, platform=context.platform)
     assert observed.image is not None  # an image reference always loads an image, not a directory
     identity = ImageIdentity(
         reference=reference,
