@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import Array, InlineTable, Table
+from tomlkit.items import InlineTable, Table
 
 from mlenv.atomic import write_atomic
 from mlenv.errors import LockfileError
@@ -38,6 +38,7 @@ from mlenv.models import (
     Target,
 )
 from mlenv.schema_check import first_error
+from mlenv.tomlbuild import toml_array, toml_inline, toml_table
 
 LOCK_FILE = "mlenv.lock"
 HEADER = (
@@ -60,8 +61,8 @@ def dumps(lock: Lock) -> str:
     if lock.as_of is not None:
         doc.add("as-of", lock.as_of.astimezone(UTC))
     doc.add(tomlkit.nl())
-    doc.add("target", _table({
-        "platforms": _array(sorted(lock.target.platforms)),
+    doc.add("target", toml_table({
+        "platforms": toml_array(sorted(lock.target.platforms)),
         "implementation": lock.target.implementation,
         "python": lock.target.python,
         "glibc": lock.target.glibc,
@@ -77,7 +78,7 @@ def dumps(lock: Lock) -> str:
     if lock.models:
         models = tomlkit.aot()
         for model in sorted(lock.models, key=lambda m: m.target):
-            models.append(_table({
+            models.append(toml_table({
                 "source": model.source,
                 "target": model.target,
                 "strategy": model.strategy,
@@ -102,33 +103,8 @@ def lock_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _table(values: Mapping[str, Any]) -> Table:
-    """A table of the non-None values, in the given key order."""
-    table = tomlkit.table()
-    for key, value in values.items():
-        if value is not None:
-            table.add(key, value)
-    return table
-
-
-def _inline(values: Mapping[str, Any]) -> InlineTable:
-    table = tomlkit.inline_table()
-    for key, value in values.items():
-        if value is not None:
-            table.append(key, value)
-    return table
-
-
-def _array(items: list[Any], *, multiline: bool = False) -> Array:
-    array = tomlkit.array()
-    array.extend(items)
-    if multiline and items:
-        array.multiline(True)
-    return array
-
-
 def _base_table(base: LockedBase) -> Table:
-    table = _table({
+    table = toml_table({
         "reference": base.reference,
         "registry": base.registry,
         "repository": base.repository,
@@ -136,7 +112,7 @@ def _base_table(base: LockedBase) -> Table:
     })
     platforms = tomlkit.aot()
     for platform in sorted(base.platforms, key=lambda p: p.platform):
-        platforms.append(_table({
+        platforms.append(toml_table({
             "platform": platform.platform,
             "manifest-digest": platform.manifest_digest,
             "config-digest": platform.config_digest,
@@ -144,11 +120,11 @@ def _base_table(base: LockedBase) -> Table:
             "os-version": platform.os_version,
             "glibc": platform.glibc,
             "python": platform.python,
-            "diff-ids": _array(list(platform.diff_ids), multiline=True),
+            "diff-ids": toml_array(list(platform.diff_ids), multiline=True),
         }))
         if platform.packages:
-            platforms[-1].add("packages", _array(
-                [_inline({"name": p.name, "version": p.version, "architecture": p.architecture})
+            platforms[-1].add("packages", toml_array(
+                [toml_inline({"name": p.name, "version": p.version, "architecture": p.architecture})
                  for p in sorted(platform.packages, key=lambda p: (p.name, p.architecture))],
                 multiline=True))
     table.add("platforms", platforms)
@@ -159,17 +135,17 @@ def _apt_table(apt: LockedApt) -> Table:
     table = tomlkit.table()
     sources = tomlkit.aot()
     for source in sorted(apt.sources, key=lambda s: (s.mirror, s.suite)):
-        sources.append(_table({
+        sources.append(toml_table({
             "mirror": source.mirror,
             "suite": source.suite,
-            "components": _array(list(source.components)),
+            "components": toml_array(list(source.components)),
             "snapshot": source.snapshot,
             "snapshot-timestamp": source.snapshot_timestamp,
             "signed-by": source.signed_by,
         }))
     packages = tomlkit.aot()
     for pin in sorted(apt.packages, key=lambda p: (p.name, p.architecture)):
-        packages.append(_table({
+        packages.append(toml_table({
             "name": pin.name,
             "version": pin.version,
             "architecture": pin.architecture,
@@ -186,26 +162,26 @@ def _apt_table(apt: LockedApt) -> Table:
 
 
 def _file_inline(file: PythonFile) -> InlineTable:
-    return _inline({
+    return toml_inline({
         "name": file.name,
         "url": file.url,
         "size": file.size,
-        "hashes": _inline({"sha256": file.sha256}),
+        "hashes": toml_inline({"sha256": file.sha256}),
         "hash-source": file.hash_source,
     })
 
 
 def _python_table(python: LockedPython) -> Table:
-    table = _table({
+    table = toml_table({
         "resolver": python.resolver,
         "requires-python": python.requires_python,
         "venv": python.venv,
         "index-url": python.index_url,
-        "extra-index-urls": _array(list(python.extra_index_urls)),
+        "extra-index-urls": toml_array(list(python.extra_index_urls)),
     })
     packages = tomlkit.aot()
     for pin in sorted(python.packages, key=lambda p: p.name):
-        entry = _table({
+        entry = toml_table({
             "name": pin.name,
             "version": pin.version,
             "marker": pin.marker,
@@ -213,7 +189,7 @@ def _python_table(python: LockedPython) -> Table:
             "requested": pin.requested,
         })
         if pin.wheels:
-            entry.add("wheels", _array([_file_inline(w) for w in sorted(pin.wheels, key=lambda w: w.name)],
+            entry.add("wheels", toml_array([_file_inline(w) for w in sorted(pin.wheels, key=lambda w: w.name)],
                                        multiline=True))
         if pin.sdist is not None:
             entry.add("sdist", _file_inline(pin.sdist))
@@ -224,7 +200,7 @@ def _python_table(python: LockedPython) -> Table:
 
 
 def _cuda_table(cuda: LockedCuda) -> Table:
-    table = _table({
+    table = toml_table({
         "requested": cuda.requested,
         "min-driver": cuda.min_driver,
         "torch-label": cuda.torch_label,
@@ -233,7 +209,7 @@ def _cuda_table(cuda: LockedCuda) -> Table:
     if cuda.components:
         components = tomlkit.aot()
         for component in sorted(cuda.components, key=lambda c: (c.name, c.source)):
-            components.append(_table({"name": component.name, "version": component.version,
+            components.append(toml_table({"name": component.name, "version": component.version,
                                       "source": component.source}))
         table.add("components", components)
     return table
@@ -243,10 +219,10 @@ def _app_table(app: LockedApp) -> Table:
     env = tomlkit.inline_table()
     for key, value in sorted(app.env):
         env.append(key, value)
-    return _table({
-        "copy": _array(sorted(app.copy)),
+    return toml_table({
+        "copy": toml_array(sorted(app.copy)),
         "workdir": app.workdir,
-        "cmd": _array(list(app.cmd)),
+        "cmd": toml_array(list(app.cmd)),
         "port": app.port,
         "healthcheck": app.healthcheck,
         "user": app.user,

@@ -6,13 +6,12 @@ reads it. Only the Python layer: apt, CUDA images and models have no place in th
 
 from __future__ import annotations
 
-from typing import Any
-
 import tomlkit
-from tomlkit.items import InlineTable, Table
+from tomlkit.items import InlineTable
 
 from mlenv.export.context import ExportContext
 from mlenv.models import Lock, PythonFile, Report
+from mlenv.tomlbuild import toml_array, toml_inline, toml_table
 from mlenv.wheeltags import machine
 
 PYLOCK_VERSION = "1.0"
@@ -41,12 +40,10 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
     doc.add("created-by", "mlenv")
     packages = tomlkit.aot()
     for pin in sorted(lock.python.packages, key=lambda p: p.name):
-        entry = _table({"name": pin.name, "version": pin.version, "marker": pin.marker, "index": pin.index})
+        entry = toml_table({"name": pin.name, "version": pin.version, "marker": pin.marker, "index": pin.index})
         if pin.wheels:
-            wheels = tomlkit.array()
-            wheels.extend(_file(w) for w in sorted(pin.wheels, key=lambda w: w.name))
-            wheels.multiline(True)
-            entry.add("wheels", wheels)
+            entry.add("wheels", toml_array([_file(w) for w in sorted(pin.wheels, key=lambda w: w.name)],
+                                           multiline=True))
         if pin.sdist is not None:
             entry.add("sdist", _file(pin.sdist))
         packages.append(entry)
@@ -54,21 +51,7 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
     return tomlkit.dumps(doc).encode("utf-8")
 
 
-def _table(values: dict[str, Any]) -> Table:
-    table = tomlkit.table()
-    for key, value in values.items():
-        if value is not None:
-            table.add(key, value)
-    return table
-
-
 def _file(file: PythonFile) -> InlineTable:
-    table = tomlkit.inline_table()
-    table.append("name", file.name)
-    table.append("url", file.url)
-    if file.size is not None:
-        table.append("size", file.size)
-    hashes = tomlkit.inline_table()
-    hashes.append("sha256", file.sha256)
-    table.append("hashes", hashes)
-    return table
+    """A PEP 751 file entry (no hash-source: that is mlenv's own key, not pylock's)."""
+    return toml_inline({"name": file.name, "url": file.url, "size": file.size,
+                        "hashes": toml_inline({"sha256": file.sha256})})
