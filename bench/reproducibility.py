@@ -16,8 +16,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from _common import (TAG_PREFIX, alternate, bench_dir, copy_example, infrastructure, load_note, mlenv,
-                     print_table, report_ratio, train_fraud_model)
+from _common import (
+    TAG_PREFIX,
+    alternate,
+    bench_dir,
+    copy_example,
+    infrastructure,
+    load_note,
+    mlenv,
+    print_table,
+    report_ratio,
+    train_fraud_model,
+)
 
 TARGET = 1.25
 

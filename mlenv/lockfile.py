@@ -17,15 +17,14 @@ from typing import Any
 import tomlkit
 from tomlkit.items import InlineTable, Table
 
-from mlenv.atomic import write_atomic
 from mlenv.errors import LockfileError
-from mlenv.models import (
+from mlenv.files import write_atomic
+from mlenv.model.facts import AptFact, CudaComponent
+from mlenv.model.lock import (
     LOCK_VERSION,
-    AptFact,
     AptPin,
     AptSource,
     BasePlatform,
-    CudaComponent,
     Lock,
     LockedApp,
     LockedApt,
@@ -35,10 +34,10 @@ from mlenv.models import (
     LockedPython,
     PythonFile,
     PythonPin,
-    Target,
 )
-from mlenv.schema_check import first_error
-from mlenv.tomlbuild import toml_array, toml_inline, toml_table
+from mlenv.model.schema import first_error
+from mlenv.model.target import Target
+from mlenv.model.tomlitems import toml_array, toml_inline, toml_table
 
 LOCK_FILE = "mlenv.lock"
 HEADER = (

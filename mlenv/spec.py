@@ -18,9 +18,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from mlenv.errors import SpecError
-from mlenv.models import (
+from mlenv.model.schema import first_error
+from mlenv.model.spec import (
     DEFAULT_INDEX_URL,
-    DEFAULT_PLATFORM,
     DEFAULT_VENV,
     AppSpec,
     AptSpec,
@@ -31,7 +31,7 @@ from mlenv.models import (
     Spec,
     TargetSpec,
 )
-from mlenv.schema_check import first_error
+from mlenv.model.target import DEFAULT_PLATFORM
 
 SPEC_FILE = "mlenv.toml"
 PYPROJECT_FILE = "pyproject.toml"

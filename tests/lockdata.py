@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mlenv.models import (
-    AptFact,
+from mlenv.model.facts import AptFact, CudaComponent
+from mlenv.model.lock import (
     AptPin,
     AptSource,
     BasePlatform,
-    CudaComponent,
     Lock,
     LockedApp,
     LockedApt,
@@ -19,8 +18,8 @@ from mlenv.models import (
     LockedPython,
     PythonFile,
     PythonPin,
-    Target,
 )
+from mlenv.model.target import Target
 
 H = "0123456789abcdef" * 4
 

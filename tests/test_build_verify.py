@@ -18,7 +18,7 @@ import pytest
 import requests
 import tomlkit
 
-from mlenv.schema_check import first_error
+from mlenv.model.schema import first_error
 from tests.helpers import copy_example, run_cli
 from tests.infra.docker import Daemon
 from tests.infra.fraud import FRAUD_TAG, Built, derive_image, lock_and_build

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlenv.cas import ContentStore
 from mlenv.errors import BuildError
+from mlenv.sources.cas import ContentStore
 
 DATA = b"a wheel's bytes\n"
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlenv.lockfile import write_lock
-from mlenv.models import LockedCuda
+from mlenv.model.lock import LockedCuda
 from mlenv.sources.hostdriver import parse_nvidia_smi, parse_proc_version
 from tests.helpers import run_cli
 from tests.lockdata import full_lock

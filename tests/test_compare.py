@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from mlenv.compare import compare, drift_line
-from mlenv.models import AptFact, ArtifactFact, CudaComponent, DistFact, EnvFacts, InterpreterFact
+from mlenv.model.facts import AptFact, ArtifactFact, CudaComponent, DistFact, EnvFacts, InterpreterFact
+from mlenv.verify.compare import compare, drift_line
 
 SITE = "/opt/venv/lib/python3.11/site-packages"
 EXPECTED = EnvFacts(

@@ -11,7 +11,7 @@ import pytest
 from packaging.utils import parse_wheel_filename
 
 from mlenv.lockfile import read_lock
-from mlenv.schema_check import first_error
+from mlenv.model.schema import first_error
 from tests.helpers import copy_example, run_cli
 
 pytestmark = pytest.mark.network

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mlenv import atomic, lockfile
+from mlenv import files, lockfile
 from mlenv.errors import LockfileError
-from mlenv.schema_check import first_error
+from mlenv.model.schema import first_error
 from tests.lockdata import full_lock
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "mlenv.lock"
@@ -87,6 +87,6 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path: Path, monkey
 
 def test_atomic_write_replaces(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "file"
-    atomic.write_atomic(target, b"one")
-    atomic.write_atomic(target, b"two")
+    files.write_atomic(target, b"one")
+    files.write_atomic(target, b"two")
     assert target.read_bytes() == b"two"

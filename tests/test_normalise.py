@@ -7,7 +7,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from mlenv.normalise import normalise_config, rewrite_archive
+from mlenv.build.normalise import normalise_config, rewrite_archive
 
 CONFIG = {
     "architecture": "amd64",

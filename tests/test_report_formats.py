@@ -7,9 +7,9 @@ from pathlib import Path
 
 import xmlschema
 
-from mlenv.models import Drift, Report
-from mlenv.report_formats import as_json, as_junit, as_text
-from mlenv.schema_check import first_error
+from mlenv.model.report import Drift, Report
+from mlenv.model.schema import first_error
+from mlenv.verify.formats import as_json, as_junit, as_text
 
 LAYERS = ("base", "apt", "python", "models")
 DRIFTED = Report(subject="docker-daemon:fraud:bad", layers=LAYERS, drifts=(

@@ -10,10 +10,8 @@ import tarfile
 
 import pytest
 
-from mlenv.build import second_tag
-from mlenv.errors import ImageError
-from mlenv.normalise import normalise_config
-from mlenv.reprocheck import (
+from mlenv.build.normalise import normalise_config
+from mlenv.build.reprocheck import (
     ImageRecord,
     Layer,
     compare_images,
@@ -23,6 +21,8 @@ from mlenv.reprocheck import (
     read_layer,
     read_saved_image,
 )
+from mlenv.build.reproducible import second_tag
+from mlenv.errors import ImageError
 
 BASE = {"name": "etc/app.conf", "data": b"port = 1\n", "mtime": 1_719_792_000, "mode": 0o644}
 

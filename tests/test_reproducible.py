@@ -13,9 +13,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from mlenv.build import compare_daemon_images, second_tag
-from mlenv.reprocheck import format_text, layers_to_read, read_saved_image
-from mlenv.sources import daemon
+from mlenv.build.reprocheck import format_text, layers_to_read, read_saved_image
+from mlenv.build.reproducible import compare_daemon_images, second_tag
+from mlenv.sources import engine
 from tests.helpers import copy_example, run_cli, train_fraud_model
 from tests.infra.docker import Daemon
 from tests.infra.images import BaseImage
@@ -55,9 +55,9 @@ def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: 
 
     # What the layers mlenv added hold: no engine-made files, and no whiteouts (a deletion carries
     # the time it happened, so a reproducible build never deletes what a lower layer holds).
-    base_layers = len(daemon.diff_ids(base_image_python.local))
-    ours = daemon.diff_ids(TAG)[base_layers:]
-    record = read_saved_image(TAG, first, daemon.save_image(TAG), set(ours))
+    base_layers = len(engine.diff_ids(base_image_python.local))
+    ours = engine.diff_ids(TAG)[base_layers:]
+    record = read_saved_image(TAG, first, engine.save_image(TAG), set(ours))
     added = [path for layer in record.layers[base_layers:] for path in layer.entries or {}]
     assert len(added) > 1000  # the venv and the apt closure are there
     assert not RUNTIME_FILES & set(added)
@@ -94,7 +94,7 @@ def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase:
             time.sleep(1.1)  # tar mtimes have whole seconds: builds in one second would share the mtime
         report = compare_daemon_images(*tags)
         assert not report.identical
-        base_layers = len(daemon.diff_ids(base_image_minbase.local))
+        base_layers = len(engine.diff_ids(base_image_minbase.local))
         assert [layer.index for layer in report.layers] == [base_layers + 2]  # the stable step matched
         layer = report.layers[0]
         assert layer.step.startswith("RUN date +%s%N > /build-date")
@@ -107,7 +107,7 @@ def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase:
         # The same image twice is identical without reading a layer.
         same = compare_daemon_images(tags[0], tags[0])
         assert same.identical and format_text(same).startswith(f"reproducible: {tags[0]} and {tags[0]}")
-        assert layers_to_read(daemon.diff_ids(tags[0]), daemon.diff_ids(tags[0])) == set()
+        assert layers_to_read(engine.diff_ids(tags[0]), engine.diff_ids(tags[0])) == set()
     finally:
         for tag in tags:
             if _image_id(docker_daemon.client, tag) is not None:

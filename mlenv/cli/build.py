@@ -10,13 +10,13 @@ from typing import Annotated
 import typer
 
 from mlenv import __version__
-from mlenv.build import build_image, default_tag
-from mlenv.build import check_reproducible as reproducible_build
+from mlenv.build.image import build_image, default_tag
+from mlenv.build.reprocheck import format_text
+from mlenv.build.reproducible import check_reproducible as reproducible_build
 from mlenv.cli.common import fresh_project, say
 from mlenv.errors import MlenvError
-from mlenv.report_formats import as_text
-from mlenv.reprocheck import format_text
-from mlenv.verify import verify_image
+from mlenv.verify.formats import as_text
+from mlenv.verify.image import verify_image
 
 
 def build(

@@ -8,9 +8,10 @@ from pathlib import Path
 import typer
 
 from mlenv.errors import MlenvError
-from mlenv.freshness import stale_reasons
 from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
-from mlenv.models import Lock, Spec
+from mlenv.model.lock import Lock
+from mlenv.model.spec import Spec
+from mlenv.resolve.freshness import stale_reasons
 from mlenv.spec import load_spec
 
 

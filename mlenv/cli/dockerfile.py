@@ -10,11 +10,11 @@ from typing import Annotated
 import typer
 
 from mlenv import __version__
-from mlenv.build import prepare_context
-from mlenv.cas import ContentStore
+from mlenv.build.context import prepare_context
 from mlenv.cli.common import fresh_project, say
 from mlenv.errors import MlenvError
 from mlenv.render import FetchMode, render
+from mlenv.sources.cas import ContentStore
 
 
 def dockerfile(

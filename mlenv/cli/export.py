@@ -16,7 +16,6 @@ from typing import Annotated
 import typer
 
 from mlenv import __version__
-from mlenv.atomic import write_atomic
 from mlenv.cli.common import say
 from mlenv.errors import MlenvError
 from mlenv.export import (
@@ -28,9 +27,12 @@ from mlenv.export import (
 )
 from mlenv.export import export as render
 from mlenv.export.context import verdict
+from mlenv.files import write_atomic
 from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
-from mlenv.models import EnvFacts, Lock, Report
-from mlenv.verify import verify_image
+from mlenv.model.facts import EnvFacts
+from mlenv.model.lock import Lock
+from mlenv.model.report import Report
+from mlenv.verify.image import verify_image
 
 
 def export(

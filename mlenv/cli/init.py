@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from mlenv.atomic import write_atomic
 from mlenv.errors import SpecError
+from mlenv.files import write_atomic
 from mlenv.spec import SPEC_FILE, read_requirements_file
 
 TEMPLATE = '''\

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mlenv.errors import MlenvError
-from mlenv.models import EnvFacts
+from mlenv.model.facts import EnvFacts
 from mlenv.observe import observe_image
 
 

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from mlenv.atomic import write_atomic
-from mlenv.freshness import stale_reasons
+from mlenv.files import write_atomic
 from mlenv.lockfile import LOCK_FILE, dump_bytes, read_lock
 from mlenv.resolve import resolve_lock
+from mlenv.resolve.freshness import stale_reasons
 from mlenv.spec import load_spec
 
 

@@ -10,8 +10,8 @@ import typer
 
 from mlenv.errors import MlenvError
 from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
-from mlenv.report_formats import FORMATS
-from mlenv.verify import verify_image
+from mlenv.verify.formats import FORMATS
+from mlenv.verify.image import verify_image
 
 
 def verify(

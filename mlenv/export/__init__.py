@@ -13,7 +13,8 @@ from mlenv.errors import MlenvError
 from mlenv.export import cyclonedx, html, intoto, json, pylock, spdx
 from mlenv.export.context import ExportContext, ImageIdentity, document_time
 from mlenv.export.redaction import scrub
-from mlenv.models import Lock, Report
+from mlenv.model.lock import Lock
+from mlenv.model.report import Report
 
 
 class Exporter(Protocol):

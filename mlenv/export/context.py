@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mlenv.errors import MlenvError
-from mlenv.models import EnvFacts, Report
+from mlenv.model.facts import EnvFacts
+from mlenv.model.report import Report
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -22,7 +22,8 @@ from packageurl import PackageURL
 
 from mlenv.export.context import EPOCH, ExportContext, verdict
 from mlenv.export.inventory import Item, hex_digest, inventory
-from mlenv.models import Lock, Report
+from mlenv.model.lock import Lock
+from mlenv.model.report import Report
 
 TYPES = {
     "base-image": ComponentType.CONTAINER,

@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from mlenv.compare import drift_line
 from mlenv.export.context import ExportContext, verdict
 from mlenv.export.inventory import installed_file, inventory
-from mlenv.models import Drift, Lock, Report
+from mlenv.model.lock import Lock
+from mlenv.model.report import Drift, Report
 from mlenv.render.dockerfile import LABEL_LOCK
+from mlenv.verify.compare import drift_line
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
 LABEL_BASE_DIGEST = "org.opencontainers.image.base.digest"

@@ -17,8 +17,9 @@ from typing import Any
 from mlenv.export.context import ExportContext, rfc3339, verdict
 from mlenv.export.inventory import hex_digest, mirror_url
 from mlenv.lockfile import LOCK_FILE
-from mlenv.models import Lock, Report
-from mlenv.report_formats import as_json
+from mlenv.model.lock import Lock
+from mlenv.model.report import Report
+from mlenv.verify.formats import as_json
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"

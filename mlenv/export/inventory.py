@@ -14,8 +14,9 @@ from typing import Literal
 
 from packageurl import PackageURL
 
-from mlenv.models import DEFAULT_INDEX_URL, BasePlatform, Lock, PythonFile, PythonPin
-from mlenv.wheeltags import target_tags, wheel_installs
+from mlenv.model.lock import BasePlatform, Lock, PythonFile, PythonPin
+from mlenv.model.spec import DEFAULT_INDEX_URL
+from mlenv.model.target import target_tags, wheel_installs
 
 Kind = Literal["base-image", "base-deb", "deb", "pypi", "cuda", "model"]
 ARCHES = {"linux/amd64": "amd64", "linux/arm64": "arm64"}

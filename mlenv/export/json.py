@@ -10,9 +10,11 @@ from typing import Any
 
 from mlenv.export.context import ExportContext, verdict
 from mlenv.lockfile import dumps
-from mlenv.models import EnvFacts, Lock, Report
-from mlenv.report_formats import as_data
-from mlenv.schema_check import as_json_value
+from mlenv.model.facts import EnvFacts
+from mlenv.model.lock import Lock
+from mlenv.model.report import Report
+from mlenv.model.schema import as_json_value
+from mlenv.verify.formats import as_data
 
 AUDIT_VERSION = 1
 

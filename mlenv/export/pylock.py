@@ -10,9 +10,10 @@ import tomlkit
 from tomlkit.items import InlineTable
 
 from mlenv.export.context import ExportContext
-from mlenv.models import Lock, PythonFile, Report
-from mlenv.tomlbuild import toml_array, toml_inline, toml_table
-from mlenv.wheeltags import machine
+from mlenv.model.lock import Lock, PythonFile
+from mlenv.model.report import Report
+from mlenv.model.target import machine
+from mlenv.model.tomlitems import toml_array, toml_inline, toml_table
 
 PYLOCK_VERSION = "1.0"
 

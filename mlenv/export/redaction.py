@@ -11,7 +11,7 @@ import dataclasses
 import re
 from typing import TypeVar
 
-from mlenv.urls import redact
+from mlenv.model.urls import redact
 
 T = TypeVar("T")
 

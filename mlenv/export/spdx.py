@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 from mlenv.export.context import EPOCH, ExportContext, rfc3339, verdict
 from mlenv.export.inventory import Item, hex_digest, inventory
-from mlenv.models import Lock, Report
+from mlenv.model.lock import Lock
+from mlenv.model.report import Report
 
 ROOT = "SPDXRef-image"
 PURPOSES = {"base-image": "CONTAINER", "pypi": "LIBRARY", "cuda": "LIBRARY", "model": "FILE"}

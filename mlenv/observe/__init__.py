@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
-from mlenv.models import EnvFacts
+from mlenv.model.facts import EnvFacts
 from mlenv.observe.facts import combine, probe_interest
 from mlenv.observe.facts import observe_tree as _observe_tree
-from mlenv.observe.rootfs import DirectoryFS, ImageFS, Interest, LayeredFS
-from mlenv.observe.transports import ImageLocation, LoadedImage, load_image, parse_location
+from mlenv.observe.fs.rootfs import DirectoryFS, ImageFS, Interest, LayeredFS
+from mlenv.observe.image.transports import ImageLocation, LoadedImage, load_image, parse_location
 
 
 @dataclass(frozen=True, kw_only=True)

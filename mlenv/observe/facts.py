@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mlenv.models import ArtifactFact, EnvFacts
-from mlenv.observe import cuda, dpkg, libc, osrelease, python
-from mlenv.observe.rootfs import ImageFS, Interest
+from mlenv.model.facts import ArtifactFact, EnvFacts
+from mlenv.observe.fs.rootfs import ImageFS, Interest
+from mlenv.observe.probes import cuda, dpkg, libc, osrelease, python
 
 # Paths whose content the probes read, plus apt's configuration and keyrings for callers that
 # want to know where an image's packages come from.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mlenv.errors import BuildError
-from mlenv.models import Lock, PythonPin
+from mlenv.model.lock import Lock, PythonPin
 from mlenv.render.dockerfile import dockerfile_lines
 from mlenv.render.dockerignore import DOCKERIGNORE
 from mlenv.render.entrypoint import entrypoint_script, needs_entrypoint

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Literal
 
-from mlenv.models import Lock, LockedBase
+from mlenv.model.lock import Lock, LockedBase
 from mlenv.render.entrypoint import ENTRYPOINT_PATH, needs_entrypoint
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from mlenv.models import Lock
+from mlenv.model.lock import Lock
 
 ENTRYPOINT_PATH = "/usr/local/bin/mlenv-entrypoint"
 

@@ -7,16 +7,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlenv.errors import ResolutionError
-from mlenv.models import AppSpec, Lock, LockedApp, LockedApt, LockedCuda, LockedPython, Spec, Target
-from mlenv.observe.cuda import library_bytes
-from mlenv.observe.rootfs import ImageFS
+from mlenv.model.lock import Lock, LockedApp, LockedApt, LockedCuda, LockedPython
+from mlenv.model.spec import AppSpec, Spec
+from mlenv.model.target import Target
+from mlenv.observe.fs.rootfs import ImageFS
+from mlenv.observe.probes.cuda import library_bytes
 from mlenv.resolve.apt import AptBaseState, lock_apt, read_base_state
-from mlenv.resolve.artifacts import lock_models
+from mlenv.resolve.base import BaseImage, resolve_base, target_from_base
 from mlenv.resolve.cuda import BaseCuda, Requires, check_request, fetch_requires, lock_cuda, needs_metadata
-from mlenv.resolve.image import BaseImage, resolve_base, target_from_base
+from mlenv.resolve.models import lock_models
 from mlenv.resolve.python import requested_names, resolve_python
-from mlenv.sources.pyresolver import ResolverBackend
-from mlenv.sources.wheelmeta import WheelMetadata
+from mlenv.sources.python.backend import ResolverBackend
+from mlenv.sources.python.wheelmeta import WheelMetadata
 from mlenv.spec import spec_hash
 
 

@@ -35,8 +35,9 @@ from debian.deb822 import Deb822, PkgRelation
 from debian.debian_support import version_compare
 
 from mlenv.errors import ResolutionError
-from mlenv.models import AptPin, AptSource, AptSpec, LockedApt
-from mlenv.sources.debian import (
+from mlenv.model.lock import AptPin, AptSource, LockedApt
+from mlenv.model.spec import AptSpec
+from mlenv.sources.debian.archive import (
     DebianArchive,
     Keyring,
     Record,

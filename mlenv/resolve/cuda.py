@@ -23,9 +23,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from mlenv.errors import ResolutionError
-from mlenv.models import CudaComponent, LockedCuda, PythonPin, Target
-from mlenv.observe.cuda import merge, wheel_component
-from mlenv.wheeltags import machine, python_tuple, target_tags, wheel_installs
+from mlenv.model.facts import CudaComponent
+from mlenv.model.lock import LockedCuda, PythonPin
+from mlenv.model.target import Target, machine, python_tuple, target_tags, wheel_installs
+from mlenv.observe.probes.cuda import merge, wheel_component
 
 DRIVER_TABLE = "cuda-driver-floor.toml"
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"

@@ -6,12 +6,13 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlenv.errors import ResolutionError
-from mlenv.models import LockedPython, PythonPin, PythonSpec, Spec, Target
-from mlenv.sources.piptools import PipToolsBackend
-from mlenv.sources.pyresolver import PythonRequest, ResolverBackend
-from mlenv.sources.uv import UvBackend
-from mlenv.urls import redact
-from mlenv.wheeltags import python_tuple, target_tags, wheel_installs
+from mlenv.model.lock import LockedPython, PythonPin
+from mlenv.model.spec import PythonSpec, Spec
+from mlenv.model.target import Target, python_tuple, target_tags, wheel_installs
+from mlenv.model.urls import redact
+from mlenv.sources.python.backend import PythonRequest, ResolverBackend
+from mlenv.sources.python.piptools import PipToolsBackend
+from mlenv.sources.python.uv import UvBackend
 
 
 def backend_for(python: PythonSpec) -> ResolverBackend:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import requests
 
 from mlenv.errors import SourceError
-from mlenv.urls import redact
+from mlenv.model.urls import redact
 
 CHUNK = 1 << 20
 TIMEOUT = (15, 120)

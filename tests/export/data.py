@@ -6,8 +6,11 @@ import dataclasses
 
 from mlenv import __version__
 from mlenv.export import ExportContext, ImageIdentity
-from mlenv.models import AptFact, ArtifactFact, DistFact, EnvFacts, Lock, Report
-from mlenv.verify import expected_facts, venv_site, verify_facts
+from mlenv.model.facts import AptFact, ArtifactFact, DistFact, EnvFacts
+from mlenv.model.lock import Lock
+from mlenv.model.report import Report
+from mlenv.verify.expected import expected_facts, venv_site
+from mlenv.verify.image import verify_facts
 from tests.lockdata import full_lock
 
 PLATFORM = "linux/amd64"

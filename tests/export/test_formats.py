@@ -21,8 +21,8 @@ from mlenv.export import FORMATS, UnknownFormatError, export
 from mlenv.export.context import EPOCH, document_time
 from mlenv.export.inventory import inventory
 from mlenv.export.redaction import redact_text
-from mlenv.models import AptSource, LockedModel, PythonFile
-from mlenv.report_formats import as_data
+from mlenv.model.lock import AptSource, LockedModel, PythonFile
+from mlenv.verify.formats import as_data
 from tests.export.data import IMAGE, LOCK_DIGEST, PLATFORM, drifted_report, image_context, lock_context
 from tests.export.validators import audit_validator, validate_spdx
 from tests.lockdata import full_lock

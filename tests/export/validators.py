@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 from referencing import Registry, Resource
 
-from mlenv.schema_check import load_schema
+from mlenv.model.schema import load_schema
 
 SPDX_SCHEMA = Path(__file__).resolve().parent.parent / "fixtures" / "spdx" / "spdx-schema-2.3.json"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mlenv.compare import compare, drift_line
 from mlenv.lockfile import read_lock
-from mlenv.models import EnvFacts
+from mlenv.model.facts import EnvFacts
 from mlenv.observe import observe_image
+from mlenv.verify.compare import compare, drift_line
 from tests.helpers import run_cli
 from tests.infra.docker import Daemon
 from tests.infra.images import BaseImage, push_image

@@ -20,7 +20,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from mlenv.errors import ImageError
-from mlenv.models import EnvFacts
+from mlenv.model.facts import EnvFacts
 from mlenv.observe import inspect_image, observe_image, observe_tree
 
 from .images import ImageForms, build, demo_wheel, oci_from_archive, run, save

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from mlenv.models import AptFact, CudaComponent, InterpreterFact
+from mlenv.model.facts import AptFact, CudaComponent, InterpreterFact
 from mlenv.observe import observe_tree
 from mlenv.observe.facts import probe_interest
-from mlenv.observe.python import parse_record, urlsafe_digest, version_in_binary
-from mlenv.observe.rootfs import LayeredFS, index_layer
+from mlenv.observe.fs.rootfs import LayeredFS, index_layer
+from mlenv.observe.probes.python import parse_record, urlsafe_digest, version_in_binary
 
 from .layers import dist_info, image_config, layer_tar
 

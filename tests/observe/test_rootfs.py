@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from mlenv.observe.rootfs import DirectoryFS, LayeredFS, NotKeptError, SymlinkLoopError, index_layer
-from mlenv.observe.streams import StreamError
+from mlenv.observe.fs.rootfs import DirectoryFS, LayeredFS, NotKeptError, SymlinkLoopError, index_layer
+from mlenv.observe.stream.decompress import StreamError
 
 from .layers import chunked, gz, layer_tar, sha
 
@@ -158,7 +158,7 @@ def test_directory_fs_matches_the_layered_view(tmp_path) -> None:  # type: ignor
 
 
 def test_normalize_member_names() -> None:
-    from mlenv.observe.rootfs import normalize
+    from mlenv.observe.fs.rootfs import normalize
 
     cases = {"./usr/lib/": "usr/lib", "root/.pyenv/x": "root/.pyenv/x", "a//b": "a/b", "a/./b": "a/b",
              "a/../b": "b", "../x": "x", "./": "", "/usr/.": "usr", ".wh.x": ".wh.x", "/": ""}

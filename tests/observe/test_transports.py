@@ -9,7 +9,7 @@ import pytest
 
 from mlenv.errors import ImageError
 from mlenv.observe import inspect_image, observe_image
-from mlenv.observe.transports import ImageLocation, parse_location
+from mlenv.observe.image.transports import ImageLocation, parse_location
 
 from .layers import docker_archive, image_config, layer_tar, oci_layout, sha
 

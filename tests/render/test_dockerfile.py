@@ -14,7 +14,7 @@ import tomlkit
 
 from mlenv.errors import BuildError
 from mlenv.lockfile import loads, lock_digest
-from mlenv.models import LockedModel, PythonPin
+from mlenv.model.lock import LockedModel, PythonPin
 from mlenv.render import RenderedContext, render, requirement_lines
 from mlenv.render.dockerfile import LABEL_LOCK
 from tests.lockdata import full_lock

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlenv.models import AptSource
+from mlenv.model.lock import AptSource
 from mlenv.resolve.apt import AptBaseState, AptResolution, parse_status, resolve_apt
-from mlenv.sources.debian import PackagesIndex, SourceEntry, Suite, parse_packages
+from mlenv.sources.debian.archive import PackagesIndex, SourceEntry, Suite, parse_packages
 
 DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

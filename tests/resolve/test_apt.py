@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from mlenv.errors import ResolutionError
-from mlenv.models import AptSpec
+from mlenv.model.spec import AptSpec
 from mlenv.resolve.apt import fetch_suites, is_base_state_path, lock_apt, parse_request, read_base_state
-from mlenv.sources.debian import DebianArchive, IndexCache
+from mlenv.sources.debian.archive import DebianArchive, IndexCache
 
 from .apt_universe import base, closure, resolve, suite
 

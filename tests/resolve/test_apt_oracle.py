@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from mlenv.models import AptSpec
+from mlenv.model.spec import AptSpec
 from mlenv.resolve.apt import (
     AptBaseState,
     AptResolution,
@@ -30,7 +30,7 @@ from mlenv.resolve.apt import (
     read_base_state,
     resolve_apt,
 )
-from mlenv.sources.debian import DebianArchive, Suite
+from mlenv.sources.debian.archive import DebianArchive, Suite
 
 CORPUS = ["libgomp1", "curl", "libglib2.0-0", "build-essential", "git", "libopenblas-dev", "ffmpeg"]
 

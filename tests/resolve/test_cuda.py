@@ -10,7 +10,10 @@ import pytest
 
 from mlenv.errors import ResolutionError
 from mlenv.lockfile import dumps, loads, read_lock
-from mlenv.models import CudaComponent, LockedCuda, PythonFile, PythonPin, Target
+from mlenv.model.facts import CudaComponent
+from mlenv.model.lock import LockedCuda, PythonFile, PythonPin
+from mlenv.model.schema import first_error
+from mlenv.model.target import Target
 from mlenv.resolve.cuda import (
     BaseCuda,
     check_request,
@@ -24,8 +27,7 @@ from mlenv.resolve.cuda import (
     toolkit_floor,
     torch_index,
 )
-from mlenv.schema_check import first_error
-from mlenv.sources.wheelmeta import parse_requires_dist
+from mlenv.sources.python.wheelmeta import parse_requires_dist
 from tests.helpers import run_cli
 
 TARGET = Target(platforms=("linux/amd64",), python="3.11.2", glibc="2.36")

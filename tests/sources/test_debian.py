@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from mlenv.errors import SourceError
-from mlenv.sources.debian import (
+from mlenv.sources.debian.archive import (
     DebianArchive,
     IndexCache,
     Keyring,

@@ -1,0 +1,85 @@
+"""The build context: the rendered files plus the fetched artifacts, assembled aside and renamed into place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlenv.build.artifacts import Progress, apt_artifacts, fetch, python_artifacts
+from mlenv.build.tarball import Entry, tree_entries, write_tar
+from mlenv.errors import BuildError
+from mlenv.model.lock import Lock
+from mlenv.render import CONTEXT_DIR, WHEELS_DIR, FetchMode, RenderedContext
+from mlenv.render.dockerfile import APP_TAR, DEBS_DIR, DEBS_TAR, ENTRYPOINT_TAR, MODELS_TAR, source_date_epoch
+from mlenv.render.entrypoint import ENTRYPOINT_PATH
+from mlenv.sources.cas import ContentStore
+
+
+def assemble_context(
+    lock: Lock,
+    rendered: RenderedContext,
+    project_dir: Path,
+    destination: Path,
+    *,
+    wheels: dict[str, Path],
+    debs: dict[str, Path],
+) -> None:
+    """Write the build context: generated files, wheels, and reproducible tars of debs, app, models."""
+    epoch = source_date_epoch(lock)
+    for relative, data in rendered.files:
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    context_dir = destination / CONTEXT_DIR
+    if wheels:
+        (destination / WHEELS_DIR).mkdir(parents=True, exist_ok=True)
+        for filename, path in sorted(wheels.items()):
+            _link_or_copy(path, destination / WHEELS_DIR / filename)
+    if debs:
+        folder = DEBS_DIR.strip("/")
+        write_tar(context_dir / DEBS_TAR, [Entry(folder, None)] +
+                  [Entry(f"{folder}/{name}", path) for name, path in sorted(debs.items())], mtime=epoch)
+    entrypoint = context_dir / "entrypoint.py"
+    if entrypoint.exists():
+        write_tar(context_dir / ENTRYPOINT_TAR, tree_entries(entrypoint, ENTRYPOINT_PATH.strip("/")), mtime=epoch)
+    workdir = lock.app.workdir.strip("/")
+    if lock.app.copy:
+        entries: list[Entry] = []
+        for relative in lock.app.copy:
+            source = project_dir / relative
+            if not source.exists():
+                raise BuildError(f"app.copy names {relative}, which does not exist in {project_dir}")
+            entries += tree_entries(source, f"{workdir}/{relative.strip('/')}")
+        write_tar(context_dir / APP_TAR, entries, mtime=epoch)
+    baked = [m for m in lock.models if m.strategy == "bake"]
+    if baked:
+        entries = []
+        for model in baked:
+            source = project_dir / model.source
+            if not source.is_file():
+                raise BuildError(f"model {model.source} is missing", hint="train or fetch it, then `mlenv lock`")
+            entries += tree_entries(source, model.target.strip("/"))
+        write_tar(context_dir / MODELS_TAR, entries, mtime=epoch)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        target.hardlink_to(source)
+    except OSError:  # the cache is on another filesystem
+        target.write_bytes(source.read_bytes())
+
+
+def prepare_context(
+    lock: Lock,
+    rendered: RenderedContext,
+    project_dir: Path,
+    destination: Path,
+    *,
+    fetch_mode: FetchMode,
+    platform: str,
+    store: ContentStore,
+    progress: Progress,
+) -> None:
+    """Fetch (for the hermetic flavour) and assemble the whole build context in `destination`."""
+    wheels = fetch(python_artifacts(lock, platform), store, progress) if fetch_mode == "host" else {}
+    debs = fetch(apt_artifacts(lock), store, progress) if fetch_mode == "host" else {}
+    assemble_context(lock, rendered, project_dir, destination, wheels=wheels, debs=debs)

@@ -1,0 +1,1 @@
+"""Pure data: the spec, the lock, environment facts, reports, the target. No IO."""

@@ -1,0 +1,145 @@
+"""The lock as data: every pinned layer of the environment. Frozen, keyword-only, no IO.
+
+Collections are tuples so values hash and compare structurally; writers sort them, so order here
+carries no meaning unless a field says it does (base layers do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from mlenv.model.facts import AptFact, CudaComponent
+from mlenv.model.spec import ModelStrategy, ResolverName
+from mlenv.model.target import Target
+
+LOCK_VERSION = 1
+HashSource = Literal["index", "computed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BasePlatform:
+    platform: str
+    manifest_digest: str
+    config_digest: str
+    diff_ids: tuple[str, ...]  # in layer order, bottom first
+    os_id: str
+    os_version: str
+    glibc: str | None
+    python: str | None
+    # The base's own dpkg set: what verify expects beneath the locked apt closure, and what an
+    # SBOM of the lock lists for the base without pulling it.
+    packages: tuple[AptFact, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockedBase:
+    reference: str  # as written in the spec
+    registry: str
+    repository: str
+    digest: str  # what the reference resolved to: an index digest or a single manifest digest
+    platforms: tuple[BasePlatform, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AptSource:
+    mirror: str  # the mirror actually used for the indexes and .debs
+    suite: str
+    components: tuple[str, ...]
+    snapshot: str | None = None  # snapshot URL for the as-of time, where the distro has one
+    snapshot_timestamp: str | None = None
+    signed_by: str | None = None  # the keyring the Release was verified with, None when not verified
+
+
+@dataclass(frozen=True, kw_only=True)
+class AptPin:
+    name: str
+    version: str
+    architecture: str
+    filename: str
+    size: int
+    sha256: str
+    requested: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockedApt:
+    sources: tuple[AptSource, ...] = ()
+    packages: tuple[AptPin, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PythonFile:
+    """A wheel or sdist of a pin (PEP 751 names), with where its hash came from."""
+
+    name: str
+    url: str
+    size: int | None
+    sha256: str
+    hash_source: HashSource = "index"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PythonPin:
+    name: str  # normalised (PEP 503)
+    version: str
+    index: str
+    requested: bool
+    marker: str | None = None
+    wheels: tuple[PythonFile, ...] = ()
+    sdist: PythonFile | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockedPython:
+    resolver: ResolverName
+    requires_python: str
+    venv: str
+    index_url: str
+    extra_index_urls: tuple[str, ...] = ()
+    packages: tuple[PythonPin, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockedCuda:
+    requested: str  # "none" for CPU-only, else e.g. "12.1"
+    components: tuple[CudaComponent, ...] = ()
+    min_driver: str | None = None
+    torch_label: str | None = None
+    torch_index: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockedModel:
+    source: str
+    target: str
+    strategy: ModelStrategy
+    sha256: str
+    size: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockedApp:
+    copy: tuple[str, ...] = ()
+    workdir: str = "/app"
+    cmd: tuple[str, ...] = ()
+    port: int | None = None
+    healthcheck: str | None = None
+    user: str = "app"
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lock:
+    name: str
+    spec_hash: str
+    target: Target
+    python: LockedPython
+    base: LockedBase | None = None
+    apt: LockedApt = field(default_factory=LockedApt)
+    cuda: LockedCuda = field(default_factory=lambda: LockedCuda(requested="none"))
+    app: LockedApp = field(default_factory=LockedApp)
+    models: tuple[LockedModel, ...] = ()
+    as_of: datetime | None = None
+    lock_version: int = LOCK_VERSION

@@ -1,0 +1,88 @@
+"""The spec as data: what a user asks for in mlenv.toml. Frozen, keyword-only, no IO."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from mlenv.model.target import DEFAULT_PLATFORM
+
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+DEFAULT_VENV = "/opt/venv"
+
+ResolverName = Literal["uv", "pip-tools"]
+ModelStrategy = Literal["bake", "download", "mount"]
+
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaseSpec:
+    image: str
+    platforms: tuple[str, ...] = (DEFAULT_PLATFORM,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetSpec:
+    """The interpreter and libc to resolve for, when they are not read from the base image."""
+
+    python: str | None = None
+    glibc: str | None = None
+    platforms: tuple[str, ...] = (DEFAULT_PLATFORM,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PythonSpec:
+    requirements: tuple[str, ...] = ()
+    requirements_files: tuple[str, ...] = ()
+    index_url: str = DEFAULT_INDEX_URL
+    extra_index_urls: tuple[str, ...] = ()
+    resolver: ResolverName = "uv"
+    venv: str = DEFAULT_VENV
+
+
+@dataclass(frozen=True, kw_only=True)
+class AptSpec:
+    packages: tuple[str, ...] = ()
+    mirror: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CudaSpec:
+    version: str | None = None  # "12.1", "none" for CPU-only, None when unspecified
+    cudnn: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    source: str  # a path relative to the project, or a URL for strategy "download"
+    target: str  # absolute path inside the image
+    strategy: ModelStrategy = "bake"
+    sha256: str | None = None  # required for URLs; computed for local files
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppSpec:
+    copy: tuple[str, ...] = ()
+    workdir: str = "/app"
+    cmd: tuple[str, ...] = ()
+    port: int | None = None
+    healthcheck: str | None = None
+    user: str = "app"
+    env: tuple[tuple[str, str], ...] = ()
+    models: tuple[ModelSpec, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    path: str  # the file it was read from, for error messages
+    project_dir: str  # relative files (requirements, app code, models) are resolved against this
+    name: str
+    base: BaseSpec | None = None
+    target: TargetSpec = field(default_factory=TargetSpec)
+    python: PythonSpec = field(default_factory=PythonSpec)
+    apt: AptSpec = field(default_factory=AptSpec)
+    cuda: CudaSpec = field(default_factory=CudaSpec)
+    app: AppSpec = field(default_factory=AppSpec)
+    as_of: datetime | None = None

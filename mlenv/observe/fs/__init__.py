@@ -1,0 +1,1 @@
+"""Filesystem views of an image or a directory tree, read without extracting anything."""

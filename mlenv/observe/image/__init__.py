@@ -1,0 +1,1 @@
+"""Image transports (docker-daemon:, docker-archive:, oci:, docker://) read into one layered view."""

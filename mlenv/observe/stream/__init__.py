@@ -1,0 +1,1 @@
+"""Bounded byte streams: decompression by magic number and a forward-only tar reader."""

@@ -1,0 +1,147 @@
+"""A forward-only tar reader over a ChunkReader: headers parsed by hand, data handed out as views.
+
+The standard library's tarfile in stream mode re-slices its buffer on every read, which turns tens
+of thousands of small files into quadratic copying; this reader parses the ustar/GNU/pax header
+fields an image layer uses and leaves each member's data to the caller, who hashes or keeps it
+straight from the decompressed chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mlenv.observe.stream.decompress import ChunkReader, StreamError
+
+BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
+
+REGULAR = "file"
+HARDLINK = "hardlink"
+SYMLINK = "symlink"
+DIRECTORY = "dir"
+OTHER = "other"  # devices and fifos: present in the tree, without content
+
+_KINDS = {
+    b"0": REGULAR, b"\x00": REGULAR, b"7": REGULAR,
+    b"1": HARDLINK, b"2": SYMLINK, b"5": DIRECTORY,
+    b"3": OTHER, b"4": OTHER, b"6": OTHER,
+}
+
+
+@dataclass(slots=True)
+class Member:
+    """One tar entry, after GNU long names and pax records were applied. `size` is the data size."""
+
+    name: str
+    kind: str
+    mode: int
+    size: int
+    link: str
+
+
+def _number(field: bytes) -> int:
+    if field and field[0] & 0x80:
+        # GNU base-256 for values that do not fit the octal field (files over 8 GiB).
+        value = int.from_bytes(field[1:], "big")
+        return value - (1 << (8 * len(field) - 8)) if field[0] & 0x40 else value
+    text = field.split(b"\x00", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        length = int(data[pos:space])
+        if length <= 0:
+            raise StreamError("malformed pax header")
+        record = data[space + 1:pos + length - 1]  # without the trailing newline
+        key, _, value = record.partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _padding(size: int) -> int:
+    return -size % BLOCK
+
+
+def _checksum_ok(header: bytes) -> bool:
+    try:
+        stored = _number(header[148:156])
+    except ValueError:
+        return False
+    return stored == sum(header[:148]) + 256 + sum(header[156:])
+
+
+def members(reader: ChunkReader) -> Iterator[Member]:
+    """The members of the tar stream. The caller must consume exactly `member.size` bytes of data
+    (reader.views/contiguous/skip) before asking for the next member; padding is handled here."""
+    long_name: str | None = None
+    long_link: str | None = None
+    pax: dict[str, str] = {}
+    global_pax: dict[str, str] = {}
+    while True:
+        header = reader.read(BLOCK)
+        if len(header) < BLOCK:
+            if not header:
+                return  # some writers omit the end-of-archive blocks
+            raise StreamError(f"truncated tar header at byte {reader.offset}")
+        if header == ZERO_BLOCK:
+            return
+        magic = header[257:263]
+        if not magic.startswith(b"ustar") and not _checksum_ok(header):
+            raise StreamError(f"not a tar stream (bad header at byte {reader.offset - BLOCK})")
+        typeflag = header[156:157]
+        size = _number(header[124:136])
+        if typeflag in (b"L", b"K", b"x", b"g"):
+            data = reader.read(size)
+            reader.skip(_padding(size))
+            if typeflag == b"L":
+                long_name = _text(data)
+            elif typeflag == b"K":
+                long_link = _text(data)
+            elif typeflag == b"x":
+                pax.update(_pax(data))
+            else:
+                global_pax.update(_pax(data))
+            continue
+        name = _text(header[0:100])
+        if magic == b"ustar\x00" and header[345] != 0:
+            name = _text(header[345:500]) + "/" + name
+        link = _text(header[157:257])
+        merged = {**global_pax, **pax} if global_pax else pax
+        if long_name is not None:
+            name = long_name
+        if long_link is not None:
+            link = long_link
+        if "path" in merged:
+            name = merged["path"]
+        if "linkpath" in merged:
+            link = merged["linkpath"]
+        if "size" in merged:
+            size = int(merged["size"])
+        long_name = long_link = None
+        pax = {}
+        kind = _KINDS.get(typeflag)
+        if kind is None:
+            # GNU sparse ('S') and vendor types: the path is known, the stored data is skipped.
+            kind = OTHER
+            data_size = size
+        elif kind == REGULAR:
+            data_size = size
+            if typeflag == b"\x00" and name.endswith("/"):
+                kind, data_size = DIRECTORY, 0  # pre-POSIX writers mark directories by the slash
+        else:
+            # Header-only types carry no data whatever the size field says (as Go's and Python's readers).
+            data_size = 0
+        yield Member(name=name, kind=kind, mode=_number(header[100:108]) & 0o7777, size=data_size, link=link)
+        reader.skip(_padding(data_size))

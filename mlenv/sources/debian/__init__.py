@@ -1,0 +1,1 @@
+"""Debian archives: sources entries, signed Release files, Packages indexes."""

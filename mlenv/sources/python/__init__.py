@@ -1,0 +1,1 @@
+"""Python package sources: the index client, wheel metadata and the resolver backends (uv, pip-tools)."""

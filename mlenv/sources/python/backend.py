@@ -1,0 +1,31 @@
+"""The contract between mlenv and a Python resolver backend (uv, pip-tools)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from mlenv.model.lock import PythonPin
+from mlenv.model.spec import ResolverName
+
+
+@dataclass(frozen=True, kw_only=True)
+class PythonRequest:
+    """Resolve `requirements` for one target platform (not the host)."""
+
+    requirements: tuple[str, ...]
+    python_version: str  # full, e.g. "3.11.2"
+    glibc: str
+    platform: str  # "linux/amd64"
+    index_url: str
+    extra_index_urls: tuple[str, ...] = ()
+    as_of: datetime | None = None
+
+
+class ResolverBackend(Protocol):
+    name: ResolverName
+
+    def resolve(self, request: PythonRequest) -> list[PythonPin]:
+        """Pins for the request with every file of each pin for the target; `requested` left False."""
+        ...

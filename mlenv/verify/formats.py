@@ -1,0 +1,67 @@
+"""A verify Report as text (a checklist per layer), JSON (schemas/report.schema.json) or JUnit XML."""
+
+from __future__ import annotations
+
+import json
+from xml.etree import ElementTree
+
+from mlenv.model.report import Report
+from mlenv.verify.compare import drift_line
+
+REPORT_VERSION = 1
+
+
+def as_text(report: Report) -> str:
+    lines = [f"verify {report.subject}"]
+    for layer in report.layers:
+        drifts = [d for d in report.drifts if d.layer == layer]
+        lines.append(f"  [{'ok' if not drifts else 'DRIFT'}] {layer}")
+        lines += [f"      {drift_line(d)}" for d in drifts]
+    verdict = "matches the lock" if report.ok else f"{len(report.drifts)} drift(s) from the lock"
+    lines.append(f"{report.subject}: {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def as_data(report: Report) -> dict[str, object]:
+    return {
+        "report-version": REPORT_VERSION,
+        "subject": report.subject,
+        "verdict": "match" if report.ok else "drift",
+        "layers": [
+            {"name": layer, "ok": not any(d.layer == layer for d in report.drifts)} for layer in report.layers
+        ],
+        "drifts": [
+            {"layer": d.layer, "kind": d.kind, "subject": d.subject, "expected": d.expected, "actual": d.actual,
+             "message": drift_line(d)}
+            for d in report.drifts
+        ],
+    }
+
+
+def as_json(report: Report) -> str:
+    return json.dumps(as_data(report), indent=2, sort_keys=True) + "\n"
+
+
+def as_junit(report: Report) -> str:
+    """One <testcase> per layer, failing with its drift lines, so CI systems show it natively."""
+    suite = ElementTree.Element("testsuite", {
+        "name": f"mlenv verify {report.subject}",
+        "tests": str(len(report.layers)),
+        "failures": str(len({d.layer for d in report.drifts})),
+        "errors": "0",
+        "skipped": "0",
+    })
+    for layer in report.layers:
+        case = ElementTree.SubElement(suite, "testcase", {"classname": "mlenv.verify", "name": layer})
+        drifts = [d for d in report.drifts if d.layer == layer]
+        if drifts:
+            failure = ElementTree.SubElement(case, "failure", {
+                "message": f"{len(drifts)} drift(s) in {layer}", "type": "drift"})
+            failure.text = "\n".join(drift_line(d) for d in drifts)
+    suites = ElementTree.Element("testsuites")
+    suites.append(suite)
+    ElementTree.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(suites, encoding="unicode") + "\n"
+
+
+FORMATS = {"text": as_text, "json": as_json, "junit": as_junit}
