@@ -6,6 +6,7 @@ mistake gets one line on stderr; the traceback only with -v.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from typing import Annotated
@@ -14,14 +15,6 @@ import typer
 from typer.exceptions import TyperException
 
 from mlenv import __version__
-from mlenv.cli import build as build_command
-from mlenv.cli import check as check_command
-from mlenv.cli import dockerfile as dockerfile_command
-from mlenv.cli import export as export_command
-from mlenv.cli import init as init_command
-from mlenv.cli import inspect as inspect_command
-from mlenv.cli import lock as lock_command
-from mlenv.cli import verify as verify_command
 from mlenv.errors import MlenvError
 
 app = typer.Typer(
@@ -50,20 +43,39 @@ def root(
     _state["verbose"] = verbose
 
 
-app.command("init")(init_command.init)
-app.command("lock")(lock_command.lock)
-app.command("dockerfile")(dockerfile_command.dockerfile)
-app.command("build")(build_command.build)
-app.command("verify")(verify_command.verify)
-app.command("inspect")(inspect_command.inspect)
-app.command("check")(check_command.check)
-app.command("export")(export_command.export)
+# Command name -> the module that implements it (a function of the same name). Listed in help order.
+COMMANDS = ("init", "lock", "dockerfile", "build", "verify", "inspect", "check", "export")
+
+
+def _requested_command(argv: list[str]) -> str | None:
+    """The command the arguments name, if any: the first word that is not an option."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def register_commands(argv: list[str]) -> None:
+    """Import only the command that runs, so start-up pays for that command alone.
+
+    `mlenv --version` imports no command; `mlenv lock ...` imports mlenv.cli.lock only. When no
+    known command is named (help, a typo, completion), every command is registered so typer can list
+    them or say which exist.
+    """
+    wanted = _requested_command(argv)
+    names = (wanted,) if wanted in COMMANDS else ("--version",) if "--version" in argv else COMMANDS
+    for name in names:
+        if name in COMMANDS:
+            module = importlib.import_module(f"mlenv.cli.{name}")
+            app.command(name)(getattr(module, name))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every error leaves here as one line on stderr and an exit code."""
-    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
     try:
+        register_commands(args)
         code = app(args=argv, prog_name="mlenv", standalone_mode=False)
     except MlenvError as error:
         if verbose:

@@ -9,11 +9,6 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import jsonschema
-from jsonschema.exceptions import best_match
-
-SCHEMA_NAMES = ("mlenv.toml", "mlenv.lock", "report")
-
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
@@ -46,6 +41,11 @@ def as_json_value(value: Any) -> Any:
 
 def first_error(instance: Any, schema_name: str) -> tuple[str, str] | None:
     """(key path, message) of the most relevant schema violation, or None when valid."""
+    # Imported here, not at the top: jsonschema's import builds format grammars (most of a second), and
+    # commands that never validate (`mlenv --version`, `--help`) must not pay for it.
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
     schema = load_schema(schema_name)
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
