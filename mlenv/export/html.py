@@ -13,13 +13,12 @@ from html import escape
 
 from mlenv.export.context import ExportContext, verdict
 from mlenv.export.inventory import installed_file, inventory
+from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_LOCK
 from mlenv.model.lock import Lock
 from mlenv.model.report import Drift, Report
-from mlenv.render.dockerfile import LABEL_LOCK
 from mlenv.verify.compare import drift_line
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
-LABEL_BASE_DIGEST = "org.opencontainers.image.base.digest"
 # Which report layers each section of the page shows.
 SECTIONS = (
     ("base", "Base image", ("base", "os")),

@@ -22,13 +22,19 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Literal
 
+from mlenv.model.labels import (
+    LABEL_BASE_DIGEST,
+    LABEL_BASE_NAME,
+    LABEL_CREATED,
+    LABEL_LOCK,
+    LABEL_TITLE,
+    LABEL_VERSION,
+)
 from mlenv.model.lock import Lock, LockedBase
 from mlenv.render.entrypoint import ENTRYPOINT_PATH, needs_entrypoint
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
 APP_UID = 10001
-LABEL_LOCK = "dev.mlenv.lock.sha256"
-LABEL_VERSION = "dev.mlenv.version"
 APP_TAR = "app.tar"
 MODELS_TAR = "models.tar"
 DEBS_TAR = "debs.tar"
@@ -266,13 +272,13 @@ def _healthcheck(lock: Lock) -> str:
 def _labels(lock: Lock, *, lock_digest: str, mlenv_version: str) -> Iterator[str]:
     assert lock.base is not None
     labels = {
-        "org.opencontainers.image.title": lock.name,
-        "org.opencontainers.image.base.name": lock.base.reference,
-        "org.opencontainers.image.base.digest": lock.base.digest,
+        LABEL_TITLE: lock.name,
+        LABEL_BASE_NAME: lock.base.reference,
+        LABEL_BASE_DIGEST: lock.base.digest,
         LABEL_LOCK: lock_digest,
         LABEL_VERSION: mlenv_version,
     }
     if lock.as_of is not None:
-        labels["org.opencontainers.image.created"] = lock.as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
+        labels[LABEL_CREATED] = lock.as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
     items = sorted(labels.items())
     yield "LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in items)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from mlenv.errors import ImageError
 from mlenv.model.facts import AptFact, ArtifactFact, DistFact, EnvFacts, InterpreterFact
+from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_LOCK
 from mlenv.model.lock import BasePlatform, Lock
 from mlenv.model.target import python_tuple
-from mlenv.render.dockerfile import LABEL_LOCK
 
 ARCH_NAMES = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
 
@@ -39,7 +39,7 @@ def expected_facts(lock: Lock, *, lock_digest: str, platform: str) -> EnvFacts:
     interpreters = (InterpreterFact(path=f"{lock.python.venv}/bin/python{major}.{minor}", version=lock.target.python),)
     labels = [(LABEL_LOCK, lock_digest)]
     assert lock.base is not None
-    labels.append(("org.opencontainers.image.base.digest", lock.base.digest))
+    labels.append((LABEL_BASE_DIGEST, lock.base.digest))
     return EnvFacts(
         layer_diff_ids=base.diff_ids,
         os_id=base.os_id,

@@ -14,9 +14,9 @@ import tomlkit
 
 from mlenv.errors import BuildError
 from mlenv.lockfile import loads, lock_digest
+from mlenv.model.labels import LABEL_LOCK
 from mlenv.model.lock import LockedModel, PythonPin
 from mlenv.render import RenderedContext, render, requirement_lines
-from mlenv.render.dockerfile import LABEL_LOCK
 from tests.lockdata import full_lock
 
 DIGEST = "sha256:" + "ab" * 32
