@@ -32,6 +32,7 @@ from mlenv.model.spec import (
     TargetSpec,
 )
 from mlenv.model.target import DEFAULT_PLATFORM
+from mlenv.model.time import rfc3339
 
 SPEC_FILE = "mlenv.toml"
 PYPROJECT_FILE = "pyproject.toml"
@@ -90,13 +91,8 @@ def spec_hash(spec: Spec) -> str:
 
 def _json_default(value: Any) -> str:
     if isinstance(value, datetime):
-        return format_datetime(value)
+        return rfc3339(value)
     raise TypeError(f"cannot hash {type(value).__name__}")
-
-
-def format_datetime(value: datetime) -> str:
-    """RFC 3339 in UTC with a Z, seconds precision: the one spelling mlenv writes."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -12,11 +12,11 @@ import hashlib
 import io
 import json
 import tarfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from mlenv.errors import BuildError
+from mlenv.model.time import rfc3339_at
 
 # Fields that describe the build run, not the image: dropped.
 RUN_FIELDS = ("container", "container_config", "docker_version")
@@ -24,7 +24,7 @@ RUN_FIELDS = ("container", "container_config", "docker_version")
 
 def normalise_config(config: dict[str, Any], *, epoch: int) -> bytes:
     """The config with build-run times and ids replaced, as canonical JSON bytes."""
-    created = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = rfc3339_at(epoch)
     normal = {k: v for k, v in config.items() if k not in RUN_FIELDS}
     normal["created"] = created
     normal["history"] = [{**entry, "created": created} for entry in config.get("history", [])]

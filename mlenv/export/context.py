@@ -60,11 +60,6 @@ def document_time(as_of: datetime | None, source_date_epoch: str | None) -> date
         ) from None
 
 
-def rfc3339(moment: datetime) -> str:
-    """`2024-07-01T00:00:00Z`: UTC, whole seconds, the spelling SPDX and SLSA both accept."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def verdict(report: Report | None) -> str:
     """`match`, `drift`, or `not-verified` when the export describes the lock alone."""
     if report is None:

@@ -24,6 +24,7 @@ from mlenv.export.context import EPOCH, ExportContext, verdict
 from mlenv.export.inventory import Item, hex_digest, inventory
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
+from mlenv.model.time import rfc3339
 
 TYPES = {
     "base-image": ComponentType.CONTAINER,
@@ -115,7 +116,7 @@ def _verify_facts(lock: Lock, report: Report | None, context: ExportContext) -> 
     if report is not None:
         facts += [("mlenv:verify:subject", report.subject), ("mlenv:verify:drifts", str(len(report.drifts)))]
     if lock.as_of is not None:
-        facts.append(("mlenv:lock:as-of", lock.as_of.isoformat()))
+        facts.append(("mlenv:lock:as-of", rfc3339(lock.as_of)))
     return facts
 
 

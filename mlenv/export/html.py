@@ -16,6 +16,7 @@ from mlenv.export.inventory import installed_file, inventory
 from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_LOCK
 from mlenv.model.lock import Lock
 from mlenv.model.report import Drift, Report
+from mlenv.model.time import rfc3339
 from mlenv.verify.compare import drift_line
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
@@ -315,7 +316,7 @@ def _identity(lock: Lock, context: ExportContext) -> list[str]:
         ("lock name", lock.name),
         ("lock sha256", context.lock_digest),
         ("spec hash", lock.spec_hash),
-        ("lock as-of", lock.as_of.isoformat() if lock.as_of else "not set"),
+        ("lock as-of", rfc3339(lock.as_of) if lock.as_of else "not set"),
         ("platform", context.platform),
     ]
     if context.image is not None:

@@ -14,11 +14,12 @@ import hashlib
 import json
 from typing import Any
 
-from mlenv.export.context import ExportContext, rfc3339, verdict
+from mlenv.export.context import ExportContext, verdict
 from mlenv.export.inventory import hex_digest, mirror_url
 from mlenv.lockfile import LOCK_FILE
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
+from mlenv.model.time import rfc3339
 from mlenv.verify.formats import as_json
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"

@@ -13,10 +13,11 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from mlenv.export.context import EPOCH, ExportContext, rfc3339, verdict
+from mlenv.export.context import EPOCH, ExportContext, verdict
 from mlenv.export.inventory import Item, hex_digest, inventory
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
+from mlenv.model.time import rfc3339
 
 ROOT = "SPDXRef-image"
 PURPOSES = {"base-image": "CONTAINER", "pypi": "LIBRARY", "cuda": "LIBRARY", "model": "FILE"}

@@ -31,6 +31,7 @@ from mlenv.model.labels import (
     LABEL_VERSION,
 )
 from mlenv.model.lock import Lock, LockedBase
+from mlenv.model.time import rfc3339
 from mlenv.render.entrypoint import ENTRYPOINT_PATH, needs_entrypoint
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
@@ -279,6 +280,6 @@ def _labels(lock: Lock, *, lock_digest: str, mlenv_version: str) -> Iterator[str
         LABEL_VERSION: mlenv_version,
     }
     if lock.as_of is not None:
-        labels[LABEL_CREATED] = lock.as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
+        labels[LABEL_CREATED] = rfc3339(lock.as_of)
     items = sorted(labels.items())
     yield "LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in items)

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import re
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import jsonschema
 import pytest
@@ -22,6 +22,7 @@ from mlenv.export.context import EPOCH, document_time
 from mlenv.export.inventory import inventory
 from mlenv.export.redaction import redact_text
 from mlenv.model.lock import AptSource, LockedModel, PythonFile
+from mlenv.model.time import rfc3339, rfc3339_at
 from mlenv.verify.formats import as_data
 from tests.export.data import IMAGE, LOCK_DIGEST, PLATFORM, drifted_report, image_context, lock_context
 from tests.export.validators import audit_validator, validate_spdx
@@ -348,6 +349,23 @@ def test_document_time_prefers_as_of_then_source_date_epoch_and_never_the_clock(
     assert document_time(None, None) is None
     with pytest.raises(Exception, match="SOURCE_DATE_EPOCH: 'soon'"):
         document_time(None, "soon")
+
+
+def test_rfc3339_is_utc_whole_seconds_and_refuses_a_naive_time() -> None:
+    later = datetime(2024, 7, 1, 2, 30, 5, 999999, tzinfo=timezone(timedelta(hours=2)))
+    assert rfc3339(later) == "2024-07-01T00:30:05Z"
+    assert rfc3339_at(1700000000) == "2023-11-14T22:13:20Z"
+    with pytest.raises(ValueError, match="without a timezone"):
+        rfc3339(datetime(2024, 7, 1))
+
+
+def test_cyclonedx_and_html_print_the_as_of_as_rfc3339() -> None:
+    bom = json.loads(export("cyclonedx", full_lock(), None, lock_context()))
+    assert {p["name"]: p["value"] for p in bom["metadata"]["properties"]}["mlenv:lock:as-of"] == (
+        "2024-07-01T00:00:00Z"
+    )
+    page = export("html", full_lock(), None, lock_context()).decode()
+    assert '<tr><th>lock as-of</th><td class="mono">2024-07-01T00:00:00Z</td></tr>' in page
 
 
 def test_spdx_and_cyclonedx_use_the_epoch_when_no_time_is_given() -> None:

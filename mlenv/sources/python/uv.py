@@ -21,6 +21,7 @@ from mlenv.errors import ResolutionError, SourceError
 from mlenv.model.lock import PythonFile, PythonPin
 from mlenv.model.spec import ResolverName
 from mlenv.model.target import glibc_minor, machine
+from mlenv.model.time import rfc3339
 from mlenv.model.urls import redact
 from mlenv.sources.python.backend import PythonRequest
 
@@ -68,7 +69,7 @@ class UvBackend:
             for extra in request.extra_index_urls:
                 command += ["--extra-index-url", extra]
             if request.as_of is not None:
-                command += ["--exclude-newer", request.as_of.strftime("%Y-%m-%dT%H:%M:%SZ")]
+                command += ["--exclude-newer", rfc3339(request.as_of)]
             env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
             result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             if result.returncode != 0:
