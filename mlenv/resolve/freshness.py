@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlenv.files import file_sha256
 from mlenv.model.lock import Lock
 from mlenv.model.spec import Spec
-from mlenv.sources.cas import file_sha256
 from mlenv.spec import spec_hash
 
 
@@ -18,7 +18,7 @@ def stale_reasons(spec: Spec, lock: Lock) -> list[str]:
     locked = {m.target: m for m in lock.models}
     for model in spec.app.models:
         entry = locked.get(model.target)
-        if entry is None or model.source.startswith(("http://", "https://")):
+        if entry is None or model.remote:
             continue
         path = Path(spec.project_dir, model.source)
         if not path.is_file():

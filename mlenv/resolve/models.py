@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlenv.errors import SpecError
+from mlenv.files import file_sha256
 from mlenv.model.lock import LockedModel
 from mlenv.model.spec import ModelSpec, Spec
-from mlenv.sources.cas import file_sha256
 
 
 def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
-    if model.source.startswith(("http://", "https://")):
+    if model.remote:
         assert model.sha256 is not None  # the spec reader requires it for URLs
         return LockedModel(source=model.source, target=model.target, strategy=model.strategy, sha256=model.sha256)
     path = Path(spec.project_dir, model.source)

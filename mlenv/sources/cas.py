@@ -1,38 +1,37 @@
-"""A content-addressed cache of downloaded artifacts, shared between projects.
+"""A content-addressed cache of downloaded files, shared between projects.
 
-Files are named by their sha256 and checked on every read: a corrupted or tampered cache entry is
-dropped and fetched again, never used.
+Files are named by their sha256 and checked on every read: a corrupted or tampered entry is dropped and
+fetched again, never used. The artifacts (wheels, .debs) and the apt indexes each keep one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mlenv.errors import BuildError
+from mlenv.files import atomic_writer, file_sha256
 
-CHUNK = 1 << 20
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("MLENV_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "mlenv")
-    return Path(root).expanduser() / "cas"
+# Entries keep the private mode they have always had (mkstemp's); the build hard-links them into its
+# context, so a different mode here could reach what the engine sees.
+ENTRY_MODE = 0o600
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def cache_root() -> Path:
+    """$MLENV_CACHE, else $XDG_CACHE_HOME/mlenv (~/.cache/mlenv)."""
+    explicit = os.environ.get("MLENV_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "mlenv").expanduser()
 
 
 class ContentStore:
+    """Files named by their sha256 under `root` (default: the artifact cache, <cache_root>/cas)."""
+
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or default_cache_dir()
+        self.root = root or cache_root() / "cas"
 
     def path_for(self, sha256: str) -> Path:
         return self.root / "sha256" / sha256[:2] / sha256
@@ -47,23 +46,30 @@ class ContentStore:
             return None
         return path
 
+    def get_bytes(self, sha256: str) -> bytes | None:
+        """The content of a (small) entry, read once and verified; None when absent or corrupt."""
+        path = self.path_for(sha256)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            path.unlink(missing_ok=True)
+            return None
+        return data
+
     def put_stream(self, sha256: str, chunks: Iterable[bytes], *, what: str) -> Path:
         """Store a download, checking its sha256 before it becomes visible in the cache."""
         target = self.path_for(sha256)
-        target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    out.write(chunk)
+        # Not flushed to disk: every read checks the hash, so a torn entry is fetched again.
+        with atomic_writer(target, mode=ENTRY_MODE, durable=False) as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
             if digest.hexdigest() != sha256:
                 raise BuildError(f"{what}: sha256 is {digest.hexdigest()}, the lock says {sha256}",
                                  hint="the file changed upstream or in transit; it was not used")
-            os.replace(temp, target)
-        finally:
-            Path(temp).unlink(missing_ok=True)
         return target
 
     def fetch(self, sha256: str, download: Callable[[], Iterable[bytes]], *, what: str) -> Path:

@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import json
 import lzma
-import os
 import re
 import shutil
 import subprocess
@@ -29,8 +28,10 @@ import requests
 from debian.deb822 import Deb822, Packages, PkgRelation, Release
 
 from mlenv.errors import SourceError
+from mlenv.files import write_atomic
 from mlenv.model.lock import AptSource
 from mlenv.model.urls import redact
+from mlenv.sources.cas import ContentStore, cache_root
 
 TIMEOUT = (15, 120)
 SNAPSHOT_ROOT = "https://snapshot.debian.org/archive"
@@ -394,38 +395,21 @@ def _strip_clearsign(signed: bytes) -> bytes:
 # --------------------------------------------------------------------------- the cache
 
 
-def default_cache_dir() -> Path:
-    root = os.environ.get("MLENV_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "mlenv"
-    )
-    return Path(root).expanduser() / "apt"
-
-
 class IndexCache:
-    """Downloaded indexes named by their sha256 (checked on read), and their parsed records beside them."""
+    """Downloaded indexes in a content store (checked on read), and their parsed records beside them."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or default_cache_dir()
-
-    def _blob(self, sha256: str) -> Path:
-        return self.root / "sha256" / sha256[:2] / sha256
+        self.root = root or cache_root() / "apt"
+        self.blobs = ContentStore(self.root)
 
     def _parsed(self, sha256: str) -> Path:
         return self.root / "parsed" / f"{sha256}.v{PARSED_FORMAT}.json"
 
     def get(self, sha256: str) -> bytes | None:
-        path = self._blob(sha256)
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        if hashlib.sha256(data).hexdigest() != sha256:
-            path.unlink(missing_ok=True)  # corrupt: fetched again, never used
-            return None
-        return data
+        return self.blobs.get_bytes(sha256)
 
-    def put(self, sha256: str, data: bytes) -> None:
-        _atomic_write(self._blob(sha256), data)
+    def put(self, sha256: str, data: bytes, *, what: str) -> None:
+        self.blobs.put_stream(sha256, [data], what=what)
 
     def get_records(self, sha256: str) -> tuple[Record, ...] | None:
         try:
@@ -442,18 +426,9 @@ class IndexCache:
     def put_records(self, sha256: str, records: Sequence[Record]) -> None:
         rows = [[r.get(f) for f in RECORD_FIELDS] for r in records]
         document = {"format": PARSED_FORMAT, "fields": list(RECORD_FIELDS), "records": rows}
-        _atomic_write(self._parsed(sha256), json.dumps(document, separators=(",", ":")).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+        # A derived file, rebuilt from the index when unreadable: not worth a flush to disk.
+        data = json.dumps(document, separators=(",", ":")).encode()
+        write_atomic(self._parsed(sha256), data, durable=False)
 
 
 def parse_packages(data: bytes) -> tuple[Record, ...]:
@@ -597,7 +572,7 @@ class DebianArchive:
                 data = self.cache.get(sha256)
                 if data is None:
                     data = self._download_checked(url, sha256, size, by_hash)
-                    self.cache.put(sha256, data)
+                    self.cache.put(sha256, data, what=redact(url))
                 try:
                     records = parse_packages(decompress(data))
                 except (lzma.LZMAError, OSError, EOFError, ValueError) as error:
