@@ -30,6 +30,7 @@ from mlenv.model.spec import (
     PythonSpec,
     Spec,
     TargetSpec,
+    is_remote,
 )
 from mlenv.model.target import DEFAULT_PLATFORM
 from mlenv.model.time import rfc3339
@@ -211,7 +212,7 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         strategy = model.get("strategy", "bake")
         source = model["source"]
         key = f"{prefix}app.models[{index}]"
-        is_url = source.startswith(("http://", "https://"))
+        is_url = is_remote(source)
         if strategy == "download" and not is_url:
             raise SpecError(file, f"{key}.source", "strategy 'download' needs an http(s) URL")
         if is_url and "sha256" not in model:

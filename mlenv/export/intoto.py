@@ -107,7 +107,7 @@ def resolved_dependencies(lock: Lock) -> list[dict[str, Any]]:
             "digest": {"sha256": model.sha256},
             "annotations": {"kind": "model", "source": model.source, "strategy": model.strategy},
         }
-        if "://" in model.source:
+        if model.remote:
             entry["uri"] = model.source
         out.append(entry)
     return out

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from mlenv.model.facts import AptFact, CudaComponent
-from mlenv.model.spec import ModelStrategy, ResolverName
+from mlenv.model.spec import ModelStrategy, ResolverName, is_remote
 from mlenv.model.target import Target
 
 LOCK_VERSION = 1
@@ -117,6 +117,10 @@ class LockedModel:
     strategy: ModelStrategy
     sha256: str
     size: int | None = None
+
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.source)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,9 @@ ResolverName = Literal["uv", "pip-tools"]
 ModelStrategy = Literal["bake", "download", "mount"]
 
 
+def is_remote(source: str) -> bool:
+    """Whether a model source is a URL (fetched, or downloaded at start) rather than a file of the project."""
+    return source.startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +63,10 @@ class ModelSpec:
     target: str  # absolute path inside the image
     strategy: ModelStrategy = "bake"
     sha256: str | None = None  # required for URLs; computed for local files
+
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.source)
 
 
 @dataclass(frozen=True, kw_only=True)
