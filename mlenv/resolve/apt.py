@@ -37,6 +37,8 @@ from debian.debian_support import version_compare
 from mlenv.errors import ResolutionError
 from mlenv.model.lock import AptPin, AptSource, LockedApt
 from mlenv.model.spec import AptSpec
+from mlenv.observe.probes.osrelease import LOCATIONS as OS_RELEASE_LOCATIONS
+from mlenv.observe.probes.osrelease import parse_os_release
 from mlenv.sources.debian.archive import (
     DebianArchive,
     Keyring,
@@ -59,7 +61,6 @@ TRUSTED_KEYRING = "/etc/apt/trusted.gpg"
 TRUSTED_DIR = "/etc/apt/trusted.gpg.d"
 PREFERENCES = "/etc/apt/preferences"
 PREFERENCES_DIR = "/etc/apt/preferences.d"
-OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 
 # apt's Priority numbers: lower is more important, a missing field is 0.
 PRIORITIES = {"required": 1, "important": 2, "standard": 3, "optional": 4, "extra": 5}
@@ -130,10 +131,10 @@ def read_base_state(read: ReadFile, listdir: ListDir) -> AptBaseState:
         )
 
     os_release = {}
-    for path in OS_RELEASE:
+    for path in OS_RELEASE_LOCATIONS:
         data = read(path)
         if data is not None:
-            os_release = _parse_os_release(data.decode("utf-8", errors="replace"))
+            os_release = parse_os_release(data.decode("utf-8", errors="replace"))
             break
     return AptBaseState(
         architecture=architecture,
@@ -149,7 +150,7 @@ def read_base_state(read: ReadFile, listdir: ListDir) -> AptBaseState:
 
 def is_base_state_path(path: str) -> bool:
     """Whether read_base_state may read `path`: for readers that keep only the files asked for."""
-    return path in (STATUS_FILE, DPKG_ARCH_FILE, *OS_RELEASE) or path.startswith(
+    return path in (STATUS_FILE, DPKG_ARCH_FILE, *OS_RELEASE_LOCATIONS) or path.startswith(
         ("/etc/apt/", "/usr/share/keyrings/")
     )
 
@@ -186,15 +187,6 @@ def _listdir(listdir: ListDir, path: str) -> list[str]:
         return list(listdir(path) or ())
     except OSError:
         return []
-
-
-def _parse_os_release(text: str) -> dict[str, str]:
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            values[key.strip()] = value.strip().strip("\"'")
-    return values
 
 
 # --------------------------------------------------------------------------- the package universe

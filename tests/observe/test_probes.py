@@ -8,6 +8,7 @@ from mlenv.model.facts import AptFact, CudaComponent, InterpreterFact
 from mlenv.observe import observe_tree
 from mlenv.observe.facts import probe_interest
 from mlenv.observe.fs.rootfs import LayeredFS, index_layer
+from mlenv.observe.probes.osrelease import parse_os_release
 from mlenv.observe.probes.python import parse_record, urlsafe_digest, version_in_binary
 
 from .layers import dist_info, image_config, layer_tar
@@ -76,6 +77,37 @@ def test_os_release_dpkg_and_glibc() -> None:
     assert facts.apt == (AptFact(name="libc6", version="2.36-9+deb12u7", architecture="amd64"),
                          AptFact(name="python3.11-minimal", version="3.11.2-6+deb12u5", architecture="amd64"),
                          AptFact(name="tzdata", version="2024a-0+deb12u1", architecture="all"))
+
+
+# Quoting the observer (shlex) and the apt resolver (quotes stripped, escapes kept) once read differently.
+QUOTED_OS_RELEASE = r"""# os-release(5): shell quoting
+  # an indented comment
+NAME="Foo \"Bar\" Linux"
+ID='debian'
+VERSION_ID="12"<blanks>
+PRETTY_NAME="costs \$5, \`x\`, a \\ and a \n"
+VERSION_CODENAME=book\ worm<blanks>
+ID_LIKE="a"'b'c
+VARIANT='lit\eral "x" \$'
+EMPTY=
+BUILD_ID=1
+not a line
+BUILD_ID=2
+""".replace("<blanks>", " \t ")  # trailing blanks after a quoted and after an unquoted value
+
+
+def test_os_release_values_follow_shell_quoting() -> None:
+    assert parse_os_release(QUOTED_OS_RELEASE) == {
+        "NAME": 'Foo "Bar" Linux',
+        "ID": "debian",
+        "VERSION_ID": "12",
+        "PRETTY_NAME": "costs $5, `x`, a \\ and a \\n",  # \n is not an escape inside double quotes
+        "VERSION_CODENAME": "book worm",
+        "ID_LIKE": "abc",
+        "VARIANT": 'lit\\eral "x" \\$',  # single quotes are literal
+        "EMPTY": "",
+        "BUILD_ID": "2",  # the later assignment wins, as in the shell
+    }
 
 
 def test_distroless_status_d() -> None:

@@ -733,6 +733,19 @@ def test_base_state_is_read_from_the_image_files() -> None:
     assert any("preferences" in note for note in state.notes)
 
 
+def test_the_base_os_release_is_read_with_shell_quoting() -> None:
+    read, listdir = _tree_reader(FIXTURES / "tree")
+    os_release = rb"""ID='debian'
+VERSION_CODENAME="book\"worm\\"
+"""
+
+    def reading(path: str) -> bytes | None:
+        return os_release if path == "/etc/os-release" else read(path)
+
+    state = read_base_state(reading, listdir)
+    assert (state.os_id, state.os_codename) == ("debian", 'book"worm\\')
+
+
 def test_a_base_without_dpkg_is_refused() -> None:
     with pytest.raises(ResolutionError, match=r"no /var/lib/dpkg/status"):
         read_base_state(lambda path: None, lambda path: [])
