@@ -31,15 +31,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from debian.deb822 import Deb822, PkgRelation
+from debian.deb822 import PkgRelation
 from debian.debian_support import version_compare
 
 from mlenv.errors import ResolutionError
 from mlenv.model.lock import AptPin, AptSource, LockedApt
 from mlenv.model.spec import AptSpec
+from mlenv.observe.probes.dpkg import installed_stanzas
 from mlenv.observe.probes.osrelease import LOCATIONS as OS_RELEASE_LOCATIONS
 from mlenv.observe.probes.osrelease import parse_os_release
 from mlenv.sources.debian.archive import (
+    RECORD_FIELDS,
     DebianArchive,
     Keyring,
     Record,
@@ -94,7 +96,7 @@ def read_base_state(read: ReadFile, listdir: ListDir) -> AptBaseState:
     status = read(STATUS_FILE)
     if status is None:
         raise ResolutionError(f"the base image has no {STATUS_FILE}: apt packages need a Debian-based base")
-    installed = parse_status(status.decode("utf-8", errors="replace"))
+    installed = installed_records(status)
     architecture = native_architecture(installed)
     foreign = tuple(a for a in _lines(read(DPKG_ARCH_FILE)) if a != architecture)
 
@@ -155,16 +157,9 @@ def is_base_state_path(path: str) -> bool:
     )
 
 
-def parse_status(text: str) -> tuple[Record, ...]:
-    """The installed packages of a dpkg status file (not-installed and config-files stanzas dropped)."""
-    installed = []
-    for stanza in Deb822.iter_paragraphs(text.splitlines(keepends=True)):
-        words = stanza.get("Status", "").split()
-        if len(words) != 3 or words[2] in ("not-installed", "config-files"):
-            continue
-        if "Package" in stanza and "Version" in stanza:
-            installed.append({k: str(v) for k, v in stanza.items()})
-    return tuple(installed)
+def installed_records(status: bytes) -> tuple[Record, ...]:
+    """The installed packages of a dpkg status file, with the fields the resolver reads (and Status)."""
+    return tuple(installed_stanzas(status, fields=RECORD_FIELDS))
 
 
 def native_architecture(installed: Sequence[Record]) -> str:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlenv.model.lock import AptSource
-from mlenv.resolve.apt import AptBaseState, AptResolution, parse_status, resolve_apt
+from mlenv.resolve.apt import AptBaseState, AptResolution, installed_records, resolve_apt
 from mlenv.sources.debian.archive import PackagesIndex, SourceEntry, Suite, parse_packages
 
 DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -105,7 +105,7 @@ Priority: required
 def base(installed: str = "", *, foreign: Sequence[str] = ()) -> AptBaseState:
     text = status(DPKG + ("\n\n" + textwrap.dedent(installed).strip() if installed.strip() else ""))
     return AptBaseState(
-        architecture="amd64", foreign_architectures=tuple(foreign), installed=parse_status(text)
+        architecture="amd64", foreign_architectures=tuple(foreign), installed=installed_records(text.encode())
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from debian.deb822 import Deb822
 
 from mlenv.model.facts import AptFact
@@ -10,27 +12,39 @@ from mlenv.observe.fs.rootfs import ImageFS, NotKeptError
 STATUS = "/var/lib/dpkg/status"
 STATUS_DIR = "/var/lib/dpkg/status.d"
 INTEREST = (r"/var/lib/dpkg/status", r"/var/lib/dpkg/status\.d/[^/]+")
-_FIELDS = ["Package", "Version", "Architecture", "Status"]
+# What an AptFact needs; the apt resolver asks for the relation fields too.
+FACT_FIELDS = ("Package", "Version", "Architecture")
 # Removed-but-not-purged packages stay in the database without files: not installed.
 _ABSENT = {"not-installed", "config-files"}
 
 
-def parse_status(data: bytes, *, require_status: bool = True) -> list[AptFact]:
-    """Installed packages of a dpkg status file. distroless' status.d files omit Status: every
+def installed_stanzas(data: bytes, *, fields: Iterable[str] = FACT_FIELDS,
+                      require_status: bool = True) -> Iterator[dict[str, str]]:
+    """The stanzas of a dpkg status file whose package is installed (or half-installed, unpacked...),
+    each reduced to `fields` (with Package, Version and Status always kept).
+
+    Status is "want flag state"; a stanza whose state is not-installed or config-files, or whose Status
+    is not three words, is not an installed package. distroless' status.d files omit Status: every
     paragraph there is an installed package, so `require_status` is False for them."""
-    facts = []
-    for paragraph in Deb822.iter_paragraphs(data.splitlines(keepends=True), fields=_FIELDS):
-        name, version = paragraph.get("Package"), paragraph.get("Version")
-        if not name or not version:
+    wanted = list(dict.fromkeys(("Package", "Version", "Status", *fields)))
+    for paragraph in Deb822.iter_paragraphs(data.splitlines(keepends=True), fields=wanted):
+        if not paragraph.get("Package") or not paragraph.get("Version"):
             continue
         status = paragraph.get("Status")
         if status is None:
             if require_status:
                 continue
-        elif status.split()[-1] in _ABSENT:
-            continue
-        facts.append(AptFact(name=name, version=version, architecture=paragraph.get("Architecture", "")))
-    return facts
+        else:
+            words = status.split()
+            if len(words) != 3 or words[2] in _ABSENT:
+                continue
+        yield {key: str(value) for key, value in paragraph.items()}
+
+
+def parse_status(data: bytes, *, require_status: bool = True) -> list[AptFact]:
+    """Installed packages of a dpkg status file (see installed_stanzas)."""
+    return [AptFact(name=s["Package"], version=s["Version"], architecture=s.get("Architecture", ""))
+            for s in installed_stanzas(data, require_status=require_status)]
 
 
 def read_dpkg(fs: ImageFS) -> tuple[AptFact, ...]:
