@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from mlenv.model.facts import AptFact, ArtifactFact, CudaComponent, DistFact, EnvFacts, InterpreterFact
+from mlenv.model.report import Drift
 from mlenv.verify.compare import compare, drift_line
 
 SITE = "/opt/venv/lib/python3.11/site-packages"
@@ -86,3 +87,21 @@ def test_interpreter_cuda_labels_os() -> None:
         "cuda: cudnn: missing (expected 8.9.2.26)",
         "labels: dev.mlenv.lock.sha256: missing (expected sha256:lock)",
     ]
+
+
+def test_drifts_carry_their_parts_as_fields() -> None:
+    actual = dataclasses.replace(
+        EXPECTED,
+        apt=(AptFact(name="libgomp1", version="12.2.0-14", architecture="i386"),
+             AptFact(name="curl", version="7.88.1-10+deb12u6", architecture="amd64"),
+             AptFact(name="vim", version="2:9.0", architecture="amd64")),
+        python_dists=(DistFact(name="pandas", version="2.0.3", site=SITE, modified_files=("pandas/__init__.py",)),
+                      DistFact(name="scikit-learn", version="1.4.2", site=SITE)),
+    )
+    drifts = compare(EXPECTED, actual, subject="img").drifts
+    assert drifts == (
+        Drift(layer="apt", kind="arch", subject="libgomp1", architecture="amd64", expected="12.2.0-14",
+              actual_architecture="i386", actual="12.2.0-14"),
+        Drift(layer="apt", kind="extra", subject="vim", architecture="amd64", actual="2:9.0"),
+        Drift(layer="python-files", kind="modified", subject="pandas", file="pandas/__init__.py"),
+    )

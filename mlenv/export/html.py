@@ -15,9 +15,9 @@ from mlenv.export.context import ExportContext, verdict
 from mlenv.export.inventory import installed_file, inventory
 from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_LOCK
 from mlenv.model.lock import Lock
-from mlenv.model.report import Drift, Report
+from mlenv.model.report import Drift, Report, base_layer_name
 from mlenv.model.time import rfc3339
-from mlenv.verify.compare import drift_line
+from mlenv.verify.compare import actual_text, drift_line, drift_subject, expected_text
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
 # Which report layers each section of the page shows.
@@ -109,8 +109,8 @@ def _drift_summary(report: Report | None) -> list[str]:
         return []
     rows = [
         f'<tr class="drift" data-layer="{escape(d.layer)}">'
-        + "".join(f"<td>{escape(v)}</td>" for v in (d.layer, d.kind, d.subject))
-        + "".join(f'<td class="mono">{escape(v or "")}</td>' for v in (d.expected, d.actual))
+        + "".join(f"<td>{escape(v)}</td>" for v in (d.layer, d.kind, drift_subject(d)))
+        + "".join(f'<td class="mono">{escape(v or "")}</td>' for v in (expected_text(d), actual_text(d)))
         + "</tr>"
         for d in report.drifts
     ]
@@ -129,12 +129,12 @@ def _sections(lock: Lock, report: Report | None, context: ExportContext) -> list
     builders: dict[
         str, tuple[Sequence[str], Callable[[Lock, ExportContext], list[Row]], Callable[[Drift], str]]
     ] = {
-        "base": (("item", "value"), _base_rows, _base_key),
+        "base": (("item", "value"), _base_rows, _subject),
         "apt": (("package", "version", "architecture", "requested", "sha256 (.deb)"), _apt_rows, _apt_key),
-        "python": (("distribution", "version", "requested", "file", "sha256"), _python_rows, _python_key),
-        "cuda": (("component", "version", "source"), _cuda_rows, lambda d: d.subject),
-        "models": (("path in image", "strategy", "source", "sha256"), _model_rows, lambda d: d.subject),
-        "labels": (("label", "value"), _label_rows, lambda d: d.subject),
+        "python": (("distribution", "version", "requested", "file", "sha256"), _python_rows, _subject),
+        "cuda": (("component", "version", "source"), _cuda_rows, _subject),
+        "models": (("path in image", "strategy", "source", "sha256"), _model_rows, _subject),
+        "labels": (("label", "value"), _label_rows, _subject),
     }
     out: list[str] = []
     for section, heading, layers in SECTIONS:
@@ -178,7 +178,7 @@ def _table(
         lines.append(_tr(row.cells, status, drift=bool(found), mono=row.mono))
     for key in sorted(by_key):  # drifts with no locked row: extra packages, modified files
         for drift in by_key[key]:
-            cells = (drift.subject, *[""] * (len(header) - 1))
+            cells = (drift_subject(drift), *[""] * (len(header) - 1))
             lines.append(_tr(cells, drift_line(drift), drift=True, mono=frozenset()))
     if len(lines) == 1:
         lines.append(f'<tr><td colspan="{len(header) + 1}">nothing locked</td></tr>')
@@ -219,14 +219,10 @@ def _base_rows(lock: Lock, context: ExportContext) -> list[Row]:
     ]
     count = len(platform.diff_ids)
     rows += [
-        Row(f"layer {i} of {count}", (f"layer {i} of {count}", diff_id), frozenset({1}))
+        Row(base_layer_name(i, count), (base_layer_name(i, count), diff_id), frozenset({1}))
         for i, diff_id in enumerate(platform.diff_ids, start=1)
     ]
     return rows
-
-
-def _base_key(drift: Drift) -> str:
-    return drift.subject  # "layer N of M", or an os field name
 
 
 def _base_packages(lock: Lock, context: ExportContext) -> list[str]:
@@ -258,10 +254,13 @@ def _apt_rows(lock: Lock, context: ExportContext) -> list[Row]:
     ]
 
 
-def _apt_key(drift: Drift) -> str:
-    if drift.kind == "arch":  # the subject is the bare name; the expected side names the locked arch
-        return f"{drift.subject}:{(drift.expected or '').split(' ', 1)[0]}"
+def _subject(drift: Drift) -> str:
+    """The row a drift belongs to: its subject names the package, path, label or base layer."""
     return drift.subject
+
+
+def _apt_key(drift: Drift) -> str:
+    return f"{drift.subject}:{drift.architecture}"  # an arch drift's architecture is the lock's
 
 
 def _python_rows(lock: Lock, context: ExportContext) -> list[Row]:
@@ -285,9 +284,6 @@ def _python_rows(lock: Lock, context: ExportContext) -> list[Row]:
     return rows
 
 
-def _python_key(drift: Drift) -> str:
-    # python-files subjects are "NAME: path/in/site-packages": the drift belongs to NAME's row.
-    return drift.subject.split(": ", 1)[0] if drift.layer == "python-files" else drift.subject
 
 
 def _cuda_rows(lock: Lock, context: ExportContext) -> list[Row]:

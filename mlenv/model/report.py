@@ -1,23 +1,54 @@
-"""The outcome of a comparison: typed drifts, one per difference, grouped by layer."""
+"""The outcome of a comparison: typed drifts, one per difference, grouped by layer.
+
+A Drift holds its parts as fields (the package, its architecture, the file inside a distribution,
+the two values), so nothing downstream has to take a message apart to find what drifted.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+Layer = Literal["base", "os", "apt", "python-interpreter", "python", "python-files", "cuda", "models", "labels"]
+# In the order a report lists them: from the bottom of the image up.
+LAYERS: tuple[Layer, ...] = get_args(Layer)
+Kind = Literal[
+    "missing",  # the lock has it, the image does not
+    "extra",  # the image has it, the lock does not
+    "version",  # both have it, with other values (a version, an os field, a label's value)
+    "arch",  # an apt package the image has for another architecture than the lock's
+    "modified",  # a file whose content is not what the lock (or a RECORD) says
+    "deleted",  # a file a distribution's RECORD lists that is gone
+    "layers",  # the base's layers differ from the locked base's
+]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Drift:
-    layer: str  # "base", "os", "apt", "python", "python-files", "cuda", "models", "labels"
-    kind: str  # "missing", "extra", "version", "arch", "modified", ...
+    layer: Layer
+    kind: Kind
+    # What drifted: a package or distribution name, a path in the image, a label key, an os field
+    # ("os-version"), or which base layer ("layer 2 of 3", see base_layer_name).
     subject: str
-    expected: str | None
-    actual: str | None
+    expected: str | None = None  # the lock's value: a version, digest or sha256; None when it has none
+    actual: str | None = None  # the image's value; None when the image has none
+    # apt: the package's architecture (the lock's; for an extra package, the image's). Packages are
+    # keyed by name and architecture, so this is part of what drifted.
+    architecture: str | None = None
+    actual_architecture: str | None = None  # kind "arch": the architecture the image has instead
+    file: str | None = None  # python-files: the file of distribution `subject`, relative to its site
+
+
+def base_layer_name(index: int, count: int) -> str:
+    """`layer 2 of 3` (1-based): how a drift and a page both name one layer of the base."""
+    return f"layer {index} of {count}"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Report:
     subject: str  # what was checked, e.g. the image reference
-    layers: tuple[str, ...]  # every layer that was compared, drift or not
+    layers: tuple[Layer, ...]  # every layer that was compared, drift or not
     drifts: tuple[Drift, ...] = ()
 
     @property

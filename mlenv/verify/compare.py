@@ -7,26 +7,24 @@ expectation still means "no packages"). Each difference is one typed Drift.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import TypeVar
 
 from mlenv.model.facts import EnvFacts
-from mlenv.model.report import Drift, Report
+from mlenv.model.report import LAYERS, Drift, Layer, Report, base_layer_name
 
-K = TypeVar("K", str, tuple[str, str])
-LAYERS = ("base", "os", "apt", "python-interpreter", "python", "python-files", "cuda", "models", "labels")
+K = TypeVar("K", bound=Hashable)
 
 
 def compare(expected: EnvFacts, actual: EnvFacts, *, subject: str) -> Report:
     drifts = [
         *_base(expected, actual),
         *_os(expected, actual),
-        *_keyed("apt", {(p.name, p.architecture): p.version for p in expected.apt},
-                {(p.name, p.architecture): p.version for p in actual.apt}, _apt_name, arch_aware=True),
+        *_apt(expected, actual),
         *_interpreters(expected, actual),
         *_python(expected, actual),
         *_python_files(expected, actual),
-        *_keyed("cuda", {c.name: c.version for c in expected.cuda}, {c.name: c.version for c in actual.cuda}, str),
+        *_keyed("cuda", {c.name: c.version for c in expected.cuda}, {c.name: c.version for c in actual.cuda}),
         *_models(expected, actual),
         *_labels(expected, actual),
     ]
@@ -34,7 +32,7 @@ def compare(expected: EnvFacts, actual: EnvFacts, *, subject: str) -> Report:
 
 
 def _order(drift: Drift) -> tuple[int, str, str]:
-    return LAYERS.index(drift.layer), drift.subject, drift.kind
+    return LAYERS.index(drift.layer), drift_subject(drift), drift.kind
 
 
 def _base(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
@@ -42,7 +40,7 @@ def _base(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
     have = actual.layer_diff_ids[: len(want)]
     if want and have != want:
         index = next((i for i, (a, b) in enumerate(zip(want, have, strict=False)) if a != b), len(have))
-        yield Drift(layer="base", kind="layers", subject=f"layer {index + 1} of {len(want)}",
+        yield Drift(layer="base", kind="layers", subject=base_layer_name(index + 1, len(want)),
                     expected=want[index], actual=have[index] if index < len(have) else None)
 
 
@@ -53,34 +51,39 @@ def _os(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
             yield Drift(layer="os", kind="version", subject=field.replace("_", "-"), expected=want, actual=have)
 
 
-def _apt_name(key: tuple[str, str]) -> str:
-    return f"{key[0]}:{key[1]}"
-
-
-def _keyed(layer: str, want: Mapping[K, str], have: Mapping[K, str], name: Callable[[K], str], *,
-           arch_aware: bool = False) -> Iterable[Drift]:
-    """missing / extra / version drifts between two name -> version maps.
-
-    With `arch_aware`, keys are (name, arch) and a package present under another architecture is
-    reported once as an arch drift instead of a missing + extra pair.
-    """
+def _apt(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
+    """Packages keyed by (name, architecture). One present under another architecture is reported
+    once, as an arch drift, instead of as a missing and an extra package."""
+    want = {(p.name, p.architecture): p.version for p in expected.apt}
+    have = {(p.name, p.architecture): p.version for p in actual.apt}
     missing = set(want) - set(have)
     extra = set(have) - set(want)
-    if arch_aware:
-        for key in sorted(missing):
-            other = next((k for k in sorted(extra) if k[0] == key[0]), None)
-            if other is not None:
-                missing.discard(key)
-                extra.discard(other)
-                yield Drift(layer=layer, kind="arch", subject=key[0], expected=f"{key[1]} {want[key]}",
-                            actual=f"{other[1]} {have[other]}")
     for key in sorted(missing):
-        yield Drift(layer=layer, kind="missing", subject=name(key), expected=want[key], actual=None)
-    for key in sorted(extra):
-        yield Drift(layer=layer, kind="extra", subject=name(key), expected=None, actual=have[key])
+        other = next((k for k in sorted(extra) if k[0] == key[0]), None)
+        if other is not None:
+            missing.discard(key)
+            extra.discard(other)
+            yield Drift(layer="apt", kind="arch", subject=key[0], architecture=key[1], expected=want[key],
+                        actual_architecture=other[1], actual=have[other])
+    for name, arch in sorted(missing):
+        yield Drift(layer="apt", kind="missing", subject=name, architecture=arch, expected=want[(name, arch)])
+    for name, arch in sorted(extra):
+        yield Drift(layer="apt", kind="extra", subject=name, architecture=arch, actual=have[(name, arch)])
+    for name, arch in sorted(set(want) & set(have)):
+        if want[(name, arch)] != have[(name, arch)]:
+            yield Drift(layer="apt", kind="version", subject=name, architecture=arch,
+                        expected=want[(name, arch)], actual=have[(name, arch)])
+
+
+def _keyed(layer: Layer, want: Mapping[str, str], have: Mapping[str, str]) -> Iterable[Drift]:
+    """missing / extra / version drifts between two name -> version maps."""
+    for key in sorted(set(want) - set(have)):
+        yield Drift(layer=layer, kind="missing", subject=key, expected=want[key])
+    for key in sorted(set(have) - set(want)):
+        yield Drift(layer=layer, kind="extra", subject=key, actual=have[key])
     for key in sorted(set(want) & set(have)):
         if want[key] != have[key]:
-            yield Drift(layer=layer, kind="version", subject=name(key), expected=want[key], actual=have[key])
+            yield Drift(layer=layer, kind="version", subject=key, expected=want[key], actual=have[key])
 
 
 def _interpreters(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
@@ -99,18 +102,18 @@ def _sites(expected: EnvFacts) -> frozenset[str]:
 def _python(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
     sites = _sites(expected)
     yield from _keyed("python", {d.name: d.version for d in expected.python_dists},
-                      {d.name: d.version for d in actual.python_dists if d.site in sites}, str)
+                      {d.name: d.version for d in actual.python_dists if d.site in sites})
 
 
 def _python_files(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
+    """Files of the image's distributions that do not match their RECORD. The observer checked the
+    hashes, so the drift names the file; there is no value on either side to show."""
     sites = _sites(expected)
     for dist in sorted((d for d in actual.python_dists if d.site in sites), key=lambda d: d.name):
         for path in dist.modified_files:
-            yield Drift(layer="python-files", kind="modified", subject=f"{dist.name}: {path}",
-                        expected="hash in RECORD", actual="different content")
+            yield Drift(layer="python-files", kind="modified", subject=dist.name, file=path)
         for path in dist.missing_files:
-            yield Drift(layer="python-files", kind="deleted", subject=f"{dist.name}: {path}",
-                        expected="listed in RECORD", actual=None)
+            yield Drift(layer="python-files", kind="deleted", subject=dist.name, file=path)
 
 
 def _models(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
@@ -130,14 +133,46 @@ def _labels(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
                         expected=value, actual=found.get(key))
 
 
+# ---------------------------------------------------------------------------- how a drift reads
+
+
+def drift_subject(drift: Drift) -> str:
+    """What drifted, as one name: `curl:amd64` for an apt package, `pandas: pandas/__init__.py` for a
+    file of a distribution, else the subject itself. An arch drift is about the bare package name."""
+    if drift.file is not None:
+        return f"{drift.subject}: {drift.file}"
+    if drift.architecture is not None and drift.kind != "arch":
+        return f"{drift.subject}:{drift.architecture}"
+    return drift.subject
+
+
+def expected_text(drift: Drift) -> str | None:
+    """The lock's side of `drift` as a reader sees it (None: the lock has nothing there)."""
+    if drift.layer == "python-files":
+        return "hash in RECORD" if drift.kind == "modified" else "listed in RECORD"
+    if drift.kind == "arch":
+        return f"{drift.architecture} {drift.expected}"
+    return drift.expected
+
+
+def actual_text(drift: Drift) -> str | None:
+    """The image's side of `drift` as a reader sees it (None: the image has nothing there)."""
+    if drift.layer == "python-files":
+        return "different content" if drift.kind == "modified" else None
+    if drift.kind == "arch":
+        return f"{drift.actual_architecture} {drift.actual}"
+    return drift.actual
+
+
 def drift_line(drift: Drift) -> str:
     """One human line per drift, naming the layer, the thing and both sides."""
+    expected, actual = expected_text(drift), actual_text(drift)
     if drift.kind == "missing":
-        detail = f"missing (expected {drift.expected})"
+        detail = f"missing (expected {expected})"
     elif drift.kind == "extra":
-        detail = f"extra (found {drift.actual}, not in the lock)"
+        detail = f"extra (found {actual}, not in the lock)"
     elif drift.kind in ("modified", "deleted"):
-        detail = f"{drift.kind} ({drift.expected}; found {drift.actual or 'nothing'})"
+        detail = f"{drift.kind} ({expected}; found {actual or 'nothing'})"
     else:
-        detail = f"{drift.kind}: expected {drift.expected}, found {drift.actual}"
-    return f"{drift.layer}: {drift.subject}: {detail}"
+        detail = f"{drift.kind}: expected {expected}, found {actual}"
+    return f"{drift.layer}: {drift_subject(drift)}: {detail}"

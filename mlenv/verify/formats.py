@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from xml.etree import ElementTree
 
-from mlenv.model.report import Report
+from mlenv.model.report import Drift, Report
 from mlenv.verify.compare import drift_line
 
-REPORT_VERSION = 1
+# 2: a drift's subject is the bare name; its architecture and file are fields of their own.
+REPORT_VERSION = 2
 
 
 def as_text(report: Report) -> str:
@@ -30,11 +31,22 @@ def as_data(report: Report) -> dict[str, object]:
         "layers": [
             {"name": layer, "ok": not any(d.layer == layer for d in report.drifts)} for layer in report.layers
         ],
-        "drifts": [
-            {"layer": d.layer, "kind": d.kind, "subject": d.subject, "expected": d.expected, "actual": d.actual,
-             "message": drift_line(d)}
-            for d in report.drifts
-        ],
+        "drifts": [drift_data(d) for d in report.drifts],
+    }
+
+
+def drift_data(drift: Drift) -> dict[str, object]:
+    """Every field of the drift, null where it does not apply, and the line `as_text` prints."""
+    return {
+        "layer": drift.layer,
+        "kind": drift.kind,
+        "subject": drift.subject,
+        "architecture": drift.architecture,
+        "actual-architecture": drift.actual_architecture,
+        "file": drift.file,
+        "expected": drift.expected,
+        "actual": drift.actual,
+        "message": drift_line(drift),
     }
 
 
