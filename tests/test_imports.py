@@ -149,10 +149,10 @@ def test_pure_layers_reach_no_outside_world(graph: list[Import]) -> None:
     assert wrong == []
 
 
-def test_only_the_engine_and_registry_sources_use_the_docker_sdk(graph: list[Import]) -> None:
-    # engine: the one client of the daemon; registry: the docker config's credentials (docker.auth).
+def test_only_the_engine_source_uses_the_docker_sdk(graph: list[Import]) -> None:
+    # engine: the one client of the daemon, and the reader of the docker config's credentials (docker.auth).
     users = sorted({imp.source for imp in graph if imp.target == "docker" or imp.target.startswith("docker.")})
-    assert users == ["mlenv.sources.engine", "mlenv.sources.registry"]
+    assert users == ["mlenv.sources.engine"]
 
 
 def test_module_level_imports_have_no_cycle(graph: list[Import]) -> None:

@@ -11,18 +11,9 @@ import tarfile
 import pytest
 
 from mlenv.build.normalise import normalise_config
-from mlenv.build.reprocheck import (
-    ImageRecord,
-    Layer,
-    compare_images,
-    format_text,
-    layer_steps,
-    layers_to_read,
-    read_layer,
-    read_saved_image,
-)
-from mlenv.build.reproducible import second_tag
+from mlenv.build.reproducible import compare_images, format_text, layer_steps, layers_to_read, second_tag
 from mlenv.errors import ImageError
+from mlenv.observe.image.layerfiles import ImageRecord, Layer, read_layer, read_saved_image
 
 BASE = {"name": "etc/app.conf", "data": b"port = 1\n", "mtime": 1_719_792_000, "mode": 0o644}
 
@@ -174,12 +165,22 @@ def saved_archive(layers: list[bytes], config: dict[str, object], *, duplicate_l
 def test_saved_archive_reads_only_the_wanted_layers_and_follows_links() -> None:
     first, second = layer_tar(BASE), layer_tar({"name": "x", "data": b"x"})
     wanted = "sha256:" + hashlib.sha256(second).hexdigest()
-    data = saved_archive([first, second, first], {"history": []}, duplicate_link=True)
-    image = read_saved_image("img", "sha256:1", [data[i:i + 700] for i in range(0, len(data), 700)], {wanted})
-    assert [layer.diff_id for layer in image.layers] == ["sha256:" + hashlib.sha256(b).hexdigest()
-                                                         for b in (first, second, first)]
+    diff_ids = ["sha256:" + hashlib.sha256(b).hexdigest() for b in (first, second, first)]
+    config = {"history": [], "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    data = saved_archive([first, second, first], config, duplicate_link=True)
+    image = read_saved_image("img", [data[i:i + 700] for i in range(0, len(data), 700)], {wanted})
+    assert [layer.diff_id for layer in image.layers] == diff_ids
     assert image.layers[0].entries is None and image.layers[2].entries is None
     assert set(image.layers[1].entries or {}) == {"x"}
+    # The image ID is the sha256 of the config as saved.
+    assert image.image_id == "sha256:" + hashlib.sha256(json.dumps(config).encode()).hexdigest()
+
+
+def test_saved_layers_must_be_the_configs() -> None:
+    first = layer_tar(BASE)
+    data = saved_archive([first], {"rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}})
+    with pytest.raises(ImageError, match="img: layer 1 content is sha256:"):
+        read_saved_image("img", [data], set())
 
 
 def test_an_archive_without_manifest_is_an_image_error() -> None:
@@ -187,7 +188,7 @@ def test_an_archive_without_manifest_is_an_image_error() -> None:
     with tarfile.open(fileobj=out, mode="w"):
         pass
     with pytest.raises(ImageError, match="not a docker save archive"):
-        read_saved_image("img", "sha256:1", [out.getvalue()], set())
+        read_saved_image("img", [out.getvalue()], set())
 
 
 def test_second_tag_keeps_the_repository() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from mlenv.build.reprocheck import format_text, layers_to_read, read_saved_image
-from mlenv.build.reproducible import compare_daemon_images, second_tag
+from mlenv.build.reproducible import compare_daemon_images, format_text, layers_to_read, second_tag
+from mlenv.observe.image.layerfiles import read_saved_image
 from mlenv.sources import engine
 from tests.helpers import copy_example, run_cli, train_fraud_model
 from tests.infra.docker import Daemon
@@ -55,9 +55,11 @@ def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: 
 
     # What the layers mlenv added hold: no engine-made files, and no whiteouts (a deletion carries
     # the time it happened, so a reproducible build never deletes what a lower layer holds).
-    base_layers = len(engine.diff_ids(base_image_python.local))
-    ours = engine.diff_ids(TAG)[base_layers:]
-    record = read_saved_image(TAG, first, engine.save_image(TAG), set(ours))
+    with engine.connect() as connected:
+        base_layers = len(connected.diff_ids(base_image_python.local))
+        ours = connected.diff_ids(TAG)[base_layers:]
+        record = read_saved_image(TAG, connected.save_image(TAG), set(ours))
+    assert record.image_id == first
     added = [path for layer in record.layers[base_layers:] for path in layer.entries or {}]
     assert len(added) > 1000  # the venv and the apt closure are there
     assert not RUNTIME_FILES & set(added)
@@ -87,14 +89,15 @@ def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase:
         "RUN echo stable > /stable && touch -d @0 /stable\n"
         "RUN date +%s%N > /build-date\n")
     tags = ["mlenv-test/repro-date:a", "mlenv-test/repro-date:b"]
+    connected = engine.connect()
     try:
         for tag in tags:
             docker_daemon.client.images.build(path=str(tmp_path), tag=tag, nocache=True, rm=True,
                                               forcerm=True, network_mode="none")
             time.sleep(1.1)  # tar mtimes have whole seconds: builds in one second would share the mtime
-        report = compare_daemon_images(*tags)
+        report = compare_daemon_images(connected, *tags)
         assert not report.identical
-        base_layers = len(engine.diff_ids(base_image_minbase.local))
+        base_layers = len(connected.diff_ids(base_image_minbase.local))
         assert [layer.index for layer in report.layers] == [base_layers + 2]  # the stable step matched
         layer = report.layers[0]
         assert layer.step.startswith("RUN date +%s%N > /build-date")
@@ -105,10 +108,11 @@ def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase:
         assert "  /build-date: content sha256:" in text
 
         # The same image twice is identical without reading a layer.
-        same = compare_daemon_images(tags[0], tags[0])
+        same = compare_daemon_images(connected, tags[0], tags[0])
         assert same.identical and format_text(same).startswith(f"reproducible: {tags[0]} and {tags[0]}")
-        assert layers_to_read(engine.diff_ids(tags[0]), engine.diff_ids(tags[0])) == set()
+        assert layers_to_read(connected.diff_ids(tags[0]), connected.diff_ids(tags[0])) == set()
     finally:
+        connected.close()
         for tag in tags:
             if _image_id(docker_daemon.client, tag) is not None:
                 docker_daemon.client.images.remove(tag, force=True)

@@ -10,7 +10,6 @@ from mlenv.errors import BuildError
 from mlenv.model.lock import Lock
 from mlenv.model.target import target_tags, wheel_installs
 from mlenv.sources.cas import ContentStore
-from mlenv.sources.http import download_chunks
 
 Progress = Callable[[str], None]
 
@@ -30,7 +29,8 @@ def python_artifacts(lock: Lock, platform: str) -> list[Artifact]:
         wheels = [w for w in pin.wheels if wheel_installs(w.name, tags)]
         if not wheels:
             raise BuildError(f"{pin.name}=={pin.version} has no wheel for {platform} in the lock",
-                             hint="a hermetic build installs wheels only; see `mlenv dockerfile --fetch build`")
+                             hint="a hermetic build installs wheels only; "
+                                  "see `mlenv dockerfile --fetch build`")
         artifacts += [Artifact(filename=w.name, sha256=w.sha256, urls=(w.url,)) for w in wheels]
     return artifacts
 
@@ -59,12 +59,14 @@ def fetch(artifacts: list[Artifact], store: ContentStore, progress: Progress) ->
 
 
 def _download_any(artifact: Artifact, store: ContentStore) -> Path:
+    from mlenv.sources.http import download_chunks  # requests is loaded only when something is fetched
+
     last_error: Exception | None = None
     for url in artifact.urls:
         try:
             return store.put_stream(artifact.sha256, download_chunks(url), what=artifact.filename)
         except BuildError:
             raise  # a hash mismatch is never retried from another mirror silently
-        except Exception as error:  # noqa: BLE001 - try the next mirror, report the last failure
+        except Exception as error:  # try the next mirror, report the last failure
             last_error = error
     raise BuildError(f"cannot fetch {artifact.filename}: {last_error}")

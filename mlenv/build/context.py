@@ -1,4 +1,5 @@
-"""The build context: the rendered files plus the fetched artifacts, assembled aside and renamed into place."""
+"""The build context: the rendered files plus the fetched artifacts, assembled aside and renamed into
+place."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def assemble_context(
                   [Entry(f"{folder}/{name}", path) for name, path in sorted(debs.items())], mtime=epoch)
     entrypoint = context_dir / "entrypoint.py"
     if entrypoint.exists():
-        write_tar(context_dir / ENTRYPOINT_TAR, tree_entries(entrypoint, ENTRYPOINT_PATH.strip("/")), mtime=epoch)
+        write_tar(context_dir / ENTRYPOINT_TAR, tree_entries(entrypoint, ENTRYPOINT_PATH.strip("/")),
+                  mtime=epoch)
     workdir = lock.app.workdir.strip("/")
     if lock.app.copy:
         entries: list[Entry] = []
@@ -56,7 +58,8 @@ def assemble_context(
         for model in baked:
             source = project_dir / model.source
             if not source.is_file():
-                raise BuildError(f"model {model.source} is missing", hint="train or fetch it, then `mlenv lock`")
+                raise BuildError(f"model {model.source} is missing",
+                                 hint="train or fetch it, then `mlenv lock`")
             entries += tree_entries(source, model.target.strip("/"))
         write_tar(context_dir / MODELS_TAR, entries, mtime=epoch)
 

@@ -12,14 +12,24 @@ import hashlib
 import io
 import json
 import tarfile
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from mlenv.errors import BuildError
 from mlenv.model.time import rfc3339_at
+from mlenv.observe.image.dockersave import read_saved, skip_layer
+from mlenv.observe.image.loaded import parse_json
+from mlenv.observe.stream.decompress import Chunk
 
 # Fields that describe the build run, not the image: dropped.
 RUN_FIELDS = ("container", "container_config", "docker_version")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Normalised:
+    image_id: str  # sha256 of the normalised config
+    archive: bytes  # for `docker load`: the normalised config and a manifest.json naming the tag
 
 
 def normalise_config(config: dict[str, Any], *, epoch: int) -> bytes:
@@ -33,35 +43,26 @@ def normalise_config(config: dict[str, Any], *, epoch: int) -> bytes:
     return json.dumps(normal, sort_keys=True, separators=(",", ":")).encode()
 
 
-def rewrite_archive(source: IO[bytes], destination: Path, *, epoch: int, tag: str) -> str:
-    """Write a `docker load` archive of the saved image with a normalised config; returns the new image ID.
+def normalised_archive(saved: Iterable[Chunk], *, where: str, epoch: int, tag: str) -> Normalised:
+    """A `docker load` archive of the saved image (a `docker save` stream) with a normalised config.
 
     The archive holds the config and manifest.json only, not the layers: `docker load` reads a layer
     from the archive only when the engine lacks it, and the engine that just built the image has every
-    one. That makes normalising cost a read of the save stream, not a copy of the whole image (a
-    missing layer makes the load fail, never succeed with another image). The config's place in the
-    stream depends on the engine, so the small JSON members are collected wherever they are.
+    one. That makes normalising cost one read of the save stream (its layers skipped unread), not a
+    copy of the image (a missing layer makes the load fail, never succeed with another image).
     """
-    held: dict[str, bytes] = {}
-    with tarfile.open(fileobj=source, mode="r|") as archive:
-        for member in archive:  # layer contents are skipped unread
-            if member.isfile() and member.name.endswith(".json") and "/" not in member.name:
-                data = archive.extractfile(member)
-                assert data is not None
-                held[member.name] = data.read()
-    if "manifest.json" not in held:
-        raise BuildError("docker save gave an archive without manifest.json")
-    manifest = json.loads(held["manifest.json"])
-    if len(manifest) != 1:
-        raise BuildError(f"expected one image in the saved archive, found {len(manifest)}")
-    config_bytes = normalise_config(json.loads(held[manifest[0]["Config"]]), epoch=epoch)
+    image = read_saved(saved, skip_layer, where=where)
+    config = parse_json(where, "config", image.config)
+    if not isinstance(config, dict):
+        raise BuildError(f"{where}: the saved image config is not a JSON object")
+    config_bytes = normalise_config(config, epoch=epoch)
     image_id = hashlib.sha256(config_bytes).hexdigest()
-    manifest[0]["Config"] = f"{image_id}.json"
-    manifest[0]["RepoTags"] = [tag]
-    with tarfile.open(destination, "w") as out:
+    manifest = [{"Config": f"{image_id}.json", "RepoTags": [tag], "Layers": list(image.layer_paths)}]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
         for name, data in ((f"{image_id}.json", config_bytes),
                            ("manifest.json", json.dumps(manifest, separators=(",", ":")).encode())):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, epoch
-            out.addfile(info, io.BytesIO(data))
-    return f"sha256:{image_id}"
+            archive.addfile(info, io.BytesIO(data))
+    return Normalised(image_id=f"sha256:{image_id}", archive=out.getvalue())

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-SKIP_NAMES = frozenset({"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache", ".DS_Store"})
+SKIP_NAMES = frozenset({"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache",
+                        ".DS_Store"})
 SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
@@ -24,7 +25,8 @@ class Entry:
 
 def tree_entries(source: Path, arcname: str) -> list[Entry]:
     """Entries for a file or directory tree placed at `arcname`, with parent directories."""
-    entries = [Entry(str(parent), None) for parent in reversed(PurePosixPath(arcname).parents) if str(parent) != "."]
+    entries = [Entry(str(parent), None) for parent in reversed(PurePosixPath(arcname).parents)
+               if str(parent) != "."]
     if source.is_file():
         return entries + [Entry(arcname, source)]
     entries.append(Entry(arcname, None))

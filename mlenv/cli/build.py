@@ -11,17 +11,19 @@ import typer
 
 from mlenv import __version__
 from mlenv.build.image import build_image, default_tag
-from mlenv.build.reprocheck import format_text
 from mlenv.build.reproducible import check_reproducible as reproducible_build
+from mlenv.build.reproducible import format_text
 from mlenv.cli.common import fresh_project, say
 from mlenv.errors import MlenvError
+from mlenv.sources import engine
 from mlenv.verify.formats import as_text
 from mlenv.verify.image import verify_image
 
 
 def build(
     project: Annotated[Path, typer.Argument(help="Project directory or spec file.")] = Path("."),
-    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Image tag (default NAME:<lock sha256 prefix>).")] = None,
+    tag: Annotated[str | None, typer.Option(
+        "--tag", "-t", help="Image tag (default NAME:<lock sha256 prefix>).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every step again.")] = False,
     normalise: Annotated[bool, typer.Option(help="Rewrite build times in the image config so its ID "
                                                  "depends on the lock alone.")] = True,
@@ -36,24 +38,25 @@ def build(
                          "the config", hint="drop --no-normalise")
     current = fresh_project(project)
     name = tag or default_tag(current.lock, current.lock_digest)
-    if check_reproducible:
-        built, report = reproducible_build(current.lock, lock_digest=current.lock_digest,
-                                           project_dir=current.directory, tag=name, progress=say,
-                                           mlenv_version=__version__)
-        if not report.identical:
-            sys.stdout.write(format_text(report))
-            say(f"kept both images for inspection: {report.a} and {report.b}")
-            raise typer.Exit(1)
-        say(format_text(report).rstrip())
-    else:
-        built = build_image(current.lock, lock_digest=current.lock_digest, project_dir=current.directory,
-                            tag=name, no_cache=no_cache, normalise=normalise, progress=say,
-                            mlenv_version=__version__)
+    with engine.connect() as docker_engine:
+        if check_reproducible:
+            built, report = reproducible_build(current.lock, engine=docker_engine,
+                                               lock_digest=current.lock_digest, project_dir=current.directory,
+                                               tag=name, progress=say, mlenv_version=__version__)
+            if not report.identical:
+                sys.stdout.write(format_text(report))
+                say(f"kept both images for inspection: {report.a} and {report.b}")
+                raise typer.Exit(1)
+            say(format_text(report).rstrip())
+        else:
+            built = build_image(current.lock, engine=docker_engine, lock_digest=current.lock_digest,
+                                project_dir=current.directory, tag=name, no_cache=no_cache,
+                                normalise=normalise, progress=say, mlenv_version=__version__)
     say(f"built {built.tag} ({built.image_id})")
     if verify:
-        report, _ = verify_image(current.lock, f"docker-daemon:{built.tag}", lock_digest=current.lock_digest)
-        if not report.ok:
-            sys.stderr.write(as_text(report))
+        verdict, _ = verify_image(current.lock, f"docker-daemon:{built.tag}", lock_digest=current.lock_digest)
+        if not verdict.ok:
+            sys.stderr.write(as_text(verdict))
             raise typer.Exit(1)
         say(f"verified: {built.tag} reproduces {current.lock_path.name} exactly")
     typer.echo(built.image_id if check_reproducible else built.tag)

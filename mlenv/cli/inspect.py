@@ -35,7 +35,8 @@ def facts_json(facts: EnvFacts) -> str:
 
 
 def inspect(
-    image: Annotated[str, typer.Argument(help="docker-daemon:, docker-archive:, oci:, docker:// or a daemon name.")],
+    image: Annotated[str, typer.Argument(
+        help="docker-daemon:, docker-archive:, oci:, docker:// or a daemon name.")],
     output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
     platform: Annotated[str | None, typer.Option(help="Platform of a multi-platform image.")] = None,
 ) -> None:

@@ -17,7 +17,8 @@ from mlenv.verify.image import verify_image
 def verify(
     image: Annotated[str, typer.Argument(help="docker-daemon:NAME, docker-archive:PATH, oci:PATH[:TAG], "
                                               "docker://REF, or a bare daemon name.")],
-    lock: Annotated[Path, typer.Option("--lock", "-l", help="The lockfile to verify against.")] = Path(LOCK_FILE),
+    lock: Annotated[Path, typer.Option(
+        "--lock", "-l", help="The lockfile to verify against.")] = Path(LOCK_FILE),
     output_format: Annotated[str, typer.Option("--format", "-f", help="text, json or junit.")] = "text",
     platform: Annotated[str | None, typer.Option(help="Platform of a multi-platform image.")] = None,
 ) -> None:
@@ -25,7 +26,8 @@ def verify(
     if output_format not in FORMATS:
         raise MlenvError(f"--format must be one of {', '.join(FORMATS)}, not {output_format!r}")
     data = read_lock_bytes(lock)
-    report, _ = verify_image(loads(data.decode("utf-8"), path=str(lock)), image, lock_digest=lock_digest(data),
+    report, _ = verify_image(loads(data.decode("utf-8"), path=str(lock)), image,
+                             lock_digest=lock_digest(data),
                              platform=platform)
     sys.stdout.write(FORMATS[output_format](report))
     if not report.ok:

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlenv.model.facts import EnvFacts
 from mlenv.observe.facts import combine, probe_interest
 from mlenv.observe.facts import observe_tree as _observe_tree
 from mlenv.observe.fs.rootfs import DirectoryFS, ImageFS, Interest, LayeredFS
-from mlenv.observe.image.transports import ImageLocation, LoadedImage, load_image, parse_location
+from mlenv.observe.image import ImageLocation, LoadedImage, SaveSource, load_image, parse_location
+
+if TYPE_CHECKING:
+    from mlenv.sources.registry import RegistryClient
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,21 +31,24 @@ class Observation:
 
 
 def inspect_image(reference: str, *, docker_config: str | None = None, platform: str | None = None,
-                  artifacts: Iterable[str] = (), keep: Interest | None = None, check_files: bool = True
-                  ) -> Observation:
+                  artifacts: Iterable[str] = (), keep: Interest | None = None, check_files: bool = True,
+                  registry: RegistryClient | None = None, engine: SaveSource | None = None) -> Observation:
     """Read `reference` (docker-daemon:, docker-archive:, oci:, docker://, or a bare daemon name).
 
     `keep` adds paths whose content should stay readable through `fs.read_bytes` (every file's
-    sha256 is always available); `artifacts` are paths to report with their sha256."""
+    sha256 is always available); `artifacts` are paths to report with their sha256. `registry` and
+    `engine` are the sources to read through (see `load_image`)."""
     image = load_image(reference, interest=combine(probe_interest, keep), docker_config=docker_config,
-                       platform=platform)
+                       platform=platform, registry=registry, engine=engine)
     facts = _observe_tree(image.fs, image.config, artifacts=artifacts, check_files=check_files)
     return Observation(facts=facts, fs=image.fs, image=image)
 
 
 def observe_image(reference: str, *, docker_config: str | None = None, platform: str | None = None,
-                  artifacts: Iterable[str] = ()) -> EnvFacts:
-    return inspect_image(reference, docker_config=docker_config, platform=platform, artifacts=artifacts).facts
+                  artifacts: Iterable[str] = (), registry: RegistryClient | None = None,
+                  engine: SaveSource | None = None) -> EnvFacts:
+    return inspect_image(reference, docker_config=docker_config, platform=platform, artifacts=artifacts,
+                         registry=registry, engine=engine).facts
 
 
 def observe_tree(fs: ImageFS | str | PathLike[str], config: Mapping[str, Any] | None = None, *,
@@ -52,5 +58,6 @@ def observe_tree(fs: ImageFS | str | PathLike[str], config: Mapping[str, Any] | 
     return _observe_tree(tree, config, artifacts=artifacts, check_files=check_files)
 
 
-__all__ = ["DirectoryFS", "ImageFS", "ImageLocation", "LayeredFS", "LoadedImage", "Observation", "inspect_image",
+__all__ = ["DirectoryFS", "ImageFS", "ImageLocation", "LayeredFS", "LoadedImage", "Observation",
+           "inspect_image",
            "observe_image", "observe_tree", "parse_location"]

@@ -1,93 +1,138 @@
-"""The Docker engine: the only module that talks to it through the docker SDK.
+"""The Docker engine, and the user's docker config: the only module that uses the docker SDK.
 
-The engine is found the way the docker CLI finds it (DOCKER_HOST, else the default socket).
+The engine is found the way the docker CLI finds it (DOCKER_HOST, else the default socket). The SDK
+is imported when an engine is connected or a docker config read, never at import time, so commands
+and layers that only name an engine (build takes one as a parameter) do not pay for it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
-
-import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from mlenv.errors import ImageError, SourceError
 
+if TYPE_CHECKING:
+    import docker
+
 CHUNK = 1 << 20
+TIMEOUT = 900  # seconds: a build step or a save of a large image is slow, not stuck
 
 
-def connect() -> docker.DockerClient:
+class Engine:
+    """One connection to the engine; close it (or use `with`) when done."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self._client = client
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def build(self, **options: Any) -> Iterator[dict[str, Any]]:
+        """The low-level build API's decoded progress stream (the options are the API's own)."""
+        from docker.errors import DockerException
+
+        try:
+            yield from self._client.api.build(**options)
+        except DockerException as error:
+            raise SourceError(f"docker build could not run: {error}") from None
+
+    def image_id(self, name: str) -> str | None:
+        """The engine's ID for `name`, or None when it has no such image."""
+        from docker.errors import ImageNotFound, NotFound
+
+        try:
+            return str(self._client.images.get(name).id)
+        except (ImageNotFound, NotFound):
+            return None
+
+    def diff_ids(self, name: str) -> list[str]:
+        """The layer diff_ids of `name`, bottom first, from the engine's metadata (no layer is read)."""
+        from docker.errors import ImageNotFound, NotFound
+
+        try:
+            return list(self._client.images.get(name).attrs["RootFS"].get("Layers") or [])
+        except (ImageNotFound, NotFound):
+            raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
+
+    def save_image(self, name: str) -> Iterator[bytes]:
+        """`docker save NAME` as a stream of tar chunks (read it before closing the engine)."""
+        from docker.errors import DockerException, ImageNotFound, NotFound
+
+        try:
+            stream = self._client.images.get(name).save(chunk_size=CHUNK, named=False)
+        except (ImageNotFound, NotFound):
+            raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
+        except DockerException as error:
+            raise SourceError(f"docker save {name} failed: {error}") from None
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from stream
+            except DockerException as error:
+                raise SourceError(f"docker save {name} failed: {error}") from None
+
+        return chunks()
+
+    def load_archive(self, data: bytes) -> None:
+        """`docker load` a docker-archive tar held in memory (its manifest names the tags)."""
+        from docker.errors import APIError
+
+        try:
+            self._client.images.load(data)
+        except APIError as error:
+            raise SourceError(f"docker load failed: {error.explanation or error}") from None
+
+    def remove_image(self, name: str) -> None:
+        from docker.errors import ImageNotFound, NotFound
+
+        try:
+            self._client.images.remove(name, force=True, noprune=False)
+        except (ImageNotFound, NotFound):
+            pass
+
+
+def connect() -> Engine:
+    import docker
+    from docker.errors import DockerException
+
     try:
-        client = docker.from_env(timeout=900)
+        client = docker.from_env(timeout=TIMEOUT)
         client.ping()
     except DockerException as error:
         raise SourceError(f"cannot reach the Docker engine: {error}",
                           hint="start dockerd, or set DOCKER_HOST to its socket") from None
-    return client
+    return Engine(client)
 
 
-def image_id(name: str) -> str | None:
-    """The engine's ID for `name`, or None when it has no such image."""
-    client = connect()
-    try:
-        return str(client.images.get(name).id)
-    except (ImageNotFound, NotFound):
-        return None
-    finally:
-        client.close()
+class DockerCredentials:
+    """The user's registry credentials, from the docker config (credential helpers and stores included)."""
 
+    def __init__(self, docker_config: str | Path | None = None) -> None:
+        from docker import auth
 
-def diff_ids(name: str) -> list[str]:
-    """The layer diff_ids of `name`, bottom first, from the engine's metadata (no layer is read)."""
-    client = connect()
-    try:
-        return list(client.images.get(name).attrs["RootFS"].get("Layers") or [])
-    except (ImageNotFound, NotFound):
-        raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
-    finally:
-        client.close()
+        directory = docker_config or os.environ.get("DOCKER_CONFIG")
+        path = str(Path(directory) / "config.json") if directory else None
+        self._config = auth.load_config(config_path=path)
 
+    def for_registry(self, registry: str, *, docker_hub: bool) -> tuple[str, str] | None:
+        """(user, password) for `registry`, or None; Docker Hub's are filed under its v1 index URL."""
+        from docker import auth
 
-def save_image(name: str) -> Iterator[bytes]:
-    """`docker save NAME` as a stream of tar chunks."""
-    client = connect()
-    try:
-        stream = client.images.get(name).save(chunk_size=CHUNK, named=False)
-    except (ImageNotFound, NotFound):
-        client.close()
-        raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
-    except DockerException as error:
-        client.close()
-        raise SourceError(f"docker save {name} failed: {error}") from None
-
-    def chunks() -> Iterator[bytes]:
-        try:
-            yield from stream
-        except DockerException as error:
-            raise SourceError(f"docker save {name} failed: {error}") from None
-        finally:
-            client.close()
-
-    return chunks()
-
-
-def load_archive(path: Path) -> None:
-    """`docker load` a docker-archive tar (its manifest names the tags)."""
-    client = connect()
-    try:
-        with path.open("rb") as archive:
-            client.images.load(archive)
-    except APIError as error:
-        raise SourceError(f"docker load failed: {error.explanation or error}") from None
-    finally:
-        client.close()
-
-
-def remove_image(name: str) -> None:
-    client = connect()
-    try:
-        client.images.remove(name, force=True, noprune=False)
-    except (ImageNotFound, NotFound):
-        pass
-    finally:
-        client.close()
+        lookup = "https://index.docker.io/v1/" if docker_hub else registry
+        found = auth.resolve_authconfig(self._config, lookup)
+        if not found:
+            return None
+        user = found.get("username") or found.get("Username")
+        password = found.get("password") or found.get("Password")
+        return (user, password) if user and password else None

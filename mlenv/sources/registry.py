@@ -1,8 +1,11 @@
 """An OCI distribution client on requests: references, auth, manifests, platform selection, blobs.
 
-Credentials come from the user's docker config through the docker SDK's own auth helpers
-(credential helpers and stores included); they are sent only to the registry they belong to and
-never appear in a message.
+Credentials come from the user's docker config (sources.engine reads it with the docker SDK's auth
+helpers, credential helpers and stores included); they are sent only to the registry they belong to
+and never appear in a message. Content fetched by digest cannot change, so one client keeps the
+manifests and configs it has read: a base resolved for the lock and then read for its facts is
+fetched once. requests and the docker SDK are imported when a client is made, not with this module
+(the observer takes its platform selection from here).
 """
 
 from __future__ import annotations
@@ -10,17 +13,16 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import requests
-from docker import auth as docker_auth
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlenv.errors import ImageError, SourceError
+
+if TYPE_CHECKING:
+    import requests
 
 DOCKER_HUB = "registry-1.docker.io"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -132,13 +134,39 @@ def _bearer_params(header: str) -> dict[str, str]:
     return dict(re.findall(r'(\w+)="([^"]*)"', header))
 
 
+def platform_of(descriptor: Mapping[str, Any]) -> str:
+    """An index entry's platform as os/architecture[/variant]."""
+    found = descriptor.get("platform") or {}
+    parts = (found.get("os"), found.get("architecture"), found.get("variant"))
+    return "/".join(part for part in parts if part)
+
+
+def select_platform(descriptors: Sequence[Mapping[str, Any]], platform: str) -> Mapping[str, Any] | None:
+    """The first index entry for `platform` (os/architecture, or os/architecture/variant to require one)."""
+    os_name, _, arch = platform.partition("/")
+    arch, _, variant = arch.partition("/")
+    for descriptor in descriptors:
+        found = descriptor.get("platform") or {}
+        if found.get("os") == os_name and found.get("architecture") == arch and (
+                not variant or found.get("variant") == variant):
+            return descriptor
+    return None
+
+
 class RegistryClient:
-    def __init__(self, docker_config: str | Path | None = None, session: requests.Session | None = None) -> None:
+    def __init__(self, docker_config: str | Path | None = None, session: requests.Session | None = None
+                 ) -> None:
+        import requests
+
+        from mlenv.sources.engine import DockerCredentials
+
+        self._requests = requests
         self.session = session or requests.Session()
-        config_dir = Path(docker_config) if docker_config else (Path(os.environ["DOCKER_CONFIG"]) if "DOCKER_CONFIG" in os.environ else None)
-        config_file = str(config_dir / "config.json") if config_dir is not None else None
-        self._auth_config = docker_auth.load_config(config_path=config_file)
+        self._credentials_store = DockerCredentials(docker_config)
         self._tokens: dict[tuple[str, str], str] = {}
+        # Keyed by (registry, repository, digest): what a digest names never changes.
+        self._manifests: dict[tuple[str, str, str], Manifest] = {}
+        self._configs: dict[tuple[str, str, str], bytes] = {}
 
     # ----------------------------------------------------------------- HTTP with auth
 
@@ -146,16 +174,10 @@ class RegistryClient:
         return f"{'http' if is_loopback(registry) else 'https'}://{registry}/v2"
 
     def _credentials(self, registry: str) -> tuple[str, str] | None:
-        lookup = "https://index.docker.io/v1/" if registry == DOCKER_HUB else registry
-        found = docker_auth.resolve_authconfig(self._auth_config, lookup)
-        if not found:
-            return None
-        user, password = found.get("username") or found.get("Username"), found.get("password") or found.get("Password")
-        if user and password:
-            return user, password
-        return None
+        return self._credentials_store.for_registry(registry, docker_hub=registry == DOCKER_HUB)
 
-    def _get(self, ref: ImageReference, path: str, *, accept: str | None = None, stream: bool = False) -> requests.Response:
+    def _get(self, ref: ImageReference, path: str, *, accept: str | None = None, stream: bool = False
+             ) -> requests.Response:
         url = f"{self._base(ref.registry)}/{ref.repository}/{path}"
         headers = {"Accept": accept} if accept else {}
         key = (ref.registry, ref.repository)
@@ -167,7 +189,7 @@ class RegistryClient:
                 self._tokens[key] = self._authorize(ref, response.headers.get("WWW-Authenticate", ""))
                 headers["Authorization"] = self._tokens[key]
                 response = self.session.get(url, headers=headers, timeout=TIMEOUT, stream=stream)
-        except requests.RequestException as error:
+        except self._requests.RequestException as error:
             raise SourceError(f"cannot reach registry {ref.registry}: {error.__class__.__name__}") from None
         if response.status_code == 401:
             raise SourceError(f"registry {ref.registry} refused the credentials for {ref.repository}",
@@ -179,10 +201,10 @@ class RegistryClient:
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
             if credentials is None:
-                raise SourceError(f"registry {ref.registry} needs credentials for {ref.repository} and none are "
-                                  "configured", hint="run `docker login` or pass a docker config")
+                raise SourceError(f"registry {ref.registry} needs credentials for {ref.repository} and "
+                                  "none are configured", hint="run `docker login` or pass a docker config")
             user, password = credentials
-            return requests.auth._basic_auth_str(user, password)
+            return str(self._requests.auth._basic_auth_str(user, password))
         if scheme != "bearer":
             raise SourceError(f"registry {ref.registry} asks for unsupported auth {scheme!r}")
         params = _bearer_params(challenge)
@@ -194,10 +216,12 @@ class RegistryClient:
             query["service"] = params["service"]
         try:
             answer = self.session.get(realm, params=query, auth=credentials, timeout=TIMEOUT)
-        except requests.RequestException as error:
-            raise SourceError(f"cannot reach the token service of {ref.registry}: {error.__class__.__name__}") from None
+        except self._requests.RequestException as error:
+            raise SourceError(f"cannot reach the token service of {ref.registry}: "
+                              f"{error.__class__.__name__}") from None
         if answer.status_code != 200:
-            raise SourceError(f"the token service of {ref.registry} answered {answer.status_code} for {ref.repository}",
+            raise SourceError(f"the token service of {ref.registry} answered {answer.status_code} "
+                              f"for {ref.repository}",
                               hint="check `docker login` or the docker config's credentials")
         body = answer.json()
         token = body.get("token") or body.get("access_token")
@@ -207,16 +231,11 @@ class RegistryClient:
 
     # ----------------------------------------------------------------- API
 
-    def ping(self, registry: str) -> None:
-        try:
-            answer = self.session.get(f"{self._base(registry)}/", timeout=TIMEOUT)
-        except requests.RequestException as error:
-            raise SourceError(f"cannot reach registry {registry}: {error.__class__.__name__}") from None
-        if answer.status_code not in (200, 401):
-            raise SourceError(f"registry {registry} answered {answer.status_code} to /v2/")
-
     def get_manifest(self, ref: ImageReference, reference: str | None = None) -> Manifest:
         wanted = reference or ref.reference
+        cached = self._manifests.get((ref.registry, ref.repository, wanted))
+        if cached is not None:
+            return cached
         response = self._get(ref, f"manifests/{wanted}", accept=ACCEPT)
         if response.status_code == 404:
             raise ImageError(f"image {ref} not found in registry {ref.registry}")
@@ -226,34 +245,37 @@ class RegistryClient:
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         declared = response.headers.get("Docker-Content-Digest")
         if (declared and declared != digest) or (wanted.startswith("sha256:") and wanted != digest):
-            raise SourceError(f"registry {ref.registry} sent a manifest for {ref} whose digest does not match")
+            raise SourceError(f"registry {ref.registry} sent a manifest for {ref} "
+                              "whose digest does not match")
         data = json.loads(raw)
         media_type = data.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0]
         if data.get("schemaVersion") == 1:
-            raise SourceError(f"registry {ref.registry} answered a schema1 manifest for {ref}; mlenv needs v2/OCI")
-        return Manifest(media_type=media_type, digest=digest, raw=raw, data=data)
+            raise SourceError(f"registry {ref.registry} answered a schema1 manifest for {ref}; "
+                              "mlenv needs v2/OCI")
+        manifest = Manifest(media_type=media_type, digest=digest, raw=raw, data=data)
+        self._manifests[(ref.registry, ref.repository, digest)] = manifest
+        return manifest
 
     def resolve(self, ref: ImageReference, platform: str = "linux/amd64") -> ResolvedImage:
         top = self.get_manifest(ref)
         manifest = top
         if top.media_type in INDEX_TYPES or "manifests" in top.data:
-            os_name, _, arch = platform.partition("/")
-            arch, _, variant = arch.partition("/")
-            matches = [m for m in top.data.get("manifests", [])
-                       if m.get("platform", {}).get("os") == os_name and m.get("platform", {}).get("architecture") == arch
-                       and (not variant or m.get("platform", {}).get("variant") == variant)]
-            if not matches:
-                available = sorted({f"{m.get('platform', {}).get('os')}/{m.get('platform', {}).get('architecture')}"
-                                    for m in top.data.get("manifests", [])})
+            descriptors = top.data.get("manifests") or []
+            chosen = select_platform(descriptors, platform)
+            if chosen is None:
+                available = sorted({platform_of(m) for m in descriptors})
                 raise ImageError(f"image {ref} has no {platform} manifest (it has {', '.join(available)})")
-            manifest = self.get_manifest(ref, matches[0]["digest"])
+            manifest = self.get_manifest(ref, chosen["digest"])
         config_digest = manifest.data["config"]["digest"]
-        config = json.loads(self.read_blob(ref, config_digest))
+        key = (ref.registry, ref.repository, config_digest)
+        if key not in self._configs:
+            self._configs[key] = self.read_blob(ref, config_digest)
+        config = json.loads(self._configs[key])
         image_platform = f"{config.get('os')}/{config.get('architecture')}"
         if manifest is top and image_platform != platform:
             raise ImageError(f"image {ref} is {image_platform}, not {platform}")
-        layers = tuple(Layer(digest=layer["digest"], media_type=layer.get("mediaType", ""), size=layer.get("size", 0))
-                       for layer in manifest.data.get("layers", []))
+        layers = tuple(Layer(digest=layer["digest"], media_type=layer.get("mediaType", ""),
+                             size=layer.get("size", 0)) for layer in manifest.data.get("layers", []))
         return ResolvedImage(
             digest=top.digest,
             manifest_digest=manifest.digest,
@@ -268,7 +290,8 @@ class RegistryClient:
         """The blob's bytes in chunks, its sha256 checked at the end (a mismatch raises)."""
         response = self._get(ref, f"blobs/{digest}", stream=True)
         if response.status_code != 200:
-            raise SourceError(f"registry {ref.registry} answered {response.status_code} for blob {digest} of {ref}")
+            raise SourceError(f"registry {ref.registry} answered {response.status_code} "
+                              f"for blob {digest} of {ref}")
         hasher = hashlib.sha256()
         with response:
             for chunk in response.iter_content(CHUNK):
@@ -279,7 +302,3 @@ class RegistryClient:
 
     def read_blob(self, ref: ImageReference, digest: str) -> bytes:
         return b"".join(self.blob_chunks(ref, digest))
-
-    def open_blob(self, ref: ImageReference, digest: str) -> Iterator[bytes]:
-        """The blob as chunks, verified while read (the observer streams layers through it)."""
-        return self.blob_chunks(ref, digest)

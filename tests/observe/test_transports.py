@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import tarfile
+from collections.abc import Iterator
 
 import pytest
 
 from mlenv.errors import ImageError
 from mlenv.observe import inspect_image, observe_image
-from mlenv.observe.image.transports import ImageLocation, parse_location
+from mlenv.observe.image import ImageLocation, load_image, parse_location
+from mlenv.sources.registry import ImageReference, RegistryClient, ResolvedImage
+from mlenv.sources.registry import Layer as RegistryLayer
 
-from .layers import docker_archive, image_config, layer_tar, oci_layout, sha
+from .layers import chunked, docker_archive, gz, image_config, layer_tar, oci_layout, sha
 
 BOTTOM = layer_tar([("dir", "etc"), ("file", "etc/os-release", b"ID=debian\nVERSION_ID=12\n"),
                     ("file", "var/lib/dpkg/status",
@@ -21,15 +26,19 @@ EMPTY = layer_tar([])
 
 
 def test_parse_location(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert parse_location("docker://127.0.0.1:5000/x:1") == ImageLocation(transport="docker", target="127.0.0.1:5000/x:1")
-    assert parse_location("python:3.11-slim") == ImageLocation(transport="docker-daemon", target="python:3.11-slim")
+    assert parse_location("docker://127.0.0.1:5000/x:1") == ImageLocation(transport="docker",
+                                                                          target="127.0.0.1:5000/x:1")
+    assert parse_location("python:3.11-slim") == ImageLocation(transport="docker-daemon",
+                                                               target="python:3.11-slim")
     assert parse_location("docker-daemon:x:1").target == "x:1"
-    assert parse_location(f"oci:{tmp_path}:v1") == ImageLocation(transport="oci", target=str(tmp_path), selector="v1")
+    assert parse_location(f"oci:{tmp_path}:v1") == ImageLocation(transport="oci", target=str(tmp_path),
+                                                                 selector="v1")
     assert parse_location(f"oci:{tmp_path}") == ImageLocation(transport="oci", target=str(tmp_path))
     weird = tmp_path / "a:b"
     weird.mkdir()
     assert parse_location(f"oci:{weird}").target == str(weird)  # an existing path wins over a tag
-    assert str(parse_location(f"docker-archive:{tmp_path}/i.tar:x:1")) == f"docker-archive:{tmp_path}/i.tar:x:1"
+    archived = f"docker-archive:{tmp_path}/i.tar:x:1"
+    assert str(parse_location(archived)) == archived
     with pytest.raises(ImageError):
         parse_location("oci:")
 
@@ -71,7 +80,8 @@ def test_oci_missing_pieces(tmp_path) -> None:  # type: ignore[no-untyped-def]
         observe_image(f"oci:{tmp_path}/empty")
     layout = oci_layout(tmp_path / "l", {"t": ([BOTTOM], image_config([BOTTOM]))})
     index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]).read_bytes())
+    blobs = layout / "blobs/sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_bytes())
     (layout / "blobs/sha256" / manifest["layers"][0]["digest"].split(":")[1]).unlink()
     with pytest.raises(ImageError, match="layer blob sha256:.* is missing"):
         observe_image(f"oci:{layout}:t")
@@ -106,3 +116,109 @@ def test_docker_archive_errors(tmp_path) -> None:  # type: ignore[no-untyped-def
     archive = docker_archive(tmp_path / "bad.tar", [BOTTOM], config)
     with pytest.raises(ImageError, match="layer 1 content"):
         observe_image(f"docker-archive:{archive}")
+
+
+def oci_save(layers: list[bytes], config: dict) -> bytes:
+    """An OCI-flavoured `docker save` stream (dockerd 25+ without manifest.json): index.json, blobs."""
+    config_bytes = json.dumps(config).encode()
+    manifest = json.dumps({"schemaVersion": 2, "config": {"digest": sha(config_bytes)},
+                           "layers": [{"digest": sha(layer)} for layer in layers]}).encode()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{"digest": sha(manifest)}]}).encode()
+    members = [(f"blobs/sha256/{sha(blob)[7:]}", blob) for blob in (*layers, config_bytes, manifest)]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in [*members, ("index.json", index)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+class SavingEngine:
+    """An engine that serves `docker save` from memory, as load_image's `engine` may be."""
+
+    def __init__(self, images: dict[str, bytes]) -> None:
+        self.images = images
+        self.saved: list[str] = []
+
+    def save_image(self, name: str) -> Iterator[bytes]:
+        self.saved.append(name)
+        return iter(chunked(self.images[name]))
+
+
+def test_oci_flavoured_save_through_a_passed_engine(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    layers = [BOTTOM, TOP]
+    data = oci_save(layers, image_config(layers, labels={"l": "2"}))
+    engine = SavingEngine({"demo:2": data})
+    image = load_image("docker-daemon:demo:2", engine=engine)
+    assert engine.saved == ["demo:2"]
+    assert [layer.diff_id for layer in image.layers] == [sha(layer) for layer in layers]
+    index = json.loads(tarfile.open(fileobj=io.BytesIO(data)).extractfile("index.json").read())  # type: ignore[union-attr]
+    assert image.manifest_digest == index["manifests"][0]["digest"]
+    assert observe_image("docker-daemon:demo:2", engine=engine).labels == (("l", "2"),)
+    (tmp_path / "oci-save.tar").write_bytes(data)
+    assert observe_image(f"docker-archive:{tmp_path}/oci-save.tar").labels == (("l", "2"),)
+
+
+def test_the_layer_list_must_be_complete(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = oci_save([BOTTOM], image_config([BOTTOM]))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(data)) as source, tarfile.open(fileobj=out, mode="w") as target:
+        for member in source:
+            if member.name != f"blobs/sha256/{sha(BOTTOM)[7:]}":
+                target.addfile(member, source.extractfile(member))
+    with pytest.raises(ImageError, match="docker-daemon:x: the archive lacks layer blobs/sha256/"):
+        load_image("docker-daemon:x", engine=SavingEngine({"x": out.getvalue()}))
+
+
+class RecordingRegistry:
+    """A registry client double: what load_image asks of the client it is given."""
+
+    def __init__(self, layers: list[bytes], config: dict) -> None:
+        self.blobs = {sha(gz(layer)): gz(layer) for layer in layers}
+        self.config = config
+        self.calls: list[str] = []
+
+    def resolve(self, ref: object, platform: str) -> ResolvedImage:
+        self.calls.append(f"resolve {ref} {platform}")
+        return ResolvedImage(digest="sha256:" + "1" * 64, manifest_digest="sha256:" + "2" * 64,
+                             config_digest="sha256:" + "3" * 64, config=self.config,
+                             layers=tuple(RegistryLayer(digest=d, media_type="", size=len(b))
+                                          for d, b in self.blobs.items()),
+                             diff_ids=tuple(self.config["rootfs"]["diff_ids"]), platform=platform)
+
+    def blob_chunks(self, ref: object, digest: str) -> Iterator[bytes]:
+        self.calls.append(f"blob {digest}")
+        return iter(chunked(self.blobs[digest]))
+
+
+def test_docker_references_read_through_the_client_passed_in() -> None:
+    layers = [BOTTOM, TOP]
+    client = RecordingRegistry(layers, image_config(layers))
+    facts = observe_image("docker://127.0.0.1:9/x/y:1", platform="linux/arm64",
+                          registry=client)  # type: ignore[arg-type]
+    assert facts.layer_diff_ids == tuple(sha(layer) for layer in layers)
+    assert client.calls == ["resolve 127.0.0.1:9/x/y:1 linux/arm64"] + [f"blob {d}" for d in client.blobs]
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+def test_a_shared_client_fetches_a_resolved_base_once(
+        base_image_minbase) -> None:  # type: ignore[no-untyped-def]
+    # What `mlenv lock` does: resolve the base, then read its facts by manifest digest, with one client.
+    client = RegistryClient()
+    paths: list[str] = []
+    client.session.hooks["response"].append(
+        lambda response, **_: paths.append(response.request.path_url))
+    reference = ImageReference.parse(base_image_minbase.ref)
+    resolved = client.resolve(reference, "linux/amd64")
+    fetched = list(paths)
+    pinned = f"docker://{reference.registry}/{reference.repository}@{resolved.manifest_digest}"
+    image = load_image(pinned, platform="linux/amd64", registry=client)
+    assert image.config_digest == resolved.config_digest
+    again = paths[len(fetched):]
+    # The layers only: the manifest and the config came from the first resolve.
+    layers = sorted(f"/v2/{reference.repository}/blobs/{layer.digest}" for layer in resolved.layers)
+    assert sorted(again) == layers
+    assert any("/manifests/" in path for path in fetched)
+    assert any(resolved.config_digest in path for path in fetched)
