@@ -17,6 +17,7 @@ from mlenv.resolve.base import BaseImage, resolve_base, target_from_base
 from mlenv.resolve.cuda import BaseCuda, Requires, check_request, fetch_requires, lock_cuda, needs_metadata
 from mlenv.resolve.models import lock_models
 from mlenv.resolve.python import requested_names, resolve_python
+from mlenv.sources.debian.archive import DebianArchive
 from mlenv.sources.python.backend import ResolverBackend
 from mlenv.sources.python.wheelmeta import WheelMetadata
 from mlenv.spec import spec_hash
@@ -92,7 +93,9 @@ def resolve_lock(spec: Spec, *, python_backend: ResolverBackend | None = None,
         if base is None:
             raise ResolutionError("apt packages need a base image to resolve against: add [base] image")
         states = {platform: apt_base_state(fs) for platform, fs in base.filesystems.items()}
-        resolutions = [lock_apt(spec.apt, state, as_of=spec.as_of) for _, state in sorted(states.items())]
+        archive = DebianArchive(mirror=spec.apt.mirror)
+        resolutions = [lock_apt(spec.apt, state, archive=archive, as_of=spec.as_of)
+                       for _, state in sorted(states.items())]
         apt = LockedApt(sources=resolutions[0].sources,
                         packages=tuple(sorted({p for r in resolutions for p in r.pins},
                                               key=lambda p: (p.name, p.architecture))))

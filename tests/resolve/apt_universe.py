@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlenv.model.debian import PackagesIndex, SourceEntry, Suite, parse_packages
 from mlenv.model.lock import AptSource
 from mlenv.resolve.apt import AptBaseState, AptResolution, installed_records, resolve_apt
-from mlenv.sources.debian.archive import PackagesIndex, SourceEntry, Suite, parse_packages
 
 DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -78,7 +78,6 @@ def _suite(text: str, *, name: str, not_automatic: bool, arch: str) -> Suite:
         source=source,
         date=DATE,
         not_automatic=not_automatic,
-        but_automatic_upgrades=False,
         indexes=(index,),
     )
 

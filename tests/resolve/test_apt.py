@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from mlenv.errors import ResolutionError
+from mlenv.model.debian import SourceEntry, Suite
 from mlenv.model.spec import AptSpec
 from mlenv.resolve.apt import fetch_suites, is_base_state_path, lock_apt, parse_request, read_base_state
-from mlenv.sources.debian.archive import DebianArchive, IndexCache
 
 from .apt_universe import base, closure, resolve, suite
 
@@ -764,11 +764,18 @@ def test_every_file_the_base_state_reads_is_declared() -> None:
     assert not is_base_state_path("/usr/bin/apt-get")
 
 
+class Offline:
+    """An archive that must not be asked."""
+
+    def fetch_suite(self, entry: SourceEntry, **_: object) -> Suite:
+        raise AssertionError(f"fetched {entry.uri} {entry.suite}")
+
+
 def test_no_apt_packages_means_no_apt_section_and_no_network() -> None:
-    result = lock_apt(AptSpec(), base(), archive=None)
+    result = lock_apt(AptSpec(), base(), archive=Offline())
     assert (result.pins, result.sources) == ((), ())
 
 
-def test_a_base_without_apt_sources_is_refused(tmp_path: Path) -> None:
+def test_a_base_without_apt_sources_is_refused() -> None:
     with pytest.raises(ResolutionError, match=r"lists no apt sources"):
-        fetch_suites(base(), DebianArchive(cache=IndexCache(tmp_path)))
+        fetch_suites(base(), Offline())

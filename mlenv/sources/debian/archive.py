@@ -1,395 +1,54 @@
-"""Debian archives: apt source entries, signed Release files and Packages indexes.
+"""Debian archives: the signed Release files and Packages indexes of apt sources, fetched and checked.
 
 The only apt code that touches the network. Everything fetched is checked before use: the Release
-file's signature with `gpgv` against the keyrings found in the base image (as apt would), every
-Packages index against the sha256 that Release lists. Indexes are cached by that sha256, so a
+file's signature with `gpgv` against the keyrings found in the base image (as apt would, release.py),
+every Packages index against the sha256 that Release lists. Indexes are cached by that sha256, so a
 re-lock against an unchanged mirror downloads only the small InRelease files.
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import json
 import lzma
-import re
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
-from debian.deb822 import Deb822, Packages, PkgRelation, Release
+from debian.deb822 import Release
 
 from mlenv.errors import SourceError
 from mlenv.files import write_atomic
+from mlenv.model.debian import (
+    RECORD_FIELDS,
+    Keyring,
+    PackagesIndex,
+    Record,
+    SourceEntry,
+    Suite,
+    parse_packages,
+)
 from mlenv.model.lock import AptSource
 from mlenv.model.urls import redact
 from mlenv.sources.cas import ContentStore, cache_root
+from mlenv.sources.debian.release import (
+    Verified,
+    apply_mirror,
+    archive_name,
+    note_expiry,
+    release_date,
+    snapshot_timestamp,
+    snapshot_url,
+    verify_release,
+)
 
 TIMEOUT = (15, 120)
-SNAPSHOT_ROOT = "https://snapshot.debian.org/archive"
-TRUSTED_KEYRING = "/etc/apt/trusted.gpg"
-TRUSTED_KEYRING_DIR = "/etc/apt/trusted.gpg.d"
-
-# The Packages fields the resolver and the lock use; the rest (descriptions, maintainers...) is dropped
-# on parsing, which is most of the index's size.
-RECORD_FIELDS = (
-    "Package",
-    "Version",
-    "Architecture",
-    "Multi-Arch",
-    "Essential",
-    "Important",
-    "Protected",
-    "Priority",
-    "Source",
-    "Pre-Depends",
-    "Depends",
-    "Conflicts",
-    "Breaks",
-    "Provides",
-    "Filename",
-    "Size",
-    "SHA256",
-)
 # Bumped whenever the parsed form written to the cache changes shape.
 PARSED_FORMAT = 1
-
-Record = Mapping[str, str]
-
-
-@dataclass(frozen=True, kw_only=True)
-class SourceEntry:
-    """One `deb` line (or one suite of a deb822 stanza) of the base image's apt sources."""
-
-    uri: str
-    suite: str
-    components: tuple[str, ...]
-    architectures: tuple[str, ...] = ()  # the [arch=...] option; empty = every configured architecture
-    signed_by: tuple[str, ...] = ()  # keyring paths, key fingerprints, or one inline armored key
-    origin: str = ""  # file:line, for messages
-
-
-@dataclass(frozen=True, kw_only=True)
-class Keyring:
-    path: str  # where it lives in the image
-    data: bytes
-
-
-@dataclass(frozen=True, kw_only=True)
-class PackagesIndex:
-    url: str
-    component: str
-    architecture: str
-    sha256: str
-    records: tuple[Record, ...] = field(repr=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Suite:
-    """One fetched suite of one archive: its verified Release facts and Packages indexes."""
-
-    entry: SourceEntry
-    source: AptSource  # what the lock records
-    date: datetime
-    not_automatic: bool  # NotAutomatic: yes (e.g. experimental, backports): apt never picks it by itself
-    but_automatic_upgrades: bool
-    indexes: tuple[PackagesIndex, ...]
-    notes: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------- sources.list
-
-
-def parse_sources_list(text: str, *, origin: str) -> tuple[SourceEntry, ...]:
-    """The `deb` entries of a one-line-style sources.list (deb-src and comments skipped)."""
-    entries = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        kind, _, rest = line.partition(" ")
-        if kind == "deb-src":
-            continue
-        if kind != "deb":
-            raise SourceError(f"{origin}:{number}: cannot read apt source line {raw.strip()!r}")
-        options: dict[str, str] = {}
-        rest = rest.strip()
-        if rest.startswith("["):
-            inside, bracket, rest = rest[1:].partition("]")
-            if not bracket:
-                raise SourceError(f"{origin}:{number}: unclosed [options] in {raw.strip()!r}")
-            for option in inside.split():
-                key, _, value = option.partition("=")
-                options[key.rstrip("+-")] = value
-        words = rest.split()
-        if len(words) < 2:
-            raise SourceError(f"{origin}:{number}: an apt source needs a URI and a suite: {raw.strip()!r}")
-        uri, suite, components = words[0], words[1], tuple(words[2:])
-        entries.append(
-            _entry(
-                uri,
-                suite,
-                components,
-                options.get("arch", ""),
-                options.get("signed-by", ""),
-                f"{origin}:{number}",
-            )
-        )
-    return tuple(entries)
-
-
-def parse_deb822_sources(text: str, *, origin: str) -> tuple[SourceEntry, ...]:
-    """The `deb` entries of a deb822-style .sources file, one per URI and suite."""
-    entries = []
-    for number, stanza in enumerate(Deb822.iter_paragraphs(text.splitlines(keepends=True)), start=1):
-        fields = {k.lower(): v for k, v in stanza.items()}
-        if fields.get("enabled", "yes").strip().lower() == "no":
-            continue
-        if "deb" not in fields.get("types", "").split():
-            continue
-        uris, suites = fields.get("uris", "").split(), fields.get("suites", "").split()
-        if not uris or not suites:
-            raise SourceError(f"{origin}: stanza {number} needs URIs and Suites")
-        components = tuple(fields.get("components", "").split())
-        signed_by = _inline_key(fields.get("signed-by", ""))
-        for uri in uris:
-            for suite in suites:
-                entries.append(
-                    _entry(
-                        uri,
-                        suite,
-                        components,
-                        fields.get("architectures", ""),
-                        signed_by,
-                        f"{origin} stanza {number}",
-                    )
-                )
-    return tuple(entries)
-
-
-def _entry(
-    uri: str, suite: str, components: tuple[str, ...], arch: str, signed_by: str, origin: str
-) -> SourceEntry:
-    if suite.endswith("/"):
-        # Flat repositories have no dists/ tree; nothing in the Debian images we target uses them.
-        raise SourceError(f"{origin}: flat repository {uri} {suite} is not supported")
-    if not components:
-        raise SourceError(f"{origin}: {uri} {suite} lists no components")
-    if "BEGIN PGP" in signed_by:
-        signers: tuple[str, ...] = (signed_by,)
-    else:
-        signers = tuple(s for s in re.split(r"[,\s]+", signed_by) if s)
-    return SourceEntry(
-        uri=uri.rstrip("/"),
-        suite=suite,
-        components=components,
-        architectures=tuple(a for a in arch.replace(",", " ").split() if a),
-        signed_by=signers,
-        origin=origin,
-    )
-
-
-def _inline_key(value: str) -> str:
-    # deb822 folds an inline key: continuation lines are indented and empty lines are written " .".
-    if "BEGIN PGP" not in value:
-        return value.strip()
-    lines = [line.strip() for line in value.strip().splitlines()]
-    return "\n".join("" if line == "." else line for line in lines) + "\n"
-
-
-# --------------------------------------------------------------------------- mirrors and snapshots
-
-
-def archive_name(uri: str) -> str:
-    """`http://deb.debian.org/debian-security` -> `debian-security` (the last path segment)."""
-    return urlsplit(uri).path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def apply_mirror(uri: str, mirror: str | None, archives: Iterable[str]) -> str:
-    """The URI to fetch from when a mirror replaces the image's URI.
-
-    A mirror names either an archive (`http://m/debian`, its last segment is one of the image's
-    archive names) or the directory holding archives (`http://m/`). Either way every archive keeps its
-    name under the mirror, so `debian` and `debian-security` both move with one setting.
-    """
-    if not mirror:
-        return uri
-    mirror = mirror.rstrip("/")
-    parts = urlsplit(mirror)
-    parent, _, last = parts.path.rpartition("/")
-    if last and last in set(archives):
-        mirror = mirror[: len(mirror) - len(last) - 1]
-    return f"{mirror}/{archive_name(uri)}"
-
-
-def snapshot_timestamp(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def snapshot_url(uri: str, timestamp: str) -> str:
-    return f"{SNAPSHOT_ROOT}/{archive_name(uri)}/{timestamp}/"
-
-
-# --------------------------------------------------------------------------- signatures
-
-
-def dearmor(data: bytes) -> bytes:
-    """Binary OpenPGP packets from an ASCII-armored key (gpgv reads only binary keyrings)."""
-    if b"-----BEGIN PGP" not in data:
-        return data
-    lines = data.decode("ascii", errors="replace").splitlines()
-    body: list[str] = []
-    inside = headers = False
-    for line in lines:
-        if line.startswith("-----BEGIN PGP"):
-            inside, headers = True, True
-            continue
-        if line.startswith("-----END PGP"):
-            inside = False
-            continue
-        if not inside:
-            continue
-        if headers:
-            # Armor headers ("Comment: ...") end at the first empty line.
-            if not line.strip():
-                headers = False
-            elif ":" not in line:
-                headers = False
-                body.append(line.strip())
-            continue
-        if line.startswith("="):  # the CRC24 line
-            continue
-        body.append(line.strip())
-    return base64.b64decode("".join(body))
-
-
-@dataclass(frozen=True, kw_only=True)
-class Verified:
-    content: bytes
-    keyring: str | None  # None: not verified (say why in note)
-    note: str | None = None
-
-
-def _is_fingerprint(value: str) -> bool:
-    return re.fullmatch(r"[0-9A-Fa-f]{16,40}!?", value) is not None
-
-
-def keyrings_for(
-    entry: SourceEntry, keyrings: Sequence[Keyring]
-) -> tuple[tuple[Keyring, ...], tuple[str, ...], tuple[str, ...]]:
-    """(keyrings to try, fingerprints the signer must have, keyring paths named but absent), like apt.
-
-    Signed-By names the only keyrings (or keys) trusted for this source; without it apt trusts
-    /etc/apt/trusted.gpg and /etc/apt/trusted.gpg.d/*.{gpg,asc}.
-    """
-    by_path = {k.path: k for k in keyrings}
-    trusted = tuple(
-        k
-        for k in sorted(keyrings, key=lambda k: k.path)
-        if k.path == TRUSTED_KEYRING
-        or (k.path.startswith(TRUSTED_KEYRING_DIR + "/") and k.path.endswith((".gpg", ".asc")))
-    )
-    chosen: list[Keyring] = []
-    fingerprints: list[str] = []
-    missing: list[str] = []
-    for signer in entry.signed_by:
-        if "BEGIN PGP" in signer:
-            chosen.append(Keyring(path=f"{entry.origin} (inline Signed-By key)", data=signer.encode()))
-        elif _is_fingerprint(signer):
-            fingerprints.append(signer.rstrip("!").upper())
-        elif signer in by_path:
-            chosen.append(by_path[signer])
-        else:
-            missing.append(signer)
-    if not entry.signed_by or (fingerprints and not chosen):
-        chosen.extend(trusted)
-    return tuple(chosen), tuple(fingerprints), tuple(missing)
-
-
-def verify_release(
-    signed: bytes,
-    detached: bytes | None,
-    *,
-    entry: SourceEntry,
-    keyrings: Sequence[Keyring],
-    gpgv: str | None,
-) -> Verified:
-    """The Release text as signed and the keyring that verified it (unverified and noted if it cannot be)."""
-    unsigned = _strip_clearsign(signed) if detached is None else signed
-    where = f"{entry.uri} {entry.suite}"
-    if gpgv is None:
-        return Verified(
-            content=unsigned,
-            keyring=None,
-            note=f"gpgv not found: the Release of {where} is NOT verified (install gpgv)",
-        )
-    candidates, fingerprints, missing = keyrings_for(entry, keyrings)
-    if not candidates:
-        named = f" (Signed-By {', '.join(missing)} is not in the image)" if missing else ""
-        return Verified(
-            content=unsigned,
-            keyring=None,
-            note=f"no apt keyring in the base image for {where}{named}: its Release is NOT verified",
-        )
-    with tempfile.TemporaryDirectory(prefix="mlenv-gpgv-") as tmp:
-        work = Path(tmp)
-        data_path = work / ("Release" if detached is not None else "InRelease")
-        data_path.write_bytes(signed)
-        sig_args: list[str] = []
-        if detached is not None:
-            (work / "Release.gpg").write_bytes(detached)
-            sig_args = [str(work / "Release.gpg"), str(data_path)]
-        for number, keyring in enumerate(candidates):
-            key_path = work / f"keyring-{number}.gpg"
-            try:
-                key_path.write_bytes(dearmor(keyring.data))
-            except (ValueError, UnicodeError):
-                continue  # an unreadable keyring verifies nothing; apt skips it too
-            out = work / f"out-{number}"
-            args = [gpgv, "--homedir", str(work), "--status-fd", "1", "--keyring", str(key_path)]
-            args += sig_args if detached is not None else ["--output", str(out), str(data_path)]
-            result = subprocess.run(args, capture_output=True, check=False)
-            signers = _valid_signers(result.stdout.decode(errors="replace"))
-            if fingerprints:
-                signers = {s for s in signers if any(s.endswith(f) for f in fingerprints)}
-            if signers:
-                content = signed if detached is not None else out.read_bytes()
-                return Verified(content=content, keyring=keyring.path)
-    tried = ", ".join(k.path for k in candidates)
-    raise SourceError(
-        f"the Release of {where} is not signed by a key in {tried}",
-        hint="the mirror may be serving a different archive, or the image's keyring is outdated",
-    )
-
-
-def _valid_signers(status: str) -> set[str]:
-    # apt's rule: a signature counts when gpgv reports it both GOODSIG and VALIDSIG; expired or revoked
-    # keys (EXPKEYSIG, REVKEYSIG) and missing keys (NO_PUBKEY) do not.
-    good = False
-    signers = set()
-    for line in status.splitlines():
-        words = line.split()
-        if len(words) < 3 or words[0] != "[GNUPG:]":
-            continue
-        if words[1] == "GOODSIG":
-            good = True
-        elif words[1] == "VALIDSIG" and good:
-            signers.add(words[-1].upper())  # the primary key's fingerprint
-            signers.add(words[2].upper())  # the signing (sub)key's
-    return signers
-
-
-def _strip_clearsign(signed: bytes) -> bytes:
-    _, payload, _ = Deb822.split_gpg_and_payload(iter(signed.splitlines()))
-    return b"\n".join(payload) + b"\n"
 
 
 # --------------------------------------------------------------------------- the cache
@@ -431,18 +90,6 @@ class IndexCache:
         write_atomic(self._parsed(sha256), data, durable=False)
 
 
-def parse_packages(data: bytes) -> tuple[Record, ...]:
-    """The stanzas of a (decompressed) Packages index, reduced to RECORD_FIELDS."""
-    records = []
-    for stanza in Packages.iter_paragraphs(
-        data.splitlines(keepends=True), use_apt_pkg=False, fields=list(RECORD_FIELDS)
-    ):
-        record = {k: str(v) for k, v in stanza.items()}
-        if "Package" in record and "Version" in record:
-            records.append(record)
-    return tuple(records)
-
-
 # --------------------------------------------------------------------------- fetching
 
 
@@ -473,10 +120,12 @@ class DebianArchive:
         *,
         architectures: Sequence[str],
         keyrings: Sequence[Keyring],
-        archives: Iterable[str] = (),
+        listed: Iterable[str] = (),
         as_of: datetime | None = None,
     ) -> Suite:
-        archives = set(archives) | {archive_name(entry.uri)}
+        """`entry`'s suite for `architectures`, its Release verified with `keyrings`. `listed` holds the URIs
+        of the base's other sources: a mirror that names one of their archives moves them all."""
+        archives = {archive_name(uri) for uri in (*listed, entry.uri)}
         base_uri = apply_mirror(entry.uri, self.mirror, archives)
         dists = f"{base_uri}/dists/{entry.suite}"
         notes: list[str] = []
@@ -506,8 +155,8 @@ class DebianArchive:
                 f"not {entry.suite!r}",
                 hint="the mirror serves a different distribution",
             )
-        date = _release_date(release, dists)
-        _note_expiry(release, dists, notes)
+        date = release_date(release, dists)
+        note_expiry(release, dists, notes)
 
         listed = {item["name"]: item for item in release.get("SHA256", [])}
         by_hash = release.get("Acquire-By-Hash", "no").strip().lower() == "yes"
@@ -552,7 +201,6 @@ class DebianArchive:
             source=source,
             date=date,
             not_automatic=release.get("NotAutomatic", "").strip().lower() == "yes",
-            but_automatic_upgrades=release.get("ButAutomaticUpgrades", "").strip().lower() == "yes",
             indexes=tuple(indexes),
             notes=tuple(notes),
         )
@@ -624,29 +272,3 @@ class DebianArchive:
         if response.status_code != 200:
             raise SourceError(f"cannot download {redact(url)}: HTTP {response.status_code}")
         return response.content
-
-
-def _release_date(release: Release, where: str) -> datetime:
-    try:
-        date = parsedate_to_datetime(release["Date"])
-    except (KeyError, TypeError, ValueError):
-        raise SourceError(f"{where}: the Release has no readable Date") from None
-    return date if date.tzinfo else date.replace(tzinfo=UTC)
-
-
-def _note_expiry(release: Release, where: str, notes: list[str]) -> None:
-    # apt refuses an expired Release; the lock stays deterministic (no wall clock in it), so this is
-    # only said, not enforced.
-    try:
-        until = parsedate_to_datetime(release["Valid-Until"])
-    except (KeyError, TypeError, ValueError):
-        return
-    if until.tzinfo is None:
-        until = until.replace(tzinfo=UTC)
-    if until < datetime.now(UTC):
-        notes.append(f"{where}: the Release expired on {until.isoformat()} (apt would refuse it)")
-
-
-def relation_names(value: str) -> list[str]:
-    """The package names a relation field mentions, in order (for Provides indexes)."""
-    return [atom["name"] for group in PkgRelation.parse_relations(value) for atom in group]

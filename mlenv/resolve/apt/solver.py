@@ -1,8 +1,4 @@
-"""apt layer of the lock: the exact closure `apt-get install --no-install-recommends` would install.
-
-The closure is resolved against the base image's own state (its dpkg status, apt sources and
-keyrings), so packages the base already has at a good version are left alone, and the ones it
-has at a version too old for a new dependency are upgraded, as apt would.
+"""apt's marking (MarkInstall) over a Universe: which versions `apt-get install` would install.
 
 The choice between alternatives follows apt's own marking algorithm (pkgDepCache::MarkInstall in
 apt 2.6, the version in Debian 12), step for step where it decides the outcome:
@@ -19,374 +15,18 @@ apt 2.6, the version in Debian 12), step for step where it decides the outcome:
 * binaries built from the same source as a package being installed are upgraded with it
   (APT::Get::Upgrade-By-Source-Package), Conflicts/Breaks against installed packages upgrade them,
   and installed packages whose versioned dependency an upgrade would break are upgraded too.
-
-Pure: the indexes and the base state come in as data (sources/debian.py fetches them).
 """
 
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
-from debian.deb822 import PkgRelation
 from debian.debian_support import version_compare
 
-from mlenv.errors import ResolutionError
-from mlenv.model.lock import AptPin, AptSource, LockedApt
-from mlenv.model.spec import AptSpec
-from mlenv.observe.probes.dpkg import installed_stanzas
-from mlenv.observe.probes.osrelease import LOCATIONS as OS_RELEASE_LOCATIONS
-from mlenv.observe.probes.osrelease import parse_os_release
-from mlenv.sources.debian.archive import (
-    RECORD_FIELDS,
-    DebianArchive,
-    Keyring,
-    Record,
-    SourceEntry,
-    Suite,
-    archive_name,
-    parse_deb822_sources,
-    parse_sources_list,
-)
-
-ReadFile = Callable[[str], "bytes | None"]
-ListDir = Callable[[str], Iterable[str]]
-
-STATUS_FILE = "/var/lib/dpkg/status"
-DPKG_ARCH_FILE = "/var/lib/dpkg/arch"
-SOURCES_LIST = "/etc/apt/sources.list"
-SOURCES_DIR = "/etc/apt/sources.list.d"
-TRUSTED_KEYRING = "/etc/apt/trusted.gpg"
-TRUSTED_DIR = "/etc/apt/trusted.gpg.d"
-PREFERENCES = "/etc/apt/preferences"
-PREFERENCES_DIR = "/etc/apt/preferences.d"
-
-# apt's Priority numbers: lower is more important, a missing field is 0.
-PRIORITIES = {"required": 1, "important": 2, "standard": 3, "optional": 4, "extra": 5}
-# apt reads only files with these names in sources.list.d (others are ignored with a notice).
-_SOURCES_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(list|sources)$")
-_PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-
-
-# --------------------------------------------------------------------------- the base image's apt state
-
-
-@dataclass(frozen=True, kw_only=True)
-class AptBaseState:
-    """What apt in the base image starts from: installed packages, sources, keyrings, architectures."""
-
-    architecture: str
-    foreign_architectures: tuple[str, ...] = ()
-    installed: tuple[Record, ...] = ()  # dpkg status stanzas of installed (or half-installed) packages
-    sources: tuple[SourceEntry, ...] = ()
-    keyrings: tuple[Keyring, ...] = ()
-    os_id: str | None = None
-    os_codename: str | None = None
-    notes: tuple[str, ...] = ()
-
-
-def read_base_state(read: ReadFile, listdir: ListDir) -> AptBaseState:
-    """The base's apt state from its files: `read(path)` gives bytes or None, `listdir(path)` names.
-
-    Paths are absolute inside the image; symlinks are the caller's to follow (within the image).
-    """
-    status = read(STATUS_FILE)
-    if status is None:
-        raise ResolutionError(f"the base image has no {STATUS_FILE}: apt packages need a Debian-based base")
-    installed = installed_records(status)
-    architecture = native_architecture(installed)
-    foreign = tuple(a for a in _lines(read(DPKG_ARCH_FILE)) if a != architecture)
-
-    notes: list[str] = []
-    sources: list[SourceEntry] = []
-    text = read(SOURCES_LIST)
-    if text is not None:
-        sources += parse_sources_list(text.decode("utf-8", errors="replace"), origin=SOURCES_LIST)
-    for name in sorted(_listdir(listdir, SOURCES_DIR)):
-        path = f"{SOURCES_DIR}/{name}"
-        if not _SOURCES_NAME.match(name):
-            continue
-        data = read(path)
-        if data is None:
-            continue
-        decoded = data.decode("utf-8", errors="replace")
-        if name.endswith(".list"):
-            sources += parse_sources_list(decoded, origin=path)
-        else:
-            sources += parse_deb822_sources(decoded, origin=path)
-
-    keyring_paths = [TRUSTED_KEYRING] + [f"{TRUSTED_DIR}/{n}" for n in sorted(_listdir(listdir, TRUSTED_DIR))]
-    for entry in sources:
-        keyring_paths += [s for s in entry.signed_by if s.startswith("/")]
-    keyrings = []
-    for path in dict.fromkeys(keyring_paths):
-        data = read(path)
-        if data is not None:
-            keyrings.append(Keyring(path=path, data=data))
-
-    if read(PREFERENCES) is not None or any(True for _ in _listdir(listdir, PREFERENCES_DIR)):
-        notes.append(
-            "the base has apt preferences (pinning); mlenv ignores them: every source has priority 500"
-        )
-
-    os_release = {}
-    for path in OS_RELEASE_LOCATIONS:
-        data = read(path)
-        if data is not None:
-            os_release = parse_os_release(data.decode("utf-8", errors="replace"))
-            break
-    return AptBaseState(
-        architecture=architecture,
-        foreign_architectures=foreign,
-        installed=installed,
-        sources=tuple(sources),
-        keyrings=tuple(keyrings),
-        os_id=os_release.get("ID"),
-        os_codename=os_release.get("VERSION_CODENAME"),
-        notes=tuple(notes),
-    )
-
-
-def is_base_state_path(path: str) -> bool:
-    """Whether read_base_state may read `path`: for readers that keep only the files asked for."""
-    return path in (STATUS_FILE, DPKG_ARCH_FILE, *OS_RELEASE_LOCATIONS) or path.startswith(
-        ("/etc/apt/", "/usr/share/keyrings/")
-    )
-
-
-def installed_records(status: bytes) -> tuple[Record, ...]:
-    """The installed packages of a dpkg status file, with the fields the resolver reads (and Status)."""
-    return tuple(installed_stanzas(status, fields=RECORD_FIELDS))
-
-
-def native_architecture(installed: Sequence[Record]) -> str:
-    """dpkg's native architecture: the one dpkg itself is built for."""
-    for record in installed:
-        if record.get("Package") == "dpkg":
-            return record["Architecture"]
-    archs = sorted({r.get("Architecture", "all") for r in installed} - {"all"})
-    if len(archs) == 1:
-        return archs[0]
-    raise ResolutionError("cannot tell the base image's architecture: dpkg is not installed in it")
-
-
-def _lines(data: bytes | None) -> list[str]:
-    return [] if data is None else [line.strip() for line in data.decode().splitlines() if line.strip()]
-
-
-def _listdir(listdir: ListDir, path: str) -> list[str]:
-    try:
-        return list(listdir(path) or ())
-    except OSError:
-        return []
-
-
-# --------------------------------------------------------------------------- the package universe
-
-
-Atom = tuple[str, "str | None", "str | None", "str | None"]  # name, arch qualifier, relation, version
-Group = tuple[Atom, ...]
-PkgKey = tuple[str, str]  # (name, architecture), arch:all counted as the native architecture like apt
-
-
-def _atoms(value: str | None) -> list[Group]:
-    if not value:
-        return []
-    groups = []
-    for alternatives in PkgRelation.parse_relations(value):
-        group = []
-        for atom in alternatives:
-            relation: str | None = None
-            version: str | None = None
-            if atom["version"]:
-                relation, version = atom["version"]
-                # Policy 7.1: the deprecated `<` and `>` mean `<=` and `>=`.
-                relation = {"<": "<=", ">": ">="}.get(relation, relation)
-            group.append((atom["name"], atom["archqual"], relation, version))
-        groups.append(tuple(group))
-    return groups
-
-
-def _satisfies(version: str | None, relation: str | None, wanted: str | None) -> bool:
-    if relation is None:
-        return True
-    if version is None:  # an unversioned Provides never satisfies a versioned dependency
-        return False
-    cmp = version_compare(version, wanted)
-    return {"<<": cmp < 0, "<=": cmp <= 0, "=": cmp == 0, ">=": cmp >= 0, ">>": cmp > 0}[relation]
-
-
-def _atom_text(atom: Atom) -> str:
-    name, qualifier, relation, version = atom
-    text = name if qualifier is None else f"{name}:{qualifier.lstrip('@')}"
-    return text if relation is None else f"{text} ({relation} {version})"
-
-
-def _group_text(group: Group) -> str:
-    return " | ".join(_atom_text(a) for a in group)
-
-
-class Ver:
-    """One version of one package (from an index, or only from the dpkg status)."""
-
-    __slots__ = (
-        "_provides",
-        "_relations",
-        "arch",
-        "essential",
-        "important",
-        "key",
-        "multi_arch",
-        "name",
-        "priority",
-        "record",
-        "source",
-        "source_version",
-        "suite",
-        "version",
-    )
-
-    def __init__(self, record: Record, native: str, suite: int) -> None:
-        self.record = record
-        self.name = record["Package"]
-        self.version = record["Version"]
-        self.arch = record.get("Architecture", "all")
-        self.key: PkgKey = (self.name, native if self.arch == "all" else self.arch)
-        self.suite = suite  # index into the suites; -1 for a version known only from the dpkg status
-        self.multi_arch = record.get("Multi-Arch", "no")
-        self.essential = record.get("Essential", "no") == "yes"
-        self.important = record.get("Important", record.get("Protected", "no")) == "yes"
-        self.priority = PRIORITIES.get(record.get("Priority", ""), 0)
-        source = record.get("Source", "").split()
-        self.source = source[0] if source else self.name
-        self.source_version = source[1].strip("()") if len(source) > 1 else self.version
-        self._relations: dict[str, list[Group]] | None = None
-        self._provides: list[tuple[str, str | None, str | None]] | None = None
-
-    def relations(self, field_name: str) -> list[Group]:
-        if self._relations is None:
-            self._relations = {}
-        if field_name not in self._relations:
-            self._relations[field_name] = _atoms(self.record.get(field_name))
-        return self._relations[field_name]
-
-    def critical(self) -> list[Group]:
-        return self.relations("Pre-Depends") + self.relations("Depends")
-
-    def negative(self, archs: Sequence[str]) -> list[Atom]:
-        """Conflicts and Breaks, plus apt's implicit ones between architectures of one package.
-
-        A package that is not Multi-Arch: same cannot be installed for two architectures at once;
-        one that is must have the same version on all of them. Implicit atoms carry the exact
-        architecture as `@arch`.
-        """
-        atoms = [a for g in self.relations("Conflicts") + self.relations("Breaks") for a in g]
-        for arch in archs:
-            if arch == self.key[1]:
-                continue
-            if self.multi_arch == "same":
-                atoms += [
-                    (self.name, f"@{arch}", "<<", self.version),
-                    (self.name, f"@{arch}", ">>", self.version),
-                ]
-            else:
-                atoms.append((self.name, f"@{arch}", None, None))
-        return atoms
-
-    @property
-    def provides(self) -> list[tuple[str, str | None, str | None]]:
-        if self._provides is None:
-            self._provides = [
-                (n, q, v if r == "=" else None)
-                for g in _atoms(self.record.get("Provides"))
-                for (n, q, r, v) in g
-            ]
-        return self._provides
-
-    def __repr__(self) -> str:
-        return f"{self.name}:{self.arch}={self.version}"
-
-
-def _newest_first(a: Ver, b: Ver) -> int:
-    return version_compare(b.version, a.version)
-
-
-class Universe:
-    """Every version in the fetched indexes plus the installed ones, looked up lazily by name."""
-
-    def __init__(self, suites: Sequence[Suite], base: AptBaseState) -> None:
-        self.native = base.architecture
-        self.archs = (base.architecture, *base.foreign_architectures)
-        self.suites = tuple(suites)
-        self._records: dict[str, list[tuple[Record, int]]] = {}
-        self._versions: dict[PkgKey, list[Ver]] = {}
-        self._providers: dict[str, set[str]] = {}
-        self.order: dict[str, int] = {}  # apt's cache order, approximated by first appearance
-        for number, suite in enumerate(self.suites):
-            for index in suite.indexes:
-                for record in index.records:
-                    name = record["Package"]
-                    self._records.setdefault(name, []).append((record, number))
-                    self.order.setdefault(name, len(self.order))
-                    provides = record.get("Provides")
-                    if provides:
-                        for group in PkgRelation.parse_relations(provides):
-                            for atom in group:
-                                self._providers.setdefault(atom["name"], set()).add(name)
-        self.installed: dict[PkgKey, Ver] = {}
-        self.held: set[PkgKey] = set()
-        for record in base.installed:
-            ver = Ver(record, self.native, -1)
-            self.order.setdefault(ver.name, len(self.order))
-            for provided in ver.provides:
-                self._providers.setdefault(provided[0], set()).add(ver.name)
-            # apt merges an installed version with the same version from an index into one.
-            same = [v for v in self.versions(ver.key) if v.version == ver.version]
-            self.installed[ver.key] = same[0] if same else ver
-            if record.get("Status", "").split()[0] == "hold":
-                self.held.add(ver.key)
-
-    def versions(self, key: PkgKey) -> list[Ver]:
-        """Versions of the package in the indexes, highest first (one per version, the first source's)."""
-        cache = self._versions
-        if key in cache:
-            return cache[key]
-        found: dict[str, Ver] = {}
-        for record, suite in self._records.get(key[0], ()):
-            arch = record.get("Architecture", "all")
-            if (self.native if arch == "all" else arch) != key[1]:
-                continue
-            found.setdefault(record["Version"], Ver(record, self.native, suite))
-        versions = sorted(found.values(), key=functools.cmp_to_key(_newest_first))
-        cache[key] = versions
-        return versions
-
-    def known(self, name: str) -> bool:
-        return name in self._records or any(k[0] == name for k in self.installed)
-
-    def providers(self, name: str) -> list[str]:
-        return sorted(self._providers.get(name, ()), key=lambda n: self.order.get(n, 0))
-
-    def default_candidate(self, key: PkgKey) -> Ver | None:
-        """apt's candidate with every source at priority 500: the highest version, never a downgrade.
-
-        Versions from NotAutomatic suites (experimental, backports) are left out, as apt gives
-        them priority 1 or 100, unless the installed version comes from one.
-        """
-        current = self.installed.get(key)
-        for ver in self.versions(key):
-            if ver.suite >= 0 and self.suites[ver.suite].not_automatic and ver is not current:
-                continue
-            if current is None or version_compare(ver.version, current.version) > 0:
-                return ver
-            break
-        return current
-
-
-# --------------------------------------------------------------------------- the solver
+from mlenv.resolve.apt.relations import Atom, Group, group_text, satisfies
+from mlenv.resolve.apt.universe import PkgKey, Universe, Ver
 
 
 @dataclass
@@ -441,7 +81,7 @@ class Solver:
         found: list[Ver] = []
         if qualifier is not None and qualifier.startswith("@"):  # implicit, between architectures
             ver = state((name, qualifier[1:]))
-            return [ver] if ver is not None and _satisfies(ver.version, relation, version) else []
+            return [ver] if ver is not None and satisfies(ver.version, relation, version) else []
         for key in self._keys(name):
             ver = state(key)
             if ver is None or (negative and ver.name == owner.name):
@@ -452,7 +92,7 @@ class Solver:
                 ok = negative or key[1] == context or ver.multi_arch == "foreign"
             else:
                 ok = key[1] == (self.u.native if qualifier == "native" else qualifier)
-            if ok and _satisfies(ver.version, relation, version):
+            if ok and satisfies(ver.version, relation, version):
                 found.append(ver)
         for provider in self.u.providers(name):
             if negative and provider == owner.name:
@@ -475,7 +115,7 @@ class Solver:
                     else:
                         arch = self.u.native if qualifier == "native" else qualifier
                         ok = prov_qual == arch or (prov_qual is None and key[1] == arch)
-                    if ok and _satisfies(prov_version, relation, version):
+                    if ok and satisfies(prov_version, relation, version):
                         found.append(ver)
                         break
         return found
@@ -883,7 +523,7 @@ class Solver:
         for ver in self.changes():
             for group in ver.critical():
                 if not self.group_ok(group, ver, self.install_ver):
-                    yield ver, f"it depends on {_group_text(group)}"
+                    yield ver, f"it depends on {group_text(group)}"
             for text in self._conflicts(ver):
                 yield ver, f"it {text}"
         for key, ver in self.u.installed.items():
@@ -912,7 +552,7 @@ class Solver:
                     group, following = None, None
                     detail = f"which {conflicts[0]}" if conflicts else "which cannot be installed"
             if group is not None:
-                parts.append(_group_text(group))
+                parts.append(group_text(group))
             if following is None or following in seen:
                 detail = detail or "which cannot be installed"
                 break
@@ -925,210 +565,3 @@ class Solver:
     def _first_option(self, group: Group, owner: Ver) -> PkgKey | None:
         options = self.solutions(group, owner)
         return options[0].key if options else None
-
-
-# --------------------------------------------------------------------------- requests and results
-
-
-@dataclass(frozen=True, kw_only=True)
-class AptRequest:
-    name: str
-    architecture: str | None = None
-    version: str | None = None
-    text: str = ""
-
-
-def parse_request(text: str) -> AptRequest:
-    """`name`, `name=version`, `name:arch`, `name:arch=version`."""
-    spec, _, version = text.strip().partition("=")
-    name, _, arch = spec.partition(":")
-    if "/" in spec:
-        raise ResolutionError(
-            f"apt package {text!r}: `name/release` is not supported", hint="pin a version with name=version"
-        )
-    if (
-        not _PACKAGE_NAME.match(name)
-        or (arch and not re.fullmatch(r"[a-z0-9-]+", arch))
-        or ("=" in text and not version)
-    ):
-        raise ResolutionError(f"apt package {text!r} is not `name`, `name=version` or `name:arch`")
-    return AptRequest(name=name, architecture=arch or None, version=version or None, text=text.strip())
-
-
-@dataclass(frozen=True, kw_only=True)
-class AptResolution:
-    pins: tuple[AptPin, ...]
-    sources: tuple[AptSource, ...]
-    notes: tuple[str, ...] = ()
-
-    def locked(self) -> LockedApt:
-        return LockedApt(sources=self.sources, packages=self.pins)
-
-
-def resolve_apt(requests: Sequence[str], base: AptBaseState, suites: Sequence[Suite]) -> AptResolution:
-    """The closure `apt-get install --no-install-recommends REQUESTS` installs on `base` from `suites`."""
-    notes = list(base.notes)
-    for suite in suites:
-        notes += suite.notes
-    universe = Universe(suites, base)
-    solver = Solver(universe)
-    keys: list[PkgKey] = []
-    for text in requests:
-        request = parse_request(text)
-        key = _request_key(request, universe, solver, notes)
-        if key not in keys:
-            keys.append(key)
-    solver.install(keys)
-
-    broken = list(solver.broken())
-    failing = [k for k in keys if k in solver.failures or any(v.key == k for v, _ in broken)]
-    removal = ""
-    if solver.removals:
-        removed, why = solver.removals[0]
-        removal = f"; apt would remove {solver.label(removed)} from the base ({why})"
-    if failing:
-        raise ResolutionError(
-            f"cannot install {solver.label(failing[0])}: {solver.explain(failing[0])}{removal}"
-        )
-    wanted = ", ".join(solver.label(k) for k in keys)
-    if broken:
-        ver, why = broken[0]
-        raise ResolutionError(
-            f"cannot install {wanted}: {solver.label(ver.key)} {ver.version}: {why}{removal}"
-        )
-    if solver.removals:
-        raise ResolutionError(
-            f"cannot install {wanted} without changing the base{removal}",
-            hint="mlenv locks installs and upgrades only",
-        )
-
-    pins = []
-    for ver in solver.changes():
-        record = ver.record
-        if ver.suite < 0 or "Filename" not in record:
-            raise ResolutionError(f"{ver.name} {ver.version} is to be installed but no index has its .deb")
-        if "SHA256" not in record or "Size" not in record:
-            raise ResolutionError(
-                f"{ver.name} {ver.version}: its index lists no SHA256 and Size; it cannot be locked"
-            )
-        pins.append(
-            AptPin(
-                name=ver.name,
-                version=ver.version,
-                architecture=ver.arch,
-                filename=record["Filename"],
-                size=int(record["Size"]),
-                sha256=record["SHA256"],
-                requested=ver.key in keys,
-            )
-        )
-    pins.sort(key=lambda p: (p.name, p.architecture))
-    for key in keys:
-        if not solver.marked(key):
-            current = universe.installed.get(key)
-            notes.append(
-                f"{key[0]} is already the newest version in the base ({current.version if current else '?'})"
-            )
-    sources = tuple(sorted((s.source for s in suites), key=lambda s: (s.mirror, s.suite)))
-    return AptResolution(pins=tuple(pins), sources=sources, notes=tuple(dict.fromkeys(notes)))
-
-
-def _request_key(request: AptRequest, universe: Universe, solver: Solver, notes: list[str]) -> PkgKey:
-    arch = request.architecture
-    if arch is not None and arch not in (*universe.archs, "all", "any", "native"):
-        raise ResolutionError(
-            f"apt package {request.text}: architecture {arch} is not configured in the base",
-            hint="the base's dpkg needs `dpkg --add-architecture`",
-        )
-    arch = universe.native if arch in (None, "all", "any", "native") else arch
-    key = (request.name, arch)
-    versions = universe.versions(key)
-    if request.architecture is None and not versions and key not in universe.installed:
-        # Like apt, a name that exists only for a foreign architecture means that one (wine32 -> :i386).
-        for foreign in universe.archs[1:]:
-            if universe.versions((request.name, foreign)):
-                key, versions = (request.name, foreign), universe.versions((request.name, foreign))
-                break
-    if not versions and key not in universe.installed:
-        providers = []
-        for provider in universe.providers(request.name):
-            candidate = solver.candidate((provider, arch))
-            if candidate is not None and any(n == request.name for n, _, _ in candidate.provides):
-                providers.append(provider)
-        if request.version is None and len(providers) == 1:
-            notes.append(f"selecting {providers[0]} for the virtual package {request.name}")
-            return (providers[0], arch)
-        if providers:
-            raise ResolutionError(
-                f"apt package {request.name} is virtual, provided by {', '.join(providers)}",
-                hint="request one of them",
-            )
-        raise ResolutionError(
-            f"unknown apt package {request.name}"
-            + ("" if universe.known(request.name) else " (in none of the base's sources)")
-        )
-    if request.version is not None:
-        match = [v for v in versions if v.version == request.version]
-        current = universe.installed.get(key)
-        if not match and current is not None and current.version == request.version:
-            match = [current]
-        if not match:
-            available = ", ".join(v.version for v in versions) or "none"
-            raise ResolutionError(
-                f"apt package {request.name}={request.version} is not available (available: {available})"
-            )
-        solver.cand[key] = match[0]
-    elif solver.candidate(key) is None:
-        raise ResolutionError(f"apt package {request.name} has no installation candidate")
-    return key
-
-
-# --------------------------------------------------------------------------- fetching + resolving
-
-
-def fetch_suites(
-    base: AptBaseState, archive: DebianArchive, *, as_of: datetime | None = None
-) -> tuple[Suite, ...]:
-    """Every suite the base's sources list, fetched and checked (network, through `archive`)."""
-    merged: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], SourceEntry] = {}
-    for entry in base.sources:
-        key = (entry.uri, entry.suite, entry.architectures, entry.signed_by)
-        if key in merged:
-            previous = merged[key]
-            components = tuple(dict.fromkeys(previous.components + entry.components))
-            merged[key] = SourceEntry(
-                uri=previous.uri,
-                suite=previous.suite,
-                components=components,
-                architectures=previous.architectures,
-                signed_by=previous.signed_by,
-                origin=previous.origin,
-            )
-        else:
-            merged[key] = entry
-    if not merged:
-        raise ResolutionError("the base image lists no apt sources (/etc/apt/sources.list, sources.list.d)")
-    archives = {archive_name(e.uri) for e in merged.values()}
-    configured = (base.architecture, *base.foreign_architectures)
-    suites = []
-    for entry in merged.values():
-        archs = [a for a in configured if not entry.architectures or a in entry.architectures]
-        if not archs:
-            continue
-        suites.append(
-            archive.fetch_suite(
-                entry, architectures=archs, keyrings=base.keyrings, archives=archives, as_of=as_of
-            )
-        )
-    return tuple(suites)
-
-
-def lock_apt(
-    spec: AptSpec, base: AptBaseState, *, as_of: datetime | None = None, archive: DebianArchive | None = None
-) -> AptResolution:
-    """The apt section of the lock: fetch the base's indexes (through `spec.mirror` if set) and resolve."""
-    if not spec.packages:
-        return AptResolution(pins=(), sources=())
-    archive = archive or DebianArchive(mirror=spec.mirror)
-    suites = fetch_suites(base, archive, as_of=as_of)
-    return resolve_apt(spec.packages, base, suites)
