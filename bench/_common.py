@@ -1,8 +1,8 @@
 """What the benchmarks share: the engine, a loopback registry, the test base image, timing and reporting.
 
-The infrastructure is the tests' own (tests/infra): the same debootstrap base image, cached between runs,
-served from a registry on 127.0.0.1. Benchmarks report and never fail on a missed target: every script
-exits 0 and prints MISSED next to a ratio that missed.
+The infrastructure is the one the tests and the demo stand on (tools/localbase): the same debootstrap base
+image, cached between runs, served from a registry on 127.0.0.1. Benchmarks report and never fail on a
+missed target: every script exits 0 and prints MISSED next to a ratio that missed.
 
 Run from the repository: `python bench/NAME.py [--repeats N]`. DOCKER_HOST names the engine; without it one
 is started as the tests start it (root). The first observe/verify run builds the big image (minutes).
@@ -28,13 +28,15 @@ from typing import TypeVar
 import docker
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # a benchmark runs as `python bench/NAME.py`: tools/ is beside bench/
 
-from tests.helpers import copy_example, train_fraud_model
-from tests.infra.cache import cache_dir, cache_lock
-from tests.infra.docker import Daemon, start_dockerd
-from tests.infra.images import BaseImage, make_base_image, save_forms
-from tests.infra.registry import Registry, start_registry
+from tools.localbase.cache import cache_dir, cache_lock  # noqa: E402 - needs the path above
+from tools.localbase.dockerd import Daemon  # noqa: E402
+from tools.localbase.images import save_forms  # noqa: E402
+from tools.localbase.project import copy_example, train_fraud_model  # noqa: E402
+from tools.localbase.stack import Stack, local_stack  # noqa: E402
+
+__all__ = ["Stack", "copy_example", "train_fraud_model"]  # the benchmarks take these from here
 
 T = TypeVar("T")
 TAG_PREFIX = "mlenv-bench/"  # every image a benchmark makes is tagged under here, nothing else is touched
@@ -167,34 +169,13 @@ def warm_page_cache(paths: Sequence[Path]) -> None:
 # --------------------------------------------------------------------------- engine, registry, base image
 
 
-@dataclass(frozen=True)
-class Infra:
-    daemon: Daemon
-    registry: Registry
-    base: BaseImage  # Debian bookworm with python3 and venv, pushed to `registry`
-
-
 @contextmanager
-def infrastructure() -> Iterator[Infra]:
+def infrastructure() -> Iterator[Stack]:
     """Attach to the engine DOCKER_HOST names (or start one as the tests do), serve a loopback registry,
     push the cached test base image; the registry (and an engine started here) stop on exit."""
-    host = os.environ.get("DOCKER_HOST")
-    dockerd = None
-    if not host:
-        dockerd, host = start_dockerd(cache_dir("docker"))
-        # mlenv, run as a subprocess, finds the engine the way a user's shell does
-        os.environ["DOCKER_HOST"] = host
     with tempfile.TemporaryDirectory(prefix="mlenv-bench-registry-") as registry_dir:
-        registry_process, registry = start_registry(Path(registry_dir))
-        try:
-            daemon = Daemon(host=host, client=docker.DockerClient(base_url=host, timeout=1800))
-            base = make_base_image(daemon, registry, "python")
-            yield Infra(daemon=daemon, registry=registry, base=base)
-        finally:
-            registry_process.terminate()
-            registry_process.wait(timeout=10)
-            if dockerd is not None:
-                dockerd.terminate()
+        with local_stack(Path(registry_dir), timeout=1800) as stack:
+            yield stack
 
 
 def bench_dir(*parts: str) -> Path:
@@ -244,7 +225,7 @@ class BigImage:
         return self.oci / "blobs" / algorithm / hex_digest
 
 
-def big_image(infra: Infra, progress: Callable[[str], None] = print) -> BigImage:
+def big_image(infra: Stack, progress: Callable[[str], None] = print) -> BigImage:
     """The fraud detector with heavy extras, locked and built by `mlenv build` once and then reused.
 
     The project (its spec names this run's registry port) and its lock are kept, so later runs find the

@@ -31,7 +31,7 @@ from pathlib import Path
 import docker
 from _common import (
     TAG_PREFIX,
-    Infra,
+    Stack,
     copy_example,
     diff_ids,
     image_size,
@@ -77,7 +77,7 @@ def build(project: Path, tag: str, *options: str) -> float:
     return seconds
 
 
-def layer_holding(infra: Infra, tag: str, path: str, work: Path) -> int | None:
+def layer_holding(infra: Stack, tag: str, path: str, work: Path) -> int | None:
     """Index (from the bottom) of the image layer that adds `path`, read from a `docker save` of the image."""
     archive = work / "image.tar"
     with archive.open("wb") as out:
@@ -95,7 +95,7 @@ def layer_holding(infra: Infra, tag: str, path: str, work: Path) -> int | None:
         archive.unlink()
 
 
-def anchor_image(infra: Infra, project: Path, context_with_wheels: Path, work: Path) -> tuple[float, int]:
+def anchor_image(infra: Stack, project: Path, context_with_wheels: Path, work: Path) -> tuple[float, int]:
     """Build the anchor (no cache) and return its build seconds and the bytes of its vendored wheels."""
     context = work / "anchor"
     shutil.copytree(project, context,

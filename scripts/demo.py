@@ -1,78 +1,84 @@
 """The main job, end to end on this machine: lock -> build -> verify -> export examples/fraud-detector.
 
 Docker Hub may be out of reach, so the base image is made here: Debian bookworm with python3 by
-debootstrap, served from a registry on 127.0.0.1 (the same machinery the tests use). Outputs go to
-.mlenv-demo/ in the repository.
+debootstrap, served from a registry on 127.0.0.1 (tools/localbase, the machinery the tests and the
+benchmarks use too). Outputs go to .mlenv-demo/ in the repository.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import docker
-
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # run as `python3 scripts/demo.py`: tools/ is beside scripts/
 
-from tests.helpers import copy_example, train_fraud_model
-from tests.infra.cache import cache_dir
-from tests.infra.docker import Daemon, start_dockerd
-from tests.infra.images import make_base_image
-from tests.infra.registry import start_registry
+from tools.localbase import Unavailable  # noqa: E402 - needs the path above
+from tools.localbase.project import copy_example, train_fraud_model  # noqa: E402
+from tools.localbase.stack import local_stack  # noqa: E402
 
 OUT = REPO / ".mlenv-demo"
+TAG = "fraud-detector:demo"
+EXPORTS = (
+    ("cyclonedx", "sbom.cdx.json"),
+    ("spdx", "sbom.spdx.json"),
+    ("intoto", "provenance.json"),
+    ("html", "report.html"),
+    ("pylock", "pylock.toml"),
+)
 
 
-def mlenv(*args: str) -> subprocess.CompletedProcess[str]:
+def mlenv(*args: str) -> int:
     print(f"$ mlenv {' '.join(args)}", flush=True)
-    result = subprocess.run([sys.executable, "-m", "mlenv", *args], text=True, check=False)
-    return result
+    return subprocess.run([sys.executable, "-m", "mlenv", *args], text=True, check=False).returncode
 
 
 def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)
-    OUT.mkdir()
-    dockerd, host = (None, os.environ["DOCKER_HOST"]) if os.environ.get("DOCKER_HOST") else \
-        start_dockerd(cache_dir("docker"))
-    os.environ["DOCKER_HOST"] = host
-    registry_dir = OUT / "registry"
-    registry_dir.mkdir()
-    registry_process, registry = start_registry(registry_dir)
+    (OUT / "registry").mkdir(parents=True)
+    print("making the base image (debootstrap bookworm + python3; cached after the first run)", flush=True)
     try:
-        daemon = Daemon(host=host, client=docker.DockerClient(base_url=host, timeout=900))
-        print("making the base image (debootstrap bookworm + python3; cached after the first run)", flush=True)
-        base = make_base_image(daemon, registry, "python")
-        project = copy_example("fraud-detector", OUT, base={"image": base.ref})
-        print(f"base image {base.ref} ({base.digest}); project copied to {project}", flush=True)
-        train_fraud_model(project)
-        tag = "fraud-detector:demo"
-        steps = [
-            ("lock", str(project)),
-            ("lock", "--check", str(project)),
-            ("build", str(project), "--tag", tag),
-            ("verify", f"docker-daemon:{tag}", "--lock", str(project / "mlenv.lock")),
-        ]
-        for step in steps:
-            if mlenv(*step).returncode != 0:
-                print(f"demo: `mlenv {' '.join(step)}` failed", file=sys.stderr)
-                return 1
-        for fmt, name in (("cyclonedx", "sbom.cdx.json"), ("spdx", "sbom.spdx.json"), ("intoto", "provenance.json"),
-                          ("html", "report.html"), ("pylock", "pylock.toml")):
-            result = mlenv("export", str(project), "--format", fmt, "--image", f"docker-daemon:{tag}",
-                           "-o", str(OUT / name))
-            if result.returncode != 0:
-                print(f"demo: export {fmt} failed", file=sys.stderr)
-                return 1
-        print(f"\ndone. lock: {project / 'mlenv.lock'}\nimage: {tag}\naudits: {OUT}", flush=True)
-        return 0
-    finally:
-        registry_process.terminate()
-        if dockerd is not None:
-            dockerd.terminate()
+        with local_stack(OUT / "registry", timeout=900) as stack:
+            project = copy_example("fraud-detector", OUT, base={"image": stack.base.ref})
+            print(
+                f"base image {stack.base.ref} ({stack.base.digest}); project copied to {project}", flush=True
+            )
+            train_fraud_model(project)
+            return run_steps(project)
+    except Unavailable as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 1
+
+
+def run_steps(project: Path) -> int:
+    lock = str(project / "mlenv.lock")
+    steps = [
+        ("lock", str(project)),
+        ("lock", "--check", str(project)),
+        ("build", str(project), "--tag", TAG),
+        ("verify", f"docker-daemon:{TAG}", "--lock", lock),
+        *(
+            (
+                "export",
+                str(project),
+                "--format",
+                fmt,
+                "--image",
+                f"docker-daemon:{TAG}",
+                "-o",
+                str(OUT / name),
+            )
+            for fmt, name in EXPORTS
+        ),
+    ]
+    for step in steps:
+        if mlenv(*step) != 0:
+            print(f"demo: `mlenv {' '.join(step)}` failed", file=sys.stderr)
+            return 1
+    print(f"\ndone. lock: {lock}\nimage: {TAG}\naudits: {OUT}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
-# Shared fixtures live in tests/infra/: the Docker engine, loopback registries and test base images.
+# Shared fixtures live in tests/infra/ (over tools/localbase): the Docker engine, loopback registries,
+# test base images and the session's fraud image.
 pytest_plugins = ["tests.infra.docker", "tests.infra.registry", "tests.infra.images", "tests.infra.fraud"]
 
 
@@ -44,7 +45,8 @@ def network() -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A test marked `network` gets the reachability check without asking for the fixture.
     for item in items:
-        if item.get_closest_marker("network") is not None and "network" not in getattr(item, "fixturenames", []):
+        names = getattr(item, "fixturenames", [])
+        if item.get_closest_marker("network") is not None and "network" not in names:
             item.fixturenames.append("network")  # type: ignore[attr-defined]
 
 
@@ -58,4 +60,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = outcome.get_result()
     if IN_CI and report.skipped and any(item.get_closest_marker(m) for m in INTEGRATION_MARKERS):
         report.outcome = "failed"
-        report.longrepr = f"CI=true: integration test {item.nodeid} skipped ({report.longrepr}); that is a failure"
+        report.longrepr = (f"CI=true: integration test {item.nodeid} skipped ({report.longrepr}); "
+                           "that is a failure")

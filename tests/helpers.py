@@ -1,20 +1,20 @@
-"""Helpers shared by tests: running the CLI in-process and preparing example projects."""
+"""Helpers shared by tests: running the CLI as a user would, naming and deriving test images.
+
+Example projects and the trained model come from tools/localbase.project (bench/ and the demo use them too).
+"""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomlkit
-
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
+from mlenv.lockfile import lock_digest
+from tools.localbase.dockerd import Daemon
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CliResult:
     code: int
     stdout: str
@@ -23,44 +23,40 @@ class CliResult:
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
     """Run `python -m mlenv ARGS` as a user would: a separate process, real exit code and streams."""
-    result = subprocess.run([sys.executable, "-m", "mlenv", *args], cwd=cwd, capture_output=True, text=True,
-                            env=env, check=False)
-    return CliResult(result.returncode, result.stdout, result.stderr)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlenv", *args], cwd=cwd, capture_output=True, text=True, env=env, check=False
+    )
+    return CliResult(code=result.returncode, stdout=result.stdout, stderr=result.stderr)
 
 
-def copy_example(name: str, destination: Path, /, **spec_changes: object) -> Path:
-    """Copy examples/NAME to `destination` and apply top-level table changes to its mlenv.toml.
-
-    A value of None removes the table. Returns the project directory.
-    """
-    project = destination / name
-    shutil.copytree(EXAMPLES / name, project, ignore=shutil.ignore_patterns("__pycache__", "mlenv.lock"))
-    spec_path = project / "mlenv.toml"
-    document = tomlkit.parse(spec_path.read_text(encoding="utf-8"))
-    for key, value in spec_changes.items():
-        key = key.replace("_", "-")
-        if value is None:
-            document.pop(key, None)
-        else:
-            document[key] = value
-    spec_path.write_text(tomlkit.dumps(document), encoding="utf-8")
-    return project
+@dataclass(frozen=True, kw_only=True)
+class Built:
+    project: Path
+    lock: Path
+    tag: str
 
 
-def train_fraud_model(project: Path) -> Path:
-    """Train the example's model with the versions the example pins (a cached uv venv), as a user would."""
-    from tests.infra.cache import cache_dir, cache_lock
+def lock_tag(name: str, lock: Path, variant: str | None = None) -> str:
+    """A test image's tag, named by its lock's sha256 (and `variant` for images derived from that lock).
 
-    requirements = (EXAMPLES / "fraud-detector" / "requirements.txt").read_text()
-    import hashlib
+    Two sessions sharing one engine lock against their own loopback registry, whose port is in the lock,
+    so their tags never collide; within a session one lock always names the same image."""
+    digest = lock_digest(lock.read_bytes()).removeprefix("sha256:")[:20]
+    return f"mlenv-test/{name}:{digest if variant is None else f'{variant}-{digest}'}"
 
-    venv = cache_dir("train-venvs") / hashlib.sha256(requirements.encode()).hexdigest()[:16]
-    with cache_lock(f"train-{venv.name}"):
-        if not (venv / "bin" / "python").exists():
-            subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-            subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-                            "-r", str(EXAMPLES / "fraud-detector" / "requirements.txt")], check=True)
-    model = project / "models" / "model.joblib"
-    subprocess.run([str(venv / "bin" / "python"), str(project / "train.py"), str(model)], check=True,
-                   capture_output=True)
-    return model
+
+def lock_and_build(project: Path, name: str) -> str:
+    """`mlenv lock` then `mlenv build` the project; returns the tag built, `lock_tag(name, its lock)`."""
+    locked = run_cli("lock", str(project))
+    assert locked.code == 0, f"mlenv lock {project}: {locked.stderr[-2000:]}"
+    tag = lock_tag(name, project / "mlenv.lock")
+    built = run_cli("build", str(project), "--tag", tag)
+    assert built.code == 0, f"mlenv build {project} --tag {tag}: {built.stderr[-2000:]}"
+    return tag
+
+
+def derive_image(daemon: Daemon, context: Path, base_tag: str, tag: str, lines: list[str]) -> str:
+    """An image made of a few Dockerfile lines (as root) on top of `base_tag`, built with no network."""
+    (context / "Dockerfile").write_text("\n".join([f"FROM {base_tag}", "USER root", *lines]) + "\n")
+    daemon.client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none")
+    return tag

@@ -19,11 +19,11 @@ import requests
 import tomlkit
 
 from mlenv.model.schema import first_error
-from tests.helpers import copy_example, run_cli
-from tests.infra.docker import Daemon
-from tests.infra.fraud import FRAUD_TAG, Built, derive_image, lock_and_build
-from tests.infra.images import BaseImage, push_image
-from tests.infra.registry import Registry
+from tests.helpers import Built, derive_image, lock_and_build, lock_tag, run_cli
+from tools.localbase.dockerd import Daemon
+from tools.localbase.images import BaseImage, push_image
+from tools.localbase.project import copy_example
+from tools.localbase.registry import Registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
 
@@ -34,13 +34,14 @@ def verify(image: str, lock: Path, *extra: str) -> tuple[int, str]:
     return result.code, result.stdout
 
 
-def derived(daemon: Daemon, tmp_path: Path, tag: str, lines: list[str], files: dict[str, Path] | None = None) -> str:
-    """A drifted image: a few Dockerfile lines on top of the good image."""
-    context = tmp_path / tag.replace("/", "-").replace(":", "-")
+def derived(good: Built, daemon: Daemon, tmp_path: Path, variant: str, lines: list[str],
+            files: dict[str, Path] | None = None) -> str:
+    """A drifted image: a few Dockerfile lines on top of the good image, tagged by its lock and `variant`."""
+    context = tmp_path / variant
     context.mkdir()
     for name, source in (files or {}).items():
         shutil.copy(source, context / name)
-    return derive_image(daemon, context, FRAUD_TAG, tag, lines)
+    return derive_image(daemon, context, good.tag, lock_tag("fraud", good.lock, variant), lines)
 
 
 # ---------------------------------------------------------------------------- the good image
@@ -115,8 +116,7 @@ def test_other_package_versions_are_drift(fraud_image: Built, base_image_python:
              for line in requirements.read_text().splitlines()]
     requirements.write_text("\n".join(lines) + "\n")
     shutil.copytree(fraud_image.project / "models", project / "models", dirs_exist_ok=True)
-    tag = f"mlenv-test/fraud:{package}-{found}"
-    lock_and_build(project, tag)
+    tag = lock_and_build(project, "fraud")
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1
     assert f"python: {package}: version: expected {expected}, found {found}" in out
@@ -134,13 +134,15 @@ def test_other_base_is_drift(fraud_image: Built, base_image_python: BaseImage, d
                 out.write(chunk)
     finally:
         container.remove(force=True)
-    client.api.import_image_from_file(str(flat), repository="mlenv-test/other-base", tag="1",
+    local = lock_tag("other-base", fraud_image.lock)
+    repository, _, version = local.partition(":")
+    client.api.import_image_from_file(str(flat), repository=repository, tag=version,
                                       changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
-    push_image(client, "mlenv-test/other-base:1", registry.host, "mlenv-test/other-base", "1")
+    push_image(client, local, registry.host, "mlenv-test/other-base", "1")
     project = copy_example("fraud-detector", tmp_path, base={"image": f"{registry.host}/mlenv-test/other-base:1"})
     shutil.copytree(fraud_image.project / "models", project / "models", dirs_exist_ok=True)
-    lock_and_build(project, "mlenv-test/fraud:other-base")
-    code, out = verify("docker-daemon:mlenv-test/fraud:other-base", fraud_image.lock)
+    tag = lock_and_build(project, "fraud")
+    code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1
     assert "base: layer 1 of 1: layers: expected sha256:" in out
     assert "labels: org.opencontainers.image.base.digest: version: expected" in out
@@ -151,7 +153,7 @@ def test_extra_apt_package_is_drift(fraud_image: Built, docker_daemon: Daemon, t
     downloads.mkdir()
     subprocess.run(["apt-get", "download", "bash-completion"], cwd=downloads, check=True, capture_output=True)
     deb = next(downloads.glob("bash-completion_*.deb"))
-    tag = derived(docker_daemon, tmp_path, "mlenv-test/fraud:extra-apt",
+    tag = derived(fraud_image, docker_daemon, tmp_path, "extra-apt",
                   ["COPY extra.deb /tmp/extra.deb", "RUN dpkg -i /tmp/extra.deb && rm /tmp/extra.deb"],
                   {"extra.deb": deb})
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
@@ -159,7 +161,7 @@ def test_extra_apt_package_is_drift(fraud_image: Built, docker_daemon: Daemon, t
 
 
 def test_edited_site_packages_file_is_drift(fraud_image: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
-    tag = derived(docker_daemon, tmp_path, "mlenv-test/fraud:edited",
+    tag = derived(fraud_image, docker_daemon, tmp_path, "edited",
                   ["RUN echo '# patched in production' >> /opt/venv/lib/python3.11/site-packages/pandas/__init__.py"])
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1
@@ -167,7 +169,7 @@ def test_edited_site_packages_file_is_drift(fraud_image: Built, docker_daemon: D
 
 
 def test_missing_model_is_drift_and_junit_shows_it(fraud_image: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
-    tag = derived(docker_daemon, tmp_path, "mlenv-test/fraud:no-model", ["RUN rm /app/models/model.joblib"])
+    tag = derived(fraud_image, docker_daemon, tmp_path, "no-model", ["RUN rm /app/models/model.joblib"])
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1 and "models: /app/models/model.joblib: missing" in out
     code, junit = verify(f"docker-daemon:{tag}", fraud_image.lock, "--format", "junit")
@@ -194,7 +196,7 @@ def test_a_wrong_wheel_hash_is_refused_before_docker_builds(fraud_image: Built, 
     lock_path.write_text(tomlkit.dumps(document))
     images_before = {image.id for image in docker_daemon.client.images.list(all=True)}
     containers_before = {c.id for c in docker_daemon.client.containers.list(all=True)}
-    result = run_cli("build", str(project), "--tag", "mlenv-test/fraud:tampered")
+    result = run_cli("build", str(project), "--tag", lock_tag("fraud", lock_path, "tampered"))
     error = result.stderr.splitlines()[-1]  # progress lines come first; the error is the one last line
     assert result.code == 2 and result.stderr.count("mlenv: error: ") == 1 and error.startswith("mlenv: error: ")
     assert f"{wheel['name']}: sha256 is " in error and f"the lock says {'0' * 64}" in error

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.infra.images import BaseImage
-from tests.infra.registry import Registry
+from tools.localbase.images import BaseImage
+from tools.localbase.registry import Registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from mlenv.lockfile import read_lock
-from tests.helpers import copy_example, run_cli, train_fraud_model
-from tests.infra.images import BaseImage
-from tests.infra.registry import Registry
+from tests.helpers import run_cli
+from tools.localbase.images import BaseImage
+from tools.localbase.project import copy_example, train_fraud_model
+from tools.localbase.registry import Registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
 

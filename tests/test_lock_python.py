@@ -12,7 +12,8 @@ from packaging.utils import parse_wheel_filename
 
 from mlenv.lockfile import read_lock
 from mlenv.model.schema import first_error
-from tests.helpers import copy_example, run_cli
+from tests.helpers import run_cli
+from tools.localbase.project import copy_example
 
 pytestmark = pytest.mark.network
 

@@ -16,7 +16,8 @@ import pytest
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from mlenv.lockfile import read_lock
-from tests.helpers import EXAMPLES, copy_example, run_cli
+from tests.helpers import run_cli
+from tools.localbase.project import EXAMPLES, copy_example
 
 pytestmark = pytest.mark.network
 

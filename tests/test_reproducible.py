@@ -7,6 +7,7 @@ comparison `mlenv build --check-reproducible` uses.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -16,11 +17,11 @@ import pytest
 from mlenv.build.reproducible import compare_daemon_images, format_text, layers_to_read, second_tag
 from mlenv.observe.image.layerfiles import read_saved_image
 from mlenv.sources import engine
-from tests.helpers import copy_example, run_cli, train_fraud_model
-from tests.infra.docker import Daemon
-from tests.infra.images import BaseImage
+from tests.helpers import lock_tag, run_cli
+from tools.localbase.dockerd import Daemon
+from tools.localbase.images import BaseImage
+from tools.localbase.project import copy_example, train_fraud_model
 
-TAG = "mlenv-test/repro-fraud:1"
 # Made by the engine in every build container; a layer holding one would carry host state.
 RUNTIME_FILES = {".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"}
 
@@ -44,21 +45,22 @@ def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: 
     train_fraud_model(project)
     locked = run_cli("lock", str(project))
     assert locked.code == 0, locked.stderr[-2000:]
+    tag = lock_tag("repro-fraud", project / "mlenv.lock")
 
     # Builds 1 and 2: --check-reproducible builds twice without cache and compares.
-    checked = run_cli("build", str(project), "--tag", TAG, "--check-reproducible")
+    checked = run_cli("build", str(project), "--tag", tag, "--check-reproducible")
     assert checked.code == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
     first = checked.stdout.strip()
-    assert first.startswith("sha256:") and _image_id(client, TAG) == first
-    assert f"reproducible: {TAG} and {second_tag(TAG)} are both {first}" in checked.stderr
-    assert _image_id(client, second_tag(TAG)) is None  # the check's own tag is dropped when they match
+    assert first.startswith("sha256:") and _image_id(client, tag) == first
+    assert f"reproducible: {tag} and {second_tag(tag)} are both {first}" in checked.stderr
+    assert _image_id(client, second_tag(tag)) is None  # the check's own tag is dropped when they match
 
     # What the layers mlenv added hold: no engine-made files, and no whiteouts (a deletion carries
     # the time it happened, so a reproducible build never deletes what a lower layer holds).
     with engine.connect() as connected:
         base_layers = len(connected.diff_ids(base_image_python.local))
-        ours = connected.diff_ids(TAG)[base_layers:]
-        record = read_saved_image(TAG, connected.save_image(TAG), set(ours))
+        ours = connected.diff_ids(tag)[base_layers:]
+        record = read_saved_image(tag, connected.save_image(tag), set(ours))
     assert record.image_id == first
     added = [path for layer in record.layers[base_layers:] for path in layer.entries or {}]
     assert len(added) > 1000  # the venv and the apt closure are there
@@ -66,17 +68,17 @@ def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: 
     assert [path for path in added if path.rsplit("/", 1)[-1].startswith(".wh.")] == []
 
     # Build 3: after the engine lost every image of this lock (tags, and untagged leftovers by label).
-    digest = client.images.get(TAG).labels["dev.mlenv.lock.sha256"]
-    client.images.remove(TAG, force=True)
+    digest = client.images.get(tag).labels["dev.mlenv.lock.sha256"]
+    client.images.remove(tag, force=True)
     for leftover in client.images.list(all=True, filters={"label": f"dev.mlenv.lock.sha256={digest}"}):
         try:
             client.images.remove(leftover.id, force=True)
         except docker.errors.ImageNotFound:
             pass  # went with an image removed before it (an untagged parent of a removed one)
     assert _image_id(client, first) is None
-    again = run_cli("build", str(project), "--tag", TAG, "--no-cache")
+    again = run_cli("build", str(project), "--tag", tag, "--no-cache")
     assert again.code == 0, again.stderr[-3000:]
-    assert _image_id(client, TAG) == first
+    assert _image_id(client, tag) == first
 
 
 @pytest.mark.docker
@@ -88,7 +90,10 @@ def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase:
         f"FROM {base_image_minbase.local}\n"
         "RUN echo stable > /stable && touch -d @0 /stable\n"
         "RUN date +%s%N > /build-date\n")
-    tags = ["mlenv-test/repro-date:a", "mlenv-test/repro-date:b"]
+    # No lock here: the base's reference names this session's registry port, so another session sharing
+    # the engine gets other tags (and neither removes the other's images).
+    session = hashlib.sha256(base_image_minbase.ref.encode()).hexdigest()[:20]
+    tags = [f"mlenv-test/repro-date:a-{session}", f"mlenv-test/repro-date:b-{session}"]
     connected = engine.connect()
     try:
         for tag in tags:

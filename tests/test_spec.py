@@ -8,7 +8,8 @@ import pytest
 
 from mlenv.errors import SpecError
 from mlenv.spec import load_spec, spec_hash
-from tests.helpers import EXAMPLES, run_cli
+from tests.helpers import run_cli
+from tools.localbase.project import EXAMPLES
 
 MINIMAL = """
 name = "demo"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.infra.docker import Daemon
-from tests.infra.fraud import Built, derive_image
+from tests.helpers import Built, derive_image, lock_tag
+from tools.localbase.dockerd import Daemon
 
-DRIFTED = "mlenv-test/fraud:export-drifted"
 # Two drifts a reviewer must see: a file of an installed package edited, the baked model removed.
 DRIFT_LINES = [
     "RUN echo '# patched in production' >> /opt/venv/lib/python3.11/site-packages/pandas/__init__.py",
@@ -17,5 +16,5 @@ DRIFT_LINES = [
 
 @pytest.fixture(scope="session")
 def drifted_image(fraud_image: Built, docker_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return derive_image(docker_daemon, tmp_path_factory.mktemp("export-drifted"), fraud_image.tag, DRIFTED,
-                        DRIFT_LINES)
+    tag = lock_tag("fraud", fraud_image.lock, "export-drifted")
+    return derive_image(docker_daemon, tmp_path_factory.mktemp("export-drifted"), fraud_image.tag, tag, DRIFT_LINES)

@@ -22,17 +22,17 @@ from packaging.pylock import Pylock
 
 from mlenv.export import FORMATS
 from tests.conftest import missing
-from tests.export.conftest import DRIFTED
 from tests.export.validators import audit_validator, validate_spdx
-from tests.helpers import REPO, run_cli
-from tests.infra.docker import Daemon
-from tests.infra.fraud import Built
-from tests.infra.images import push_image
-from tests.infra.registry import Registry
+from tests.helpers import Built, run_cli
+from tools.localbase.dockerd import Daemon
+from tools.localbase.images import push_image
+from tools.localbase.registry import Registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = REPO / "test-artifacts" / "export"
+# Where the screenshot of the drifted report is kept for a person to look at: MLENV_TEST_ARTIFACTS names a
+# directory to keep it in; without it the test's own tmp_path. Never the repository.
+ARTIFACTS_ENV = "MLENV_TEST_ARTIFACTS"
 
 
 def export(lock: Path, fmt: str, image: str, *, env: dict[str, str] | None = None) -> bytes:
@@ -123,14 +123,15 @@ def test_drifted_image_report_renders_in_chromium_without_network(
     assert dom.returncode == 0, dom.stderr[-2000:]
     rows = Rows()
     rows.feed(dom.stdout)
-    assert "DRIFT" in rows.verdict and f"docker-daemon:{DRIFTED}: 2 drift(s)" in rows.verdict
+    assert "DRIFT" in rows.verdict and f"docker-daemon:{drifted_image}: 2 drift(s)" in rows.verdict
     assert any("python-files" in r and "pandas/__init__.py" in r and "modified" in r for r in rows.drift_rows)
     assert any("/app/models/model.joblib" in r and "missing" in r for r in rows.drift_rows)
     # Each drift is listed once in the summary and once in its layer's table; nothing else is highlighted.
     assert len(rows.drift_rows) == 4 and not any("scikit-learn" in r for r in rows.drift_rows)
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    screenshot = ARTIFACTS / "drifted-report.png"
+    artifacts = Path(os.environ[ARTIFACTS_ENV]) / "export" if os.environ.get(ARTIFACTS_ENV) else tmp_path
+    artifacts.mkdir(parents=True, exist_ok=True)
+    screenshot = artifacts / "drifted-report.png"
     screenshot.unlink(missing_ok=True)
     shot = chromium(
         page,

@@ -14,9 +14,9 @@ from mlenv.model.facts import EnvFacts
 from mlenv.observe import observe_image
 from mlenv.verify.compare import compare, drift_line
 from tests.helpers import run_cli
-from tests.infra.docker import Daemon
-from tests.infra.images import BaseImage, push_image
-from tests.infra.registry import Registry
+from tools.localbase.dockerd import Daemon
+from tools.localbase.images import BaseImage, push_image
+from tools.localbase.registry import Registry
 from tests.observe.images import build
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]

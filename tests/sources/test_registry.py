@@ -9,8 +9,8 @@ import pytest
 
 from mlenv.errors import ImageError, SourceError
 from mlenv.sources.registry import ImageReference, RegistryClient
-from tests.infra.images import BaseImage
-from tests.infra.registry import Registry
+from tools.localbase.images import BaseImage
+from tools.localbase.registry import Registry
 
 
 @pytest.mark.parametrize(
