@@ -44,7 +44,7 @@ def serial_number(context: ExportContext) -> uuid.UUID:
 
 
 def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
-    items = inventory(lock, context.platform)
+    items = inventory(lock, context)
     root = _root(lock, context)
     components = {item.ref: _component(item) for item in items.contents()}
     if items.base is not None:

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from html import escape
 
 from mlenv.export.context import ExportContext, verdict
-from mlenv.export.inventory import installed_file, inventory
-from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_LOCK
 from mlenv.model.lock import Lock
 from mlenv.model.report import Drift, Report, base_layer_name
 from mlenv.model.time import rfc3339
 from mlenv.verify.compare import actual_text, drift_line, drift_subject, expected_text
+from mlenv.verify.expected import ImageContents, image_contents
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
 # Which report layers each section of the page shows.
@@ -126,8 +125,9 @@ def _drift_summary(report: Report | None) -> list[str]:
 
 
 def _sections(lock: Lock, report: Report | None, context: ExportContext) -> list[str]:
+    contents = image_contents(lock, context.platform, lock_digest=context.lock_digest)
     builders: dict[
-        str, tuple[Sequence[str], Callable[[Lock, ExportContext], list[Row]], Callable[[Drift], str]]
+        str, tuple[Sequence[str], Callable[[ImageContents], list[Row]], Callable[[Drift], str]]
     ] = {
         "base": (("item", "value"), _base_rows, _subject),
         "apt": (("package", "version", "architecture", "requested", "sha256 (.deb)"), _apt_rows, _apt_key),
@@ -149,9 +149,9 @@ def _sections(lock: Lock, report: Report | None, context: ExportContext) -> list
             f'<section id="layer-{section}"><h2>{escape(heading)}'
             f'<span class="badge {badge[0]}">{badge[1]}</span></h2>'
         )
-        out.append(_table(header, rows_of(lock, context), drifts, key_of, checked=report is not None))
+        out.append(_table(header, rows_of(contents), drifts, key_of, checked=report is not None))
         if section == "base":
-            out += _base_packages(lock, context)
+            out += _base_packages(contents)
         out.append("</section>")
     return out
 
@@ -196,16 +196,18 @@ def _tr(cells: Iterable[str], status: str, *, drift: bool, mono: frozenset[int])
 
 
 # --------------------------------------------------------------------------- rows per section
+# Every row comes from verify's projection of the lock (image_contents), the same one its drifts
+# were found against, so each drift has the row it names.
 
 
-def _base_rows(lock: Lock, context: ExportContext) -> list[Row]:
-    if lock.base is None:
+def _base_rows(contents: ImageContents) -> list[Row]:
+    if contents.base is None:
         return []
+    locked, platform = contents.base.locked, contents.base.platform
     rows = [
-        Row("reference", ("reference", lock.base.reference)),
-        Row("digest", ("index digest", lock.base.digest), frozenset({1})),
+        Row("reference", ("reference", locked.reference)),
+        Row("digest", ("index digest", locked.digest), frozenset({1})),
     ]
-    platform = next((p for p in lock.base.platforms if p.platform == context.platform), None)
     if platform is None:
         return rows
     rows += [
@@ -213,7 +215,7 @@ def _base_rows(lock: Lock, context: ExportContext) -> list[Row]:
         Row("config", ("config digest", platform.config_digest), frozenset({1})),
         Row("os-id", ("os-id", platform.os_id)),
         Row("os-version", ("os-version", platform.os_version)),
-        Row("architecture", ("architecture", platform.platform.rsplit("/", 1)[-1])),
+        Row("architecture", ("architecture", contents.architecture)),
         Row("glibc", ("glibc", platform.glibc or "")),
         Row("python", ("python", platform.python or "")),
     ]
@@ -225,13 +227,12 @@ def _base_rows(lock: Lock, context: ExportContext) -> list[Row]:
     return rows
 
 
-def _base_packages(lock: Lock, context: ExportContext) -> list[str]:
-    packages = inventory(lock, context.platform).base_packages
+def _base_packages(contents: ImageContents) -> list[str]:
+    packages = [d.fact for d in contents.base_packages]
     if not packages:
         return []
     rows = "".join(
-        f"<tr><td>{escape(p.name)}</td><td>{escape(p.version or '')}</td>"
-        f"<td>{escape(dict(p.properties).get('mlenv:architecture', ''))}</td></tr>"
+        f"<tr><td>{escape(p.name)}</td><td>{escape(p.version)}</td><td>{escape(p.architecture)}</td></tr>"
         for p in packages
     )
     return [
@@ -243,14 +244,14 @@ def _base_packages(lock: Lock, context: ExportContext) -> list[str]:
     ]
 
 
-def _apt_rows(lock: Lock, context: ExportContext) -> list[Row]:
+def _apt_rows(contents: ImageContents) -> list[Row]:
     return [
         Row(
             f"{p.name}:{p.architecture}",
             (p.name, p.version, p.architecture, "yes" if p.requested else "no", p.sha256),
             frozenset({4}),
         )
-        for p in sorted(lock.apt.packages, key=lambda p: (p.name, p.architecture))
+        for p in (d.pin for d in contents.apt if d.pin is not None)
     ]
 
 
@@ -263,18 +264,18 @@ def _apt_key(drift: Drift) -> str:
     return f"{drift.subject}:{drift.architecture}"  # an arch drift's architecture is the lock's
 
 
-def _python_rows(lock: Lock, context: ExportContext) -> list[Row]:
-    interpreter = f"{lock.python.venv}/bin/python{'.'.join(lock.target.python.split('.')[:2])}"
-    rows = [Row(interpreter, (interpreter, lock.target.python, "", "interpreter", ""))]
-    for pin in sorted(lock.python.packages, key=lambda p: p.name):
-        file = installed_file(lock, pin, context.platform)
+def _python_rows(contents: ImageContents) -> list[Row]:
+    interpreter = contents.interpreter
+    rows = [Row(interpreter.path, (interpreter.path, interpreter.version, "", "interpreter", ""))]
+    for dist in contents.python:
+        file = dist.file
         rows.append(
             Row(
-                pin.name,
+                dist.fact.name,
                 (
-                    pin.name,
-                    pin.version,
-                    "yes" if pin.requested else "no",
+                    dist.fact.name,
+                    dist.fact.version,
+                    "yes" if dist.pin.requested else "no",
                     file.name if file else "",
                     file.sha256 if file else "",
                 ),
@@ -284,27 +285,20 @@ def _python_rows(lock: Lock, context: ExportContext) -> list[Row]:
     return rows
 
 
+def _cuda_rows(contents: ImageContents) -> list[Row]:
+    return [Row(c.fact.name, (c.fact.name, c.fact.version, c.fact.source)) for c in contents.cuda]
 
 
-def _cuda_rows(lock: Lock, context: ExportContext) -> list[Row]:
-    return [
-        Row(c.name, (c.name, c.version, c.source)) for c in sorted(lock.cuda.components, key=lambda c: c.name)
-    ]
-
-
-def _model_rows(lock: Lock, context: ExportContext) -> list[Row]:
+def _model_rows(contents: ImageContents) -> list[Row]:
     return [
         Row(m.target, (m.target, m.strategy, m.source, m.sha256), frozenset({3}))
-        for m in sorted(lock.models, key=lambda m: m.target)
+        for m in (model.locked for model in contents.models)
     ]
 
 
-def _label_rows(lock: Lock, context: ExportContext) -> list[Row]:
+def _label_rows(contents: ImageContents) -> list[Row]:
     """The labels verify expects: the lock's identity and the base it was built on."""
-    rows = [Row(LABEL_LOCK, (LABEL_LOCK, context.lock_digest), frozenset({1}))]
-    if lock.base is not None:
-        rows.append(Row(LABEL_BASE_DIGEST, (LABEL_BASE_DIGEST, lock.base.digest), frozenset({1})))
-    return rows
+    return [Row(key, (key, value), frozenset({1})) for key, value in contents.labels]
 
 
 def _identity(lock: Lock, context: ExportContext) -> list[str]:

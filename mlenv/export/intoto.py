@@ -15,11 +15,12 @@ import json
 from typing import Any
 
 from mlenv.export.context import ExportContext, verdict
-from mlenv.export.inventory import hex_digest, mirror_url
+from mlenv.export.inventory import hex_digest
 from mlenv.lockfile import LOCK_FILE
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
 from mlenv.model.time import rfc3339
+from mlenv.verify.expected import mirror_url
 from mlenv.verify.formats import as_json
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -75,13 +76,13 @@ def resolved_dependencies(lock: Lock) -> list[dict[str, Any]]:
                 "annotations": {"kind": "base-image"},
             }
         )
-    for pin in sorted(lock.apt.packages, key=lambda p: (p.name, p.architecture)):
+    for deb in sorted(lock.apt.packages, key=lambda p: (p.name, p.architecture)):
         entry: dict[str, Any] = {
-            "name": pin.filename.rsplit("/", 1)[-1],
-            "digest": {"sha256": pin.sha256},
-            "annotations": {"kind": "deb", "package": pin.name, "version": pin.version},
+            "name": deb.filename.rsplit("/", 1)[-1],
+            "digest": {"sha256": deb.sha256},
+            "annotations": {"kind": "deb", "package": deb.name, "version": deb.version},
         }
-        uri = mirror_url(lock, pin.filename)
+        uri = mirror_url(lock, deb.filename)
         if uri is not None:
             entry["uri"] = uri
         out.append(entry)

@@ -32,7 +32,7 @@ def document_namespace(lock: Lock, context: ExportContext) -> str:
 
 
 def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
-    items = inventory(lock, context.platform)
+    items = inventory(lock, context)
     created = rfc3339(context.created or EPOCH)
     tool = f"Tool: mlenv-{context.mlenv_version}"
     packages = [_root(lock, report, context, tool=tool, created=created)]

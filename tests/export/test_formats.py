@@ -24,7 +24,7 @@ from mlenv.export.redaction import redact_text
 from mlenv.model.lock import AptSource, LockedModel, PythonFile
 from mlenv.model.time import rfc3339, rfc3339_at
 from mlenv.verify.formats import as_data
-from tests.export.data import IMAGE, LOCK_DIGEST, PLATFORM, drifted_report, image_context, lock_context
+from tests.export.data import IMAGE, LOCK_DIGEST, drifted_report, image_context, lock_context
 from tests.export.validators import audit_validator, validate_spdx
 from tests.lockdata import full_lock
 
@@ -386,7 +386,7 @@ def test_inventory_replaces_base_packages_the_closure_upgrades() -> None:
             + (dataclasses.replace(lock.apt.packages[0], name="libc6", version="2.36-9+deb12u7"),),
         ),
     )
-    items = inventory(upgraded, PLATFORM)
+    items = inventory(upgraded, lock_context(upgraded))
     assert [p.name for p in items.base_packages] == ["base-files"]
     assert [(p.name, p.version) for p in items.apt if p.name == "libc6"] == [("libc6", "2.36-9+deb12u7")]
 
@@ -407,5 +407,5 @@ def test_inventory_takes_the_sdist_when_no_wheel_installs() -> None:
     lock = dataclasses.replace(
         lock, python=dataclasses.replace(lock.python, packages=(lock.python.packages[0], arm_only))
     )
-    item = next(i for i in inventory(lock, PLATFORM).python if i.name == "nvidia-cudnn-cu12")
+    item = next(i for i in inventory(lock, lock_context(lock)).python if i.name == "nvidia-cudnn-cu12")
     assert item.sha256 == "e" * 64 and item.download is not None and item.download.endswith(".tar.gz")
