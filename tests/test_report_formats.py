@@ -8,10 +8,20 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from mlenv.model.report import Drift, Layer, Report
-from mlenv.model.schema import first_error
+from mlenv.model.report import KINDS, Drift, Layer, Report
+from mlenv.model.report import LAYERS as LAYER_NAMES
+from mlenv.model.schema import first_error, load_schema
 from mlenv.verify.compare import drift_line
-from mlenv.verify.formats import as_json, as_junit, as_text
+from mlenv.verify.formats import (
+    FORMATS,
+    DataFormat,
+    ReportFormat,
+    UnknownFormatError,
+    as_json,
+    as_junit,
+    as_text,
+    parse_format,
+)
 
 LAYERS: tuple[Layer, ...] = ("base", "apt", "python", "python-files", "models")
 DRIFTED = Report(subject="docker-daemon:fraud:bad", layers=LAYERS, drifts=(
@@ -77,3 +87,16 @@ def test_junit_is_valid_and_has_one_case_per_layer() -> None:
         assert xml.count("<testcase ") == len(LAYERS)
     drifted = as_junit(DRIFTED)
     assert drifted.count("<failure ") == 3 and "&lt;&amp;&gt;" in drifted
+
+
+def test_the_schema_names_the_layers_and_kinds_a_drift_can_have() -> None:
+    schema = load_schema("report")
+    assert tuple(schema["$defs"]["layer"]["enum"]) == LAYER_NAMES
+    assert tuple(schema["$defs"]["drift"]["properties"]["kind"]["enum"]) == KINDS
+
+
+def test_each_format_choice_is_named_once_and_checked_one_way() -> None:
+    assert parse_format(ReportFormat, "junit") is ReportFormat.JUNIT and FORMATS["junit"] is as_junit
+    assert set(FORMATS) == set(ReportFormat)
+    with pytest.raises(UnknownFormatError, match=r"^--format: unknown format 'xml'; choose one of text, json$"):
+        parse_format(DataFormat, "xml")

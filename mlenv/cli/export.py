@@ -18,13 +18,7 @@ import typer
 from mlenv import __version__
 from mlenv.cli.common import say
 from mlenv.errors import MlenvError
-from mlenv.export import (
-    FORMATS,
-    ExportContext,
-    ImageIdentity,
-    UnknownFormatError,
-    document_time,
-)
+from mlenv.export import ExportContext, ExportFormat, ImageIdentity, document_time, export_format
 from mlenv.export import export as render
 from mlenv.export.context import verdict
 from mlenv.files import write_atomic
@@ -36,7 +30,7 @@ from mlenv.verify.image import verify_image
 
 
 def export(
-    output_format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")],
+    output_format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(ExportFormat)}.")],
     project: Annotated[
         Path, typer.Argument(help="Project directory (or its spec file) holding mlenv.lock.")
     ] = Path("."),
@@ -58,8 +52,7 @@ def export(
     ] = None,
 ) -> None:
     """Export the lock, or an image verified against it, as CycloneDX, SPDX, in-toto, HTML, JSON or pylock."""
-    if output_format not in FORMATS:
-        raise UnknownFormatError(output_format)
+    chosen_format = export_format(output_format)
     if output is not None and output.is_dir():
         raise MlenvError(f"{output}: is a directory; -o takes a file path")
     if lock is None and not project.exists():
@@ -82,7 +75,7 @@ def export(
     if image is not None:
         report, identity, facts = audit_image(locked, image, context)
         context = dataclasses.replace(context, image=identity, facts=facts)
-    content = render(output_format, locked, report, context)
+    content = render(chosen_format, locked, report, context)
     if output is None:
         sys.stdout.buffer.write(content)
         sys.stdout.flush()
@@ -91,12 +84,14 @@ def export(
             write_atomic(output, content)
         except OSError as error:
             raise MlenvError(f"{output}: cannot write: {error.strerror or error}") from None
-        say(f"wrote {output_format} to {output} (verdict: {verdict(report)})")
+        say(f"wrote {chosen_format} to {output} (verdict: {verdict(report)})")
 
 
 def audit_image(lock: Lock, reference: str, context: ExportContext) -> tuple[Report, ImageIdentity, EnvFacts]:
     """The verify report of the image, and its identity (its digests) that an export names as its subject."""
-    report, observed = verify_image(lock, reference, lock_digest=context.lock_digest, platform=context.platform)
+    report, observed = verify_image(
+        lock, reference, lock_digest=context.lock_digest, platform=context.platform
+    )
     assert observed.image is not None  # an image reference always loads an image, not a directory
     identity = ImageIdentity(
         reference=reference,

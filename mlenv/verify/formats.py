@@ -1,12 +1,48 @@
-"""A verify Report as text (a checklist per layer), JSON (schemas/report.schema.json) or JUnit XML."""
+"""A verify Report as text (a checklist per layer), JSON (schemas/report.schema.json) or JUnit XML,
+and the one place each command's `--format` choices are named and checked."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from enum import StrEnum
+from typing import TypeVar
 from xml.etree import ElementTree
 
+from mlenv.errors import MlenvError
 from mlenv.model.report import Drift, Report
 from mlenv.verify.compare import drift_line
+
+
+class ReportFormat(StrEnum):
+    """What `mlenv verify --format` prints."""
+
+    TEXT = "text"
+    JSON = "json"
+    JUNIT = "junit"
+
+
+class DataFormat(StrEnum):
+    """What `mlenv inspect` and `mlenv check` print: a summary for people, or JSON."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+F = TypeVar("F", bound=StrEnum)
+
+
+class UnknownFormatError(MlenvError):
+    def __init__(self, value: str, choices: type[StrEnum], *, what: str = "format") -> None:
+        super().__init__(f"--format: unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def parse_format(choices: type[F], value: str, *, what: str = "format") -> F:
+    """`value` as one of `choices`, or the one error every command gives for a --format it lacks."""
+    try:
+        return choices(value)
+    except ValueError:
+        raise UnknownFormatError(value, choices, what=what) from None
 
 # 2: a drift's subject is the bare name; its architecture and file are fields of their own.
 REPORT_VERSION = 2
@@ -73,7 +109,12 @@ def as_junit(report: Report) -> str:
     suites = ElementTree.Element("testsuites")
     suites.append(suite)
     ElementTree.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(suites, encoding="unicode") + "\n"
+    body = ElementTree.tostring(suites, encoding="unicode")
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'
 
 
-FORMATS = {"text": as_text, "json": as_json, "junit": as_junit}
+FORMATS: dict[ReportFormat, Callable[[Report], str]] = {
+    ReportFormat.TEXT: as_text,
+    ReportFormat.JSON: as_json,
+    ReportFormat.JUNIT: as_junit,
+}
