@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mlenv.spec import load_spec
@@ -14,9 +15,31 @@ def test_init_writes_a_valid_commented_spec(tmp_path: Path) -> None:
     result = run_cli("init", str(project))
     assert result.code == 0, result.stderr
     text = (project / "mlenv.toml").read_text()
-    assert text.count("#") > 10
     spec = load_spec(project)
     assert spec.name == "my-project" and spec.base is not None and spec.base.image == "python:3.11-slim"
+    # Every table says what it is for, in words (a comment line or an inline comment).
+    tables = re.split(r"^(?=\[)", text, flags=re.MULTILINE)
+    names = [section.split("]", 1)[0] for section in tables[1:]]
+    assert names == ["[base", "[python", "[apt", "[cuda", "[app"]
+    for section in tables:
+        comments = re.findall(r"#([^\n]*)", section)
+        assert any(len(re.findall(r"[A-Za-z]{2,}", comment)) >= 3 for comment in comments), section
+    # Every option shown commented out is one mlenv accepts, with the value shown, once uncommented.
+    option = re.compile(r"^# ((?:[a-z-]+ = .*)|(?:\[\[app\.models\]\]))$", flags=re.MULTILINE)
+    assert len(option.findall(text)) >= 10
+    uncommented = project.parent / "uncommented"
+    (uncommented / "models").mkdir(parents=True)
+    (uncommented / "models" / "model.joblib").write_bytes(b"a stand-in model\n")
+    (uncommented / "mlenv.toml").write_text(option.sub(r"\1", text))
+    full = load_spec(uncommented)
+    assert full.as_of is not None and full.as_of.year == 2025
+    assert (full.python.index_url, full.python.extra_index_urls) == ("https://pypi.org/simple", ())
+    assert (full.python.resolver, full.python.venv) == ("uv", "/opt/venv")
+    assert full.app.cmd == ("uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000")
+    assert (full.app.port, full.app.healthcheck) == (8000, "/health")
+    assert [(m.source, m.target, m.strategy) for m in full.app.models] == [
+        ("models/model.joblib", "/app/models/model.joblib", "bake")
+    ]
 
 
 def test_init_from_requirements(tmp_path: Path) -> None:
