@@ -98,7 +98,6 @@ class ImageReference:
 class Manifest:
     media_type: str
     digest: str
-    raw: bytes
     data: dict[str, Any]
 
 
@@ -252,7 +251,7 @@ class RegistryClient:
         if data.get("schemaVersion") == 1:
             raise SourceError(f"registry {ref.registry} answered a schema1 manifest for {ref}; "
                               "mlenv needs v2/OCI")
-        manifest = Manifest(media_type=media_type, digest=digest, raw=raw, data=data)
+        manifest = Manifest(media_type=media_type, digest=digest, data=data)
         self._manifests[(ref.registry, ref.repository, digest)] = manifest
         return manifest
 

@@ -98,6 +98,15 @@ def test_docker_archive_legacy_with_linked_duplicate_layer(tmp_path) -> None:  #
         observe_image(f"docker-archive:{archive}:other:2")
 
 
+def test_a_layer_that_starts_like_json_is_still_a_layer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The reader keeps small members that look like JSON; one the manifest lists as a layer is read as one.
+    odd = layer_tar([("file", "{odd}", b"x"), *[("dir", "etc"), ("file", "etc/os-release", b"ID=debian\n")]])
+    assert odd.startswith(b"{")
+    archive = docker_archive(tmp_path / "image.tar", [odd], image_config([odd]))
+    facts = observe_image(f"docker-archive:{archive}")
+    assert facts.layer_diff_ids == (sha(odd),) and facts.os_id == "debian"
+
+
 def test_docker_archive_gzipped(tmp_path) -> None:  # type: ignore[no-untyped-def]
     archive = docker_archive(tmp_path / "image.tar", [BOTTOM], image_config([BOTTOM]))
     compressed = tmp_path / "image.tar.gz"
