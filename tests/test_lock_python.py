@@ -64,7 +64,8 @@ def test_requested_versions_and_flags(fraud_lock: Path) -> None:
     pins = {p.name: p for p in read_lock(fraud_lock / "mlenv.lock").python.packages}
     assert pins["scikit-learn"].version == "1.4.2" and pins["scikit-learn"].requested
     assert pins["pandas"].version == "2.0.3" and pins["pandas"].requested
-    assert not pins["numpy"].requested or pins["numpy"].version == "1.26.4"
+    # The example pins numpy itself (scikit-learn 1.4.2 and pandas 2.0.3 need numpy 1.x without saying so).
+    assert pins["numpy"].version == "1.26.4" and pins["numpy"].requested
     assert not pins["starlette"].requested  # pulled in by fastapi
 
 
