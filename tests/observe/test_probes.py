@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from mlenv.model.facts import AptFact, CudaComponent, InterpreterFact
 from mlenv.observe import observe_tree
@@ -12,6 +16,8 @@ from mlenv.observe.probes.osrelease import parse_os_release
 from mlenv.observe.probes.python import parse_record, urlsafe_digest, version_in_binary
 
 from .layers import dist_info, image_config, layer_tar
+
+REPO = Path(__file__).resolve().parents[2]
 
 STATUS = b"""Package: libc6
 Status: install ok installed
@@ -207,6 +213,17 @@ def test_config_labels_env_architecture_and_artifacts() -> None:
 
 def test_observation_is_deterministic() -> None:
     assert observe_tree(build(BASE, SLIM, VENV)) == observe_tree(build(BASE, SLIM, VENV))
+    # Equal within one process is not enough: set and dict orders follow string hashing, which each
+    # interpreter seeds anew. Two interpreters with other seeds must print the very same facts.
+    code = ("from mlenv.observe import observe_tree;"
+            "from tests.observe.test_probes import BASE, SLIM, VENV, build;"
+            "print(repr(observe_tree(build(BASE, SLIM, VENV))))")
+    printed = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
+                       env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}).stdout
+        for seed in ("1", "2")
+    ]
+    assert printed[0] == printed[1] == repr(observe_tree(build(BASE, SLIM, VENV))) + "\n"
 
 
 def test_directory_tree_of_a_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
