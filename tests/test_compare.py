@@ -28,8 +28,9 @@ def lines(actual: EnvFacts) -> list[str]:
 
 
 def test_identical_facts_have_no_drift() -> None:
+    system = DistFact(name="x", version="1", site="/usr/lib/python3/dist-packages")
     actual = dataclasses.replace(EXPECTED, layer_diff_ids=EXPECTED.layer_diff_ids + ("sha256:app",),
-                                 python_dists=EXPECTED.python_dists + (DistFact(name="x", version="1", site="/usr/lib/python3/dist-packages"),))
+                                 python_dists=EXPECTED.python_dists + (system,))
     report = compare(EXPECTED, actual, subject="img")
     assert report.ok and "python-files" in report.layers
 
@@ -65,8 +66,10 @@ def test_apt_extra_missing_version_arch() -> None:
 def test_record_mismatch_and_missing_model() -> None:
     actual = dataclasses.replace(
         EXPECTED,
-        python_dists=(DistFact(name="pandas", version="2.0.3", site=SITE, modified_files=("pandas/__init__.py",)),
-                      DistFact(name="scikit-learn", version="1.4.2", site=SITE, missing_files=("sklearn/x.py",))),
+        python_dists=(
+            DistFact(name="pandas", version="2.0.3", site=SITE, modified_files=("pandas/__init__.py",)),
+            DistFact(name="scikit-learn", version="1.4.2", site=SITE, missing_files=("sklearn/x.py",)),
+        ),
         artifacts=(),
     )
     assert lines(actual) == [
@@ -78,7 +81,8 @@ def test_record_mismatch_and_missing_model() -> None:
 
 def test_interpreter_cuda_labels_os() -> None:
     actual = dataclasses.replace(
-        EXPECTED, os_version="11", interpreters=(InterpreterFact(path="/usr/bin/python3.11", version="3.11.9"),),
+        EXPECTED, os_version="11",
+        interpreters=(InterpreterFact(path="/usr/bin/python3.11", version="3.11.9"),),
         cuda=(), labels=(),
     )
     assert lines(actual) == [
@@ -95,8 +99,10 @@ def test_drifts_carry_their_parts_as_fields() -> None:
         apt=(AptFact(name="libgomp1", version="12.2.0-14", architecture="i386"),
              AptFact(name="curl", version="7.88.1-10+deb12u6", architecture="amd64"),
              AptFact(name="vim", version="2:9.0", architecture="amd64")),
-        python_dists=(DistFact(name="pandas", version="2.0.3", site=SITE, modified_files=("pandas/__init__.py",)),
-                      DistFact(name="scikit-learn", version="1.4.2", site=SITE)),
+        python_dists=(
+            DistFact(name="pandas", version="2.0.3", site=SITE, modified_files=("pandas/__init__.py",)),
+            DistFact(name="scikit-learn", version="1.4.2", site=SITE),
+        ),
     )
     drifts = compare(EXPECTED, actual, subject="img").drifts
     assert drifts == (

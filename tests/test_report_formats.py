@@ -57,8 +57,8 @@ def test_json_validates_against_the_published_schema() -> None:
     assert data["verdict"] == "drift" and data["report-version"] == 2
     # The drift's parts are fields; the message is the line the text report prints.
     assert data["drifts"][1] == {
-        "layer": "apt", "kind": "extra", "subject": "vim", "architecture": "amd64", "actual-architecture": None,
-        "file": None, "expected": None, "actual": "2:9.0 <&>",
+        "layer": "apt", "kind": "extra", "subject": "vim", "architecture": "amd64",
+        "actual-architecture": None, "file": None, "expected": None, "actual": "2:9.0 <&>",
         "message": "apt: vim:amd64: extra (found 2:9.0 <&>, not in the lock)",
     }
     assert [d["message"] for d in data["drifts"]] == [drift_line(d) for d in DRIFTED.drifts]
@@ -98,5 +98,6 @@ def test_the_schema_names_the_layers_and_kinds_a_drift_can_have() -> None:
 def test_each_format_choice_is_named_once_and_checked_one_way() -> None:
     assert parse_format(ReportFormat, "junit") is ReportFormat.JUNIT and FORMATS["junit"] is as_junit
     assert set(FORMATS) == set(ReportFormat)
-    with pytest.raises(UnknownFormatError, match=r"^--format: unknown format 'xml'; choose one of text, json$"):
+    error = "^--format: unknown format 'xml'; choose one of text, json$"
+    with pytest.raises(UnknownFormatError, match=error):
         parse_format(DataFormat, "xml")

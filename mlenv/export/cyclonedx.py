@@ -72,7 +72,7 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
                     )
                 ]
             ),
-            properties=_properties(_verify_facts(lock, report, context)),
+            properties=_properties(_verify_facts(lock, report)),
         ),
         components=components.values(),
         dependencies=dependencies,
@@ -111,7 +111,7 @@ def _root(lock: Lock, context: ExportContext) -> Component:
     )
 
 
-def _verify_facts(lock: Lock, report: Report | None, context: ExportContext) -> list[tuple[str, str]]:
+def _verify_facts(lock: Lock, report: Report | None) -> list[tuple[str, str]]:
     facts = [("mlenv:verify:verdict", verdict(report))]
     if report is not None:
         facts += [("mlenv:verify:subject", report.subject), ("mlenv:verify:drifts", str(len(report.drifts)))]

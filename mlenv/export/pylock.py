@@ -41,7 +41,9 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
     doc.add("created-by", "mlenv")
     packages = tomlkit.aot()
     for pin in sorted(lock.python.packages, key=lambda p: p.name):
-        entry = toml_table({"name": pin.name, "version": pin.version, "marker": pin.marker, "index": pin.index})
+        entry = toml_table(
+            {"name": pin.name, "version": pin.version, "marker": pin.marker, "index": pin.index}
+        )
         if pin.wheels:
             entry.add("wheels", toml_array([_file(w) for w in sorted(pin.wheels, key=lambda w: w.name)],
                                            multiline=True))

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-Layer = Literal["base", "os", "apt", "python-interpreter", "python", "python-files", "cuda", "models", "labels"]
+Layer = Literal[
+    "base", "os", "apt", "python-interpreter", "python", "python-files", "cuda", "models", "labels"
+]
 # In the order a report lists them: from the bottom of the image up.
 LAYERS: tuple[Layer, ...] = get_args(Layer)
 Kind = Literal[

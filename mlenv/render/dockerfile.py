@@ -175,7 +175,8 @@ def dockerfile_lines(
 
     yield "# Python packages: the venv built above."
     yield f"COPY --from=builder {STAGE}/ /"
-    yield f"ENV VIRTUAL_ENV={venv} PATH={venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\"
+    path = f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    yield f"ENV VIRTUAL_ENV={venv} PATH={path} \\"
     yield "    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1"
 
     user = lock.app.user

@@ -48,7 +48,8 @@ def _os(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
     for field in ("os_id", "os_version", "architecture", "glibc"):
         want, have = getattr(expected, field), getattr(actual, field)
         if want is not None and want != have:
-            yield Drift(layer="os", kind="version", subject=field.replace("_", "-"), expected=want, actual=have)
+            yield Drift(layer="os", kind="version", subject=field.replace("_", "-"), expected=want,
+                        actual=have)
 
 
 def _apt(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:

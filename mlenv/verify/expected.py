@@ -195,12 +195,12 @@ def _dist(lock: Lock, pin: PythonPin, tags: frozenset[Tag]) -> Dist:
     return Dist(
         fact=DistFact(name=pin.name, version=pin.version, site=venv_site(lock)),
         pin=pin,
-        file=installed_file(pin, tags),
+        file=_installed_file(pin, tags),
         purl=PackageURL(type="pypi", name=pin.name, version=pin.version, qualifiers=qualifiers).to_string(),
     )
 
 
-def installed_file(pin: PythonPin, tags: frozenset[Tag]) -> PythonFile | None:
+def _installed_file(pin: PythonPin, tags: frozenset[Tag]) -> PythonFile | None:
     """The wheel of `pin` that installs where `tags` do (what `mlenv build` installs), else the sdist."""
     wheel = next((w for w in sorted(pin.wheels, key=lambda w: w.name) if wheel_installs(w.name, tags)), None)
     return wheel or pin.sdist

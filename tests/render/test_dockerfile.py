@@ -23,7 +23,8 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def dockerfile(lock=None, **kwargs) -> str:
-    return render(lock or full_lock(), lock_digest=DIGEST, mlenv_version="1.2.3", **kwargs).get("Dockerfile").decode()
+    rendered = render(lock or full_lock(), lock_digest=DIGEST, mlenv_version="1.2.3", **kwargs)
+    return rendered.get("Dockerfile").decode()
 
 
 def test_same_lock_same_bytes_even_reordered() -> None:
@@ -39,8 +40,10 @@ def test_same_lock_same_bytes_even_reordered() -> None:
 
 
 def test_render_is_identical_in_a_fresh_interpreter() -> None:
-    code = ("import sys; sys.path.insert(0, '.'); from tests.lockdata import full_lock; from mlenv.render import render;"
-            f"sys.stdout.write(render(full_lock(), lock_digest='{DIGEST}', mlenv_version='1.2.3').get('Dockerfile')"
+    code = ("import sys; sys.path.insert(0, '.'); from tests.lockdata import full_lock; "
+            "from mlenv.render import render;"
+            f"sys.stdout.write(render(full_lock(), lock_digest='{DIGEST}', mlenv_version='1.2.3')"
+            ".get('Dockerfile')"
             ".decode())")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"}).stdout
@@ -63,14 +66,16 @@ def test_layers_are_ordered_by_how_often_they_change() -> None:
 
 def test_apt_closure_is_installed_and_checked_exactly() -> None:
     text = dockerfile()
-    assert "printf '%s\\n' curl=7.88.1-10+deb12u6 libgomp1=12.2.0-14 | sort | diff - /tmp/mlenv-apt.txt" in text
+    assert ("printf '%s\\n' curl=7.88.1-10+deb12u6 libgomp1=12.2.0-14 | sort | diff - /tmp/mlenv-apt.txt"
+            in text)
     install_run = text[text.index("apt-get install"):text.index("COPY --from=builder")]
     assert "/var/lib/apt/lists/*" in install_run and "/var/log/dpkg.log" in install_run
 
 
 def test_python_installed_with_hashes_no_deps_no_index() -> None:
     text = dockerfile()
-    assert "--no-index --find-links /tmp/mlenv/wheels --only-binary :all: --require-hashes --no-deps --no-compile" in text
+    assert ("--no-index --find-links /tmp/mlenv/wheels --only-binary :all: --require-hashes --no-deps "
+            "--no-compile") in text
     # pip and setuptools come from ensurepip, not the lock: they are removed, not silently kept.
     assert "pip uninstall --yes pip setuptools" in text
 
@@ -89,7 +94,8 @@ def test_requirements_carry_every_target_hash() -> None:
 
 
 def test_sdist_only_pin_is_refused_for_hermetic_builds() -> None:
-    pin = PythonPin(name="x", version="1", index="i", requested=True, sdist=full_lock().python.packages[1].sdist)
+    sdist = full_lock().python.packages[1].sdist
+    pin = PythonPin(name="x", version="1", index="i", requested=True, sdist=sdist)
     with pytest.raises(BuildError, match="x==1 has no wheel for the target"):
         requirement_lines((pin,), wheels_only=True)
 
@@ -106,9 +112,9 @@ def test_user_healthcheck_labels_expose() -> None:
 def test_baked_model_is_hash_checked_and_download_gets_an_entrypoint() -> None:
     lock = full_lock()
     assert f"'{'f' * 64}  /app/models/model.joblib' | sha256sum --check --strict -" in dockerfile(lock)
-    downloaded = dataclasses.replace(lock, models=(LockedModel(source="https://models.example/m.bin",
-                                                               target="/srv/models/m.bin", strategy="download",
-                                                               sha256="1" * 64),))
+    model = LockedModel(source="https://models.example/m.bin", target="/srv/models/m.bin",
+                        strategy="download", sha256="1" * 64)
+    downloaded = dataclasses.replace(lock, models=(model,))
     rendered = render(downloaded, lock_digest=DIGEST, mlenv_version="1")
     text = rendered.get("Dockerfile").decode()
     assert 'ENTRYPOINT ["/opt/venv/bin/python", "/usr/local/bin/mlenv-entrypoint"]' in text
@@ -125,7 +131,8 @@ def test_mount_strategy_declares_a_volume() -> None:
 
 
 def test_dockerignore_keeps_secrets_and_vcs_out() -> None:
-    ignore = render(full_lock(), lock_digest=DIGEST, mlenv_version="1").get(".dockerignore").decode().splitlines()
+    rendered = render(full_lock(), lock_digest=DIGEST, mlenv_version="1")
+    ignore = rendered.get(".dockerignore").decode().splitlines()
     assert {".git", ".env", "**/*.ipynb", "tests", ".venv", "data"} <= set(ignore)
 
 
