@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import sys
 import tomllib
 from pathlib import Path
@@ -69,12 +70,19 @@ def test_requested_versions_and_flags(fraud_lock: Path) -> None:
     assert not pins["starlette"].requested  # pulled in by fastapi
 
 
-def test_relock_is_byte_identical(fraud_lock: Path) -> None:
+def own_copy(project: Path, tmp_path: Path) -> Path:
+    """The module's locked project copied for a test that changes it: the others read the original."""
+    return Path(shutil.copytree(project, tmp_path / project.name))
+
+
+def test_relock_is_byte_identical(fraud_lock: Path, tmp_path: Path) -> None:
     first = (fraud_lock / "mlenv.lock").read_bytes()
-    result = run_cli("lock", str(fraud_lock))
+    project = own_copy(fraud_lock, tmp_path)
+    result = run_cli("lock", str(project))
     assert result.code == 0 and "unchanged" in result.stdout
-    (fraud_lock / "mlenv.lock").unlink()
-    assert run_cli("lock", str(fraud_lock)).code == 0
+    (project / "mlenv.lock").unlink()
+    assert run_cli("lock", str(project)).code == 0
+    assert (project / "mlenv.lock").read_bytes() == first
     assert (fraud_lock / "mlenv.lock").read_bytes() == first
 
 
@@ -84,27 +92,24 @@ def test_lock_validates_against_schema(fraud_lock: Path) -> None:
 
 
 def test_check_fresh_then_stale_without_rewriting(fraud_lock: Path, tmp_path: Path) -> None:
-    lock_path = fraud_lock / "mlenv.lock"
-    assert run_cli("lock", "--check", str(fraud_lock)).code == 0
+    project = own_copy(fraud_lock, tmp_path)
+    lock_path = project / "mlenv.lock"
+    assert run_cli("lock", "--check", str(project)).code == 0
     before = lock_path.read_bytes()
-    spec = fraud_lock / "mlenv.toml"
+    spec = project / "mlenv.toml"
     original = spec.read_text()
-    try:
-        spec.write_text(original.replace('port = 8000', 'port = 8001'))
-        result = run_cli("lock", "--check", str(fraud_lock), env={"HTTPS_PROXY": "http://0.0.0.0:9",
-                                                                  "HTTP_PROXY": "http://0.0.0.0:9",
-                                                                  "PATH": "/usr/bin:/bin"})
-        assert result.code == 1
-        assert "mlenv.toml changed since the lock was made" in result.stderr
-        assert lock_path.read_bytes() == before
-        model = fraud_lock / "models" / "model.joblib"
-        spec.write_text(original)
-        model.write_bytes(b"retrained\n")
-        result = run_cli("lock", "--check", str(fraud_lock))
-        assert result.code == 1 and "model file models/model.joblib changed" in result.stderr
-    finally:
-        spec.write_text(original)
-        (fraud_lock / "models" / "model.joblib").write_bytes(b"a stand-in model for locking\n")
+    spec.write_text(original.replace('port = 8000', 'port = 8001'))
+    result = run_cli("lock", "--check", str(project), env={"HTTPS_PROXY": "http://0.0.0.0:9",
+                                                           "HTTP_PROXY": "http://0.0.0.0:9",
+                                                           "PATH": "/usr/bin:/bin"})
+    assert result.code == 1
+    assert "mlenv.toml changed since the lock was made" in result.stderr
+    assert lock_path.read_bytes() == before
+    spec.write_text(original)
+    (project / "models" / "model.joblib").write_bytes(b"retrained\n")
+    result = run_cli("lock", "--check", str(project))
+    assert result.code == 1 and "model file models/model.joblib changed" in result.stderr
+    assert lock_path.read_bytes() == before
 
 
 def test_pip_tools_refuses_a_foreign_target(tmp_path: Path) -> None:
