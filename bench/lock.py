@@ -31,6 +31,7 @@ from pathlib import Path
 
 from _common import load_note, median, print_table, report_ratio, run, timed
 
+from mlenv.cli.lock import python_backend
 from mlenv.resolve import target_from_spec
 from mlenv.resolve.python import resolve_python
 from mlenv.spec import load_spec
@@ -64,7 +65,8 @@ def write_project(directory: Path, requirements: tuple[str, ...]) -> Path:
 
 def mlenv_python(project: Path) -> tuple[float, Pins]:
     spec = load_spec(project)
-    seconds, locked = timed(lambda: resolve_python(spec, target_from_spec(spec)))
+    backend = python_backend(spec.python.resolver)
+    seconds, locked = timed(lambda: resolve_python(spec, target_from_spec(spec), backend))
     return seconds, frozenset(f"{p.name}=={p.version}" for p in locked.packages)
 
 

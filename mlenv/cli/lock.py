@@ -9,15 +9,41 @@ import typer
 
 from mlenv.files import write_atomic
 from mlenv.lockfile import LOCK_FILE, dump_bytes, read_lock
-from mlenv.resolve import resolve_lock
+from mlenv.model.spec import ResolverName
+from mlenv.resolve import Sources, resolve_lock
 from mlenv.resolve.freshness import stale_reasons
+from mlenv.sources.python.backend import ResolverBackend
 from mlenv.spec import load_spec
+
+
+def python_backend(name: ResolverName) -> ResolverBackend:
+    from mlenv.sources.python.piptools import PipToolsBackend
+    from mlenv.sources.python.uv import UvBackend
+
+    return UvBackend() if name == "uv" else PipToolsBackend()
+
+
+def default_sources() -> Sources:
+    """The real ones: the registries of the user's docker config, Debian mirrors, PyPI-like indexes.
+    Imported here, so `lock --check` (no network) loads no HTTP client."""
+    from mlenv.sources.debian.archive import DebianArchive
+    from mlenv.sources.python.wheelmeta import WheelMetadata
+    from mlenv.sources.registry import RegistryClient
+
+    return Sources(
+        registry=RegistryClient(),
+        debian=lambda mirror: DebianArchive(mirror=mirror),
+        python=python_backend,
+        wheel_requires=WheelMetadata().many,
+    )
 
 
 def lock(
     project: Annotated[Path, typer.Argument(help="Project directory or spec file.")] = Path("."),
-    lockfile: Annotated[Path | None, typer.Option("--lockfile", "-l", help="Lock path (default: beside the spec).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the lock is stale; never writes, no network.")] = False,
+    lockfile: Annotated[Path | None, typer.Option("--lockfile", "-l",
+                                                  help="Lock path (default: beside the spec).")] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Exit 1 if the lock is stale; never writes, no network.")] = False,
 ) -> None:
     """Resolve mlenv.toml into mlenv.lock (every layer pinned, Python files hashed for the target)."""
     spec = load_spec(project)
@@ -31,7 +57,7 @@ def lock(
             raise typer.Exit(1)
         typer.echo(f"{path} is up to date")
         return
-    data = dump_bytes(resolve_lock(spec))
+    data = dump_bytes(resolve_lock(spec, default_sources()))
     unchanged = path.is_file() and path.read_bytes() == data
     if not unchanged:
         write_atomic(path, data)

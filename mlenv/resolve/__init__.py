@@ -3,35 +3,49 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from mlenv.errors import ResolutionError
 from mlenv.model.lock import Lock, LockedApp, LockedApt, LockedCuda, LockedPython
-from mlenv.model.spec import AppSpec, Spec
+from mlenv.model.spec import AppSpec, ResolverName, Spec
 from mlenv.model.target import Target
 from mlenv.observe.fs.rootfs import ImageFS
 from mlenv.observe.probes.cuda import library_bytes
-from mlenv.resolve.apt import AptBaseState, lock_apt, read_base_state
+from mlenv.resolve.apt import AptBaseState, SuiteFetcher, lock_apt, read_base_state
 from mlenv.resolve.base import BaseImage, resolve_base, target_from_base
 from mlenv.resolve.cuda import BaseCuda, Requires, check_request, fetch_requires, lock_cuda, needs_metadata
 from mlenv.resolve.models import lock_models
 from mlenv.resolve.python import requested_names, resolve_python
-from mlenv.sources.debian.archive import DebianArchive
 from mlenv.sources.python.backend import ResolverBackend
-from mlenv.sources.python.wheelmeta import WheelMetadata
+from mlenv.sources.registry import RegistryClient
 from mlenv.spec import spec_hash
+
+# wheel URLs -> each wheel's Requires-Dist lines (None where the index serves no metadata)
+WheelRequires = Callable[[list[str]], Mapping[str, "tuple[str, ...] | None"]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sources:
+    """Everything the resolver reads from, made by the caller (cli/lock.py) and passed in, so a test can
+    hand it a local registry, a recorded archive or a stub backend."""
+
+    registry: RegistryClient  # pins the base and reads its files: one client, each manifest fetched once
+    debian: Callable[[str | None], SuiteFetcher]  # the archive for the spec's apt mirror (None: the image's)
+    python: Callable[[ResolverName], ResolverBackend]  # the Python resolver the spec names
+    wheel_requires: WheelRequires  # for the CUDA checks of torch & co.
 
 
 def target_from_spec(spec: Spec) -> Target:
     if spec.target.python is None or spec.target.glibc is None:
         raise ResolutionError("no target: give [target] python and glibc, or a base image to read them from")
-    return Target(platforms=spec.target.platforms, python=spec.target.python, glibc=spec.target.glibc, source="spec")
+    return Target(platforms=spec.target.platforms, python=spec.target.python, glibc=spec.target.glibc,
+                  source="spec")
 
 
 def locked_app(app: AppSpec) -> LockedApp:
-    return LockedApp(copy=app.copy, workdir=app.workdir, cmd=app.cmd, port=app.port, healthcheck=app.healthcheck,
-                     user=app.user, env=app.env)
+    return LockedApp(copy=app.copy, workdir=app.workdir, cmd=app.cmd, port=app.port,
+                     healthcheck=app.healthcheck, user=app.user, env=app.env)
 
 
 def apt_base_state(fs: ImageFS) -> AptBaseState:
@@ -67,10 +81,10 @@ def _stderr_warning(message: str) -> None:
 
 
 def resolve_cuda(spec: Spec, python: LockedPython, target: Target, base: BaseCuda | None,
-                 metadata: WheelMetadata | None, warn: Callable[[str], None]) -> LockedCuda:
+                 wheel_requires: WheelRequires, warn: Callable[[str], None]) -> LockedCuda:
     requires: Requires = {}
     if needs_metadata(python.packages):
-        requires = fetch_requires(python.packages, target, (metadata or WheelMetadata()).many)
+        requires = fetch_requires(python.packages, target, wheel_requires)
     resolution = lock_cuda(requested=spec.cuda.version, cudnn=spec.cuda.cudnn, pins=python.packages,
                            requested_names=requested_names(spec.python), requires=requires, target=target,
                            base=base)
@@ -79,12 +93,10 @@ def resolve_cuda(spec: Spec, python: LockedPython, target: Target, base: BaseCud
     return resolution.locked
 
 
-def resolve_lock(spec: Spec, *, python_backend: ResolverBackend | None = None,
-                 docker_config: Path | None = None, wheel_metadata: WheelMetadata | None = None,
-                 warn: Callable[[str], None] = _stderr_warning) -> Lock:
-    """Resolve the spec into a Lock. Network: the registry, the Python index and the apt mirror.
-    Warnings (a lock that works but deserves a look) go to `warn`, one line each."""
-    base = resolve_base(spec, docker_config=docker_config) if spec.base is not None else None
+def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = _stderr_warning) -> Lock:
+    """Resolve the spec into a Lock, reading the base, the apt archive and the Python index through
+    `sources`. Warnings (a lock that works but deserves a look) go to `warn`, one line each."""
+    base = resolve_base(spec, sources.registry) if spec.base is not None else None
     target = target_from_base(spec, base.locked) if base is not None else target_from_spec(spec)
     cuda_base = base_cuda(base) if base is not None else None
     check_request(spec.cuda.version, spec.python.requirements, cuda_base)
@@ -93,13 +105,13 @@ def resolve_lock(spec: Spec, *, python_backend: ResolverBackend | None = None,
         if base is None:
             raise ResolutionError("apt packages need a base image to resolve against: add [base] image")
         states = {platform: apt_base_state(fs) for platform, fs in base.filesystems.items()}
-        archive = DebianArchive(mirror=spec.apt.mirror)
+        archive = sources.debian(spec.apt.mirror)
         resolutions = [lock_apt(spec.apt, state, archive=archive, as_of=spec.as_of)
                        for _, state in sorted(states.items())]
         apt = LockedApt(sources=resolutions[0].sources,
                         packages=tuple(sorted({p for r in resolutions for p in r.pins},
                                               key=lambda p: (p.name, p.architecture))))
-    python = resolve_python(spec, target, python_backend)
+    python = resolve_python(spec, target, sources.python(spec.python.resolver))
     return Lock(
         name=spec.name,
         spec_hash=spec_hash(spec),
@@ -108,7 +120,7 @@ def resolve_lock(spec: Spec, *, python_backend: ResolverBackend | None = None,
         base=base.locked if base is not None else None,
         apt=apt,
         python=python,
-        cuda=resolve_cuda(spec, python, target, cuda_base, wheel_metadata, warn),
+        cuda=resolve_cuda(spec, python, target, cuda_base, sources.wheel_requires, warn),
         app=locked_app(spec.app),
         models=lock_models(spec),
     )

@@ -13,7 +13,8 @@ from mlenv.model.spec import ModelSpec, Spec
 def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
     if model.remote:
         assert model.sha256 is not None  # the spec reader requires it for URLs
-        return LockedModel(source=model.source, target=model.target, strategy=model.strategy, sha256=model.sha256)
+        return LockedModel(source=model.source, target=model.target, strategy=model.strategy,
+                           sha256=model.sha256)
     path = Path(spec.project_dir, model.source)
     if not path.is_file():
         raise SpecError(spec.path, f"app.models[{index}].source", f"no such file: {model.source}",

@@ -11,21 +11,15 @@ from mlenv.model.spec import PythonSpec, Spec
 from mlenv.model.target import Target, python_tuple, target_tags, wheel_installs
 from mlenv.model.urls import redact
 from mlenv.sources.python.backend import PythonRequest, ResolverBackend
-from mlenv.sources.python.piptools import PipToolsBackend
-from mlenv.sources.python.uv import UvBackend
-
-
-def backend_for(python: PythonSpec) -> ResolverBackend:
-    return UvBackend() if python.resolver == "uv" else PipToolsBackend()
 
 
 def requested_names(python: PythonSpec) -> frozenset[str]:
     return frozenset(canonicalize_name(Requirement(r).name) for r in python.requirements)
 
 
-def resolve_python(spec: Spec, target: Target, backend: ResolverBackend | None = None) -> LockedPython:
-    """Resolve the spec's requirements once per target platform and merge them into one pin set."""
-    backend = backend or backend_for(spec.python)
+def resolve_python(spec: Spec, target: Target, backend: ResolverBackend) -> LockedPython:
+    """Resolve the spec's requirements once per target platform (through `backend`, the resolver the spec
+    names) and merge them into one pin set."""
     per_platform = []
     for platform in sorted(target.platforms):
         request = PythonRequest(
@@ -51,8 +45,8 @@ def resolve_python(spec: Spec, target: Target, backend: ResolverBackend | None =
         index_url=redact(spec.python.index_url),
         extra_index_urls=tuple(redact(u) for u in spec.python.extra_index_urls),
         packages=tuple(
-            PythonPin(name=p.name, version=p.version, marker=p.marker, index=p.index, requested=p.name in requested,
-                      wheels=p.wheels, sdist=p.sdist)
+            PythonPin(name=p.name, version=p.version, marker=p.marker, index=p.index,
+                      requested=p.name in requested, wheels=p.wheels, sdist=p.sdist)
             for p in pins
         ),
     )
@@ -79,6 +73,6 @@ def merge_platforms(per_platform: list[tuple[str, list[PythonPin]]], target: Tar
             if previous is not None:
                 by_name = {w.name: w for w in previous.wheels + wheels}
                 wheels = tuple(by_name[n] for n in sorted(by_name))
-            merged[pin.name] = PythonPin(name=pin.name, version=pin.version, marker=pin.marker, index=pin.index,
-                                         requested=False, wheels=wheels, sdist=pin.sdist)
+            merged[pin.name] = PythonPin(name=pin.name, version=pin.version, marker=pin.marker,
+                                         index=pin.index, requested=False, wheels=wheels, sdist=pin.sdist)
     return [merged[name] for name in sorted(merged)]
