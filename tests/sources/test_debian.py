@@ -85,6 +85,19 @@ def _make_key(home: Path, name: str) -> Key:
     )
 
 
+def _agents(home: Path) -> list[int]:
+    """The gpg-agent processes serving `home` (read from /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # the process ended while we looked
+        if argv and argv[0].endswith(b"gpg-agent") and str(home).encode() in argv:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
 def _release(suite: str, files: dict[str, bytes], *, codename: str | None = None) -> str:
     names = (
         f"Suite: {suite}\nCodename: {suite}" if codename is None else f"Suite: testing\nCodename: {codename}"
@@ -133,23 +146,32 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     if shutil.which("gpg") is None or shutil.which("gpgv") is None:
         missing("gpg", "gpg and gpgv are needed to sign and verify the test archive")
     base = tmp_path_factory.mktemp("debian-archive")
-    good, other = _make_key(base / "gnupg-good", "good"), _make_key(base / "gnupg-other", "other")
+    homes = (base / "gnupg-good", base / "gnupg-other")
     root = base / "www"
-    plain = PACKAGES.encode()
-    xz, gz = lzma.compress(plain), gzip.compress(plain, mtime=0)
-    stem = "main/binary-amd64/Packages"
-    _write_suite(root, base / "gnupg-good", "bookworm", {f"{stem}.xz": xz, f"{stem}.gz": gz, stem: plain})
-    _write_suite(root, base / "gnupg-good", "gzonly", {f"{stem}.gz": gz})
-    _write_suite(root, base / "gnupg-good", "detached", {f"{stem}.xz": xz}, detached=True)
-    _write_suite(
-        root,
-        base / "gnupg-good",
-        "tampered",
-        {f"{stem}.xz": lzma.compress(plain + b"\n")},
-        release_files={f"{stem}.xz": xz},
-    )
-    _write_suite(root, base / "gnupg-other", "stranger", {f"{stem}.xz": xz})
-    _write_suite(root, base / "gnupg-good", "renamed", {f"{stem}.xz": xz}, codename="trixie")
+    try:
+        good, other = _make_key(homes[0], "good"), _make_key(homes[1], "other")
+        plain = PACKAGES.encode()
+        xz, gz = lzma.compress(plain), gzip.compress(plain, mtime=0)
+        stem = "main/binary-amd64/Packages"
+        _write_suite(root, homes[0], "bookworm", {f"{stem}.xz": xz, f"{stem}.gz": gz, stem: plain})
+        _write_suite(root, homes[0], "gzonly", {f"{stem}.gz": gz})
+        _write_suite(root, homes[0], "detached", {f"{stem}.xz": xz}, detached=True)
+        _write_suite(
+            root,
+            homes[0],
+            "tampered",
+            {f"{stem}.xz": lzma.compress(plain + b"\n")},
+            release_files={f"{stem}.xz": xz},
+        )
+        _write_suite(root, homes[1], "stranger", {f"{stem}.xz": xz})
+        _write_suite(root, homes[0], "renamed", {f"{stem}.xz": xz}, codename="trixie")
+    finally:
+        # gpg starts an agent for each home directory and leaves it running: everything is signed now.
+        for home in homes:
+            if home.exists():
+                subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True,
+                               check=True)
+    assert [home for home in homes if _agents(home)] == []
 
     requests: list[str] = []
 
