@@ -72,3 +72,12 @@ def target_tags(target: Target, platform: str) -> frozenset[Tag]:
 def wheel_installs(filename: str, tags: frozenset[Tag]) -> bool:
     _, _, _, wheel_tags = parse_wheel_filename(filename)
     return not tags.isdisjoint(wheel_tags)
+
+
+def marker_environment(target: Target, platform: str) -> dict[str, str]:
+    """PEP 508 marker values of the target (not of this host)."""
+    major, minor = python_tuple(target.python)
+    return {"python_version": f"{major}.{minor}", "python_full_version": target.python, "os_name": "posix",
+            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": machine(platform),
+            "platform_release": "", "platform_version": "", "implementation_name": target.implementation,
+            "implementation_version": target.python, "platform_python_implementation": "CPython", "extra": ""}

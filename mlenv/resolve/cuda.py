@@ -25,7 +25,7 @@ from packaging.version import InvalidVersion, Version
 from mlenv.errors import ResolutionError
 from mlenv.model.facts import CudaComponent
 from mlenv.model.lock import LockedCuda, PythonPin
-from mlenv.model.target import Target, machine, python_tuple, target_tags, wheel_installs
+from mlenv.model.target import Target, marker_environment, target_tags, wheel_installs
 from mlenv.observe.probes.cuda import merge, wheel_component
 
 DRIVER_TABLE = "cuda-driver-floor.toml"
@@ -117,15 +117,6 @@ def version_label(version: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- metadata edges
-
-
-def marker_environment(target: Target, platform: str) -> dict[str, str]:
-    """PEP 508 marker values of the target (not of this host)."""
-    major, minor = python_tuple(target.python)
-    return {"python_version": f"{major}.{minor}", "python_full_version": target.python, "os_name": "posix",
-            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": machine(platform),
-            "platform_release": "", "platform_version": "", "implementation_name": target.implementation,
-            "implementation_version": target.python, "platform_python_implementation": "CPython", "extra": ""}
 
 
 @dataclass(frozen=True, kw_only=True)

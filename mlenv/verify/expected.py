@@ -1,11 +1,12 @@
 """The ONE projection Lock -> what an image built from it holds, for one platform.
 
 `image_contents` decides what is in the image: the base's own dpkg packages that the apt closure
-leaves in place, the closure, the Python pins with the file that installs on the platform, the
-CUDA stack, the models, the interpreter and the labels. Each entry carries both its fact (what
-verify compares) and what an SBOM names it by (package URL, sha256, where it was fetched from).
-`expected_facts` is verify's view of it, and export's inventory is built from the same entries,
-so an SBOM and a verify verdict cannot disagree about what the image must contain.
+leaves in place, the closure, the Python pins whose marker admits the platform (with the file
+that installs there), the CUDA stack, the models, the interpreter and the labels. Each entry
+carries both its fact (what verify compares) and what an SBOM names it by (package URL, sha256,
+where it was fetched from). `expected_facts` is verify's view of it, and export's inventory is
+built from the same entries, so an SBOM and a verify verdict cannot disagree about what the image
+must contain.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from packageurl import PackageURL
+from packaging.markers import Marker
 from packaging.tags import Tag
 
 from mlenv.errors import ImageError
@@ -20,7 +22,7 @@ from mlenv.model.facts import AptFact, ArtifactFact, CudaComponent, DistFact, En
 from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_LOCK
 from mlenv.model.lock import AptPin, BasePlatform, Lock, LockedBase, LockedModel, PythonFile, PythonPin
 from mlenv.model.spec import DEFAULT_INDEX_URL
-from mlenv.model.target import python_tuple, target_tags, wheel_installs
+from mlenv.model.target import marker_environment, python_tuple, target_tags, wheel_installs
 
 # Docker platform -> the architecture dpkg and os-release name it by.
 DEB_ARCHITECTURES = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
@@ -140,6 +142,7 @@ def image_contents(lock: Lock, platform: str, *, lock_digest: str) -> ImageConte
     pins = lock.apt.packages
     major, minor = python_tuple(lock.target.python)
     tags = target_tags(lock.target, platform)
+    environment = marker_environment(lock.target, platform)
     labels = [(LABEL_LOCK, lock_digest)]
     if lock.base is not None:
         labels.append((LABEL_BASE_DIGEST, lock.base.digest))
@@ -159,7 +162,12 @@ def image_contents(lock: Lock, platform: str, *, lock_digest: str) -> ImageConte
         ),
         interpreter=InterpreterFact(path=f"{lock.python.venv}/bin/python{major}.{minor}",
                                     version=lock.target.python),
-        python=tuple(_dist(lock, pin, tags) for pin in sorted(lock.python.packages, key=lambda p: p.name)),
+        python=tuple(
+            _dist(lock, pin, tags)
+            for pin in sorted(lock.python.packages, key=lambda p: p.name)
+            # The build's requirements keep each pin's marker, so pip skips a pin it excludes here.
+            if pin.marker is None or Marker(pin.marker).evaluate(environment)
+        ),
         cuda=tuple(_cuda(c) for c in sorted(lock.cuda.components, key=lambda c: (c.name, c.source))),
         models=tuple(Model(locked=m) for m in sorted(lock.models, key=lambda m: m.target)),
         labels=tuple(sorted(labels)),

@@ -51,16 +51,19 @@ def varied_lock() -> Lock:
 LOCKS = {"golden": full_lock, "golden-file": golden_file_lock, "varied": varied_lock}
 
 
-def expected_packages(lock: Lock, facts: EnvFacts) -> dict[str, set[tuple[str, ...]]]:
+def expected_packages(
+    lock: Lock, facts: EnvFacts, platform: str = PLATFORM
+) -> dict[str, set[tuple[str, ...]]]:
     """verify's expectation in the SBOM's terms; models fetched at start are components but no files."""
     runtime = {(m.target, m.sha256) for m in lock.models if m.strategy != "bake"}
+    bases = [p.manifest_digest for p in lock.base.platforms if p.platform == platform] if lock.base else []
     return {
         "deb": {(p.name, p.version, p.architecture) for p in facts.apt},
         "pypi": {(d.name, d.version) for d in facts.python_dists},
         # An SBOM names the CUDA runtime "cuda-runtime": "runtime" alone would name nothing.
         "cuda": {("cuda-runtime" if c.name == "runtime" else c.name, c.version) for c in facts.cuda},
         "model": {(a.path, a.sha256) for a in facts.artifacts} | runtime,
-        "base-image": {(lock.base.platforms[0].manifest_digest,)} if lock.base else set(),
+        "base-image": {(digest,) for digest in bases},
     }
 
 
@@ -153,3 +156,23 @@ def test_an_upgraded_base_package_is_listed_once_at_the_locked_version() -> None
     assert libc == ["2.36-9+deb12u7"]
     facts = expected_facts(lock, lock_digest=LOCK_DIGEST, platform=PLATFORM)
     assert [p.version for p in facts.apt if p.name == "libc6"] == ["2.36-9+deb12u7"]
+
+
+def test_a_pin_whose_marker_excludes_the_platform_is_expected_by_neither() -> None:
+    """nvidia-cudnn-cu12 is locked for x86_64 only: pip skips it on arm64, so verify must not expect it
+    there and the arm64 SBOM must not list it."""
+    lock = full_lock()
+    assert lock.base is not None
+    arm = dataclasses.replace(lock.base.platforms[0], platform="linux/arm64",
+                              manifest_digest="sha256:" + "a1" * 32)
+    base = dataclasses.replace(lock.base, platforms=(*lock.base.platforms, arm))
+    lock = dataclasses.replace(lock, base=base)
+    on_arm = expected_facts(lock, lock_digest=LOCK_DIGEST, platform="linux/arm64")
+    on_amd = expected_facts(lock, lock_digest=LOCK_DIGEST, platform=PLATFORM)
+    assert [d.name for d in on_arm.python_dists] == ["pandas"]
+    assert [d.name for d in on_amd.python_dists] == ["nvidia-cudnn-cu12", "pandas"]
+    context = dataclasses.replace(lock_context(lock), platform="linux/arm64")
+    bom = json.loads(export("cyclonedx", lock, None, context))
+    assert cyclonedx_packages(bom) == expected_packages(lock, on_arm, "linux/arm64")
+    pandas = next(c for c in bom["components"] if c["name"] == "pandas")
+    assert pandas["hashes"][0]["content"] == "a" * 64  # the aarch64 wheel
