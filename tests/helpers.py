@@ -5,6 +5,7 @@ Example projects and the trained model come from tools/localbase.project (bench/
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -43,6 +44,15 @@ def lock_tag(name: str, lock: Path, variant: str | None = None) -> str:
     so their tags never collide; within a session one lock always names the same image."""
     digest = lock_digest(lock.read_bytes()).removeprefix("sha256:")[:20]
     return f"mlenv-test/{name}:{digest if variant is None else f'{variant}-{digest}'}"
+
+
+def session_tag(name: str, base_ref: str, variant: str) -> str:
+    """The tag of a test image made without a lock (a few Dockerfile lines on a base image).
+
+    Named by the sha256 of the session's base image reference, which holds this session's registry port,
+    so another session sharing the engine neither builds over it nor removes it."""
+    digest = hashlib.sha256(base_ref.encode()).hexdigest()[:20]
+    return f"mlenv-test/{name}:{variant}-{digest}"
 
 
 def lock_and_build(project: Path, name: str) -> str:

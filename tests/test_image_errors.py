@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
+from tests.observe.layers import docker_archive, image_config, layer_tar, sha
 from tools.localbase.images import BaseImage
 from tools.localbase.registry import Registry
-from tests.observe.layers import docker_archive, image_config, layer_tar, sha
 
 LAYER = layer_tar([("dir", "etc"), ("file", "etc/os-release", b"ID=debian\nVERSION_ID=12\n")])
 

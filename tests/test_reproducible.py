@@ -7,7 +7,6 @@ comparison `mlenv build --check-reproducible` uses.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from mlenv.build.reproducible import compare_daemon_images, format_text, layers_to_read, second_tag
 from mlenv.observe.image.layerfiles import read_saved_image
 from mlenv.sources import engine
-from tests.helpers import lock_tag, run_cli
+from tests.helpers import lock_tag, run_cli, session_tag
 from tools.localbase.dockerd import Daemon
 from tools.localbase.images import BaseImage
 from tools.localbase.project import copy_example, train_fraud_model
@@ -90,10 +89,7 @@ def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase:
         f"FROM {base_image_minbase.local}\n"
         "RUN echo stable > /stable && touch -d @0 /stable\n"
         "RUN date +%s%N > /build-date\n")
-    # No lock here: the base's reference names this session's registry port, so another session sharing
-    # the engine gets other tags (and neither removes the other's images).
-    session = hashlib.sha256(base_image_minbase.ref.encode()).hexdigest()[:20]
-    tags = [f"mlenv-test/repro-date:a-{session}", f"mlenv-test/repro-date:b-{session}"]
+    tags = [session_tag("repro-date", base_image_minbase.ref, variant) for variant in ("a", "b")]
     connected = engine.connect()
     try:
         for tag in tags:

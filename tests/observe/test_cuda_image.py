@@ -13,11 +13,11 @@ from mlenv.lockfile import read_lock
 from mlenv.model.facts import EnvFacts
 from mlenv.observe import observe_image
 from mlenv.verify.compare import compare, drift_line
-from tests.helpers import run_cli
+from tests.helpers import run_cli, session_tag
+from tests.observe.images import build
 from tools.localbase.dockerd import Daemon
 from tools.localbase.images import BaseImage, push_image
 from tools.localbase.registry import Registry
-from tests.observe.images import build
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
@@ -74,16 +74,21 @@ def make_cuda_image(daemon: Daemon, context: Path, base: str, tag: str, stubs: d
     return tag
 
 
+def marked_tag(base: BaseImage) -> str:
+    """The engine's tag of the CUDA-marked image made on `base` in this session."""
+    return session_tag("cuda-marked", base.ref, "12.1")
+
+
 @pytest.fixture(scope="module")
 def cuda_base(docker_daemon: Daemon, registry: Registry, base_image_python: BaseImage,
               tmp_path_factory: pytest.TempPathFactory) -> str:
     local = make_cuda_image(docker_daemon, tmp_path_factory.mktemp("cuda-image"), base_image_python.local,
-                            "mlenv-test/cuda-marked:12.1", STUBS, DPKG, LINKS)
+                            marked_tag(base_image_python), STUBS, DPKG, LINKS)
     push_image(docker_daemon.client, local, registry.host, "mlenv-test/cuda-marked", "12.1")
     return f"{registry.host}/mlenv-test/cuda-marked:12.1"
 
 
-def test_observer_reads_the_cuda_stack(cuda_base: str) -> None:
+def test_observer_reads_the_cuda_stack(cuda_base: str, base_image_python: BaseImage) -> None:
     facts = observe_image(f"docker://{cuda_base}")
     stack = {c.name: (c.version, c.source) for c in facts.cuda}
     assert stack["cuda"] == ("12.1.1", "image:env:CUDA_VERSION")
@@ -92,7 +97,7 @@ def test_observer_reads_the_cuda_stack(cuda_base: str) -> None:
     assert stack["runtime"][0] == "12.1.105" and stack["runtime"][1].endswith("/libcudart.so.12.1.105")
     assert stack["cublas"][0] == "12.1.3.1" and stack["nccl"][0] == "2.17.1"
     assert set(stack) == {"cuda", "cudnn", "runtime", "cublas", "nccl"}
-    daemon_facts = observe_image("docker-daemon:mlenv-test/cuda-marked:12.1")
+    daemon_facts = observe_image(f"docker-daemon:{marked_tag(base_image_python)}")
     assert {c.name: c.version for c in daemon_facts.cuda} == {k: v[0] for k, v in stack.items()}
 
 
@@ -146,7 +151,8 @@ def test_torch_on_the_cuda_base_flags_two_cudnn_stacks(cuda_base: str, tmp_path:
 
 
 @pytest.mark.network
-def test_verify_compares_the_cuda_stack(cuda_base: str, docker_daemon: Daemon, tmp_path: Path) -> None:
+def test_verify_compares_the_cuda_stack(cuda_base: str, base_image_python: BaseImage, docker_daemon: Daemon,
+                                       tmp_path: Path) -> None:
     spec = project(tmp_path / "p", cuda_base, ["six==1.16.0"], "12.1")
     result = run_cli("lock", str(spec))
     assert result.code == 0, result.stderr
@@ -156,8 +162,9 @@ def test_verify_compares_the_cuda_stack(cuda_base: str, docker_daemon: Daemon, t
     same = observe_image(f"docker://{cuda_base}")
     assert [d for d in compare(expected, same, subject="x").drifts if d.layer == "cuda"] == []
     # The same image with cuDNN upgraded underneath the lock: verify names the drift.
-    drifted = make_cuda_image(docker_daemon, tmp_path / "drifted", "mlenv-test/cuda-marked:12.1",
-                              "mlenv-test/cuda-drifted:1", {f"{LIB}/libcudnn.so.8.9.7": 1000},
+    drifted = make_cuda_image(docker_daemon, tmp_path / "drifted", marked_tag(base_image_python),
+                              session_tag("cuda-drifted", base_image_python.ref, "1"),
+                              {f"{LIB}/libcudnn.so.8.9.7": 1000},
                               {"libcudnn8": "8.9.7.29-1+cuda12.2"})
     facts = observe_image(f"docker-daemon:{drifted}")
     lines = [drift_line(d) for d in compare(expected, facts, subject="x").drifts

@@ -22,6 +22,7 @@ from packaging.utils import canonicalize_name
 from mlenv.errors import ImageError
 from mlenv.model.facts import EnvFacts
 from mlenv.observe import inspect_image, observe_image, observe_tree
+from tests.helpers import session_tag
 
 from .images import ImageForms, build, demo_wheel, oci_from_archive, run, save
 
@@ -135,7 +136,7 @@ def venv_image(docker_daemon: Any, base_image_python: Any, tmp_path_factory: pyt
     context = work / "context"
     context.mkdir()
     wheel = demo_wheel(context)
-    tag = "mlenv-test/observe-venv:1"
+    tag = session_tag("observe-venv", base_image_python.ref, "1")
     build(client, base_image_python.local, tag, context, "\n".join([
         f"FROM {base_image_python.local}",
         f"COPY {wheel.name} /tmp/",
