@@ -715,7 +715,6 @@ def test_base_state_is_read_from_the_image_files() -> None:
     assert state.architecture == "amd64"
     assert state.foreign_architectures == ("i386",)
     assert sorted(r["Package"] for r in state.installed) == ["dpkg", "libc6", "mawk"]  # config-files dropped
-    assert (state.os_id, state.os_codename) == ("debian", "bookworm")
     entries = [(e.uri, e.suite, e.components, e.architectures) for e in state.sources]
     assert entries == [
         ("http://deb.debian.org/debian", "bookworm", ("main", "contrib"), ("amd64",)),
@@ -731,19 +730,6 @@ def test_base_state_is_read_from_the_image_files() -> None:
         "/usr/share/keyrings/debian-archive-keyring.gpg",
     ]
     assert any("preferences" in note for note in state.notes)
-
-
-def test_the_base_os_release_is_read_with_shell_quoting() -> None:
-    read, listdir = _tree_reader(FIXTURES / "tree")
-    os_release = rb"""ID='debian'
-VERSION_CODENAME="book\"worm\\"
-"""
-
-    def reading(path: str) -> bytes | None:
-        return os_release if path == "/etc/os-release" else read(path)
-
-    state = read_base_state(reading, listdir)
-    assert (state.os_id, state.os_codename) == ("debian", 'book"worm\\')
 
 
 def test_a_base_without_dpkg_is_refused() -> None:

@@ -1,5 +1,5 @@
 """The base image's apt state, read from its files: installed packages, architectures, apt sources,
-keyrings and os-release. What apt in the base starts from when `apt-get install` runs."""
+and keyrings. What apt in the base starts from when `apt-get install` runs."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from mlenv.model.debian import (
 )
 from mlenv.observe.probes.dpkg import STATUS as DPKG_STATUS
 from mlenv.observe.probes.dpkg import installed_stanzas
-from mlenv.observe.probes.osrelease import LOCATIONS as OS_RELEASE_LOCATIONS
-from mlenv.observe.probes.osrelease import parse_os_release
 from mlenv.resolve.apt.sourceslist import parse_deb822_sources, parse_sources_list
 
 ReadFile = Callable[[str], "bytes | None"]
@@ -43,8 +41,6 @@ class AptBaseState:
     installed: tuple[Record, ...] = ()  # dpkg status stanzas of installed (or half-installed) packages
     sources: tuple[SourceEntry, ...] = ()
     keyrings: tuple[Keyring, ...] = ()
-    os_id: str | None = None
-    os_codename: str | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -93,27 +89,19 @@ def read_base_state(read: ReadFile, listdir: ListDir) -> AptBaseState:
             "the base has apt preferences (pinning); mlenv ignores them: every source has priority 500"
         )
 
-    os_release = {}
-    for path in OS_RELEASE_LOCATIONS:
-        data = read(path)
-        if data is not None:
-            os_release = parse_os_release(data.decode("utf-8", errors="replace"))
-            break
     return AptBaseState(
         architecture=architecture,
         foreign_architectures=foreign,
         installed=installed,
         sources=tuple(sources),
         keyrings=tuple(keyrings),
-        os_id=os_release.get("ID"),
-        os_codename=os_release.get("VERSION_CODENAME"),
         notes=tuple(notes),
     )
 
 
 def is_base_state_path(path: str) -> bool:
     """Whether read_base_state may read `path`: for readers that keep only the files asked for."""
-    return path in (DPKG_STATUS, DPKG_ARCH_FILE, *OS_RELEASE_LOCATIONS) or path.startswith(
+    return path in (DPKG_STATUS, DPKG_ARCH_FILE) or path.startswith(
         ("/etc/apt/", "/usr/share/keyrings/")
     )
 
