@@ -70,7 +70,7 @@ def test_auth_registry_with_docker_config(auth_base_image: BaseImage, auth_regis
         RegistryClient(docker_config=Path("/nonexistent")).resolve(ref)
     # The registry asks for basic auth and no credentials are configured: that, not a refusal, is the error.
     assert str(caught.value) == (f"registry {auth_registry.host} needs credentials for {ref.repository} "
-                                 "and none are configured")
+                                 "and none are configured (hint: run `docker login` or pass a docker config)")
     assert auth_registry.password not in str(caught.value)
 
 
