@@ -17,7 +17,8 @@ SHA = hashlib.sha256(DATA).hexdigest()
 def test_a_download_with_the_wrong_hash_never_enters_the_cache(tmp_path: Path) -> None:
     store = ContentStore(tmp_path)
     wrong = hashlib.sha256(b"what the lock says").hexdigest()
-    with pytest.raises(BuildError, match=rf"pkg-1.0-py3-none-any.whl: sha256 is {SHA}, the lock says {wrong}"):
+    expected = rf"pkg-1.0-py3-none-any.whl: sha256 is {SHA}, the lock says {wrong}"
+    with pytest.raises(BuildError, match=expected):
         store.put_stream(wrong, [DATA[:5], DATA[5:]], what="pkg-1.0-py3-none-any.whl")
     assert store.get(wrong) is None
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no partial file left behind

@@ -115,7 +115,7 @@ def resolve(
     suites = [s if isinstance(s, Suite) else suite(s) for s in indexes]
     try:
         ours: AptResolution | Exception = resolve_apt(requests, base(installed, foreign=foreign), suites)
-    except Exception as error:  # noqa: BLE001 - compared with apt's outcome, then re-raised
+    except Exception as error:  # compared with apt's outcome, then re-raised
         ours = error
     apt = apt_get_simulate(requests, installed, [WORLDS[id(s)] for s in suites], foreign)
     if apt is not None:
