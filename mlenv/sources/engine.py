@@ -22,6 +22,16 @@ CHUNK = 1 << 20
 TIMEOUT = 900  # seconds: a build step or a save of a large image is slow, not stuck
 
 
+def _failures() -> tuple[type[Exception], ...]:
+    """What a broken engine raises: the SDK's errors, and the HTTP layer's when a stream is cut (an
+    engine that restarts mid-build): neither is a bug in mlenv."""
+    import requests
+    import urllib3
+    from docker.errors import DockerException
+
+    return DockerException, requests.RequestException, urllib3.exceptions.HTTPError
+
+
 class Engine:
     """One connection to the engine; close it (or use `with`) when done."""
 
@@ -40,11 +50,9 @@ class Engine:
 
     def build(self, **options: Any) -> Iterator[dict[str, Any]]:
         """The low-level build API's decoded progress stream (the options are the API's own)."""
-        from docker.errors import DockerException
-
         try:
             yield from self._client.api.build(**options)
-        except DockerException as error:
+        except _failures() as error:
             raise SourceError(f"docker build could not run: {error}") from None
 
     def image_id(self, name: str) -> str | None:
@@ -67,19 +75,19 @@ class Engine:
 
     def save_image(self, name: str) -> Iterator[bytes]:
         """`docker save NAME` as a stream of tar chunks (read it before closing the engine)."""
-        from docker.errors import DockerException, ImageNotFound, NotFound
+        from docker.errors import ImageNotFound, NotFound
 
         try:
             stream = self._client.images.get(name).save(chunk_size=CHUNK, named=False)
         except (ImageNotFound, NotFound):
             raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
-        except DockerException as error:
+        except _failures() as error:
             raise SourceError(f"docker save {name} failed: {error}") from None
 
         def chunks() -> Iterator[bytes]:
             try:
                 yield from stream
-            except DockerException as error:
+            except _failures() as error:
                 raise SourceError(f"docker save {name} failed: {error}") from None
 
         return chunks()
