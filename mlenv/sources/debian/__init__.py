@@ -1,1 +1,1 @@
-"""Debian archives: sources entries, signed Release files, Packages indexes."""
+"""Debian archives: fetching suites and their Packages indexes (archive), checking Release files (release)."""
