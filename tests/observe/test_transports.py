@@ -169,6 +169,17 @@ def test_oci_flavoured_save_through_a_passed_engine(tmp_path) -> None:  # type: 
     assert observe_image(f"docker-archive:{tmp_path}/oci-save.tar").labels == (("l", "2"),)
 
 
+def test_a_malformed_save_manifest_is_an_image_error() -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        data = json.dumps([{"Layers": []}]).encode()  # no Config
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ImageError, match="docker-daemon:x: not a docker save archive .*malformed"):
+        load_image("docker-daemon:x", engine=SavingEngine({"x": out.getvalue()}))
+
+
 def test_the_layer_list_must_be_complete(tmp_path) -> None:  # type: ignore[no-untyped-def]
     data = oci_save([BOTTOM], image_config([BOTTOM]))
     out = io.BytesIO()
