@@ -16,6 +16,7 @@ from mlenv.errors import MlenvError
 from mlenv.lockfile import LOCK_FILE, read_lock
 from mlenv.resolve.cuda import driver_verdict
 from mlenv.sources.hostdriver import host_driver_version
+from mlenv.verify.formats import DataFormat, parse_format
 
 DEFAULT_LOCK = Path(LOCK_FILE)
 
@@ -28,12 +29,11 @@ def check(
     """Check the host against the lock: exit 0 = it can run it, 1 = it cannot."""
     if not host:
         raise MlenvError("say what to check: --host (the NVIDIA driver of this machine)")
-    if output_format not in ("text", "json"):
-        raise MlenvError(f"--format must be text or json, not {output_format!r}")
+    chosen = parse_format(DataFormat, output_format)
     cuda = read_lock(lock).cuda
     driver = host_driver_version()
     verdict = driver_verdict(cuda, driver)
-    if output_format == "json":
+    if chosen is DataFormat.JSON:
         typer.echo(json.dumps({"ok": verdict.ok, "driver": driver[0] if driver else None,
                                "driver-source": driver[1] if driver else None, "min-driver": cuda.min_driver,
                                "message": verdict.message}, indent=2, sort_keys=True))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from typing import Annotated
 
 import typer
 
-from mlenv.errors import MlenvError
-from mlenv.model.facts import EnvFacts
+from mlenv.model.facts import EnvFacts, facts_data
 from mlenv.observe import observe_image
+from mlenv.verify.formats import DataFormat, parse_format
 
 
 def facts_text(facts: EnvFacts) -> str:
@@ -27,12 +26,6 @@ def facts_text(facts: EnvFacts) -> str:
     return "\n".join(lines) + "\n"
 
 
-def facts_json(facts: EnvFacts) -> str:
-    data = dataclasses.asdict(facts)
-    for dist in data["python_dists"]:
-        dist.pop("record")  # file lists are large; RECORD problems are reported as modified/missing
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
 
 def inspect(
     image: Annotated[str, typer.Argument(
@@ -41,7 +34,9 @@ def inspect(
     platform: Annotated[str | None, typer.Option(help="Platform of a multi-platform image.")] = None,
 ) -> None:
     """Print what IMAGE contains (OS, apt packages, Python, CUDA, labels), read without running it."""
-    if output_format not in ("text", "json"):
-        raise MlenvError(f"--format must be text or json, not {output_format!r}")
+    chosen = parse_format(DataFormat, output_format)
     facts = observe_image(image, platform=platform)
-    sys.stdout.write(facts_text(facts) if output_format == "text" else facts_json(facts))
+    if chosen is DataFormat.JSON:
+        sys.stdout.write(json.dumps(facts_data(facts), indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(facts_text(facts))

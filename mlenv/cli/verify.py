@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from mlenv.errors import MlenvError
 from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
-from mlenv.verify.formats import FORMATS
+from mlenv.verify.formats import FORMATS, ReportFormat, parse_format
 from mlenv.verify.image import verify_image
 
 
@@ -23,12 +22,11 @@ def verify(
     platform: Annotated[str | None, typer.Option(help="Platform of a multi-platform image.")] = None,
 ) -> None:
     """Check IMAGE against the lock, layer by layer. Exit 0 = reproduces it exactly, 1 = drift."""
-    if output_format not in FORMATS:
-        raise MlenvError(f"--format must be one of {', '.join(FORMATS)}, not {output_format!r}")
+    chosen = parse_format(ReportFormat, output_format)
     data = read_lock_bytes(lock)
     report, _ = verify_image(loads(data.decode("utf-8"), path=str(lock)), image,
                              lock_digest=lock_digest(data),
                              platform=platform)
-    sys.stdout.write(FORMATS[output_format](report))
+    sys.stdout.write(FORMATS[chosen](report))
     if not report.ok:
         raise typer.Exit(1)

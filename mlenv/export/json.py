@@ -3,14 +3,12 @@ document (schemas/audit.schema.json). Everything an auditor needs to re-check a 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tomllib
-from typing import Any
 
 from mlenv.export.context import ExportContext, verdict
 from mlenv.lockfile import dumps
-from mlenv.model.facts import EnvFacts
+from mlenv.model.facts import facts_data
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
 from mlenv.model.schema import as_json_value
@@ -40,13 +38,3 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
     }
     return (json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
-
-def facts_data(facts: EnvFacts) -> dict[str, Any]:
-    """EnvFacts as JSON, without each distribution's RECORD (thousands of lines; what RECORD says
-    that matters, modified and missing files, is kept)."""
-    data = dataclasses.asdict(facts)
-    for dist in data["python_dists"]:
-        del dist["record"]
-    data["labels"] = dict(facts.labels)
-    data["env"] = dict(facts.env)
-    return data

@@ -4,7 +4,9 @@ observer (what is). Frozen, keyword-only, no IO.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,3 +72,14 @@ class CudaComponent:
     name: str  # "runtime", "cudnn", "cublas", "nccl", "nvjitlink"
     version: str
     source: str  # e.g. "wheel:nvidia-cudnn-cu12", "image:env:NV_CUDNN_VERSION"
+
+
+def facts_data(facts: EnvFacts) -> dict[str, Any]:
+    """EnvFacts as JSON data (inspect --format json, the audit bundle), without each distribution's RECORD
+    (thousands of lines; what RECORD says that matters, modified and missing files, is kept)."""
+    data = dataclasses.asdict(facts)
+    for dist in data["python_dists"]:
+        del dist["record"]
+    data["labels"] = dict(facts.labels)
+    data["env"] = dict(facts.env)
+    return data
