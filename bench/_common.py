@@ -51,19 +51,22 @@ def timed(action: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - start, result
 
 
-def run(command: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-        check: bool = True) -> tuple[float, subprocess.CompletedProcess[str]]:
+def run(
+    command: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     """Run a command with its output captured; the wall time includes its start-up, as a user sees it."""
-    seconds, result = timed(lambda: subprocess.run(list(command), cwd=cwd, env=env, capture_output=True,
-                                                   text=True, check=False))
+    seconds, result = timed(
+        lambda: subprocess.run(list(command), cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    )
     if check and result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
         raise RuntimeError(f"{' '.join(command)} exited {result.returncode}: {' | '.join(tail)}")
     return seconds, result
 
 
-def mlenv(*args: str, cwd: Path | None = None, check: bool = True
-          ) -> tuple[float, subprocess.CompletedProcess[str]]:
+def mlenv(
+    *args: str, cwd: Path | None = None, check: bool = True
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     """The CLI in its own process, as a user runs it."""
     return run([sys.executable, "-m", "mlenv", *args], cwd=cwd, check=check)
 
@@ -81,8 +84,9 @@ def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
         print(f"  {label:<{width}}  {value}")
 
 
-def report_ratio(name: str, value: float, *, at_most: float | None = None, at_least: float | None = None
-                 ) -> None:
+def report_ratio(
+    name: str, value: float, *, at_most: float | None = None, at_least: float | None = None
+) -> None:
     """One line: the ratio, its target, and whether it was hit (MISSED in capitals when not)."""
     if at_most is not None:
         target, hit = f"target <= {at_most:g}", value <= at_most
@@ -149,8 +153,9 @@ def docker_save_only(tag: str) -> float:
     return seconds
 
 
-def alternate(measured: Callable[[], float], anchor: Callable[[], float], repeats: int
-              ) -> tuple[float, float]:
+def alternate(
+    measured: Callable[[], float], anchor: Callable[[], float], repeats: int
+) -> tuple[float, float]:
     """Medians of `repeats` alternating runs (anchor first), so a change in the machine's load hits both."""
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
@@ -200,8 +205,18 @@ def lock_prefix(lock: Path) -> str:
 
 # The seed's fraud detector plus heavy CPU-only packages (no torch): real wheels, tens of thousands of
 # files (plotly's validators, sympy, pyarrow headers, catboost and opencv shared objects), well over 1 GB.
-BIG_EXTRAS = ("pyarrow", "polars", "duckdb", "sympy", "plotly", "opencv-python-headless", "catboost",
-              "matplotlib", "transformers", "statsmodels")
+BIG_EXTRAS = (
+    "pyarrow",
+    "polars",
+    "duckdb",
+    "sympy",
+    "plotly",
+    "opencv-python-headless",
+    "catboost",
+    "matplotlib",
+    "transformers",
+    "statsmodels",
+)
 BIG_RECIPE = "b1"  # change when BIG_EXTRAS changes, so a cached project is never reused for another recipe
 
 
@@ -249,8 +264,14 @@ def big_image(infra: Stack, progress: Callable[[str], None] = print) -> BigImage
             progress(f"building {tag} with mlenv build (fetches ~0.5 GB of wheels the first time)")
             mlenv("build", str(project), "--tag", tag)
         archive, oci = save_forms(infra.daemon.client, tag)
-    return BigImage(project=project, lock=lock, tag=tag, archive=archive, oci=oci,
-                    uncompressed=archive_layer_bytes(archive))
+    return BigImage(
+        project=project,
+        lock=lock,
+        tag=tag,
+        archive=archive,
+        oci=oci,
+        uncompressed=archive_layer_bytes(archive),
+    )
 
 
 def archive_layer_bytes(archive: Path) -> int:

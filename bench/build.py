@@ -62,8 +62,10 @@ CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
 """
 APP_SOURCE = "app/main.py"
 APP_FILE_IN_IMAGE = "app/app/main.py"  # workdir /app, app.copy = ["app"]
-TAGS = {name: f"{TAG_PREFIX}fraud-detector:{name}"
-        for name in ("clean", "rebuild", "no-verify", "no-normalise", "anchor")}
+TAGS = {
+    name: f"{TAG_PREFIX}fraud-detector:{name}"
+    for name in ("clean", "rebuild", "no-verify", "no-normalise", "anchor")
+}
 
 
 def edit_app(project: Path, number: int) -> None:
@@ -98,14 +100,16 @@ def layer_holding(infra: Stack, tag: str, path: str, work: Path) -> int | None:
 def anchor_image(infra: Stack, project: Path, context_with_wheels: Path, work: Path) -> tuple[float, int]:
     """Build the anchor (no cache) and return its build seconds and the bytes of its vendored wheels."""
     context = work / "anchor"
-    shutil.copytree(project, context,
-                    ignore=shutil.ignore_patterns("mlenv.lock", "mlenv.toml", "__pycache__"))
+    shutil.copytree(
+        project, context, ignore=shutil.ignore_patterns("mlenv.lock", "mlenv.toml", "__pycache__")
+    )
     shutil.copytree(context_with_wheels / WHEELS_DIR, context / "wheels")
     (context / "Dockerfile").write_text(ANCHOR_DOCKERFILE.format(base=infra.base.ref))
     wheels = sum(path.stat().st_size for path in (context / "wheels").iterdir())
     start = time.perf_counter()
-    for chunk in infra.daemon.client.api.build(path=str(context), tag=TAGS["anchor"], rm=True, forcerm=True,
-                                               nocache=True, pull=False, decode=True):
+    for chunk in infra.daemon.client.api.build(
+        path=str(context), tag=TAGS["anchor"], rm=True, forcerm=True, nocache=True, pull=False, decode=True
+    ):
         if "error" in chunk:
             raise RuntimeError(f"the anchor build failed: {chunk['error'].strip()}")
     return time.perf_counter() - start, wheels
@@ -122,11 +126,16 @@ def main() -> int:
         train_fraud_model(project)
         lock_seconds, _ = mlenv("lock", str(project))
         warm_seconds, _ = mlenv("dockerfile", str(project), "-o", str(work / "context"))
-        print(f"locked in {lock_seconds:.1f} s; artifact cache warmed in {warm_seconds:.1f} s; {load_note()}",
-              flush=True)
+        print(
+            f"locked in {lock_seconds:.1f} s; artifact cache warmed in {warm_seconds:.1f} s; {load_note()}",
+            flush=True,
+        )
         clean = build(project, TAGS["clean"], "--no-cache")
-        variants = {"rebuild": (), "no-verify": ("--no-verify",),
-                    "no-normalise": ("--no-verify", "--no-normalise")}
+        variants = {
+            "rebuild": (),
+            "no-verify": ("--no-verify",),
+            "no-normalise": ("--no-verify", "--no-normalise"),
+        }
         runs: dict[str, list[float]] = {name: [] for name in variants}
         edits = itertools.count(1)
         for _ in range(args.repeats):  # rounds of the three kinds, each after its own edit of the app
@@ -148,27 +157,36 @@ def main() -> int:
                 except docker.errors.APIError as error:  # in use by another session's container: leave it
                     print(f"  note: {tag} not removed: {error}")
 
-    print_table(f"seconds (rebuilds: median of {args.repeats})", [
-        ("mlenv build --no-cache (clean)", f"{clean:7.2f}"),
-        ("mlenv build after editing app/main.py", f"{rebuild:7.2f}"),
-        ("  the same, --no-verify", f"{no_verify:7.2f}"),
-        ("  the same, --no-verify --no-normalise", f"{no_normalise:7.2f}"),
-        ("  mlenv start-up alone (mlenv --version)", f"{start_up:7.2f}"),
-        ("anchor single-stage build (no cache)", f"{anchor_seconds:7.2f}"),
-    ])
+    print_table(
+        f"seconds (rebuilds: median of {args.repeats})",
+        [
+            ("mlenv build --no-cache (clean)", f"{clean:7.2f}"),
+            ("mlenv build after editing app/main.py", f"{rebuild:7.2f}"),
+            ("  the same, --no-verify", f"{no_verify:7.2f}"),
+            ("  the same, --no-verify --no-normalise", f"{no_normalise:7.2f}"),
+            ("  mlenv start-up alone (mlenv --version)", f"{start_up:7.2f}"),
+            ("anchor single-stage build (no cache)", f"{anchor_seconds:7.2f}"),
+        ],
+    )
     same_below = app_layer is not None and before[:app_layer] == after[:app_layer]
     changed = [i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b]
-    print_table("layers", [
-        ("layers (clean, rebuild)", f"{len(before)}, {len(after)}"),
-        ("the app layer (from the bottom)", f"{app_layer}" if app_layer is not None else "NOT FOUND"),
-        ("layers that differ", ", ".join(map(str, changed)) or "none"),
-        ("every layer below the app layer reused", "yes" if same_below else "NO"),
-    ])
-    print_table("image size", [
-        ("mlenv build", mib(ours)),
-        ("anchor single-stage", mib(anchor)),
-        ("anchor without its vendored wheels", mib(anchor - wheel_bytes)),
-    ])
+    print_table(
+        "layers",
+        [
+            ("layers (clean, rebuild)", f"{len(before)}, {len(after)}"),
+            ("the app layer (from the bottom)", f"{app_layer}" if app_layer is not None else "NOT FOUND"),
+            ("layers that differ", ", ".join(map(str, changed)) or "none"),
+            ("every layer below the app layer reused", "yes" if same_below else "NO"),
+        ],
+    )
+    print_table(
+        "image size",
+        [
+            ("mlenv build", mib(ours)),
+            ("anchor single-stage", mib(anchor)),
+            ("anchor without its vendored wheels", mib(anchor - wheel_bytes)),
+        ],
+    )
     print("\nratios")
     report_ratio("rebuild / clean", rebuild / clean, at_most=0.10)
     report_ratio("rebuild / clean, --no-verify --no-normalise", no_normalise / clean, at_most=0.10)

@@ -49,8 +49,11 @@ Pins = frozenset[str]
 
 
 def pins_of(requirements_text: str) -> Pins:
-    return frozenset(f"{m[1].lower().replace('_', '-')}=={m[2]}" for line in requirements_text.splitlines()
-                     if (m := PIN.match(line)))
+    return frozenset(
+        f"{m[1].lower().replace('_', '-')}=={m[2]}"
+        for line in requirements_text.splitlines()
+        if (m := PIN.match(line))
+    )
 
 
 def write_project(directory: Path, requirements: tuple[str, ...]) -> Path:
@@ -58,7 +61,8 @@ def write_project(directory: Path, requirements: tuple[str, ...]) -> Path:
     listed = ", ".join(f'"{name}"' for name in requirements)
     (directory / "mlenv.toml").write_text(
         f'name = "bench-lock"\n\n[target]\npython = "{PYTHON}"\nglibc = "{GLIBC}"\n\n'
-        f"[python]\nrequirements = [{listed}]\n")
+        f"[python]\nrequirements = [{listed}]\n"
+    )
     (directory / "requirements.in").write_text("".join(f"{name}\n" for name in requirements))
     return directory
 
@@ -80,10 +84,27 @@ def uv(project: Path) -> tuple[float, Pins]:
     output = project / "uv.txt"
     # The flags mlenv passes, and the hashes a lock needs; uv's own config and UV_* variables left out.
     env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
-    seconds, _ = run(["uv", "pip", "compile", str(project / "requirements.in"), "--generate-hashes",
-                      "--no-header", "--no-config", "--quiet", "--python-version", PYTHON,
-                      "--python-platform", UV_PLATFORM, "--index-url", INDEX, "--output-file", str(output)],
-                     env=env)
+    seconds, _ = run(
+        [
+            "uv",
+            "pip",
+            "compile",
+            str(project / "requirements.in"),
+            "--generate-hashes",
+            "--no-header",
+            "--no-config",
+            "--quiet",
+            "--python-version",
+            PYTHON,
+            "--python-platform",
+            UV_PLATFORM,
+            "--index-url",
+            INDEX,
+            "--output-file",
+            str(output),
+        ],
+        env=env,
+    )
     return seconds, pins_of(output.read_text())
 
 
@@ -91,17 +112,34 @@ def pip_compile(project: Path) -> tuple[float, Pins]:
     output = project / "pip-compile.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k == "PIP_CERT"}
     env["PIP_CONFIG_FILE"] = os.devnull
-    seconds, _ = run([sys.executable, "-m", "piptools", "compile", "--generate-hashes", "--no-header",
-                      "--quiet", "--no-config", "--index-url", INDEX, "--output-file", str(output),
-                      str(project / "requirements.in")], cwd=project, env=env)
+    seconds, _ = run(
+        [
+            sys.executable,
+            "-m",
+            "piptools",
+            "compile",
+            "--generate-hashes",
+            "--no-header",
+            "--quiet",
+            "--no-config",
+            "--index-url",
+            INDEX,
+            "--output-file",
+            str(output),
+            str(project / "requirements.in"),
+        ],
+        cwd=project,
+        env=env,
+    )
     pins = pins_of(output.read_text())
     if any(pin.startswith(("torch==", "nvidia-")) for pin in pins):
         print("  WARNING: pip-compile pinned torch/nvidia wheels: it downloaded them", file=sys.stderr)
     return seconds, pins
 
 
-def measure(actions: dict[str, Callable[[Path], tuple[float, Pins]]], project: Path, repeats: int
-            ) -> dict[str, tuple[float, Pins]]:
+def measure(
+    actions: dict[str, Callable[[Path], tuple[float, Pins]]], project: Path, repeats: int
+) -> dict[str, tuple[float, Pins]]:
     """One warm-up run of each action, then `repeats` rounds that run each once, in turn: a change in the
     machine's load hits every tool alike. Returns each action's median seconds and its pins."""
     pins = {name: action(project)[1] for name, action in actions.items()}
@@ -123,8 +161,9 @@ def mlenv_start_up(_: Path) -> tuple[float, Pins]:
 def compare_pins(label: str, ours: Pins, theirs: Pins) -> str:
     if ours == theirs:
         return f"same {len(ours)} pins as {label}"
-    return (f"pins differ from {label}: {len(ours - theirs)} only in mlenv, "
-            f"{len(theirs - ours)} only in {label}")
+    return (
+        f"pins differ from {label}: {len(ours - theirs)} only in mlenv, {len(theirs - ours)} only in {label}"
+    )
 
 
 def main() -> int:
@@ -137,26 +176,39 @@ def main() -> int:
         full = write_project(Path(work, "full"), ML_SET)
         reduced = write_project(Path(work, "without-torch"), WITHOUT_TORCH)
         print(f"set A: {', '.join(ML_SET)}", flush=True)
-        a = measure({"uv": uv, "mlenv": mlenv_python, "cli": mlenv_cli, "start-up": mlenv_start_up}, full,
-                    args.repeats)
+        a = measure(
+            {"uv": uv, "mlenv": mlenv_python, "cli": mlenv_cli, "start-up": mlenv_start_up},
+            full,
+            args.repeats,
+        )
         print(f"set B: {', '.join(WITHOUT_TORCH)}", flush=True)
         b = measure({"uv": uv, "mlenv": mlenv_python, "cli": mlenv_cli}, reduced, args.repeats)
         b |= measure({"pip-compile": pip_compile}, reduced, args.pip_compile_repeats)
 
-    print_table(f"set A, {len(a['mlenv'][1])} pins (medians, warm caches)", [
-        ("uv pip compile --generate-hashes", f"{a['uv'][0]:7.2f} s"),
-        ("mlenv Python lock (resolve_python)",
-         f"{a['mlenv'][0]:7.2f} s   {compare_pins('uv', a['mlenv'][1], a['uv'][1])}"),
-        ("mlenv lock, CLI end to end", f"{a['cli'][0]:7.2f} s"),
-        ("  of which start-up (mlenv --version)", f"{a['start-up'][0]:7.2f} s"),
-    ])
-    print_table(f"set B (A without torch), {len(b['mlenv'][1])} pins", [
-        ("uv pip compile --generate-hashes", f"{b['uv'][0]:7.2f} s"),
-        ("mlenv Python lock (resolve_python)",
-         f"{b['mlenv'][0]:7.2f} s   {compare_pins('pip-compile', b['mlenv'][1], b['pip-compile'][1])}"),
-        ("mlenv lock, CLI end to end", f"{b['cli'][0]:7.2f} s"),
-        ("pip-compile --generate-hashes", f"{b['pip-compile'][0]:7.2f} s"),
-    ])
+    print_table(
+        f"set A, {len(a['mlenv'][1])} pins (medians, warm caches)",
+        [
+            ("uv pip compile --generate-hashes", f"{a['uv'][0]:7.2f} s"),
+            (
+                "mlenv Python lock (resolve_python)",
+                f"{a['mlenv'][0]:7.2f} s   {compare_pins('uv', a['mlenv'][1], a['uv'][1])}",
+            ),
+            ("mlenv lock, CLI end to end", f"{a['cli'][0]:7.2f} s"),
+            ("  of which start-up (mlenv --version)", f"{a['start-up'][0]:7.2f} s"),
+        ],
+    )
+    print_table(
+        f"set B (A without torch), {len(b['mlenv'][1])} pins",
+        [
+            ("uv pip compile --generate-hashes", f"{b['uv'][0]:7.2f} s"),
+            (
+                "mlenv Python lock (resolve_python)",
+                f"{b['mlenv'][0]:7.2f} s   {compare_pins('pip-compile', b['mlenv'][1], b['pip-compile'][1])}",
+            ),
+            ("mlenv lock, CLI end to end", f"{b['cli'][0]:7.2f} s"),
+            ("pip-compile --generate-hashes", f"{b['pip-compile'][0]:7.2f} s"),
+        ],
+    )
     print("\nratios")
     report_ratio("mlenv / uv (set A)", a["mlenv"][0] / a["uv"][0], at_most=1.2)
     report_ratio("mlenv CLI / uv (set A)", a["cli"][0] / a["uv"][0], at_most=1.2)

@@ -65,29 +65,38 @@ def main() -> int:
     with infrastructure() as infra:
         image = big_image(infra)
     if image.uncompressed < 1 << 30:
-        print(f"WARNING: the image is only {mib(image.uncompressed)} uncompressed, under the 1 GB the target "
-              "is stated for")
+        print(
+            f"WARNING: the image is only {mib(image.uncompressed)} uncompressed, under the 1 GB the target "
+            "is stated for"
+        )
     print_table("the image", describe(image))
     oci_layers = image.oci_layers()
     warm_page_cache([*oci_layers, image.archive])
     print(f"\nbefore: {load_note()}", flush=True)
     oci = alternate(lambda: observe(f"oci:{image.oci}"), lambda: decompress_only(oci_layers), args.repeats)
-    archive = alternate(lambda: observe(f"docker-archive:{image.archive}"),
-                        lambda: decompress_only([image.archive]), args.repeats)
+    archive = alternate(
+        lambda: observe(f"docker-archive:{image.archive}"),
+        lambda: decompress_only([image.archive]),
+        args.repeats,
+    )
     hashed = median([hash_only(image.archive) for _ in range(args.repeats)])
-    daemon = alternate(lambda: observe(f"docker-daemon:{image.tag}"), lambda: docker_save_only(image.tag),
-                       args.repeats)
+    daemon = alternate(
+        lambda: observe(f"docker-daemon:{image.tag}"), lambda: docker_save_only(image.tag), args.repeats
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print_table(f"seconds, median of {args.repeats} (page cache warm)", [
-        ("oci: observe", f"{oci[0]:7.2f}"),
-        ("oci: gzip -dc each layer > /dev/null", f"{oci[1]:7.2f}"),
-        ("docker-archive: observe", f"{archive[0]:7.2f}"),
-        ("docker-archive: cat the archive > /dev/null", f"{archive[1]:7.2f}"),
-        ("docker-archive: sha256sum the archive (reference)", f"{hashed:7.2f}"),
-        ("docker-daemon: observe", f"{daemon[0]:7.2f}"),
-        ("docker-daemon: docker save > /dev/null", f"{daemon[1]:7.2f}"),
-        ("peak memory of this process", mib(peak)),
-    ])
+    print_table(
+        f"seconds, median of {args.repeats} (page cache warm)",
+        [
+            ("oci: observe", f"{oci[0]:7.2f}"),
+            ("oci: gzip -dc each layer > /dev/null", f"{oci[1]:7.2f}"),
+            ("docker-archive: observe", f"{archive[0]:7.2f}"),
+            ("docker-archive: cat the archive > /dev/null", f"{archive[1]:7.2f}"),
+            ("docker-archive: sha256sum the archive (reference)", f"{hashed:7.2f}"),
+            ("docker-daemon: observe", f"{daemon[0]:7.2f}"),
+            ("docker-daemon: docker save > /dev/null", f"{daemon[1]:7.2f}"),
+            ("peak memory of this process", mib(peak)),
+        ],
+    )
     print("\nratios (observe / decompress only)")
     report_ratio("oci: (gzip layers) / gzip -dc", oci[0] / oci[1], at_most=1.3)
     report_ratio("docker-archive: (plain layers) / cat", archive[0] / archive[1], at_most=1.3)

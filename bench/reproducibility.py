@@ -47,21 +47,26 @@ def main() -> int:
         tags = {"plain": f"{TAG_PREFIX}repro:plain", "normalised": f"{TAG_PREFIX}repro:normalised"}
 
         def build(kind: str, *extra: str) -> float:
-            seconds, _ = mlenv("build", str(project), "--tag", tags[kind], "--no-cache", "--no-verify",
-                               *extra)
+            seconds, _ = mlenv(
+                "build", str(project), "--tag", tags[kind], "--no-cache", "--no-verify", *extra
+            )
             return seconds
 
-        normalised, plain = alternate(lambda: build("normalised"), lambda: build("plain", "--no-normalise"),
-                                      args.repeats)
+        normalised, plain = alternate(
+            lambda: build("normalised"), lambda: build("plain", "--no-normalise"), args.repeats
+        )
         ids = {kind: infra.daemon.client.images.get(tag).id for kind, tag in tags.items()}
         for tag in tags.values():
             infra.daemon.client.images.remove(tag, force=True)
-    print_table("mlenv build of examples/fraud-detector, --no-cache --no-verify "
-                f"(median of {args.repeats}; {load_note()})", [
-                    ("without normalisation (--no-normalise)", f"{plain:8.1f} s   {ids['plain'][:19]}"),
-                    ("with normalisation (default)", f"{normalised:8.1f} s   {ids['normalised'][:19]}"),
-                    ("cost of the normalisation", f"{normalised - plain:8.1f} s"),
-                ])
+    print_table(
+        "mlenv build of examples/fraud-detector, --no-cache --no-verify "
+        f"(median of {args.repeats}; {load_note()})",
+        [
+            ("without normalisation (--no-normalise)", f"{plain:8.1f} s   {ids['plain'][:19]}"),
+            ("with normalisation (default)", f"{normalised:8.1f} s   {ids['normalised'][:19]}"),
+            ("cost of the normalisation", f"{normalised - plain:8.1f} s"),
+        ],
+    )
     print()
     report_ratio("normalised / plain build time", normalised / plain, at_most=TARGET)
     return 0

@@ -47,8 +47,10 @@ def verify_cli(reference: str, lock: str) -> float:
 
 
 def docker_run_listing(tag: str) -> float:
-    seconds, result = run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", tag, "-c",
-                           LIST_IN_CONTAINER], check=False)
+    seconds, result = run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", tag, "-c", LIST_IN_CONTAINER],
+        check=False,
+    )
     if result.returncode != 0:
         print(f"  WARNING: docker run exited {result.returncode}: {result.stderr.strip()[-300:]}")
     return seconds
@@ -65,27 +67,37 @@ def main() -> int:
     warm_page_cache([*layers, image.archive])
     print(f"{image.tag}: {mib(image.uncompressed)} uncompressed in {len(layers)} layers; lock {lock}")
     print(f"before: {load_note()}", flush=True)
-    oci = alternate(lambda: verify_cli(f"oci:{image.oci}", lock), lambda: decompress_only(layers),
-                    args.repeats)
-    archive = alternate(lambda: verify_cli(f"docker-archive:{image.archive}", lock),
-                        lambda: decompress_only([image.archive]), args.repeats)
+    oci = alternate(
+        lambda: verify_cli(f"oci:{image.oci}", lock), lambda: decompress_only(layers), args.repeats
+    )
+    archive = alternate(
+        lambda: verify_cli(f"docker-archive:{image.archive}", lock),
+        lambda: decompress_only([image.archive]),
+        args.repeats,
+    )
     hashed = median([hash_only(image.archive) for _ in range(args.repeats)])
-    daemon = alternate(lambda: verify_cli(f"docker-daemon:{image.tag}", lock),
-                       lambda: docker_save_only(image.tag), args.repeats)
+    daemon = alternate(
+        lambda: verify_cli(f"docker-daemon:{image.tag}", lock),
+        lambda: docker_save_only(image.tag),
+        args.repeats,
+    )
     docker_run_listing(image.tag)  # the first run pays for creating the container's layer; not timed
     in_container = median([docker_run_listing(image.tag) for _ in range(args.repeats)])
     start_up = median([mlenv("--version")[0] for _ in range(args.repeats)])
-    print_table(f"seconds, median of {args.repeats} (page cache warm)", [
-        ("mlenv verify oci:", f"{oci[0]:7.2f}"),
-        ("  of which mlenv start-up (mlenv --version)", f"{start_up:7.2f}"),
-        ("gzip -dc each layer > /dev/null", f"{oci[1]:7.2f}"),
-        ("mlenv verify docker-archive:", f"{archive[0]:7.2f}"),
-        ("cat the archive > /dev/null", f"{archive[1]:7.2f}"),
-        ("sha256sum the archive (reference)", f"{hashed:7.2f}"),
-        ("mlenv verify docker-daemon:", f"{daemon[0]:7.2f}"),
-        ("docker save > /dev/null", f"{daemon[1]:7.2f}"),
-        ("docker run: pip list; dpkg-query -W", f"{in_container:7.2f}"),
-    ])
+    print_table(
+        f"seconds, median of {args.repeats} (page cache warm)",
+        [
+            ("mlenv verify oci:", f"{oci[0]:7.2f}"),
+            ("  of which mlenv start-up (mlenv --version)", f"{start_up:7.2f}"),
+            ("gzip -dc each layer > /dev/null", f"{oci[1]:7.2f}"),
+            ("mlenv verify docker-archive:", f"{archive[0]:7.2f}"),
+            ("cat the archive > /dev/null", f"{archive[1]:7.2f}"),
+            ("sha256sum the archive (reference)", f"{hashed:7.2f}"),
+            ("mlenv verify docker-daemon:", f"{daemon[0]:7.2f}"),
+            ("docker save > /dev/null", f"{daemon[1]:7.2f}"),
+            ("docker run: pip list; dpkg-query -W", f"{in_container:7.2f}"),
+        ],
+    )
     print("\nratios")
     report_ratio("verify oci: / gzip -dc", oci[0] / oci[1], at_most=1.3)
     report_ratio("verify docker-archive: / cat", archive[0] / archive[1], at_most=1.3)

@@ -60,13 +60,18 @@ def dumps(lock: Lock) -> str:
     if lock.as_of is not None:
         doc.add("as-of", lock.as_of.astimezone(UTC))
     doc.add(tomlkit.nl())
-    doc.add("target", toml_table({
-        "platforms": toml_array(sorted(lock.target.platforms)),
-        "implementation": lock.target.implementation,
-        "python": lock.target.python,
-        "glibc": lock.target.glibc,
-        "source": lock.target.source,
-    }))
+    doc.add(
+        "target",
+        toml_table(
+            {
+                "platforms": toml_array(sorted(lock.target.platforms)),
+                "implementation": lock.target.implementation,
+                "python": lock.target.python,
+                "glibc": lock.target.glibc,
+                "source": lock.target.source,
+            }
+        ),
+    )
     if lock.base is not None:
         doc.add("base", _base_table(lock.base))
     if lock.apt.sources or lock.apt.packages:
@@ -77,13 +82,17 @@ def dumps(lock: Lock) -> str:
     if lock.models:
         models = tomlkit.aot()
         for model in sorted(lock.models, key=lambda m: m.target):
-            models.append(toml_table({
-                "source": model.source,
-                "target": model.target,
-                "strategy": model.strategy,
-                "sha256": model.sha256,
-                "size": model.size,
-            }))
+            models.append(
+                toml_table(
+                    {
+                        "source": model.source,
+                        "target": model.target,
+                        "strategy": model.strategy,
+                        "sha256": model.sha256,
+                        "size": model.size,
+                    }
+                )
+            )
         doc.add("models", models)
     return tomlkit.dumps(doc)
 
@@ -103,29 +112,41 @@ def lock_digest(data: bytes) -> str:
 
 
 def _base_table(base: LockedBase) -> Table:
-    table = toml_table({
-        "reference": base.reference,
-        "registry": base.registry,
-        "repository": base.repository,
-        "digest": base.digest,
-    })
+    table = toml_table(
+        {
+            "reference": base.reference,
+            "registry": base.registry,
+            "repository": base.repository,
+            "digest": base.digest,
+        }
+    )
     platforms = tomlkit.aot()
     for platform in sorted(base.platforms, key=lambda p: p.platform):
-        platforms.append(toml_table({
-            "platform": platform.platform,
-            "manifest-digest": platform.manifest_digest,
-            "config-digest": platform.config_digest,
-            "os-id": platform.os_id,
-            "os-version": platform.os_version,
-            "glibc": platform.glibc,
-            "python": platform.python,
-            "diff-ids": toml_array(list(platform.diff_ids), multiline=True),
-        }))
+        platforms.append(
+            toml_table(
+                {
+                    "platform": platform.platform,
+                    "manifest-digest": platform.manifest_digest,
+                    "config-digest": platform.config_digest,
+                    "os-id": platform.os_id,
+                    "os-version": platform.os_version,
+                    "glibc": platform.glibc,
+                    "python": platform.python,
+                    "diff-ids": toml_array(list(platform.diff_ids), multiline=True),
+                }
+            )
+        )
         if platform.packages:
-            platforms[-1].add("packages", toml_array(
-                [toml_inline({"name": p.name, "version": p.version, "architecture": p.architecture})
-                 for p in sorted(platform.packages, key=lambda p: (p.name, p.architecture))],
-                multiline=True))
+            platforms[-1].add(
+                "packages",
+                toml_array(
+                    [
+                        toml_inline({"name": p.name, "version": p.version, "architecture": p.architecture})
+                        for p in sorted(platform.packages, key=lambda p: (p.name, p.architecture))
+                    ],
+                    multiline=True,
+                ),
+            )
     table.add("platforms", platforms)
     return table
 
@@ -134,25 +155,33 @@ def _apt_table(apt: LockedApt) -> Table:
     table = tomlkit.table()
     sources = tomlkit.aot()
     for source in sorted(apt.sources, key=lambda s: (s.mirror, s.suite)):
-        sources.append(toml_table({
-            "mirror": source.mirror,
-            "suite": source.suite,
-            "components": toml_array(list(source.components)),
-            "snapshot": source.snapshot,
-            "snapshot-timestamp": source.snapshot_timestamp,
-            "signed-by": source.signed_by,
-        }))
+        sources.append(
+            toml_table(
+                {
+                    "mirror": source.mirror,
+                    "suite": source.suite,
+                    "components": toml_array(list(source.components)),
+                    "snapshot": source.snapshot,
+                    "snapshot-timestamp": source.snapshot_timestamp,
+                    "signed-by": source.signed_by,
+                }
+            )
+        )
     packages = tomlkit.aot()
     for pin in sorted(apt.packages, key=lambda p: (p.name, p.architecture)):
-        packages.append(toml_table({
-            "name": pin.name,
-            "version": pin.version,
-            "architecture": pin.architecture,
-            "filename": pin.filename,
-            "size": pin.size,
-            "sha256": pin.sha256,
-            "requested": pin.requested,
-        }))
+        packages.append(
+            toml_table(
+                {
+                    "name": pin.name,
+                    "version": pin.version,
+                    "architecture": pin.architecture,
+                    "filename": pin.filename,
+                    "size": pin.size,
+                    "sha256": pin.sha256,
+                    "requested": pin.requested,
+                }
+            )
+        )
     if sources:
         table.add("sources", sources)
     if packages:
@@ -161,35 +190,45 @@ def _apt_table(apt: LockedApt) -> Table:
 
 
 def _file_inline(file: PythonFile) -> InlineTable:
-    return toml_inline({
-        "name": file.name,
-        "url": file.url,
-        "size": file.size,
-        "hashes": toml_inline({"sha256": file.sha256}),
-        "hash-source": file.hash_source,
-    })
+    return toml_inline(
+        {
+            "name": file.name,
+            "url": file.url,
+            "size": file.size,
+            "hashes": toml_inline({"sha256": file.sha256}),
+            "hash-source": file.hash_source,
+        }
+    )
 
 
 def _python_table(python: LockedPython) -> Table:
-    table = toml_table({
-        "resolver": python.resolver,
-        "requires-python": python.requires_python,
-        "venv": python.venv,
-        "index-url": python.index_url,
-        "extra-index-urls": toml_array(list(python.extra_index_urls)),
-    })
+    table = toml_table(
+        {
+            "resolver": python.resolver,
+            "requires-python": python.requires_python,
+            "venv": python.venv,
+            "index-url": python.index_url,
+            "extra-index-urls": toml_array(list(python.extra_index_urls)),
+        }
+    )
     packages = tomlkit.aot()
     for pin in sorted(python.packages, key=lambda p: p.name):
-        entry = toml_table({
-            "name": pin.name,
-            "version": pin.version,
-            "marker": pin.marker,
-            "index": pin.index,
-            "requested": pin.requested,
-        })
+        entry = toml_table(
+            {
+                "name": pin.name,
+                "version": pin.version,
+                "marker": pin.marker,
+                "index": pin.index,
+                "requested": pin.requested,
+            }
+        )
         if pin.wheels:
-            entry.add("wheels", toml_array([_file_inline(w) for w in sorted(pin.wheels, key=lambda w: w.name)],
-                                       multiline=True))
+            entry.add(
+                "wheels",
+                toml_array(
+                    [_file_inline(w) for w in sorted(pin.wheels, key=lambda w: w.name)], multiline=True
+                ),
+            )
         if pin.sdist is not None:
             entry.add("sdist", _file_inline(pin.sdist))
         packages.append(entry)
@@ -199,17 +238,20 @@ def _python_table(python: LockedPython) -> Table:
 
 
 def _cuda_table(cuda: LockedCuda) -> Table:
-    table = toml_table({
-        "requested": cuda.requested,
-        "min-driver": cuda.min_driver,
-        "torch-label": cuda.torch_label,
-        "torch-index": cuda.torch_index,
-    })
+    table = toml_table(
+        {
+            "requested": cuda.requested,
+            "min-driver": cuda.min_driver,
+            "torch-label": cuda.torch_label,
+            "torch-index": cuda.torch_index,
+        }
+    )
     if cuda.components:
         components = tomlkit.aot()
         for component in sorted(cuda.components, key=lambda c: (c.name, c.source)):
-            components.append(toml_table({"name": component.name, "version": component.version,
-                                      "source": component.source}))
+            components.append(
+                toml_table({"name": component.name, "version": component.version, "source": component.source})
+            )
         table.add("components", components)
     return table
 
@@ -218,15 +260,17 @@ def _app_table(app: LockedApp) -> Table:
     env = tomlkit.inline_table()
     for key, value in sorted(app.env):
         env.append(key, value)
-    return toml_table({
-        "copy": toml_array(sorted(app.copy)),
-        "workdir": app.workdir,
-        "cmd": toml_array(list(app.cmd)),
-        "port": app.port,
-        "healthcheck": app.healthcheck,
-        "user": app.user,
-        "env": env,
-    })
+    return toml_table(
+        {
+            "copy": toml_array(sorted(app.copy)),
+            "workdir": app.workdir,
+            "cmd": toml_array(list(app.cmd)),
+            "port": app.port,
+            "healthcheck": app.healthcheck,
+            "user": app.user,
+            "env": env,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -241,7 +285,9 @@ def loads(text: str, *, path: str = LOCK_FILE) -> Lock:
     version = data.get("lock-version")
     if isinstance(version, int) and version != LOCK_VERSION:
         raise LockfileError(
-            path, "lock-version", f"is {version}; this mlenv reads version {LOCK_VERSION}",
+            path,
+            "lock-version",
+            f"is {version}; this mlenv reads version {LOCK_VERSION}",
             hint="upgrade mlenv" if version > LOCK_VERSION else "re-run `mlenv lock`",
         )
     problem = first_error(data, "mlenv.lock")
@@ -294,8 +340,10 @@ def _lock_from_data(data: Mapping[str, Any]) -> Lock:
                     os_version=p["os-version"],
                     glibc=p.get("glibc"),
                     python=p.get("python"),
-                    packages=tuple(AptFact(name=d["name"], version=d["version"], architecture=d["architecture"])
-                                   for d in p.get("packages", [])),
+                    packages=tuple(
+                        AptFact(name=d["name"], version=d["version"], architecture=d["architecture"])
+                        for d in p.get("packages", [])
+                    ),
                 )
                 for p in b["platforms"]
             ),

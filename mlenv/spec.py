@@ -52,7 +52,10 @@ def find_spec_file(location: Path) -> Path:
     if pyproject.is_file() and "mlenv" in _read_toml(pyproject).get("tool", {}):
         return pyproject
     raise SpecError(
-        str(location), None, f"no {SPEC_FILE} and no [tool.mlenv] in {PYPROJECT_FILE}", hint="run `mlenv init`"
+        str(location),
+        None,
+        f"no {SPEC_FILE} and no [tool.mlenv] in {PYPROJECT_FILE}",
+        hint="run `mlenv init`",
     )
 
 
@@ -70,7 +73,9 @@ def load_spec(location: Path) -> Spec:
     problem = first_error(table, "mlenv.toml")
     if problem is not None:
         key, message = problem
-        raise SpecError(str(path), prefix + key if key != "(top level)" else prefix.rstrip(".") or None, message)
+        raise SpecError(
+            str(path), prefix + key if key != "(top level)" else prefix.rstrip(".") or None, message
+        )
     return _build_spec(table, path, prefix)
 
 
@@ -150,7 +155,9 @@ def read_requirements_file(path: Path, seen: frozenset[Path] = frozenset()) -> l
             found.extend(read_requirements_file(included, seen | {path}))
         elif line.startswith("-"):
             raise SpecError(
-                f"{path}:{number}", None, f"option {line.split()[0]!r} is not supported in requirements files",
+                f"{path}:{number}",
+                None,
+                f"option {line.split()[0]!r} is not supported in requirements files",
                 hint="put index URLs in [python] of the spec; hashes come from the lock",
             )
         else:
@@ -171,11 +178,16 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         )
 
     target_table = table.get("target", {})
-    target = TargetSpec(python=target_table.get("python"), glibc=target_table.get("glibc"),
-                        platforms=tuple(target_table.get("platforms", [DEFAULT_PLATFORM])))
+    target = TargetSpec(
+        python=target_table.get("python"),
+        glibc=target_table.get("glibc"),
+        platforms=tuple(target_table.get("platforms", [DEFAULT_PLATFORM])),
+    )
     if base is None and (target.python is None or target.glibc is None):
         raise SpecError(
-            file, prefix + "base", "missing: name a base image, or give [target] python and glibc to resolve for"
+            file,
+            prefix + "base",
+            "missing: name a base image, or give [target] python and glibc to resolve for",
         )
 
     python_table = table.get("python", {})
@@ -219,7 +231,9 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
             raise SpecError(file, f"{key}.sha256", "missing: a model fetched from a URL needs its sha256")
         if strategy == "bake" and is_url:
             raise SpecError(file, f"{key}.source", "strategy 'bake' copies a file of the project, not a URL")
-        models.append(ModelSpec(source=source, target=model["target"], strategy=strategy, sha256=model.get("sha256")))
+        models.append(
+            ModelSpec(source=source, target=model["target"], strategy=strategy, sha256=model.get("sha256"))
+        )
     app = AppSpec(
         copy=tuple(app_table.get("copy", [])),
         workdir=app_table.get("workdir", "/app"),

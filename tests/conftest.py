@@ -60,5 +60,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = outcome.get_result()
     if IN_CI and report.skipped and any(item.get_closest_marker(m) for m in INTEGRATION_MARKERS):
         report.outcome = "failed"
-        report.longrepr = (f"CI=true: integration test {item.nodeid} skipped ({report.longrepr}); "
-                           "that is a failure")
+        report.longrepr = (
+            f"CI=true: integration test {item.nodeid} skipped ({report.longrepr}); that is a failure"
+        )

@@ -34,8 +34,14 @@ def verify(image: str, lock: Path, *extra: str) -> tuple[int, str]:
     return result.code, result.stdout
 
 
-def derived(good: Built, daemon: Daemon, tmp_path: Path, variant: str, lines: list[str],
-            files: dict[str, Path] | None = None) -> str:
+def derived(
+    good: Built,
+    daemon: Daemon,
+    tmp_path: Path,
+    variant: str,
+    lines: list[str],
+    files: dict[str, Path] | None = None,
+) -> str:
     """A drifted image: a few Dockerfile lines on top of the good image, tagged by its lock and `variant`."""
     context = tmp_path / variant
     context.mkdir()
@@ -47,14 +53,21 @@ def derived(good: Built, daemon: Daemon, tmp_path: Path, variant: str, lines: li
 # ---------------------------------------------------------------------------- the good image
 
 
-def test_container_serves_health_and_runs_the_locked_versions(fraud_image: Built, docker_daemon: Daemon) -> None:
+def test_container_serves_health_and_runs_the_locked_versions(
+    fraud_image: Built, docker_daemon: Daemon
+) -> None:
     lock = tomlkit.parse(fraud_image.lock.read_text())
     versions = {p["name"]: p["version"] for p in lock["python"]["packages"]}
-    container = docker_daemon.client.containers.run(fraud_image.tag, detach=True, ports={"8000/tcp": ("127.0.0.1", None)})
+    container = docker_daemon.client.containers.run(
+        fraud_image.tag, detach=True, ports={"8000/tcp": ("127.0.0.1", None)}
+    )
     try:
         out = docker_daemon.client.containers.run(
-            fraud_image.tag, ["python", "-c", "import sklearn, pandas; print(sklearn.__version__, pandas.__version__)"],
-            remove=True, network_disabled=True)
+            fraud_image.tag,
+            ["python", "-c", "import sklearn, pandas; print(sklearn.__version__, pandas.__version__)"],
+            remove=True,
+            network_disabled=True,
+        )
         assert out.decode().split() == [versions["scikit-learn"], versions["pandas"]] == ["1.4.2", "2.0.3"]
         container.reload()
         port = container.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
@@ -66,8 +79,11 @@ def test_container_serves_health_and_runs_the_locked_versions(fraud_image: Built
             except requests.RequestException:
                 time.sleep(0.5)
         assert answer is not None and answer.status_code == 200 and answer.json() == {"status": "ok"}
-        scored = requests.post(f"http://127.0.0.1:{port}/predict", timeout=5,
-                               json={"amount": 900.0, "hour": 3, "merchant_risk": 0.9, "card_age_days": 10})
+        scored = requests.post(
+            f"http://127.0.0.1:{port}/predict",
+            timeout=5,
+            json={"amount": 900.0, "hour": 3, "merchant_risk": 0.9, "card_age_days": 10},
+        )
         assert 0.0 <= scored.json()["fraud_probability"] <= 1.0
         user = container.exec_run("id -u").output.decode().strip()
         assert user == "10001"
@@ -75,15 +91,20 @@ def test_container_serves_health_and_runs_the_locked_versions(fraud_image: Built
         container.remove(force=True)
 
 
-def test_good_image_verifies_through_every_transport(fraud_image: Built, docker_daemon: Daemon, registry: Registry,
-                                                     tmp_path: Path) -> None:
+def test_good_image_verifies_through_every_transport(
+    fraud_image: Built, docker_daemon: Daemon, registry: Registry, tmp_path: Path
+) -> None:
     archive = tmp_path / "good.tar"
     with archive.open("wb") as out:
         for chunk in docker_daemon.client.images.get(fraud_image.tag).save(named=True):
             out.write(chunk)
     push_image(docker_daemon.client, fraud_image.tag, registry.host, "mlenv-test/fraud", "good")
-    for image in (f"docker-daemon:{fraud_image.tag}", f"docker-archive:{archive}",
-                  f"docker://{registry.host}/mlenv-test/fraud:good", fraud_image.tag):
+    for image in (
+        f"docker-daemon:{fraud_image.tag}",
+        f"docker-archive:{archive}",
+        f"docker://{registry.host}/mlenv-test/fraud:good",
+        fraud_image.tag,
+    ):
         code, out = verify(image, fraud_image.lock)
         assert code == 0, out
         assert out.endswith(f"{image}: matches the lock\n")
@@ -98,22 +119,36 @@ def test_hermetic_context_and_no_network_in_the_build(fraud_image: Built) -> Non
     dockerfile = run_cli("dockerfile", str(fraud_image.project))
     assert dockerfile.code == 0
     assert "--no-index" in dockerfile.stdout and "apt-get update" not in dockerfile.stdout
-    assert dockerfile.stdout == run_cli("dockerfile", str(fraud_image.project)).stdout  # same lock, same bytes
+    assert (
+        dockerfile.stdout == run_cli("dockerfile", str(fraud_image.project)).stdout
+    )  # same lock, same bytes
 
 
 # ---------------------------------------------------------------------------- the seed's failures
 
 
-@pytest.mark.parametrize(("requirement", "package", "expected", "found"), [
-    ("pandas==1.5.3", "pandas", "2.0.3", "1.5.3"),
-    ("scikit-learn==1.3.2", "scikit-learn", "1.4.2", "1.3.2"),
-])
-def test_other_package_versions_are_drift(fraud_image: Built, base_image_python: BaseImage, tmp_path: Path,
-                                          requirement: str, package: str, expected: str, found: str) -> None:
+@pytest.mark.parametrize(
+    ("requirement", "package", "expected", "found"),
+    [
+        ("pandas==1.5.3", "pandas", "2.0.3", "1.5.3"),
+        ("scikit-learn==1.3.2", "scikit-learn", "1.4.2", "1.3.2"),
+    ],
+)
+def test_other_package_versions_are_drift(
+    fraud_image: Built,
+    base_image_python: BaseImage,
+    tmp_path: Path,
+    requirement: str,
+    package: str,
+    expected: str,
+    found: str,
+) -> None:
     project = copy_example("fraud-detector", tmp_path, base={"image": base_image_python.ref})
     requirements = project / "requirements.txt"
-    lines = [requirement if line.startswith(f"{package}==") else line
-             for line in requirements.read_text().splitlines()]
+    lines = [
+        requirement if line.startswith(f"{package}==") else line
+        for line in requirements.read_text().splitlines()
+    ]
     requirements.write_text("\n".join(lines) + "\n")
     shutil.copytree(fraud_image.project / "models", project / "models", dirs_exist_ok=True)
     tag = lock_and_build(project, "fraud")
@@ -122,8 +157,13 @@ def test_other_package_versions_are_drift(fraud_image: Built, base_image_python:
     assert f"python: {package}: version: expected {expected}, found {found}" in out
 
 
-def test_other_base_is_drift(fraud_image: Built, base_image_python: BaseImage, docker_daemon: Daemon, registry: Registry,
-                             tmp_path: Path) -> None:
+def test_other_base_is_drift(
+    fraud_image: Built,
+    base_image_python: BaseImage,
+    docker_daemon: Daemon,
+    registry: Registry,
+    tmp_path: Path,
+) -> None:
     # Another base: the same distribution with one file changed, flattened into a single new layer.
     client = docker_daemon.client
     container = client.containers.create(base_image_python.local, ["sh", "-c", "true"])
@@ -136,10 +176,16 @@ def test_other_base_is_drift(fraud_image: Built, base_image_python: BaseImage, d
         container.remove(force=True)
     local = lock_tag("other-base", fraud_image.lock)
     repository, _, version = local.partition(":")
-    client.api.import_image_from_file(str(flat), repository=repository, tag=version,
-                                      changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    client.api.import_image_from_file(
+        str(flat),
+        repository=repository,
+        tag=version,
+        changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    )
     push_image(client, local, registry.host, "mlenv-test/other-base", "1")
-    project = copy_example("fraud-detector", tmp_path, base={"image": f"{registry.host}/mlenv-test/other-base:1"})
+    project = copy_example(
+        "fraud-detector", tmp_path, base={"image": f"{registry.host}/mlenv-test/other-base:1"}
+    )
     shutil.copytree(fraud_image.project / "models", project / "models", dirs_exist_ok=True)
     tag = lock_and_build(project, "fraud")
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
@@ -153,22 +199,36 @@ def test_extra_apt_package_is_drift(fraud_image: Built, docker_daemon: Daemon, t
     downloads.mkdir()
     subprocess.run(["apt-get", "download", "bash-completion"], cwd=downloads, check=True, capture_output=True)
     deb = next(downloads.glob("bash-completion_*.deb"))
-    tag = derived(fraud_image, docker_daemon, tmp_path, "extra-apt",
-                  ["COPY extra.deb /tmp/extra.deb", "RUN dpkg -i /tmp/extra.deb && rm /tmp/extra.deb"],
-                  {"extra.deb": deb})
+    tag = derived(
+        fraud_image,
+        docker_daemon,
+        tmp_path,
+        "extra-apt",
+        ["COPY extra.deb /tmp/extra.deb", "RUN dpkg -i /tmp/extra.deb && rm /tmp/extra.deb"],
+        {"extra.deb": deb},
+    )
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1 and "apt: bash-completion:all: extra (found " in out
 
 
-def test_edited_site_packages_file_is_drift(fraud_image: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
-    tag = derived(fraud_image, docker_daemon, tmp_path, "edited",
-                  ["RUN echo '# patched in production' >> /opt/venv/lib/python3.11/site-packages/pandas/__init__.py"])
+def test_edited_site_packages_file_is_drift(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    tag = derived(
+        fraud_image,
+        docker_daemon,
+        tmp_path,
+        "edited",
+        ["RUN echo '# patched in production' >> /opt/venv/lib/python3.11/site-packages/pandas/__init__.py"],
+    )
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1
     assert "python-files: pandas: pandas/__init__.py: modified" in out
 
 
-def test_missing_model_is_drift_and_junit_shows_it(fraud_image: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
+def test_missing_model_is_drift_and_junit_shows_it(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
     tag = derived(fraud_image, docker_daemon, tmp_path, "no-model", ["RUN rm /app/models/model.joblib"])
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1 and "models: /app/models/model.joblib: missing" in out
@@ -185,8 +245,9 @@ def test_stale_lock_is_refused_by_build(fraud_image: Built, tmp_path: Path) -> N
     assert result.code == 1 and "is stale" in result.stderr and "mlenv lock" in result.stderr
 
 
-def test_a_wrong_wheel_hash_is_refused_before_docker_builds(fraud_image: Built, docker_daemon: Daemon,
-                                                            tmp_path: Path) -> None:
+def test_a_wrong_wheel_hash_is_refused_before_docker_builds(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
     project = tmp_path / "tampered"
     shutil.copytree(fraud_image.project, project)
     lock_path = project / "mlenv.lock"
@@ -198,7 +259,9 @@ def test_a_wrong_wheel_hash_is_refused_before_docker_builds(fraud_image: Built, 
     containers_before = {c.id for c in docker_daemon.client.containers.list(all=True)}
     result = run_cli("build", str(project), "--tag", lock_tag("fraud", lock_path, "tampered"))
     error = result.stderr.splitlines()[-1]  # progress lines come first; the error is the one last line
-    assert result.code == 2 and result.stderr.count("mlenv: error: ") == 1 and error.startswith("mlenv: error: ")
+    assert (
+        result.code == 2 and result.stderr.count("mlenv: error: ") == 1 and error.startswith("mlenv: error: ")
+    )
     assert f"{wheel['name']}: sha256 is " in error and f"the lock says {'0' * 64}" in error
     assert {image.id for image in docker_daemon.client.images.list(all=True)} == images_before
     assert {c.id for c in docker_daemon.client.containers.list(all=True)} == containers_before

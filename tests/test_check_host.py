@@ -37,7 +37,7 @@ def host(tmp_path: Path, driver: str | None) -> dict[str, str]:
     bin_dir.mkdir(exist_ok=True)
     if driver is not None:
         smi = bin_dir / "nvidia-smi"
-        smi.write_text(f"#!/bin/sh\n[ \"$1\" = --query-gpu=driver_version ] || exit 9\necho {driver}\n")
+        smi.write_text(f'#!/bin/sh\n[ "$1" = --query-gpu=driver_version ] || exit 9\necho {driver}\n')
         smi.chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
 
@@ -45,14 +45,19 @@ def host(tmp_path: Path, driver: str | None) -> dict[str, str]:
 def test_new_enough_driver_passes(gpu_lock: Path, tmp_path: Path) -> None:
     result = run_cli("check", "--host", "--lock", str(gpu_lock), env=host(tmp_path, "535.104.05"))
     assert result.code == 0, result.stderr
-    assert result.stdout.strip() == "NVIDIA driver 535.104.05 (nvidia-smi) satisfies the lock's minimum 530.30.02"
+    assert (
+        result.stdout.strip()
+        == "NVIDIA driver 535.104.05 (nvidia-smi) satisfies the lock's minimum 530.30.02"
+    )
 
 
 def test_the_exact_floor_passes_and_one_below_fails(gpu_lock: Path, tmp_path: Path) -> None:
     assert run_cli("check", "--host", "-l", str(gpu_lock), env=host(tmp_path, "530.30.02")).code == 0
     result = run_cli("check", "--host", "-l", str(gpu_lock), env=host(tmp_path, "525.85.12"))
     assert result.code == 1
-    assert result.stdout.startswith("NVIDIA driver 525.85.12 (nvidia-smi) is older than the lock's minimum 530.30.02")
+    assert result.stdout.startswith(
+        "NVIDIA driver 525.85.12 (nvidia-smi) is older than the lock's minimum 530.30.02"
+    )
 
 
 def test_no_driver(gpu_lock: Path, cpu_lock: Path, tmp_path: Path) -> None:
@@ -71,16 +76,22 @@ def test_no_driver(gpu_lock: Path, cpu_lock: Path, tmp_path: Path) -> None:
 def test_usage_errors_are_one_line(gpu_lock: Path, tmp_path: Path) -> None:
     result = run_cli("check", "-l", str(gpu_lock))
     assert result.code == 2 and result.stderr.strip().splitlines() == [
-        "mlenv: error: say what to check: --host (the NVIDIA driver of this machine)"]
+        "mlenv: error: say what to check: --host (the NVIDIA driver of this machine)"
+    ]
     missing = run_cli("check", "--host", "-l", str(tmp_path / "nope.lock"))
     assert missing.code == 2 and "nope.lock: no such file" in missing.stderr
 
 
 def test_driver_version_parsers() -> None:
     assert parse_nvidia_smi("535.104.05\n535.104.05\n") == "535.104.05"
-    assert parse_nvidia_smi("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.") is None
-    proc = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
-            "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+    assert (
+        parse_nvidia_smi("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.")
+        is None
+    )
+    proc = (
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
+        "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"
+    )
     assert parse_proc_version(proc) == "535.104.05"
     open_module = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  550.54.14  Release Build\n"
     assert parse_proc_version(open_module) == "550.54.14"

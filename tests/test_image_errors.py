@@ -41,9 +41,12 @@ def test_unknown_daemon_image(docker_daemon) -> None:  # type: ignore[no-untyped
 
 
 @pytest.mark.registry
-def test_registry_errors(registry: Registry, auth_base_image: BaseImage, auth_registry: Registry,
-                         tmp_path: Path) -> None:
-    assert f"{registry.host}/nothing/here:1 not found" in one_line_error(f"docker://{registry.host}/nothing/here:1")
+def test_registry_errors(
+    registry: Registry, auth_base_image: BaseImage, auth_registry: Registry, tmp_path: Path
+) -> None:
+    assert f"{registry.host}/nothing/here:1 not found" in one_line_error(
+        f"docker://{registry.host}/nothing/here:1"
+    )
     assert "127.0.0.1:9" in one_line_error("docker://127.0.0.1:9/mlenv-test/x:1")
     anonymous = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "no-config")}
     denied = one_line_error(f"docker://{auth_base_image.ref}", env=anonymous)

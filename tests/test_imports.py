@@ -78,7 +78,9 @@ def _function_bodies(tree: ast.AST) -> set[int]:
     inside: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            inside.update(id(child) for child in ast.walk(node) if isinstance(child, ast.Import | ast.ImportFrom))
+            inside.update(
+                id(child) for child in ast.walk(node) if isinstance(child, ast.Import | ast.ImportFrom)
+            )
     return inside
 
 
@@ -86,7 +88,9 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     guarded: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            guarded.update(id(child) for child in ast.walk(node) if isinstance(child, ast.Import | ast.ImportFrom))
+            guarded.update(
+                id(child) for child in ast.walk(node) if isinstance(child, ast.Import | ast.ImportFrom)
+            )
     return guarded
 
 
@@ -122,8 +126,15 @@ def test_the_layout_has_every_layer() -> None:
     layers = {layer(m) for m in all_modules()}
     assert layers == set(LOWER), layers
     # the pieces the architecture names, each in its home
-    for module in ("mlenv.verify.expected", "mlenv.verify.compare", "mlenv.model.report", "mlenv.sources.engine",
-                   "mlenv.observe.image", "mlenv.observe.probes.dpkg", "mlenv.render.dockerfile"):
+    for module in (
+        "mlenv.verify.expected",
+        "mlenv.verify.compare",
+        "mlenv.model.report",
+        "mlenv.sources.engine",
+        "mlenv.observe.image",
+        "mlenv.observe.probes.dpkg",
+        "mlenv.render.dockerfile",
+    ):
         assert module in all_modules(), module
 
 
@@ -143,15 +154,20 @@ def test_pure_layers_reach_no_outside_world(graph: list[Import]) -> None:
         f"{imp.source}:{imp.line} imports {imp.target}"
         for imp in graph
         if any(imp.source == p or imp.source.startswith(p + ".") for p in PURE)
-        and (any(imp.target == o or imp.target.startswith(o + ".") for o in OUTSIDE_WORLD)
-             or imp.target.startswith("mlenv.") and layer(imp.target) == "sources")
+        and (
+            any(imp.target == o or imp.target.startswith(o + ".") for o in OUTSIDE_WORLD)
+            or imp.target.startswith("mlenv.")
+            and layer(imp.target) == "sources"
+        )
     ]
     assert wrong == []
 
 
 def test_only_the_engine_source_uses_the_docker_sdk(graph: list[Import]) -> None:
     # engine: the one client of the daemon, and the reader of the docker config's credentials (docker.auth).
-    users = sorted({imp.source for imp in graph if imp.target == "docker" or imp.target.startswith("docker.")})
+    users = sorted(
+        {imp.source for imp in graph if imp.target == "docker" or imp.target.startswith("docker.")}
+    )
     assert users == ["mlenv.sources.engine"]
 
 
@@ -167,7 +183,7 @@ def test_module_level_imports_have_no_cycle(graph: list[Import]) -> None:
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append([*path[path.index(nxt):], nxt] if nxt in path else [node, nxt])
+                cycles.append([*path[path.index(nxt) :], nxt] if nxt in path else [node, nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2
@@ -180,13 +196,16 @@ def test_module_level_imports_have_no_cycle(graph: list[Import]) -> None:
 
 def _loaded(code: str) -> set[str]:
     probe = f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                            cwd=PACKAGE.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
     return set(result.stdout.split())
 
 
 def test_version_loads_no_validator_and_no_engine_client() -> None:
-    loaded = _loaded("from mlenv.cli.app import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass")
+    loaded = _loaded(
+        "from mlenv.cli.app import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass"
+    )
     assert "mlenv.cli.app" in loaded
     assert not {"jsonschema", "docker", "requests"} & loaded
     assert not any(m.startswith("mlenv.cli.") and m != "mlenv.cli.app" for m in loaded)

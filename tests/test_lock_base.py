@@ -17,18 +17,25 @@ pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
 
 @pytest.fixture(scope="module")
 def locked_example(base_image_python: BaseImage, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = copy_example("fraud-detector", tmp_path_factory.mktemp("base"), base={"image": base_image_python.ref})
+    project = copy_example(
+        "fraud-detector", tmp_path_factory.mktemp("base"), base={"image": base_image_python.ref}
+    )
     train_fraud_model(project)
     result = run_cli("lock", str(project))
     assert result.code == 0, result.stderr
     return project
 
 
-def test_base_digest_is_the_pushed_digest(locked_example: Path, base_image_python: BaseImage, docker_daemon) -> None:
+def test_base_digest_is_the_pushed_digest(
+    locked_example: Path, base_image_python: BaseImage, docker_daemon
+) -> None:
     lock = read_lock(locked_example / "mlenv.lock")
     assert lock.base is not None and lock.base.digest == base_image_python.digest
     platform = lock.base.platforms[0]
-    assert list(platform.diff_ids) == docker_daemon.client.images.get(base_image_python.local).attrs["RootFS"]["Layers"]
+    assert (
+        list(platform.diff_ids)
+        == docker_daemon.client.images.get(base_image_python.local).attrs["RootFS"]["Layers"]
+    )
     assert (platform.os_id, platform.os_version, platform.glibc) == ("debian", "12", "2.36")
     assert platform.python == "3.11.2"
     assert {p.name for p in platform.packages} >= {"libc6", "python3.11", "dpkg"}
@@ -47,7 +54,9 @@ def test_apt_closure_is_locked_with_hashes(locked_example: Path) -> None:
     assert all(len(p.sha256) == 64 and p.filename.startswith("pool/") for p in pins.values())
 
 
-def test_auth_registry_with_docker_config(auth_base_image: BaseImage, auth_registry: Registry, tmp_path: Path) -> None:
+def test_auth_registry_with_docker_config(
+    auth_base_image: BaseImage, auth_registry: Registry, tmp_path: Path
+) -> None:
     project = copy_example("fraud-detector", tmp_path, base={"image": auth_base_image.ref}, apt=None)
     (project / "models").mkdir(exist_ok=True)
     (project / "models" / "model.joblib").write_bytes(b"stand-in\n")

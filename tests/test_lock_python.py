@@ -25,8 +25,9 @@ def installs_on_cp311_x86_64_glibc236(filename: str) -> bool:
     """An independent reading of wheel tags (not mlenv's): CPython 3.11, x86_64, glibc <= 2.36."""
     _, _, _, tags = parse_wheel_filename(filename)
     for tag in tags:
-        python_ok = tag.interpreter in {"cp311", "py3", "py311", "cp3"} or (tag.interpreter.startswith("cp3")
-                                                                         and tag.abi == "abi3")
+        python_ok = tag.interpreter in {"cp311", "py3", "py311", "cp3"} or (
+            tag.interpreter.startswith("cp3") and tag.abi == "abi3"
+        )
         abi_ok = tag.abi in {"cp311", "abi3", "none"}
         plat = tag.platform
         if plat == "any":
@@ -42,7 +43,9 @@ def installs_on_cp311_x86_64_glibc236(filename: str) -> bool:
 
 @pytest.fixture(scope="module")
 def fraud_lock(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = copy_example("fraud-detector", tmp_path_factory.mktemp("lock"), base=None, apt=None, target=TARGET)
+    project = copy_example(
+        "fraud-detector", tmp_path_factory.mktemp("lock"), base=None, apt=None, target=TARGET
+    )
     (project / "models").mkdir(exist_ok=True)
     (project / "models" / "model.joblib").write_bytes(b"a stand-in model for locking\n")
     result = run_cli("lock", str(project))
@@ -98,10 +101,13 @@ def test_check_fresh_then_stale_without_rewriting(fraud_lock: Path, tmp_path: Pa
     before = lock_path.read_bytes()
     spec = project / "mlenv.toml"
     original = spec.read_text()
-    spec.write_text(original.replace('port = 8000', 'port = 8001'))
-    result = run_cli("lock", "--check", str(project), env={"HTTPS_PROXY": "http://0.0.0.0:9",
-                                                           "HTTP_PROXY": "http://0.0.0.0:9",
-                                                           "PATH": "/usr/bin:/bin"})
+    spec.write_text(original.replace("port = 8000", "port = 8001"))
+    result = run_cli(
+        "lock",
+        "--check",
+        str(project),
+        env={"HTTPS_PROXY": "http://0.0.0.0:9", "HTTP_PROXY": "http://0.0.0.0:9", "PATH": "/usr/bin:/bin"},
+    )
     assert result.code == 1
     assert "mlenv.toml changed since the lock was made" in result.stderr
     assert lock_path.read_bytes() == before
@@ -113,8 +119,14 @@ def test_check_fresh_then_stale_without_rewriting(fraud_lock: Path, tmp_path: Pa
 
 
 def test_pip_tools_refuses_a_foreign_target(tmp_path: Path) -> None:
-    project = copy_example("fraud-detector", tmp_path, base=None, apt=None, as_of=None,
-                           target={"python": "3.12.4", "glibc": "2.36"})
+    project = copy_example(
+        "fraud-detector",
+        tmp_path,
+        base=None,
+        apt=None,
+        as_of=None,
+        target={"python": "3.12.4", "glibc": "2.36"},
+    )
     spec = project / "mlenv.toml"
     spec.write_text(spec.read_text().replace("[python]", '[python]\nresolver = "pip-tools"'))
     result = run_cli("lock", str(project))
@@ -123,19 +135,24 @@ def test_pip_tools_refuses_a_foreign_target(tmp_path: Path) -> None:
     assert "resolver = 'uv'" in result.stderr and not (project / "mlenv.lock").exists()
 
 
-@pytest.mark.skipif(platform.libc_ver() != ("glibc", "2.36") or sys.version_info[:2] != (3, 11),
-                    reason="pip-tools resolves for the running interpreter; this host is not cp311/glibc 2.36")
+@pytest.mark.skipif(
+    platform.libc_ver() != ("glibc", "2.36") or sys.version_info[:2] != (3, 11),
+    reason="pip-tools resolves for the running interpreter; this host is not cp311/glibc 2.36",
+)
 def test_pip_tools_backend_when_the_host_matches(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
     (project / "mlenv.toml").write_text(
         'name = "p"\n[target]\npython = "3.11.2"\nglibc = "2.36"\n'
-        '[python]\nresolver = "pip-tools"\nrequirements = ["scikit-learn==1.4.2", "numpy==1.26.4"]\n')
+        '[python]\nresolver = "pip-tools"\nrequirements = ["scikit-learn==1.4.2", "numpy==1.26.4"]\n'
+    )
     result = run_cli("lock", str(project))
     assert result.code == 0, result.stderr
     lock = read_lock(project / "mlenv.lock")
     assert lock.python.resolver == "pip-tools"
     pins = {p.name: p for p in lock.python.packages}
-    assert pins["scikit-learn"].version == "1.4.2" and {"numpy", "scipy", "joblib", "threadpoolctl"} <= set(pins)
+    assert pins["scikit-learn"].version == "1.4.2" and {"numpy", "scipy", "joblib", "threadpoolctl"} <= set(
+        pins
+    )
     for pin in pins.values():
         assert pin.wheels and all(installs_on_cp311_x86_64_glibc236(w.name) for w in pin.wheels)

@@ -48,14 +48,37 @@ def test_pins_equal_what_pip_selects_for_the_target(tmp_path: Path) -> None:
     report = tmp_path / "pip-report.json"
     platforms = [arg for tag in manylinux_tags(GLIBC_MINOR, "x86_64") for arg in ("--platform", tag)]
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
-         str(report), "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:", *platforms,
-         "--disable-pip-version-check", "--target", str(tmp_path / "never-written"), "-r", str(EXAMPLES / "fraud-detector" / "requirements.txt")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--only-binary=:all:",
+            *platforms,
+            "--disable-pip-version-check",
+            "--target",
+            str(tmp_path / "never-written"),
+            "-r",
+            str(EXAMPLES / "fraud-detector" / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert pip.returncode == 0, pip.stderr[-2000:]
-    selected = {(canonicalize_name(item["metadata"]["name"]), item["metadata"]["version"])
-                for item in json.loads(report.read_text())["install"]}
+    selected = {
+        (canonicalize_name(item["metadata"]["name"]), item["metadata"]["version"])
+        for item in json.loads(report.read_text())["install"]
+    }
     assert len(selected) >= 15
     assert locked == selected, f"only in the lock: {locked - selected}; only pip: {selected - locked}"
 
@@ -66,7 +89,9 @@ def test_a_foreign_target_gets_its_own_wheels(tmp_path: Path) -> None:
     project.mkdir()
     (project / "mlenv.toml").write_text(
         'name = "foreign"\n[target]\npython = "3.12.4"\nglibc = "2.36"\nplatforms = ["linux/arm64"]\n'
-        '[python]\nrequirements = ["scikit-learn==1.4.2", "pandas==2.2.2", "numpy==1.26.4", "lightgbm==4.3.0"]\n')
+        '[python]\nrequirements = ["scikit-learn==1.4.2", "pandas==2.2.2", "numpy==1.26.4", '
+        '"lightgbm==4.3.0"]\n'
+    )
     result = run_cli("lock", str(project))
     assert result.code == 0, result.stderr
     lock = read_lock(project / "mlenv.lock")
@@ -83,19 +108,24 @@ def test_a_foreign_target_gets_its_own_wheels(tmp_path: Path) -> None:
     assert extensions <= set(pins) and all(not w.name.endswith("-any.whl") for w in pins["lightgbm"].wheels)
 
 
-@pytest.mark.parametrize(("requirement", "index", "expected"), [
-    ("surely-no-such-package-mlenv-test==1.0", None, "surely-no-such-package-mlenv-test"),
-    ("pandas==0.0.0.1", None, "pandas"),
-    ("pandas==2.0.3", "http://127.0.0.1:9/simple", "127.0.0.1:9"),
-])
-def test_resolution_errors_are_one_line_and_write_nothing(tmp_path: Path, requirement: str, index: str | None,
-                                                          expected: str) -> None:
+@pytest.mark.parametrize(
+    ("requirement", "index", "expected"),
+    [
+        ("surely-no-such-package-mlenv-test==1.0", None, "surely-no-such-package-mlenv-test"),
+        ("pandas==0.0.0.1", None, "pandas"),
+        ("pandas==2.0.3", "http://127.0.0.1:9/simple", "127.0.0.1:9"),
+    ],
+)
+def test_resolution_errors_are_one_line_and_write_nothing(
+    tmp_path: Path, requirement: str, index: str | None, expected: str
+) -> None:
     project = tmp_path / "p"
     project.mkdir()
     index_line = f'index-url = "{index}"\n' if index else ""
     (project / "mlenv.toml").write_text(
         f'name = "p"\n[target]\npython = "3.11.2"\nglibc = "2.36"\n'
-        f'[python]\n{index_line}requirements = ["{requirement}"]\n')
+        f'[python]\n{index_line}requirements = ["{requirement}"]\n'
+    )
     result = run_cli("lock", str(project))
     assert result.code == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -107,7 +137,8 @@ def test_check_on_a_malformed_lock_is_an_error(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
     (project / "mlenv.toml").write_text(
-        'name = "p"\n[target]\npython = "3.11.2"\nglibc = "2.36"\n[python]\nrequirements = ["six==1.16.0"]\n')
+        'name = "p"\n[target]\npython = "3.11.2"\nglibc = "2.36"\n[python]\nrequirements = ["six==1.16.0"]\n'
+    )
     broken = b"lock-version = 1\nname = [\n"
     (project / "mlenv.lock").write_bytes(broken)
     result = run_cli("lock", "--check", str(project))

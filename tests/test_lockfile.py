@@ -71,7 +71,9 @@ def test_schema_error_names_the_key_path() -> None:
     assert "python.packages[1].wheels[0].hashes.sha256" in str(caught.value)
 
 
-def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_keeps_the_old_file_when_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "mlenv.lock"
     target.write_text("old\n")
 

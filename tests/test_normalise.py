@@ -34,8 +34,12 @@ def test_times_and_run_ids_are_replaced() -> None:
 
 
 def test_two_builds_at_different_times_normalise_to_the_same_bytes() -> None:
-    later = {**CONFIG, "created": "2030-01-01T00:00:00Z", "container": "ffff",
-             "history": [{"created": "2030-01-01T00:00:00Z", "created_by": "RUN x"}]}
+    later = {
+        **CONFIG,
+        "created": "2030-01-01T00:00:00Z",
+        "container": "ffff",
+        "history": [{"created": "2030-01-01T00:00:00Z", "created_by": "RUN x"}],
+    }
     assert normalise_config(CONFIG, epoch=0) == normalise_config(later, epoch=0)
 
 
@@ -54,11 +58,12 @@ def test_archive_rewrite_points_manifest_at_new_config_and_leaves_layers_to_the_
     members = {
         "abc.json": json.dumps(CONFIG).encode(),
         "layer1/layer.tar": layer,
-        "manifest.json": json.dumps([{"Config": "abc.json", "RepoTags": ["x:1"],
-                                      "Layers": ["layer1/layer.tar"]}]).encode(),
+        "manifest.json": json.dumps(
+            [{"Config": "abc.json", "RepoTags": ["x:1"], "Layers": ["layer1/layer.tar"]}]
+        ).encode(),
     }
     data = saved(members)
-    chunks = [data[i:i + 300] for i in range(0, len(data), 300)]
+    chunks = [data[i : i + 300] for i in range(0, len(data), 300)]
     normal = normalised_archive(chunks, where="docker-daemon:x:1", epoch=0, tag="x:normal")
     with tarfile.open(fileobj=io.BytesIO(normal.archive)) as out:
         manifest = json.loads(out.extractfile("manifest.json").read())
@@ -77,15 +82,21 @@ def test_the_config_is_found_wherever_the_engine_puts_it() -> None:
     config = json.dumps(CONFIG).encode()
     name = "blobs/sha256/" + hashlib.sha256(config).hexdigest()
     manifest = [{"Config": name, "RepoTags": None, "Layers": ["blobs/sha256/" + "1" * 64]}]
-    data = saved({"blobs/sha256/" + "1" * 64: saved({"a": b"a"}), name: config,
-                  "manifest.json": json.dumps(manifest).encode()})
+    data = saved(
+        {
+            "blobs/sha256/" + "1" * 64: saved({"a": b"a"}),
+            name: config,
+            "manifest.json": json.dumps(manifest).encode(),
+        }
+    )
     normal = normalised_archive([data], where="docker-daemon:x", epoch=0, tag="x:normal")
     assert normal.image_id == "sha256:" + hashlib.sha256(normalise_config(CONFIG, epoch=0)).hexdigest()
 
 
 def test_a_save_of_two_images_is_refused() -> None:
     entry = {"Config": "abc.json", "RepoTags": [], "Layers": []}
-    data = saved({"abc.json": json.dumps(CONFIG).encode(),
-                  "manifest.json": json.dumps([entry, entry]).encode()})
+    data = saved(
+        {"abc.json": json.dumps(CONFIG).encode(), "manifest.json": json.dumps([entry, entry]).encode()}
+    )
     with pytest.raises(ImageError, match="docker-daemon:x: the archive holds 2 images"):
         normalised_archive([data], where="docker-daemon:x", epoch=0, tag="x:normal")

@@ -24,13 +24,24 @@ from mlenv.verify.formats import (
 )
 
 LAYERS: tuple[Layer, ...] = ("base", "apt", "python", "python-files", "models")
-DRIFTED = Report(subject="docker-daemon:fraud:bad", layers=LAYERS, drifts=(
-    Drift(layer="python", kind="version", subject="pandas", expected="2.0.3", actual="1.5.3"),
-    Drift(layer="apt", kind="extra", subject="vim", architecture="amd64", actual="2:9.0 <&>"),
-    Drift(layer="apt", kind="arch", subject="libgomp1", architecture="amd64", expected="12.2.0-14",
-          actual_architecture="i386", actual="12.2.0-14"),
-    Drift(layer="python-files", kind="modified", subject="pandas", file="pandas/__init__.py"),
-))
+DRIFTED = Report(
+    subject="docker-daemon:fraud:bad",
+    layers=LAYERS,
+    drifts=(
+        Drift(layer="python", kind="version", subject="pandas", expected="2.0.3", actual="1.5.3"),
+        Drift(layer="apt", kind="extra", subject="vim", architecture="amd64", actual="2:9.0 <&>"),
+        Drift(
+            layer="apt",
+            kind="arch",
+            subject="libgomp1",
+            architecture="amd64",
+            expected="12.2.0-14",
+            actual_architecture="i386",
+            actual="12.2.0-14",
+        ),
+        Drift(layer="python-files", kind="modified", subject="pandas", file="pandas/__init__.py"),
+    ),
+)
 CLEAN = Report(subject="fraud:1", layers=LAYERS)
 JUNIT_XSD = Path(__file__).parent / "fixtures" / "junit" / "junit-10.xsd"
 
@@ -57,21 +68,30 @@ def test_json_validates_against_the_published_schema() -> None:
     assert data["verdict"] == "drift" and data["report-version"] == 2
     # The drift's parts are fields; the message is the line the text report prints.
     assert data["drifts"][1] == {
-        "layer": "apt", "kind": "extra", "subject": "vim", "architecture": "amd64",
-        "actual-architecture": None, "file": None, "expected": None, "actual": "2:9.0 <&>",
+        "layer": "apt",
+        "kind": "extra",
+        "subject": "vim",
+        "architecture": "amd64",
+        "actual-architecture": None,
+        "file": None,
+        "expected": None,
+        "actual": "2:9.0 <&>",
         "message": "apt: vim:amd64: extra (found 2:9.0 <&>, not in the lock)",
     }
     assert [d["message"] for d in data["drifts"]] == [drift_line(d) for d in DRIFTED.drifts]
     assert data["drifts"][3]["file"] == "pandas/__init__.py" and data["drifts"][3]["subject"] == "pandas"
 
 
-@pytest.mark.parametrize(("change", "where"), [
-    ({"architecture": None}, "drifts[1].architecture"),  # an apt drift names its architecture
-    ({"layer": "python"}, "drifts[1].architecture"),  # and only an apt drift has one
-    ({"file": "x.py"}, "drifts[1].file"),  # a file belongs to a python-files drift only
-    ({"kind": "renamed"}, "drifts[1].kind"),
-    ({"layer": "network"}, "drifts[1].layer"),
-])
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"architecture": None}, "drifts[1].architecture"),  # an apt drift names its architecture
+        ({"layer": "python"}, "drifts[1].architecture"),  # and only an apt drift has one
+        ({"file": "x.py"}, "drifts[1].file"),  # a file belongs to a python-files drift only
+        ({"kind": "renamed"}, "drifts[1].kind"),
+        ({"layer": "network"}, "drifts[1].layer"),
+    ],
+)
 def test_json_schema_rejects_a_drift_whose_fields_disagree(change: dict[str, object], where: str) -> None:
     data = json.loads(as_json(DRIFTED))
     data["drifts"][1].update(change)

@@ -46,19 +46,31 @@ def record(name: str, *layers: bytes, steps: tuple[str, ...] = ()) -> ImageRecor
     history = [{"created_by": s} for s in steps] + [{"created_by": "ENV X=1", "empty_layer": True}]
     config = {"history": history}
     read = [read_layer([blob]) for blob in layers]
-    return ImageRecord(name=name, image_id="sha256:" + name * 8, config=config,
-                       layers=tuple(Layer(diff_id=d, entries=e) for d, e in read))
+    return ImageRecord(
+        name=name,
+        image_id="sha256:" + name * 8,
+        config=config,
+        layers=tuple(Layer(diff_id=d, entries=e) for d, e in read),
+    )
 
 
 def test_read_layer_records_metadata_and_the_diff_id() -> None:
-    blob = layer_tar({"name": "etc", "dir": True, "mode": 0o755},
-                     {**BASE, "owner": 7, "xattrs": {"user.k": "v"}},
-                     {"name": "etc/link", "link": "app.conf"})
+    blob = layer_tar(
+        {"name": "etc", "dir": True, "mode": 0o755},
+        {**BASE, "owner": 7, "xattrs": {"user.k": "v"}},
+        {"name": "etc/link", "link": "app.conf"},
+    )
     diff_id, entries = read_layer([blob[:1000], blob[1000:]])
     assert diff_id == "sha256:" + hashlib.sha256(blob).hexdigest()
     conf = entries["etc/app.conf"]
-    assert (conf.kind, conf.mode, conf.uid, conf.gid, conf.mtime, conf.size) == \
-        ("file", 0o644, 7, 7, 1_719_792_000, 9)
+    assert (conf.kind, conf.mode, conf.uid, conf.gid, conf.mtime, conf.size) == (
+        "file",
+        0o644,
+        7,
+        7,
+        1_719_792_000,
+        9,
+    )
     assert conf.sha256 == hashlib.sha256(b"port = 1\n").hexdigest() and conf.xattrs == (("user.k", "v"),)
     assert entries["etc/link"].kind == "symlink" and entries["etc/link"].link == "app.conf"
     assert entries["etc"].kind == "dir" and entries["etc"].sha256 is None
@@ -66,17 +78,25 @@ def test_read_layer_records_metadata_and_the_diff_id() -> None:
     assert read_layer([gzip.compress(blob)])[0] == diff_id
 
 
-@pytest.mark.parametrize(("change", "field", "a", "b"), [
-    ({"data": b"port = 2\n"}, "content", "sha256:" + hashlib.sha256(b"port = 1\n").hexdigest(),
-     "sha256:" + hashlib.sha256(b"port = 2\n").hexdigest()),
-    ({"mtime": 1_795_561_939}, "mtime", "1719792000", "1795561939"),
-    ({"mode": 0o600}, "mode", "0644", "0600"),
-    ({"owner": 1000}, "owner", "0:0", "1000:1000"),
-    ({"xattrs": {"security.capability": "x"}}, "xattrs", "-", "security.capability='x'"),
-    ({"link": "elsewhere"}, "link", "-", "elsewhere"),
-])
-def test_each_difference_is_named_with_its_file_and_layer(change: dict[str, object], field: str, a: str,
-                                                          b: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "field", "a", "b"),
+    [
+        (
+            {"data": b"port = 2\n"},
+            "content",
+            "sha256:" + hashlib.sha256(b"port = 1\n").hexdigest(),
+            "sha256:" + hashlib.sha256(b"port = 2\n").hexdigest(),
+        ),
+        ({"mtime": 1_795_561_939}, "mtime", "1719792000", "1795561939"),
+        ({"mode": 0o600}, "mode", "0644", "0600"),
+        ({"owner": 1000}, "owner", "0:0", "1000:1000"),
+        ({"xattrs": {"security.capability": "x"}}, "xattrs", "-", "security.capability='x'"),
+        ({"link": "elsewhere"}, "link", "-", "elsewhere"),
+    ],
+)
+def test_each_difference_is_named_with_its_file_and_layer(
+    change: dict[str, object], field: str, a: str, b: str
+) -> None:
     same = layer_tar({"name": "bin", "dir": True})
     steps = ("ADD rootfs", "/bin/sh -c set -eux; write-config")
     left = record("a", same, layer_tar(BASE), steps=steps)
@@ -93,29 +113,43 @@ def test_each_difference_is_named_with_its_file_and_layer(change: dict[str, obje
 
 def test_files_on_one_side_only_and_extra_layers() -> None:
     left = record("a", layer_tar(BASE), steps=("/bin/sh -c #(nop) COPY dir:abc in / ",))
-    right = record("b", layer_tar(BASE, {"name": "build-date", "data": b"now"}), layer_tar(BASE),
-                   steps=("/bin/sh -c #(nop) COPY dir:abc in / ", "/bin/sh -c date > /x"))
+    right = record(
+        "b",
+        layer_tar(BASE, {"name": "build-date", "data": b"now"}),
+        layer_tar(BASE),
+        steps=("/bin/sh -c #(nop) COPY dir:abc in / ", "/bin/sh -c date > /x"),
+    )
     report = compare_images(left, right)
     assert report.layers[0].step == "COPY dir:abc in /"
-    assert [(f.path, f.fields[0].field, f.fields[0].a, f.fields[0].b) for f in report.layers[0].files] == \
-        [("/build-date", "present", "false", "true")]
+    assert [(f.path, f.fields[0].field, f.fields[0].a, f.fields[0].b) for f in report.layers[0].files] == [
+        ("/build-date", "present", "false", "true")
+    ]
     assert report.layers[1].index == 2 and report.layers[1].diff_id_a is None and report.layers[1].files == ()
     assert "layer 2 of 2 (RUN date > /x): missing vs sha256:" in format_text(report)
 
 
 def test_same_files_in_another_order_are_reported_as_a_stream_difference() -> None:
     one, two = {"name": "a", "data": b"1"}, {"name": "b", "data": b"2"}
-    report = compare_images(record("a", layer_tar(one, two), steps=("s",)),
-                            record("b", layer_tar(two, one), steps=("s",)))
+    report = compare_images(
+        record("a", layer_tar(one, two), steps=("s",)), record("b", layer_tar(two, one), steps=("s",))
+    )
     assert report.layers[0].files == ()
     assert "same files and metadata; the tar streams differ" in format_text(report)
 
 
 def test_config_fields_that_differ_are_listed() -> None:
-    left = ImageRecord(name="a", image_id="sha256:1", config={"created": "2024", "config": {"Env": ["A=1"]},
-                                                              "rootfs": {"diff_ids": ["x"]}}, layers=())
-    right = ImageRecord(name="b", image_id="sha256:2", config={"created": "2026", "config": {"Env": ["A=1"]},
-                                                               "rootfs": {"diff_ids": ["y"]}}, layers=())
+    left = ImageRecord(
+        name="a",
+        image_id="sha256:1",
+        config={"created": "2024", "config": {"Env": ["A=1"]}, "rootfs": {"diff_ids": ["x"]}},
+        layers=(),
+    )
+    right = ImageRecord(
+        name="b",
+        image_id="sha256:2",
+        config={"created": "2026", "config": {"Env": ["A=1"]}, "rootfs": {"diff_ids": ["y"]}},
+        layers=(),
+    )
     report = compare_images(left, right)
     assert [(f.field, f.a, f.b) for f in report.config] == [("created", '"2024"', '"2026"')]
     assert 'config: created: "2024" vs "2026"' in format_text(report)
@@ -133,9 +167,14 @@ def test_only_layers_that_differ_at_their_index_are_read() -> None:
 
 
 def test_layer_steps_skip_empty_layers() -> None:
-    config = {"history": [{"created_by": "/bin/sh -c #(nop) ADD file:1 in / "},
-                          {"empty_layer": True, "created_by": "x"},
-                          {"created_by": "/bin/sh -c apt-get install"}, {}]}
+    config = {
+        "history": [
+            {"created_by": "/bin/sh -c #(nop) ADD file:1 in / "},
+            {"empty_layer": True, "created_by": "x"},
+            {"created_by": "/bin/sh -c apt-get install"},
+            {},
+        ]
+    }
     assert layer_steps(config) == ["ADD file:1 in /", "RUN apt-get install", "(no history)"]
 
 
@@ -154,8 +193,10 @@ def saved_archive(layers: list[bytes], config: dict[str, object], *, duplicate_l
                 info.size = len(blob)
                 archive.addfile(info, io.BytesIO(blob))
             names.append(name)
-        for name, data in (("c.json", json.dumps(config).encode()),
-                           ("manifest.json", json.dumps([{"Config": "c.json", "Layers": names}]).encode())):
+        for name, data in (
+            ("c.json", json.dumps(config).encode()),
+            ("manifest.json", json.dumps([{"Config": "c.json", "Layers": names}]).encode()),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
@@ -168,7 +209,7 @@ def test_saved_archive_reads_only_the_wanted_layers_and_follows_links() -> None:
     diff_ids = ["sha256:" + hashlib.sha256(b).hexdigest() for b in (first, second, first)]
     config = {"history": [], "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     data = saved_archive([first, second, first], config, duplicate_link=True)
-    image = read_saved_image("img", [data[i:i + 700] for i in range(0, len(data), 700)], {wanted})
+    image = read_saved_image("img", [data[i : i + 700] for i in range(0, len(data), 700)], {wanted})
     assert [layer.diff_id for layer in image.layers] == diff_ids
     assert image.layers[0].entries is None and image.layers[2].entries is None
     assert set(image.layers[1].entries or {}) == {"x"}

@@ -35,12 +35,15 @@ def _image_id(client: docker.DockerClient, name: str) -> str | None:
 @pytest.mark.docker
 @pytest.mark.registry
 @pytest.mark.network
-def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: BaseImage,
-                                                            docker_daemon: Daemon, tmp_path: Path) -> None:
+def test_fraud_detector_builds_the_same_image_id_three_times(
+    base_image_python: BaseImage, docker_daemon: Daemon, tmp_path: Path
+) -> None:
     client = docker_daemon.client
     # A name of its own makes a lock (and so an image) of its own: the session's fraud image and the
     # drifted images built on it carry another lock label and are never removed here.
-    project = copy_example("fraud-detector", tmp_path, base={"image": base_image_python.ref}, name="fraud-repro")
+    project = copy_example(
+        "fraud-detector", tmp_path, base={"image": base_image_python.ref}, name="fraud-repro"
+    )
     train_fraud_model(project)
     locked = run_cli("lock", str(project))
     assert locked.code == 0, locked.stderr[-2000:]
@@ -83,18 +86,21 @@ def test_fraud_detector_builds_the_same_image_id_three_times(base_image_python: 
 @pytest.mark.docker
 @pytest.mark.registry
 @pytest.mark.network
-def test_a_step_that_writes_the_date_is_named_with_its_layer(base_image_minbase: BaseImage,
-                                                             docker_daemon: Daemon, tmp_path: Path) -> None:
+def test_a_step_that_writes_the_date_is_named_with_its_layer(
+    base_image_minbase: BaseImage, docker_daemon: Daemon, tmp_path: Path
+) -> None:
     (tmp_path / "Dockerfile").write_text(
         f"FROM {base_image_minbase.local}\n"
         "RUN echo stable > /stable && touch -d @0 /stable\n"
-        "RUN date +%s%N > /build-date\n")
+        "RUN date +%s%N > /build-date\n"
+    )
     tags = [session_tag("repro-date", base_image_minbase.ref, variant) for variant in ("a", "b")]
     connected = engine.connect()
     try:
         for tag in tags:
-            docker_daemon.client.images.build(path=str(tmp_path), tag=tag, nocache=True, rm=True,
-                                              forcerm=True, network_mode="none")
+            docker_daemon.client.images.build(
+                path=str(tmp_path), tag=tag, nocache=True, rm=True, forcerm=True, network_mode="none"
+            )
             time.sleep(1.1)  # tar mtimes have whole seconds: builds in one second would share the mtime
         report = compare_daemon_images(connected, *tags)
         assert not report.identical

@@ -53,11 +53,17 @@ def test_pyproject_tool_table(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         (MINIMAL + "\n[apt]\npackagez = []\n", "mlenv.toml: apt: unknown key ('packagez' was unexpected)"),
-        (MINIMAL.replace('"pandas == 2.0.3"', '"pandas >=< 2"'), "mlenv.toml: python.requirements[1]: invalid requirement"),
+        (
+            MINIMAL.replace('"pandas == 2.0.3"', '"pandas >=< 2"'),
+            "mlenv.toml: python.requirements[1]: invalid requirement",
+        ),
         (MINIMAL + '\n[app]\nport = "80"\n', "mlenv.toml: app.port: '80' is not of type 'integer'"),
         (MINIMAL.replace('glibc = "2.36"', ""), "mlenv.toml: base: missing"),
-        (MINIMAL + '\n[python.x]\n', "mlenv.toml: python: unknown key"),
-        ("name = 'x'\nas-of = 2024-01-01T00:00:00\n[target]\npython='3.11.2'\nglibc='2.36'\n", "as-of: '2024-01-01T00:00:00' is not an RFC 3339 date-time with a timezone"),
+        (MINIMAL + "\n[python.x]\n", "mlenv.toml: python: unknown key"),
+        (
+            "name = 'x'\nas-of = 2024-01-01T00:00:00\n[target]\npython='3.11.2'\nglibc='2.36'\n",
+            "as-of: '2024-01-01T00:00:00' is not an RFC 3339 date-time with a timezone",
+        ),
         ("name = [", "mlenv.toml: not valid TOML"),
     ],
 )
@@ -83,7 +89,9 @@ def test_conflicting_requirements_are_refused(tmp_path: Path) -> None:
 
 def test_spec_hash_ignores_formatting_but_not_content(tmp_path: Path) -> None:
     a = load_spec(write(tmp_path, MINIMAL))
-    reformatted = MINIMAL.replace('"pandas == 2.0.3"', '"pandas==2.0.3"').replace("\n[target]", "\n\n[target]")
+    reformatted = MINIMAL.replace('"pandas == 2.0.3"', '"pandas==2.0.3"').replace(
+        "\n[target]", "\n\n[target]"
+    )
     b = load_spec(write(tmp_path, reformatted))
     c = load_spec(write(tmp_path, MINIMAL.replace("2.0.3", "2.0.2")))
     assert spec_hash(a) == spec_hash(b) != spec_hash(c)

@@ -28,9 +28,10 @@ def python_artifacts(lock: Lock, platform: str) -> list[Artifact]:
     for pin in sorted(lock.python.packages, key=lambda p: p.name):
         wheels = [w for w in pin.wheels if wheel_installs(w.name, tags)]
         if not wheels:
-            raise BuildError(f"{pin.name}=={pin.version} has no wheel for {platform} in the lock",
-                             hint="a hermetic build installs wheels only; "
-                                  "see `mlenv dockerfile --fetch build`")
+            raise BuildError(
+                f"{pin.name}=={pin.version} has no wheel for {platform} in the lock",
+                hint="a hermetic build installs wheels only; see `mlenv dockerfile --fetch build`",
+            )
         artifacts += [Artifact(filename=w.name, sha256=w.sha256, urls=(w.url,)) for w in wheels]
     return artifacts
 
@@ -40,8 +41,11 @@ def apt_artifacts(lock: Lock) -> list[Artifact]:
     if lock.apt.packages and not mirrors:
         raise BuildError("the lock pins apt packages but names no apt source; run `mlenv lock` again")
     return [
-        Artifact(filename=pin.filename.rsplit("/", 1)[-1], sha256=pin.sha256,
-                 urls=tuple(f"{m}/{pin.filename}" for m in mirrors))
+        Artifact(
+            filename=pin.filename.rsplit("/", 1)[-1],
+            sha256=pin.sha256,
+            urls=tuple(f"{m}/{pin.filename}" for m in mirrors),
+        )
         for pin in sorted(lock.apt.packages, key=lambda p: p.name)
     ]
 

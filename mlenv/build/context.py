@@ -37,12 +37,16 @@ def assemble_context(
             _link_or_copy(path, destination / WHEELS_DIR / filename)
     if debs:
         folder = DEBS_DIR.strip("/")
-        write_tar(context_dir / DEBS_TAR, [Entry(folder, None)] +
-                  [Entry(f"{folder}/{name}", path) for name, path in sorted(debs.items())], mtime=epoch)
+        write_tar(
+            context_dir / DEBS_TAR,
+            [Entry(folder, None)] + [Entry(f"{folder}/{name}", path) for name, path in sorted(debs.items())],
+            mtime=epoch,
+        )
     entrypoint = context_dir / "entrypoint.py"
     if entrypoint.exists():
-        write_tar(context_dir / ENTRYPOINT_TAR, tree_entries(entrypoint, ENTRYPOINT_PATH.strip("/")),
-                  mtime=epoch)
+        write_tar(
+            context_dir / ENTRYPOINT_TAR, tree_entries(entrypoint, ENTRYPOINT_PATH.strip("/")), mtime=epoch
+        )
     workdir = lock.app.workdir.strip("/")
     if lock.app.copy:
         entries: list[Entry] = []
@@ -58,8 +62,9 @@ def assemble_context(
         for model in baked:
             source = project_dir / model.source
             if not source.is_file():
-                raise BuildError(f"model {model.source} is missing",
-                                 hint="train or fetch it, then `mlenv lock`")
+                raise BuildError(
+                    f"model {model.source} is missing", hint="train or fetch it, then `mlenv lock`"
+                )
             entries += tree_entries(source, model.target.strip("/"))
         write_tar(context_dir / MODELS_TAR, entries, mtime=epoch)
 

@@ -38,8 +38,16 @@ def run_build(engine: BuildEngine, context: Path, *, tag: str, no_cache: bool, p
     """
     tail: list[str] = []
     image_id = None
-    stream = engine.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none",
-                          nocache=no_cache, pull=False, decode=True)
+    stream = engine.build(
+        path=str(context),
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        network_mode="none",
+        nocache=no_cache,
+        pull=False,
+        decode=True,
+    )
     for chunk in stream:
         if "error" in chunk:
             detail = " | ".join(line for line in tail[-3:] if line)
@@ -55,8 +63,9 @@ def run_build(engine: BuildEngine, context: Path, *, tag: str, no_cache: bool, p
         if isinstance(aux, dict) and "ID" in aux:
             image_id = aux["ID"]
     if image_id is None:
-        raise BuildError("docker build finished without an image ID",
-                         hint="re-run with -v to see the build output")
+        raise BuildError(
+            "docker build finished without an image ID", hint="re-run with -v to see the build output"
+        )
     return image_id
 
 
@@ -89,14 +98,23 @@ def build_image(
     rendered = render(lock, lock_digest=lock_digest, mlenv_version=mlenv_version, fetch="host")
     with tempfile.TemporaryDirectory(prefix="mlenv-build-") as work:
         context = Path(work, "context")
-        prepare_context(lock, rendered, project_dir, context, fetch_mode="host", platform=platform,
-                        store=store or ContentStore(), progress=progress)
+        prepare_context(
+            lock,
+            rendered,
+            project_dir,
+            context,
+            fetch_mode="host",
+            platform=platform,
+            store=store or ContentStore(),
+            progress=progress,
+        )
         built = run_build(engine, context, tag=tag, no_cache=no_cache, progress=progress)
     if not normalise:
         return BuiltImage(tag=tag, image_id=built)
     progress("normalise the image config (times, build container ids)")
-    normal = normalised_archive(engine.save_image(tag), where=f"docker-daemon:{tag}",
-                                epoch=source_date_epoch(lock), tag=tag)
+    normal = normalised_archive(
+        engine.save_image(tag), where=f"docker-daemon:{tag}", epoch=source_date_epoch(lock), tag=tag
+    )
     engine.load_archive(normal.archive)
     if normal.image_id != built:
         engine.remove_image(built)

@@ -60,8 +60,10 @@ def normalised_archive(saved: Iterable[Chunk], *, where: str, epoch: int, tag: s
     manifest = [{"Config": f"{image_id}.json", "RepoTags": [tag], "Layers": list(image.layer_paths)}]
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as archive:
-        for name, data in ((f"{image_id}.json", config_bytes),
-                           ("manifest.json", json.dumps(manifest, separators=(",", ":")).encode())):
+        for name, data in (
+            (f"{image_id}.json", config_bytes),
+            ("manifest.json", json.dumps(manifest, separators=(",", ":")).encode()),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, epoch
             archive.addfile(info, io.BytesIO(data))

@@ -109,8 +109,9 @@ def compare_entries(a: Mapping[str, FileMeta], b: Mapping[str, FileMeta]) -> tup
     for path in sorted(set(a) | set(b)):
         left, right = a.get(path), b.get(path)
         if left is None or right is None:
-            present = FieldDiff(field="present", a=str(left is not None).lower(),
-                                b=str(right is not None).lower())
+            present = FieldDiff(
+                field="present", a=str(left is not None).lower(), b=str(right is not None).lower()
+            )
             found.append(FileDiff(path="/" + path, fields=(present,)))
             continue
         fields = _fields(left, right)
@@ -132,8 +133,11 @@ def compare_configs(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[FieldDi
     """Differing config fields by dotted path; the layer list is left to the layer comparison."""
     left = _flatten({k: v for k, v in a.items() if k != "rootfs"})
     right = _flatten({k: v for k, v in b.items() if k != "rootfs"})
-    return tuple(FieldDiff(field=key, a=left.get(key, "(absent)"), b=right.get(key, "(absent)"))
-                 for key in sorted(set(left) | set(right)) if left.get(key) != right.get(key))
+    return tuple(
+        FieldDiff(field=key, a=left.get(key, "(absent)"), b=right.get(key, "(absent)"))
+        for key in sorted(set(left) | set(right))
+        if left.get(key) != right.get(key)
+    )
 
 
 def compare_images(a: ImageRecord, b: ImageRecord) -> ReproReport:
@@ -150,14 +154,24 @@ def compare_images(a: ImageRecord, b: ImageRecord) -> ReproReport:
         else:
             files = ()
         steps = steps_a if index < len(steps_a) else steps_b  # from the image that has the layer
-        layers.append(LayerDiff(index=index + 1, step=steps[index] if index < len(steps) else "(no history)",
-                                diff_id_a=left.diff_id if left else None,
-                                diff_id_b=right.diff_id if right else None,
-                                files=files))
-    return ReproReport(a=a.name, b=b.name, image_id_a=a.image_id, image_id_b=b.image_id,
-                       layer_count=max(len(a.layers), len(b.layers)),
-                       config=compare_configs(a.config, b.config),
-                       layers=tuple(layers))
+        layers.append(
+            LayerDiff(
+                index=index + 1,
+                step=steps[index] if index < len(steps) else "(no history)",
+                diff_id_a=left.diff_id if left else None,
+                diff_id_b=right.diff_id if right else None,
+                files=files,
+            )
+        )
+    return ReproReport(
+        a=a.name,
+        b=b.name,
+        image_id_a=a.image_id,
+        image_id_b=b.image_id,
+        layer_count=max(len(a.layers), len(b.layers)),
+        config=compare_configs(a.config, b.config),
+        layers=tuple(layers),
+    )
 
 
 def _short(text: str, limit: int = SHOW_VALUE) -> str:
@@ -170,8 +184,10 @@ def format_text(report: ReproReport) -> str:
         return f"reproducible: {report.a} and {report.b} are both {report.image_id_a}\n"
     lines = [f"not reproducible: {report.a} is {report.image_id_a}, {report.b} is {report.image_id_b}"]
     for layer in report.layers:
-        lines.append(f"layer {layer.index} of {report.layer_count} ({_short(layer.step, 100)}): "
-                     f"{layer.diff_id_a or 'missing'} vs {layer.diff_id_b or 'missing'}")
+        lines.append(
+            f"layer {layer.index} of {report.layer_count} ({_short(layer.step, 100)}): "
+            f"{layer.diff_id_a or 'missing'} vs {layer.diff_id_b or 'missing'}"
+        )
         for file in layer.files[:SHOW_FILES]:
             what = "; ".join(f"{f.field} {_short(f.a)} vs {_short(f.b)}" for f in file.fields)
             lines.append(f"  {file.path}: {what}")
@@ -199,8 +215,10 @@ def compare_daemon_images(engine: BuildEngine, a: str, b: str) -> ReproReport:
     if ids[0] == ids[1]:
         # One config, so one list of layers: nothing to read.
         unread = tuple(Layer(diff_id=d, entries=None) for d in layers_a)
-        return compare_images(ImageRecord(name=a, image_id=ids[0], config={}, layers=unread),
-                              ImageRecord(name=b, image_id=ids[1], config={}, layers=unread))
+        return compare_images(
+            ImageRecord(name=a, image_id=ids[0], config={}, layers=unread),
+            ImageRecord(name=b, image_id=ids[1], config={}, layers=unread),
+        )
     record_a = read_saved_image(a, engine.save_image(a), layers_to_read(layers_a, layers_b))
     record_b = read_saved_image(b, engine.save_image(b), layers_to_read(layers_b, layers_a))
     return compare_images(record_a, record_b)
@@ -214,9 +232,17 @@ def second_tag(tag: str) -> str:
     return f"{repository}:{name}-repro"
 
 
-def check_reproducible(lock: Lock, *, engine: BuildEngine, lock_digest: str, project_dir: Path, tag: str,
-                       progress: Progress, mlenv_version: str, store: ContentStore | None = None
-                       ) -> tuple[BuiltImage, ReproReport]:
+def check_reproducible(
+    lock: Lock,
+    *,
+    engine: BuildEngine,
+    lock_digest: str,
+    project_dir: Path,
+    tag: str,
+    progress: Progress,
+    mlenv_version: str,
+    store: ContentStore | None = None,
+) -> tuple[BuiltImage, ReproReport]:
     """Build twice without cache (the second as `second_tag(tag)`) and compare the two images.
 
     When they are identical the second tag is dropped (it names the same image); when not, it is
@@ -225,9 +251,19 @@ def check_reproducible(lock: Lock, *, engine: BuildEngine, lock_digest: str, pro
     builds = []
     for number, name in enumerate((tag, second_tag(tag)), start=1):
         progress(f"reproducibility check: build {number} of 2, without cache")
-        builds.append(build_image(lock, engine=engine, lock_digest=lock_digest, project_dir=project_dir,
-                                  tag=name, no_cache=True, store=store, progress=progress,
-                                  mlenv_version=mlenv_version))
+        builds.append(
+            build_image(
+                lock,
+                engine=engine,
+                lock_digest=lock_digest,
+                project_dir=project_dir,
+                tag=name,
+                no_cache=True,
+                store=store,
+                progress=progress,
+                mlenv_version=mlenv_version,
+            )
+        )
     progress("compare the two builds layer by layer")
     report = compare_daemon_images(engine, builds[0].tag, builds[1].tag)
     if report.identical:

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-SKIP_NAMES = frozenset({"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache",
-                        ".DS_Store"})
+SKIP_NAMES = frozenset(
+    {"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache", ".DS_Store"}
+)
 SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
@@ -25,8 +26,9 @@ class Entry:
 
 def tree_entries(source: Path, arcname: str) -> list[Entry]:
     """Entries for a file or directory tree placed at `arcname`, with parent directories."""
-    entries = [Entry(str(parent), None) for parent in reversed(PurePosixPath(arcname).parents)
-               if str(parent) != "."]
+    entries = [
+        Entry(str(parent), None) for parent in reversed(PurePosixPath(arcname).parents) if str(parent) != "."
+    ]
     if source.is_file():
         return entries + [Entry(arcname, source)]
     entries.append(Entry(arcname, None))
@@ -60,4 +62,3 @@ def write_tar(destination: Path, entries: Iterable[Entry], *, mtime: int) -> Non
             info.size = entry.source.stat().st_size
             with entry.source.open("rb") as handle:
                 archive.addfile(info, handle)
-

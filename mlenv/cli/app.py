@@ -35,7 +35,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug output.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug output.")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug in mlenv, not a user mistake: say so and how to report it
         if verbose:
             traceback.print_exc()
-        typer.echo(f"mlenv: internal error: {error.__class__.__name__}: {error} (re-run with -v for details)",
-                   err=True)
+        typer.echo(
+            f"mlenv: internal error: {error.__class__.__name__}: {error} (re-run with -v for details)",
+            err=True,
+        )
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

@@ -22,36 +22,60 @@ from mlenv.verify.image import verify_image
 
 def build(
     project: Annotated[Path, typer.Argument(help="Project directory or spec file.")] = Path("."),
-    tag: Annotated[str | None, typer.Option(
-        "--tag", "-t", help="Image tag (default NAME:<lock sha256 prefix>).")] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", "-t", help="Image tag (default NAME:<lock sha256 prefix>).")
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every step again.")] = False,
-    normalise: Annotated[bool, typer.Option(help="Rewrite build times in the image config so its ID "
-                                                 "depends on the lock alone.")] = True,
+    normalise: Annotated[
+        bool,
+        typer.Option(help="Rewrite build times in the image config so its ID depends on the lock alone."),
+    ] = True,
     verify: Annotated[bool, typer.Option(help="Verify the built image against the lock.")] = True,
-    check_reproducible: Annotated[bool, typer.Option(
-        "--check-reproducible", help="Build twice without cache and compare the images layer by layer and "
-                                     "file by file; exit 1 naming what differs.")] = False,
+    check_reproducible: Annotated[
+        bool,
+        typer.Option(
+            "--check-reproducible",
+            help="Build twice without cache and compare the images layer by layer and "
+            "file by file; exit 1 naming what differs.",
+        ),
+    ] = False,
 ) -> None:
     """Build the image from mlenv.lock on the Docker engine, with the network off."""
     if check_reproducible and not normalise:
-        raise MlenvError("--check-reproducible needs the normalisation: without it the build time is in "
-                         "the config", hint="drop --no-normalise")
+        raise MlenvError(
+            "--check-reproducible needs the normalisation: without it the build time is in the config",
+            hint="drop --no-normalise",
+        )
     current = fresh_project(project)
     name = tag or default_tag(current.lock, current.lock_digest)
     with engine.connect() as docker_engine:
         if check_reproducible:
-            built, report = reproducible_build(current.lock, engine=docker_engine,
-                                               lock_digest=current.lock_digest, project_dir=current.directory,
-                                               tag=name, progress=say, mlenv_version=__version__)
+            built, report = reproducible_build(
+                current.lock,
+                engine=docker_engine,
+                lock_digest=current.lock_digest,
+                project_dir=current.directory,
+                tag=name,
+                progress=say,
+                mlenv_version=__version__,
+            )
             if not report.identical:
                 sys.stdout.write(format_text(report))
                 say(f"kept both images for inspection: {report.a} and {report.b}")
                 raise typer.Exit(1)
             say(format_text(report).rstrip())
         else:
-            built = build_image(current.lock, engine=docker_engine, lock_digest=current.lock_digest,
-                                project_dir=current.directory, tag=name, no_cache=no_cache,
-                                normalise=normalise, progress=say, mlenv_version=__version__)
+            built = build_image(
+                current.lock,
+                engine=docker_engine,
+                lock_digest=current.lock_digest,
+                project_dir=current.directory,
+                tag=name,
+                no_cache=no_cache,
+                normalise=normalise,
+                progress=say,
+                mlenv_version=__version__,
+            )
     say(f"built {built.tag} ({built.image_id})")
     if verify:
         verdict, _ = verify_image(current.lock, f"docker-daemon:{built.tag}", lock_digest=current.lock_digest)

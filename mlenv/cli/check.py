@@ -34,9 +34,19 @@ def check(
     driver = host_driver_version()
     verdict = driver_verdict(cuda, driver)
     if chosen is DataFormat.JSON:
-        typer.echo(json.dumps({"ok": verdict.ok, "driver": driver[0] if driver else None,
-                               "driver-source": driver[1] if driver else None, "min-driver": cuda.min_driver,
-                               "message": verdict.message}, indent=2, sort_keys=True))
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": verdict.ok,
+                    "driver": driver[0] if driver else None,
+                    "driver-source": driver[1] if driver else None,
+                    "min-driver": cuda.min_driver,
+                    "message": verdict.message,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
     else:
         typer.echo(verdict.message)
     if not verdict.ok:

@@ -19,10 +19,19 @@ from mlenv.sources.cas import ContentStore
 
 def dockerfile(
     project: Annotated[Path, typer.Argument(help="Project directory or spec file.")] = Path("."),
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the whole build context here.")] = None,
-    fetch: Annotated[str, typer.Option(help="host: hermetic, artifacts fetched and checked on the host; "
-                                            "build: the Dockerfile fetches from the locked URLs.")] = "host",
-    platform: Annotated[str, typer.Option(help="Platform whose wheels go into a hermetic context.")] = "linux/amd64",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the whole build context here.")
+    ] = None,
+    fetch: Annotated[
+        str,
+        typer.Option(
+            help="host: hermetic, artifacts fetched and checked on the host; "
+            "build: the Dockerfile fetches from the locked URLs."
+        ),
+    ] = "host",
+    platform: Annotated[
+        str, typer.Option(help="Platform whose wheels go into a hermetic context.")
+    ] = "linux/amd64",
 ) -> None:
     """Render the Dockerfile (stdout), or with -o the whole build context, from mlenv.lock."""
     if fetch not in ("host", "build"):
@@ -39,8 +48,16 @@ def dockerfile(
     # Assembled beside the target and renamed into place: a failed fetch leaves no half context.
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as work:
         staging = Path(work, "context")
-        prepare_context(current.lock, rendered, current.directory, staging, fetch_mode=mode, platform=platform,
-                        store=ContentStore(), progress=say)
+        prepare_context(
+            current.lock,
+            rendered,
+            current.directory,
+            staging,
+            fetch_mode=mode,
+            platform=platform,
+            store=ContentStore(),
+            progress=say,
+        )
         if output.exists():
             output.rmdir()
         staging.rename(output)

@@ -12,7 +12,7 @@ from mlenv.errors import SpecError
 from mlenv.files import write_atomic
 from mlenv.spec import SPEC_FILE, read_requirements_file
 
-TEMPLATE = '''\
+TEMPLATE = """\
 # mlenv spec: what the environment should contain. `mlenv lock` pins every layer into mlenv.lock.
 name = "{name}"
 # One cut-off time for every source (PyPI uploads, the Debian snapshot): re-locking later gives the same pins.
@@ -48,7 +48,7 @@ user = "app"
 # source = "models/model.joblib"
 # target = "/app/models/model.joblib"
 # strategy = "bake"        # or "download" (URL + sha256) or "mount" (a volume checked at start-up)
-'''
+"""
 
 
 def starter_spec(name: str, requirements_file: str | None) -> str:

@@ -14,8 +14,10 @@ from mlenv.verify.formats import DataFormat, parse_format
 
 
 def facts_text(facts: EnvFacts) -> str:
-    lines = [f"os: {facts.os_id} {facts.os_version} ({facts.architecture}), glibc {facts.glibc}",
-             f"layers: {len(facts.layer_diff_ids)}"]
+    lines = [
+        f"os: {facts.os_id} {facts.os_version} ({facts.architecture}), glibc {facts.glibc}",
+        f"layers: {len(facts.layer_diff_ids)}",
+    ]
     lines += [f"python: {i.path} {i.version}" for i in facts.interpreters]
     lines.append(f"apt packages: {len(facts.apt)}")
     lines += [f"  {p.name} {p.version} {p.architecture}" for p in facts.apt]
@@ -26,10 +28,10 @@ def facts_text(facts: EnvFacts) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 def inspect(
-    image: Annotated[str, typer.Argument(
-        help="docker-daemon:, docker-archive:, oci:, docker:// or a daemon name.")],
+    image: Annotated[
+        str, typer.Argument(help="docker-daemon:, docker-archive:, oci:, docker:// or a daemon name.")
+    ],
     output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
     platform: Annotated[str | None, typer.Option(help="Platform of a multi-platform image.")] = None,
 ) -> None:

@@ -40,10 +40,12 @@ def default_sources() -> Sources:
 
 def lock(
     project: Annotated[Path, typer.Argument(help="Project directory or spec file.")] = Path("."),
-    lockfile: Annotated[Path | None, typer.Option("--lockfile", "-l",
-                                                  help="Lock path (default: beside the spec).")] = None,
-    check: Annotated[bool, typer.Option(
-        "--check", help="Exit 1 if the lock is stale; never writes, no network.")] = False,
+    lockfile: Annotated[
+        Path | None, typer.Option("--lockfile", "-l", help="Lock path (default: beside the spec).")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if the lock is stale; never writes, no network.")
+    ] = False,
 ) -> None:
     """Resolve mlenv.toml into mlenv.lock (every layer pinned, Python files hashed for the target)."""
     spec = load_spec(project)

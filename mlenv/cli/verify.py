@@ -14,19 +14,25 @@ from mlenv.verify.image import verify_image
 
 
 def verify(
-    image: Annotated[str, typer.Argument(help="docker-daemon:NAME, docker-archive:PATH, oci:PATH[:TAG], "
-                                              "docker://REF, or a bare daemon name.")],
-    lock: Annotated[Path, typer.Option(
-        "--lock", "-l", help="The lockfile to verify against.")] = Path(LOCK_FILE),
+    image: Annotated[
+        str,
+        typer.Argument(
+            help="docker-daemon:NAME, docker-archive:PATH, oci:PATH[:TAG], "
+            "docker://REF, or a bare daemon name."
+        ),
+    ],
+    lock: Annotated[Path, typer.Option("--lock", "-l", help="The lockfile to verify against.")] = Path(
+        LOCK_FILE
+    ),
     output_format: Annotated[str, typer.Option("--format", "-f", help="text, json or junit.")] = "text",
     platform: Annotated[str | None, typer.Option(help="Platform of a multi-platform image.")] = None,
 ) -> None:
     """Check IMAGE against the lock, layer by layer. Exit 0 = reproduces it exactly, 1 = drift."""
     chosen = parse_format(ReportFormat, output_format)
     data = read_lock_bytes(lock)
-    report, _ = verify_image(loads(data.decode("utf-8"), path=str(lock)), image,
-                             lock_digest=lock_digest(data),
-                             platform=platform)
+    report, _ = verify_image(
+        loads(data.decode("utf-8"), path=str(lock)), image, lock_digest=lock_digest(data), platform=platform
+    )
     sys.stdout.write(FORMATS[chosen](report))
     if not report.ok:
         raise typer.Exit(1)

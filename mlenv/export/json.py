@@ -37,4 +37,3 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
         "report": None if report is None else as_data(report),
     }
     return (json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-

@@ -45,8 +45,10 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
             {"name": pin.name, "version": pin.version, "marker": pin.marker, "index": pin.index}
         )
         if pin.wheels:
-            entry.add("wheels", toml_array([_file(w) for w in sorted(pin.wheels, key=lambda w: w.name)],
-                                           multiline=True))
+            entry.add(
+                "wheels",
+                toml_array([_file(w) for w in sorted(pin.wheels, key=lambda w: w.name)], multiline=True),
+            )
         if pin.sdist is not None:
             entry.add("sdist", _file(pin.sdist))
         packages.append(entry)
@@ -56,5 +58,11 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
 
 def _file(file: PythonFile) -> InlineTable:
     """A PEP 751 file entry (no hash-source: that is mlenv's own key, not pylock's)."""
-    return toml_inline({"name": file.name, "url": file.url, "size": file.size,
-                        "hashes": toml_inline({"sha256": file.sha256})})
+    return toml_inline(
+        {
+            "name": file.name,
+            "url": file.url,
+            "size": file.size,
+            "hashes": toml_inline({"sha256": file.sha256}),
+        }
+    )

@@ -56,7 +56,9 @@ def first_error(instance: Any, schema_name: str) -> tuple[str, str] | None:
     if error.validator == "additionalProperties":
         message = error.message.replace("Additional properties are not allowed", "unknown key")
     elif error.validator == "format" and error.validator_value == "date-time":
-        message = f"{error.instance!r} is not an RFC 3339 date-time with a timezone (e.g. 2025-06-01T00:00:00Z)"
+        message = (
+            f"{error.instance!r} is not an RFC 3339 date-time with a timezone (e.g. 2025-06-01T00:00:00Z)"
+        )
     else:
         message = error.message
     return where, message

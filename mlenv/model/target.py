@@ -1,4 +1,5 @@
-"""The target a lock is resolved for: platforms, interpreter and glibc, and which wheel tags install there (pure)."""
+"""The target a lock is resolved for: platforms, interpreter and glibc, and which wheel tags install
+there (pure)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ DEFAULT_PLATFORM = "linux/amd64"
 TargetSource = Literal["spec", "base-image"]
 
 
-
-
 @dataclass(frozen=True, kw_only=True)
 class Target:
     """What the Python resolver resolved for."""
@@ -26,6 +25,7 @@ class Target:
     implementation: str = "cpython"
     source: TargetSource = "spec"
 
+
 ARCHITECTURES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 
 
@@ -34,7 +34,9 @@ def machine(platform: str) -> str:
     try:
         return ARCHITECTURES[platform]
     except KeyError:
-        raise ResolutionError(f"unsupported platform {platform!r}; mlenv supports {', '.join(ARCHITECTURES)}") from None
+        raise ResolutionError(
+            f"unsupported platform {platform!r}; mlenv supports {', '.join(ARCHITECTURES)}"
+        ) from None
 
 
 def glibc_minor(glibc: str) -> int:
@@ -77,7 +79,17 @@ def wheel_installs(filename: str, tags: frozenset[Tag]) -> bool:
 def marker_environment(target: Target, platform: str) -> dict[str, str]:
     """PEP 508 marker values of the target (not of this host)."""
     major, minor = python_tuple(target.python)
-    return {"python_version": f"{major}.{minor}", "python_full_version": target.python, "os_name": "posix",
-            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": machine(platform),
-            "platform_release": "", "platform_version": "", "implementation_name": target.implementation,
-            "implementation_version": target.python, "platform_python_implementation": "CPython", "extra": ""}
+    return {
+        "python_version": f"{major}.{minor}",
+        "python_full_version": target.python,
+        "os_name": "posix",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": machine(platform),
+        "platform_release": "",
+        "platform_version": "",
+        "implementation_name": target.implementation,
+        "implementation_version": target.python,
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }

@@ -30,34 +30,74 @@ class Observation:
     image: LoadedImage | None = None  # None for a directory tree
 
 
-def inspect_image(reference: str, *, docker_config: str | None = None, platform: str | None = None,
-                  artifacts: Iterable[str] = (), keep: Interest | None = None, check_files: bool = True,
-                  registry: RegistryClient | None = None, engine: SaveSource | None = None) -> Observation:
+def inspect_image(
+    reference: str,
+    *,
+    docker_config: str | None = None,
+    platform: str | None = None,
+    artifacts: Iterable[str] = (),
+    keep: Interest | None = None,
+    check_files: bool = True,
+    registry: RegistryClient | None = None,
+    engine: SaveSource | None = None,
+) -> Observation:
     """Read `reference` (docker-daemon:, docker-archive:, oci:, docker://, or a bare daemon name).
 
     `keep` adds paths whose content should stay readable through `fs.read_bytes` (every file's
     sha256 is always available); `artifacts` are paths to report with their sha256. `registry` and
     `engine` are the sources to read through (see `load_image`)."""
-    image = load_image(reference, interest=combine(probe_interest, keep), docker_config=docker_config,
-                       platform=platform, registry=registry, engine=engine)
+    image = load_image(
+        reference,
+        interest=combine(probe_interest, keep),
+        docker_config=docker_config,
+        platform=platform,
+        registry=registry,
+        engine=engine,
+    )
     facts = _observe_tree(image.fs, image.config, artifacts=artifacts, check_files=check_files)
     return Observation(facts=facts, fs=image.fs, image=image)
 
 
-def observe_image(reference: str, *, docker_config: str | None = None, platform: str | None = None,
-                  artifacts: Iterable[str] = (), registry: RegistryClient | None = None,
-                  engine: SaveSource | None = None) -> EnvFacts:
-    return inspect_image(reference, docker_config=docker_config, platform=platform, artifacts=artifacts,
-                         registry=registry, engine=engine).facts
+def observe_image(
+    reference: str,
+    *,
+    docker_config: str | None = None,
+    platform: str | None = None,
+    artifacts: Iterable[str] = (),
+    registry: RegistryClient | None = None,
+    engine: SaveSource | None = None,
+) -> EnvFacts:
+    return inspect_image(
+        reference,
+        docker_config=docker_config,
+        platform=platform,
+        artifacts=artifacts,
+        registry=registry,
+        engine=engine,
+    ).facts
 
 
-def observe_tree(fs: ImageFS | str | PathLike[str], config: Mapping[str, Any] | None = None, *,
-                 artifacts: Iterable[str] = (), check_files: bool = True) -> EnvFacts:
+def observe_tree(
+    fs: ImageFS | str | PathLike[str],
+    config: Mapping[str, Any] | None = None,
+    *,
+    artifacts: Iterable[str] = (),
+    check_files: bool = True,
+) -> EnvFacts:
     """EnvFacts of a filesystem: an ImageFS, or a directory path (a rootfs, or "/" for this system)."""
     tree = fs if isinstance(fs, ImageFS) else DirectoryFS(fs)
     return _observe_tree(tree, config, artifacts=artifacts, check_files=check_files)
 
 
-__all__ = ["DirectoryFS", "ImageFS", "ImageLocation", "LayeredFS", "LoadedImage", "Observation",
-           "inspect_image",
-           "observe_image", "observe_tree", "parse_location"]
+__all__ = [
+    "DirectoryFS",
+    "ImageFS",
+    "ImageLocation",
+    "LayeredFS",
+    "LoadedImage",
+    "Observation",
+    "inspect_image",
+    "observe_image",
+    "observe_tree",
+    "parse_location",
+]

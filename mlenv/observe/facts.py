@@ -12,16 +12,25 @@ from mlenv.observe.probes import cuda, dpkg, libc, osrelease, python
 
 # Paths whose content the probes read, plus apt's configuration and keyrings for callers that
 # want to know where an image's packages come from.
-_PATTERNS = (*osrelease.INTEREST, *dpkg.INTEREST, *libc.INTEREST, *python.INTEREST, *cuda.INTEREST,
-             r"/etc/apt/.*", r"/usr/share/keyrings/[^/]+")
+_PATTERNS = (
+    *osrelease.INTEREST,
+    *dpkg.INTEREST,
+    *libc.INTEREST,
+    *python.INTEREST,
+    *cuda.INTEREST,
+    r"/etc/apt/.*",
+    r"/usr/share/keyrings/[^/]+",
+)
 _INTEREST = re.compile("(?:" + "|".join(_PATTERNS) + ")")
 
 
 # Called for every file of every layer: a check of the file name alone rejects nearly all of them
 # before the full pattern (about 13 µs a path) is tried.
-_NAMES = re.compile(r"os-release|debian_version|status|libc\.so\.6|libc-[0-9.]+\.so|python[0-9]+\.[0-9]+t?"
-                    r"|libpython.*|patchlevel\.h|pyvenv\.cfg|METADATA|RECORD|INSTALLER|PKG-INFO|.*\.egg-info"
-                    r"|version\.(?:json|txt)|cudnn_version.*\.h")
+_NAMES = re.compile(
+    r"os-release|debian_version|status|libc\.so\.6|libc-[0-9.]+\.so|python[0-9]+\.[0-9]+t?"
+    r"|libpython.*|patchlevel\.h|pyvenv\.cfg|METADATA|RECORD|INSTALLER|PKG-INFO|.*\.egg-info"
+    r"|version\.(?:json|txt)|cudnn_version.*\.h"
+)
 _PREFIXES = ("/etc/apt/", "/usr/share/keyrings/", "/var/lib/dpkg/status.d/")
 
 
@@ -50,8 +59,13 @@ def config_labels(config: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()}
 
 
-def observe_tree(fs: ImageFS, config: Mapping[str, Any] | None = None, *, artifacts: Iterable[str] = (),
-                 check_files: bool = True) -> EnvFacts:
+def observe_tree(
+    fs: ImageFS,
+    config: Mapping[str, Any] | None = None,
+    *,
+    artifacts: Iterable[str] = (),
+    check_files: bool = True,
+) -> EnvFacts:
     """What the filesystem contains. `config` is an OCI image config (labels, env, architecture,
     diff_ids); `artifacts` are paths whose sha256 to report (models baked into the image).
     `check_files=False` skips comparing RECORD hashes with the files."""
@@ -61,8 +75,11 @@ def observe_tree(fs: ImageFS, config: Mapping[str, Any] | None = None, *, artifa
     path_dirs = [d for d in env.get("PATH", "").split(":") if d.startswith("/")]
     installs = python.find_interpreters(fs, path_dirs=path_dirs, apt=apt)
     venvs = python.find_venvs(fs, installs)
-    dists = [dist for site in python.site_directories(fs, installs, venvs)
-             for dist in python.read_dists(fs, site, check_files=check_files)]
+    dists = [
+        dist
+        for site in python.site_directories(fs, installs, venvs)
+        for dist in python.read_dists(fs, site, check_files=check_files)
+    ]
     found_artifacts = []
     for path in sorted(set(artifacts)):
         if fs.is_file(path):

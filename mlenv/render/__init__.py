@@ -36,8 +36,11 @@ def requirement_lines(pins: tuple[PythonPin, ...], *, wheels_only: bool) -> list
     for pin in sorted(pins, key=lambda p: p.name):
         files = list(pin.wheels) + ([] if wheels_only or pin.sdist is None else [pin.sdist])
         if not files:
-            raise BuildError(f"{pin.name}=={pin.version} has no wheel for the target; a hermetic build "
-                             "installs wheels only", hint="pin a version with wheels, or use --fetch build")
+            raise BuildError(
+                f"{pin.name}=={pin.version} has no wheel for the target; a hermetic build "
+                "installs wheels only",
+                hint="pin a version with wheels, or use --fetch build",
+            )
         marker = f" ; {pin.marker}" if pin.marker else ""
         hashes = " ".join(f"--hash=sha256:{h}" for h in sorted({f.sha256 for f in files}))
         lines.append(f"{pin.name}=={pin.version}{marker} {hashes}")
@@ -50,10 +53,17 @@ def render(lock: Lock, *, lock_digest: str, mlenv_version: str, fetch: FetchMode
         raise BuildError("the lock has no base image; add [base] image to the spec and run `mlenv lock`")
     pins = requirement_lines(lock.python.packages, wheels_only=fetch == "host")
     requirements = "".join(f"{line}\n" for line in pins)
-    dockerfile = "".join(f"{line}\n" for line in dockerfile_lines(
-        lock, lock_digest=lock_digest, mlenv_version=mlenv_version, fetch=fetch,
-        context_dir=CONTEXT_DIR, wheels_dir=WHEELS_DIR,
-    ))
+    dockerfile = "".join(
+        f"{line}\n"
+        for line in dockerfile_lines(
+            lock,
+            lock_digest=lock_digest,
+            mlenv_version=mlenv_version,
+            fetch=fetch,
+            context_dir=CONTEXT_DIR,
+            wheels_dir=WHEELS_DIR,
+        )
+    )
     files = [
         ("Dockerfile", dockerfile.encode()),
         (".dockerignore", DOCKERIGNORE.encode()),

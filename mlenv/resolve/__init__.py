@@ -39,13 +39,21 @@ class Sources:
 def target_from_spec(spec: Spec) -> Target:
     if spec.target.python is None or spec.target.glibc is None:
         raise ResolutionError("no target: give [target] python and glibc, or a base image to read them from")
-    return Target(platforms=spec.target.platforms, python=spec.target.python, glibc=spec.target.glibc,
-                  source="spec")
+    return Target(
+        platforms=spec.target.platforms, python=spec.target.python, glibc=spec.target.glibc, source="spec"
+    )
 
 
 def locked_app(app: AppSpec) -> LockedApp:
-    return LockedApp(copy=app.copy, workdir=app.workdir, cmd=app.cmd, port=app.port,
-                     healthcheck=app.healthcheck, user=app.user, env=app.env)
+    return LockedApp(
+        copy=app.copy,
+        workdir=app.workdir,
+        cmd=app.cmd,
+        port=app.port,
+        healthcheck=app.healthcheck,
+        user=app.user,
+        env=app.env,
+    )
 
 
 def apt_base_state(fs: ImageFS) -> AptBaseState:
@@ -67,27 +75,43 @@ def base_cuda(base: BaseImage) -> BaseCuda | None:
     """The CUDA stack of the base (the same on every platform, or the lock could not say one stack)."""
     stacks = {platform: facts.cuda for platform, facts in sorted(base.facts.items())}
     if len(set(stacks.values())) > 1:
-        raise ResolutionError(f"base image {base.locked.reference} carries a different CUDA stack per "
-                              "platform")
+        raise ResolutionError(
+            f"base image {base.locked.reference} carries a different CUDA stack per platform"
+        )
     platform, components = next(iter(stacks.items()))
     if not components:
         return None
-    return BaseCuda(reference=base.locked.reference, components=components,
-                    cudnn_bytes=library_bytes(base.filesystems[platform], "libcudnn"))
+    return BaseCuda(
+        reference=base.locked.reference,
+        components=components,
+        cudnn_bytes=library_bytes(base.filesystems[platform], "libcudnn"),
+    )
 
 
 def _stderr_warning(message: str) -> None:
     sys.stderr.write(f"mlenv: warning: {message}\n")
 
 
-def resolve_cuda(spec: Spec, python: LockedPython, target: Target, base: BaseCuda | None,
-                 wheel_requires: WheelRequires, warn: Callable[[str], None]) -> LockedCuda:
+def resolve_cuda(
+    spec: Spec,
+    python: LockedPython,
+    target: Target,
+    base: BaseCuda | None,
+    wheel_requires: WheelRequires,
+    warn: Callable[[str], None],
+) -> LockedCuda:
     requires: Requires = {}
     if needs_metadata(python.packages):
         requires = fetch_requires(python.packages, target, wheel_requires)
-    resolution = lock_cuda(requested=spec.cuda.version, cudnn=spec.cuda.cudnn, pins=python.packages,
-                           requested_names=requested_names(spec.python), requires=requires, target=target,
-                           base=base)
+    resolution = lock_cuda(
+        requested=spec.cuda.version,
+        cudnn=spec.cuda.cudnn,
+        pins=python.packages,
+        requested_names=requested_names(spec.python),
+        requires=requires,
+        target=target,
+        base=base,
+    )
     for message in resolution.warnings:
         warn(message)
     return resolution.locked
@@ -106,11 +130,16 @@ def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = 
             raise ResolutionError("apt packages need a base image to resolve against: add [base] image")
         states = {platform: apt_base_state(fs) for platform, fs in base.filesystems.items()}
         archive = sources.debian(spec.apt.mirror)
-        resolutions = [lock_apt(spec.apt, state, archive=archive, as_of=spec.as_of)
-                       for _, state in sorted(states.items())]
-        apt = LockedApt(sources=resolutions[0].sources,
-                        packages=tuple(sorted({p for r in resolutions for p in r.pins},
-                                              key=lambda p: (p.name, p.architecture))))
+        resolutions = [
+            lock_apt(spec.apt, state, archive=archive, as_of=spec.as_of)
+            for _, state in sorted(states.items())
+        ]
+        apt = LockedApt(
+            sources=resolutions[0].sources,
+            packages=tuple(
+                sorted({p for r in resolutions for p in r.pins}, key=lambda p: (p.name, p.architecture))
+            ),
+        )
     python = resolve_python(spec, target, sources.python(spec.python.resolver))
     return Lock(
         name=spec.name,

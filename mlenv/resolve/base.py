@@ -53,31 +53,41 @@ def resolve_base(spec: Spec, registry: RegistryClient) -> BaseImage:
         resolved = registry.resolve(reference, platform=platform)
         top_digest = top_digest or resolved.digest
         if resolved.digest != top_digest:
-            raise ResolutionError(f"base image {spec.base.image} changed while it was being locked; "
-                                  "lock again")
+            raise ResolutionError(
+                f"base image {spec.base.image} changed while it was being locked; lock again"
+            )
         pinned = f"docker://{reference.registry}/{reference.repository}@{resolved.manifest_digest}"
-        observed = inspect_image(pinned, platform=platform, keep=is_base_state_path, registry=registry,
-                                 check_files=False)
+        observed = inspect_image(
+            pinned, platform=platform, keep=is_base_state_path, registry=registry, check_files=False
+        )
         image_facts = observed.facts
         if image_facts.os_id is None or image_facts.os_version is None:
-            raise ResolutionError(f"base image {spec.base.image} has no /etc/os-release; "
-                                  "mlenv needs to know its OS")
-        platforms.append(BasePlatform(
-            platform=platform,
-            manifest_digest=resolved.manifest_digest,
-            config_digest=resolved.config_digest,
-            diff_ids=tuple(resolved.diff_ids),
-            os_id=image_facts.os_id,
-            os_version=image_facts.os_version,
-            glibc=image_facts.glibc,
-            python=base_python(image_facts, spec.base.image),
-            packages=image_facts.apt,
-        ))
+            raise ResolutionError(
+                f"base image {spec.base.image} has no /etc/os-release; mlenv needs to know its OS"
+            )
+        platforms.append(
+            BasePlatform(
+                platform=platform,
+                manifest_digest=resolved.manifest_digest,
+                config_digest=resolved.config_digest,
+                diff_ids=tuple(resolved.diff_ids),
+                os_id=image_facts.os_id,
+                os_version=image_facts.os_version,
+                glibc=image_facts.glibc,
+                python=base_python(image_facts, spec.base.image),
+                packages=image_facts.apt,
+            )
+        )
         facts[platform] = image_facts
         filesystems[platform] = observed.fs
     assert top_digest is not None
-    locked = LockedBase(reference=spec.base.image, registry=reference.registry,
-                        repository=reference.repository, digest=top_digest, platforms=tuple(platforms))
+    locked = LockedBase(
+        reference=spec.base.image,
+        registry=reference.registry,
+        repository=reference.repository,
+        digest=top_digest,
+        platforms=tuple(platforms),
+    )
     return BaseImage(locked=locked, facts=facts, filesystems=filesystems)
 
 
@@ -86,15 +96,22 @@ def target_from_base(spec: Spec, base: LockedBase) -> Target:
     pythons = {p.python for p in base.platforms}
     glibcs = {p.glibc for p in base.platforms}
     if len(pythons) != 1 or len(glibcs) != 1 or None in glibcs:
-        raise ResolutionError(f"base image {base.reference} differs between platforms "
-                              f"(python {sorted(map(str, pythons))}, glibc {sorted(map(str, glibcs))}) "
-                              "or has no glibc; mlenv needs one target")
+        raise ResolutionError(
+            f"base image {base.reference} differs between platforms "
+            f"(python {sorted(map(str, pythons))}, glibc {sorted(map(str, glibcs))}) "
+            "or has no glibc; mlenv needs one target"
+        )
     python, glibc = pythons.pop(), glibcs.pop()
     assert python is not None and glibc is not None
-    for key, wanted, found in (("target.python", spec.target.python, python),
-                               ("target.glibc", spec.target.glibc, glibc)):
+    for key, wanted, found in (
+        ("target.python", spec.target.python, python),
+        ("target.glibc", spec.target.glibc, glibc),
+    ):
         if wanted is not None and wanted != found:
-            raise ResolutionError(f"{spec.path}: {key} is {wanted} but base image {base.reference} "
-                                  f"has {found}", hint="remove [target]: it is read from the base image")
-    return Target(platforms=tuple(p.platform for p in base.platforms), python=python, glibc=glibc,
-                  source="base-image")
+            raise ResolutionError(
+                f"{spec.path}: {key} is {wanted} but base image {base.reference} has {found}",
+                hint="remove [target]: it is read from the base image",
+            )
+    return Target(
+        platforms=tuple(p.platform for p in base.platforms), python=python, glibc=glibc, source="base-image"
+    )

@@ -51,8 +51,9 @@ class DriverFloors:
 def driver_floors() -> DriverFloors:
     """The table shipped as package data (see its header for NVIDIA's sources)."""
     data = tomllib.loads(files("mlenv").joinpath("data", DRIVER_TABLE).read_text(encoding="utf-8"))
-    return DriverFloors(toolkit=data["toolkit"], minor_compatibility=data["minor-compatibility"],
-                        sources=data["source"])
+    return DriverFloors(
+        toolkit=data["toolkit"], minor_compatibility=data["minor-compatibility"], sources=data["source"]
+    )
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -87,7 +88,7 @@ def cuda_label(release: str) -> str:
 
 
 def label_release(label: str) -> str | None:
-    """"cu121" -> "12.1", "cu118" -> "11.8"; None for "cpu", "rocm6.0" and the like."""
+    """ "cu121" -> "12.1", "cu118" -> "11.8"; None for "cpu", "rocm6.0" and the like."""
     match = _CUDA_LABEL.match(label) if len(label) > 4 else None
     return f"{match.group(1)}{match.group(2)[0]}.{match.group(2)[1:]}" if match else None
 
@@ -150,8 +151,11 @@ def exact_pin(requirement: Requirement) -> str | None:
     return None
 
 
-def fetch_requires(pins: Iterable[PythonPin], target: Target,
-                   fetch: Callable[[list[str]], Mapping[str, tuple[str, ...] | None]]) -> Requires:
+def fetch_requires(
+    pins: Iterable[PythonPin],
+    target: Target,
+    fetch: Callable[[list[str]], Mapping[str, tuple[str, ...] | None]],
+) -> Requires:
     """Requires-Dist of one installable wheel per pin and platform, through `fetch` (urls -> lines)."""
     chosen: dict[str, dict[str, str]] = {}
     for platform in sorted(target.platforms):
@@ -163,8 +167,10 @@ def fetch_requires(pins: Iterable[PythonPin], target: Target,
             if wheel is not None:
                 chosen.setdefault(platform, {})[pin.name] = wheel.url
     answers = fetch(sorted({url for by_pin in chosen.values() for url in by_pin.values()}))
-    return {platform: {name: lines for name, url in by_pin.items() if (lines := answers.get(url)) is not None}
-            for platform, by_pin in chosen.items()}
+    return {
+        platform: {name: lines for name, url in by_pin.items() if (lines := answers.get(url)) is not None}
+        for platform, by_pin in chosen.items()
+    }
 
 
 def needs_metadata(pins: Iterable[PythonPin]) -> bool:
@@ -210,12 +216,16 @@ def _request_mismatch(requested: str, release: str) -> bool:
 def check_request(requested: str | None, requirements: Iterable[str], base: BaseCuda | None) -> None:
     """Refusals that need no resolution: a torch label, the request and the base that disagree."""
     base_release = base.release if base is not None else None
-    if requested not in (None, "none") and base_release is not None and \
-            _request_mismatch(requested, base_release.version):
+    if (
+        requested not in (None, "none")
+        and base_release is not None
+        and _request_mismatch(requested, base_release.version)
+    ):
         assert base is not None
-        raise ResolutionError(f"[cuda] version asks {requested} but {base.describe()}",
-                              hint="use a base image of the requested CUDA, or set [cuda] version to "
-                              "the base's")
+        raise ResolutionError(
+            f"[cuda] version asks {requested} but {base.describe()}",
+            hint="use a base image of the requested CUDA, or set [cuda] version to the base's",
+        )
     for text in requirements:
         if canonicalize_name(Requirement(text).name) != "torch":
             continue
@@ -223,20 +233,26 @@ def check_request(requested: str | None, requirements: Iterable[str], base: Base
         release = label_release(label) if label else None
         if release is None:
             if label is not None and requested not in (None, "none"):
-                raise ResolutionError(f"{text} asks the +{label} build but [cuda] version asks {requested}",
-                                      hint=_torch_hint(requested))
+                raise ResolutionError(
+                    f"{text} asks the +{label} build but [cuda] version asks {requested}",
+                    hint=_torch_hint(requested),
+                )
             continue
         if requested == "none":
-            raise ResolutionError(f"{text} is a CUDA {release} build but [cuda] version is \"none\" "
-                                  "(CPU-only)",
-                                  hint=f"require torch +cpu from {PYTORCH_INDEX}cpu")
+            raise ResolutionError(
+                f'{text} is a CUDA {release} build but [cuda] version is "none" (CPU-only)',
+                hint=f"require torch +cpu from {PYTORCH_INDEX}cpu",
+            )
         if requested is not None and _request_mismatch(requested, release):
-            raise ResolutionError(f"{text} is the CUDA {release} build but [cuda] version asks {requested}",
-                                  hint=_torch_hint(requested))
+            raise ResolutionError(
+                f"{text} is the CUDA {release} build but [cuda] version asks {requested}",
+                hint=_torch_hint(requested),
+            )
         if base_release is not None and version_key(release)[0] != version_key(base_release.version)[0]:
             assert base is not None
-            raise ResolutionError(f"{text} is the CUDA {release} build but {base.describe()}; "
-                                  "CUDA major versions must match")
+            raise ResolutionError(
+                f"{text} is the CUDA {release} build but {base.describe()}; CUDA major versions must match"
+            )
 
 
 def _wheel_major(name: str) -> int | None:
@@ -253,8 +269,11 @@ def _torch_variant(torch: PythonPin, found: list[Edge]) -> tuple[str | None, str
     label = version_label(torch.version)
     if label is not None:
         return label, label_release(label)
-    runtime = [exact_pin(e.requirement) for e in found if e.requirer == "torch"
-               and wheel_component(canonicalize_name(e.requirement.name)) == "runtime"]
+    runtime = [
+        exact_pin(e.requirement)
+        for e in found
+        if e.requirer == "torch" and wheel_component(canonicalize_name(e.requirement.name)) == "runtime"
+    ]
     pinned = sorted({v for v in runtime if v is not None}, key=version_key)
     if pinned:
         return cuda_label(pinned[-1]), major_minor(pinned[-1])
@@ -267,9 +286,16 @@ def _mb(size: int) -> str:
     return f"{size / 1_000_000:.0f} MB"
 
 
-def lock_cuda(*, requested: str | None, cudnn: str | None, pins: tuple[PythonPin, ...],
-              requested_names: frozenset[str], requires: Requires, target: Target,
-              base: BaseCuda | None) -> CudaResolution:
+def lock_cuda(
+    *,
+    requested: str | None,
+    cudnn: str | None,
+    pins: tuple[PythonPin, ...],
+    requested_names: frozenset[str],
+    requires: Requires,
+    target: Target,
+    base: BaseCuda | None,
+) -> CudaResolution:
     """The lock's CUDA section, or a ResolutionError naming the conflict. Warnings are returned."""
     warnings: list[str] = []
     found = edges(requires, target)
@@ -290,8 +316,9 @@ def lock_cuda(*, requested: str | None, cudnn: str | None, pins: tuple[PythonPin
     torch = next((p for p in pins if p.name == "torch"), None)
     label, torch_release = _torch_variant(torch, found) if torch is not None else (None, None)
     if torch is not None and label is None:
-        warnings.append(f"torch {torch.version}: its index serves no wheel metadata, so its CUDA variant "
-                        "is not recorded")
+        warnings.append(
+            f"torch {torch.version}: its index serves no wheel metadata, so its CUDA variant is not recorded"
+        )
     base_release = base.release if base is not None and base.release is not None else None
 
     # What brings CUDA, for messages: torch's variant when torch is there, else the runtime wheel.
@@ -308,51 +335,70 @@ def lock_cuda(*, requested: str | None, cudnn: str | None, pins: tuple[PythonPin
 
     if requested == "none":
         if bringer is not None:
-            raise ResolutionError(f"[cuda] version is \"none\" (CPU-only) but {bringer} brings CUDA "
-                                  f"{wheel_cuda or wheel_major}",
-                                  hint=f"for torch, require torch +cpu from {PYTORCH_INDEX}cpu")
+            raise ResolutionError(
+                f'[cuda] version is "none" (CPU-only) but {bringer} brings CUDA {wheel_cuda or wheel_major}',
+                hint=f"for torch, require torch +cpu from {PYTORCH_INDEX}cpu",
+            )
         if base_release is not None and base is not None:
-            warnings.append(f"[cuda] version is \"none\" but {base.describe()}; its CUDA goes unused")
+            warnings.append(f'[cuda] version is "none" but {base.describe()}; its CUDA goes unused')
     elif requested is None and (bringer is not None or base_release is not None):
         found_release = wheel_cuda or (base_release.version if base_release is not None else None)
-        advice = (f'; set [cuda] version = "{major_minor(found_release)}" to have it checked'
-                  if found_release else "")
-        warnings.append(f"[cuda] version is not set, but the environment carries CUDA "
-                        f"{found_release or wheel_major}{advice}")
+        advice = (
+            f'; set [cuda] version = "{major_minor(found_release)}" to have it checked'
+            if found_release
+            else ""
+        )
+        warnings.append(
+            f"[cuda] version is not set, but the environment carries CUDA "
+            f"{found_release or wheel_major}{advice}"
+        )
     elif requested is not None:
         if wheel_cuda is not None and _request_mismatch(requested, wheel_cuda):
-            hint = (f"require torch +{cuda_label(requested)} from {torch_index(requested)} "
-                    f"(add it to [python] extra-index-urls)" if torch_release is not None else None)
-            raise ResolutionError(f"[cuda] version asks {requested} but {bringer} is CUDA {wheel_cuda}",
-                                  hint=hint)
+            hint = (
+                f"require torch +{cuda_label(requested)} from {torch_index(requested)} "
+                f"(add it to [python] extra-index-urls)"
+                if torch_release is not None
+                else None
+            )
+            raise ResolutionError(
+                f"[cuda] version asks {requested} but {bringer} is CUDA {wheel_cuda}", hint=hint
+            )
         if wheel_cuda is None and wheel_major is not None and wheel_major != version_key(requested)[0]:
-            raise ResolutionError(f"[cuda] version asks {requested} but {bringer} is built for CUDA "
-                                  f"{wheel_major}")
+            raise ResolutionError(
+                f"[cuda] version asks {requested} but {bringer} is built for CUDA {wheel_major}"
+            )
         if bringer is None and base_release is None:
-            raise ResolutionError(f"[cuda] version asks {requested} but nothing brings CUDA: no nvidia-* "
-                                  "wheels were resolved and the base image has none",
-                                  hint="require torch (PyPI's Linux x86_64 build carries CUDA), or use a "
-                                  "CUDA base")
+            raise ResolutionError(
+                f"[cuda] version asks {requested} but nothing brings CUDA: no nvidia-* "
+                "wheels were resolved and the base image has none",
+                hint="require torch (PyPI's Linux x86_64 build carries CUDA), or use a CUDA base",
+            )
 
     if base is not None and base_release is not None and wheel_major is not None:
         base_major = version_key(base_release.version)[0]
         if base_major != wheel_major:
-            raise ResolutionError(f"{base.describe()} but {bringer} is built for CUDA "
-                                  f"{wheel_cuda or wheel_major}; CUDA major versions must match",
-                                  hint="use wheels of the base's CUDA major (-cu" + str(base_major) + "), "
-                                  "or a base of the wheels' CUDA")
+            raise ResolutionError(
+                f"{base.describe()} but {bringer} is built for CUDA "
+                f"{wheel_cuda or wheel_major}; CUDA major versions must match",
+                hint="use wheels of the base's CUDA major (-cu" + str(base_major) + "), "
+                "or a base of the wheels' CUDA",
+            )
         if wheel_cuda is not None and major_minor(base_release.version) != wheel_cuda:
-            warnings.append(f"{base.describe()} but {bringer} is CUDA {wheel_cuda}; the wheels bring their "
-                            "own libraries, so the base's toolkit is unused weight")
+            warnings.append(
+                f"{base.describe()} but {bringer} is CUDA {wheel_cuda}; the wheels bring their "
+                "own libraries, so the base's toolkit is unused weight"
+            )
 
     if base is not None and base.get("cudnn") is not None and "cudnn" in wheels:
         system, wheel = base.get("cudnn"), wheels["cudnn"]
         assert system is not None
         pin = next(p for p in nvidia if p.name == wheel.source.removeprefix("wheel:"))
         wheel_size = max((w.size or 0 for w in pin.wheels), default=0)
-        warnings.append(f"two cuDNN stacks in one image: the base's cuDNN {system.version} ({system.source}, "
-                        f"{_mb(base.cudnn_bytes)}) and {pin.name} {wheel.version} ({_mb(wheel_size)} wheel); "
-                        "Python code loads the wheel's, the base's is dead weight")
+        warnings.append(
+            f"two cuDNN stacks in one image: the base's cuDNN {system.version} ({system.source}, "
+            f"{_mb(base.cudnn_bytes)}) and {pin.name} {wheel.version} ({_mb(wheel_size)} wheel); "
+            "Python code loads the wheel's, the base's is dead weight"
+        )
 
     components = merge({c.name: c for c in base.components} if base is not None else {}, wheels)
     effective_cudnn = next((c for c in components if c.name == "cudnn"), None)
@@ -360,8 +406,10 @@ def lock_cuda(*, requested: str | None, cudnn: str | None, pins: tuple[PythonPin
         if effective_cudnn is None:
             raise ResolutionError(f"[cuda] cudnn asks {cudnn} but the environment has no cuDNN")
         if effective_cudnn.version != cudnn and not effective_cudnn.version.startswith(cudnn + "."):
-            raise ResolutionError(f"[cuda] cudnn asks {cudnn} but the environment's cuDNN is "
-                                  f"{effective_cudnn.version} ({effective_cudnn.source})")
+            raise ResolutionError(
+                f"[cuda] cudnn asks {cudnn} but the environment's cuDNN is "
+                f"{effective_cudnn.version} ({effective_cudnn.source})"
+            )
 
     warnings.extend(_unpinned(nvidia, requested_names, found))
 
@@ -369,9 +417,13 @@ def lock_cuda(*, requested: str | None, cudnn: str | None, pins: tuple[PythonPin
     min_driver, driver_notes = _min_driver(releases, wheel_major)
     warnings.extend(driver_notes)
     return CudaResolution(
-        locked=LockedCuda(requested=requested or "none", components=components, min_driver=min_driver,
-                          torch_label=f"+{label}" if label else None,
-                          torch_index=torch.index if torch is not None and label else None),
+        locked=LockedCuda(
+            requested=requested or "none",
+            components=components,
+            min_driver=min_driver,
+            torch_label=f"+{label}" if label else None,
+            torch_index=torch.index if torch is not None and label else None,
+        ),
         warnings=tuple(warnings),
     )
 
@@ -385,8 +437,9 @@ def _unpinned(nvidia: list[PythonPin], requested_names: frozenset[str], found: l
         wanted = [e for e in found if canonicalize_name(e.requirement.name) == pin.name]
         if wanted and all(exact_pin(e.requirement) is None for e in wanted):
             by = ", ".join(f"{e.requirer} ({e.requirement.specifier or 'any version'})" for e in wanted)
-            notes.append(f"{pin.name} is required without a version pin by {by}; "
-                         f"locked at {pin.version} anyway")
+            notes.append(
+                f"{pin.name} is required without a version pin by {by}; locked at {pin.version} anyway"
+            )
     return notes
 
 
@@ -399,9 +452,14 @@ def _min_driver(releases: list[str], wheel_major: int | None) -> tuple[str | Non
         floor = toolkit_floor(release, floors)
         if floor is None:
             fallback = floors.minor_compatibility.get(str(version_key(release)[0]))
-            notes.append(f"CUDA {release} is not in mlenv's driver table ({DRIVER_TABLE}); "
-                         + (f"min-driver is the CUDA minor version compatibility floor {fallback}" if fallback
-                            else "no minimum driver recorded"))
+            notes.append(
+                f"CUDA {release} is not in mlenv's driver table ({DRIVER_TABLE}); "
+                + (
+                    f"min-driver is the CUDA minor version compatibility floor {fallback}"
+                    if fallback
+                    else "no minimum driver recorded"
+                )
+            )
             floor = fallback
         if floor is not None:
             candidates.append(floor)
@@ -434,25 +492,39 @@ def driver_verdict(cuda: LockedCuda, driver: tuple[str, str] | None) -> DriverVe
     needs_cuda = cuda.min_driver is not None or bool(cuda.components)
     if driver is None:
         if not needs_cuda:
-            return DriverVerdict(ok=True, message="no NVIDIA GPU/driver found; the lock is CPU-only, "
-                                 "none is needed")
-        return DriverVerdict(ok=False, message="no NVIDIA GPU/driver found (no nvidia-smi, no "
-                             "/proc/driver/nvidia/version); the lock needs CUDA and driver >= "
-                             f"{cuda.min_driver or 'unknown'}")
+            return DriverVerdict(
+                ok=True, message="no NVIDIA GPU/driver found; the lock is CPU-only, none is needed"
+            )
+        return DriverVerdict(
+            ok=False,
+            message="no NVIDIA GPU/driver found (no nvidia-smi, no "
+            "/proc/driver/nvidia/version); the lock needs CUDA and driver >= "
+            f"{cuda.min_driver or 'unknown'}",
+        )
     version, source = driver
     if not needs_cuda:
         return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}); the lock is CPU-only")
     if cuda.min_driver is None:
-        return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}); the lock records no "
-                             "minimum driver, so nothing to compare")
+        return DriverVerdict(
+            ok=True,
+            message=f"NVIDIA driver {version} ({source}); the lock records no "
+            "minimum driver, so nothing to compare",
+        )
     if driver_satisfies(version, cuda.min_driver):
-        return DriverVerdict(ok=True, message=f"NVIDIA driver {version} ({source}) satisfies the lock's "
-                             f"minimum {cuda.min_driver}")
+        return DriverVerdict(
+            ok=True,
+            message=f"NVIDIA driver {version} ({source}) satisfies the lock's minimum {cuda.min_driver}",
+        )
     note = ""
     major = _cuda_major(cuda)
     compatible = driver_floors().minor_compatibility.get(str(major)) if major is not None else None
     if compatible is not None and driver_satisfies(version, compatible):
-        note = (f"; it meets CUDA {major} minor version compatibility (>= {compatible}), so most code runs "
-                "with a limited feature set (no PTX JIT of newer PTX)")
-    return DriverVerdict(ok=False, message=f"NVIDIA driver {version} ({source}) is older than the lock's "
-                         f"minimum {cuda.min_driver}{note}")
+        note = (
+            f"; it meets CUDA {major} minor version compatibility (>= {compatible}), so most code runs "
+            "with a limited feature set (no PTX JIT of newer PTX)"
+        )
+    return DriverVerdict(
+        ok=False,
+        message=f"NVIDIA driver {version} ({source}) is older than the lock's "
+        f"minimum {cuda.min_driver}{note}",
+    )

@@ -13,17 +13,27 @@ from mlenv.model.spec import ModelSpec, Spec
 def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
     if model.remote:
         assert model.sha256 is not None  # the spec reader requires it for URLs
-        return LockedModel(source=model.source, target=model.target, strategy=model.strategy,
-                           sha256=model.sha256)
+        return LockedModel(
+            source=model.source, target=model.target, strategy=model.strategy, sha256=model.sha256
+        )
     path = Path(spec.project_dir, model.source)
     if not path.is_file():
-        raise SpecError(spec.path, f"app.models[{index}].source", f"no such file: {model.source}",
-                        hint="create the model first (see the example's train script)")
+        raise SpecError(
+            spec.path,
+            f"app.models[{index}].source",
+            f"no such file: {model.source}",
+            hint="create the model first (see the example's train script)",
+        )
     digest = file_sha256(path)
     if model.sha256 is not None and model.sha256 != digest:
         raise SpecError(spec.path, f"app.models[{index}].sha256", f"does not match {model.source} ({digest})")
-    return LockedModel(source=model.source, target=model.target, strategy=model.strategy, sha256=digest,
-                       size=path.stat().st_size)
+    return LockedModel(
+        source=model.source,
+        target=model.target,
+        strategy=model.strategy,
+        sha256=digest,
+        size=path.stat().st_size,
+    )
 
 
 def lock_models(spec: Spec) -> tuple[LockedModel, ...]:

@@ -45,8 +45,15 @@ def resolve_python(spec: Spec, target: Target, backend: ResolverBackend) -> Lock
         index_url=redact(spec.python.index_url),
         extra_index_urls=tuple(redact(u) for u in spec.python.extra_index_urls),
         packages=tuple(
-            PythonPin(name=p.name, version=p.version, marker=p.marker, index=p.index,
-                      requested=p.name in requested, wheels=p.wheels, sdist=p.sdist)
+            PythonPin(
+                name=p.name,
+                version=p.version,
+                marker=p.marker,
+                index=p.index,
+                requested=p.name in requested,
+                wheels=p.wheels,
+                sdist=p.sdist,
+            )
             for p in pins
         ),
     )
@@ -64,15 +71,26 @@ def merge_platforms(per_platform: list[tuple[str, list[PythonPin]]], target: Tar
         for pin in pins:
             wheels = tuple(w for w in pin.wheels if wheel_installs(w.name, tags))
             if not wheels and pin.sdist is None:
-                raise ResolutionError(f"{pin.name}=={pin.version} has no wheel or sdist that installs on "
-                                      f"CPython {target.python} {platform} glibc {target.glibc}")
+                raise ResolutionError(
+                    f"{pin.name}=={pin.version} has no wheel or sdist that installs on "
+                    f"CPython {target.python} {platform} glibc {target.glibc}"
+                )
             previous = merged.get(pin.name)
             if previous is not None and previous.version != pin.version:
-                raise ResolutionError(f"{pin.name} resolves to {previous.version} on one platform and "
-                                      f"{pin.version} on {platform}; pin it in the spec")
+                raise ResolutionError(
+                    f"{pin.name} resolves to {previous.version} on one platform and "
+                    f"{pin.version} on {platform}; pin it in the spec"
+                )
             if previous is not None:
                 by_name = {w.name: w for w in previous.wheels + wheels}
                 wheels = tuple(by_name[n] for n in sorted(by_name))
-            merged[pin.name] = PythonPin(name=pin.name, version=pin.version, marker=pin.marker,
-                                         index=pin.index, requested=False, wheels=wheels, sdist=pin.sdist)
+            merged[pin.name] = PythonPin(
+                name=pin.name,
+                version=pin.version,
+                marker=pin.marker,
+                index=pin.index,
+                requested=False,
+                wheels=wheels,
+                sdist=pin.sdist,
+            )
     return [merged[name] for name in sorted(merged)]

@@ -68,8 +68,10 @@ class ContentStore:
                 digest.update(chunk)
                 out.write(chunk)
             if digest.hexdigest() != sha256:
-                raise BuildError(f"{what}: sha256 is {digest.hexdigest()}, the lock says {sha256}",
-                                 hint="the file changed upstream or in transit; it was not used")
+                raise BuildError(
+                    f"{what}: sha256 is {digest.hexdigest()}, the lock says {sha256}",
+                    hint="the file changed upstream or in transit; it was not used",
+                )
         return target
 
     def fetch(self, sha256: str, download: Callable[[], Iterable[bytes]], *, what: str) -> Path:

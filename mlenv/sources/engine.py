@@ -41,8 +41,9 @@ class Engine:
     def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -118,8 +119,9 @@ def connect() -> Engine:
         client = docker.from_env(timeout=TIMEOUT)
         client.ping()
     except DockerException as error:
-        raise SourceError(f"cannot reach the Docker engine: {error}",
-                          hint="start dockerd, or set DOCKER_HOST to its socket") from None
+        raise SourceError(
+            f"cannot reach the Docker engine: {error}", hint="start dockerd, or set DOCKER_HOST to its socket"
+        ) from None
     return Engine(client)
 
 

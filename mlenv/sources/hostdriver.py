@@ -27,14 +27,20 @@ def parse_proc_version(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def host_driver_version(*, nvidia_smi: str | None = None,
-                        proc_version: Path = PROC_VERSION) -> tuple[str, str] | None:
+def host_driver_version(
+    *, nvidia_smi: str | None = None, proc_version: Path = PROC_VERSION
+) -> tuple[str, str] | None:
     """(driver version, where it was read) of this machine, or None when no NVIDIA driver answers."""
     smi = nvidia_smi or shutil.which("nvidia-smi")
     if smi is not None:
         try:
-            result = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True, timeout=30, check=False)
+            result = subprocess.run(
+                [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired):
             result = None
         if result is not None and result.returncode == 0:

@@ -146,15 +146,19 @@ def select_platform(descriptors: Sequence[Mapping[str, Any]], platform: str) -> 
     arch, _, variant = arch.partition("/")
     for descriptor in descriptors:
         found = descriptor.get("platform") or {}
-        if found.get("os") == os_name and found.get("architecture") == arch and (
-                not variant or found.get("variant") == variant):
+        if (
+            found.get("os") == os_name
+            and found.get("architecture") == arch
+            and (not variant or found.get("variant") == variant)
+        ):
             return descriptor
     return None
 
 
 class RegistryClient:
-    def __init__(self, docker_config: str | Path | None = None, session: requests.Session | None = None
-                 ) -> None:
+    def __init__(
+        self, docker_config: str | Path | None = None, session: requests.Session | None = None
+    ) -> None:
         import requests
 
         from mlenv.sources.engine import DockerCredentials
@@ -175,8 +179,9 @@ class RegistryClient:
     def _credentials(self, registry: str) -> tuple[str, str] | None:
         return self._credentials_store.for_registry(registry, docker_hub=registry == DOCKER_HUB)
 
-    def _get(self, ref: ImageReference, path: str, *, accept: str | None = None, stream: bool = False
-             ) -> requests.Response:
+    def _get(
+        self, ref: ImageReference, path: str, *, accept: str | None = None, stream: bool = False
+    ) -> requests.Response:
         url = f"{self._base(ref.registry)}/{ref.repository}/{path}"
         headers = {"Accept": accept} if accept else {}
         key = (ref.registry, ref.repository)
@@ -191,8 +196,10 @@ class RegistryClient:
         except self._requests.RequestException as error:
             raise SourceError(f"cannot reach registry {ref.registry}: {error.__class__.__name__}") from None
         if response.status_code == 401:
-            raise SourceError(f"registry {ref.registry} refused the credentials for {ref.repository}",
-                              hint="check `docker login` or the docker config's credentials")
+            raise SourceError(
+                f"registry {ref.registry} refused the credentials for {ref.repository}",
+                hint="check `docker login` or the docker config's credentials",
+            )
         return response
 
     def _authorize(self, ref: ImageReference, challenge: str) -> str:
@@ -200,8 +207,10 @@ class RegistryClient:
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
             if credentials is None:
-                raise SourceError(f"registry {ref.registry} needs credentials for {ref.repository} and "
-                                  "none are configured", hint="run `docker login` or pass a docker config")
+                raise SourceError(
+                    f"registry {ref.registry} needs credentials for {ref.repository} and none are configured",
+                    hint="run `docker login` or pass a docker config",
+                )
             user, password = credentials
             return str(self._requests.auth._basic_auth_str(user, password))
         if scheme != "bearer":
@@ -216,12 +225,14 @@ class RegistryClient:
         try:
             answer = self.session.get(realm, params=query, auth=credentials, timeout=TIMEOUT)
         except self._requests.RequestException as error:
-            raise SourceError(f"cannot reach the token service of {ref.registry}: "
-                              f"{error.__class__.__name__}") from None
+            raise SourceError(
+                f"cannot reach the token service of {ref.registry}: {error.__class__.__name__}"
+            ) from None
         if answer.status_code != 200:
-            raise SourceError(f"the token service of {ref.registry} answered {answer.status_code} "
-                              f"for {ref.repository}",
-                              hint="check `docker login` or the docker config's credentials")
+            raise SourceError(
+                f"the token service of {ref.registry} answered {answer.status_code} for {ref.repository}",
+                hint="check `docker login` or the docker config's credentials",
+            )
         body = answer.json()
         token = body.get("token") or body.get("access_token")
         if not token:
@@ -244,13 +255,15 @@ class RegistryClient:
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         declared = response.headers.get("Docker-Content-Digest")
         if (declared and declared != digest) or (wanted.startswith("sha256:") and wanted != digest):
-            raise SourceError(f"registry {ref.registry} sent a manifest for {ref} "
-                              "whose digest does not match")
+            raise SourceError(
+                f"registry {ref.registry} sent a manifest for {ref} whose digest does not match"
+            )
         data = json.loads(raw)
         media_type = data.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0]
         if data.get("schemaVersion") == 1:
-            raise SourceError(f"registry {ref.registry} answered a schema1 manifest for {ref}; "
-                              "mlenv needs v2/OCI")
+            raise SourceError(
+                f"registry {ref.registry} answered a schema1 manifest for {ref}; mlenv needs v2/OCI"
+            )
         manifest = Manifest(media_type=media_type, digest=digest, data=data)
         self._manifests[(ref.registry, ref.repository, digest)] = manifest
         return manifest
@@ -273,8 +286,10 @@ class RegistryClient:
         image_platform = f"{config.get('os')}/{config.get('architecture')}"
         if manifest is top and image_platform != platform:
             raise ImageError(f"image {ref} is {image_platform}, not {platform}")
-        layers = tuple(Layer(digest=layer["digest"], media_type=layer.get("mediaType", ""),
-                             size=layer.get("size", 0)) for layer in manifest.data.get("layers", []))
+        layers = tuple(
+            Layer(digest=layer["digest"], media_type=layer.get("mediaType", ""), size=layer.get("size", 0))
+            for layer in manifest.data.get("layers", [])
+        )
         return ResolvedImage(
             digest=top.digest,
             manifest_digest=manifest.digest,
@@ -289,8 +304,9 @@ class RegistryClient:
         """The blob's bytes in chunks, its sha256 checked at the end (a mismatch raises)."""
         response = self._get(ref, f"blobs/{digest}", stream=True)
         if response.status_code != 200:
-            raise SourceError(f"registry {ref.registry} answered {response.status_code} "
-                              f"for blob {digest} of {ref}")
+            raise SourceError(
+                f"registry {ref.registry} answered {response.status_code} for blob {digest} of {ref}"
+            )
         hasher = hashlib.sha256()
         with response:
             for chunk in response.iter_content(CHUNK):

@@ -40,16 +40,22 @@ def _base(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
     have = actual.layer_diff_ids[: len(want)]
     if want and have != want:
         index = next((i for i, (a, b) in enumerate(zip(want, have, strict=False)) if a != b), len(have))
-        yield Drift(layer="base", kind="layers", subject=base_layer_name(index + 1, len(want)),
-                    expected=want[index], actual=have[index] if index < len(have) else None)
+        yield Drift(
+            layer="base",
+            kind="layers",
+            subject=base_layer_name(index + 1, len(want)),
+            expected=want[index],
+            actual=have[index] if index < len(have) else None,
+        )
 
 
 def _os(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
     for field in ("os_id", "os_version", "architecture", "glibc"):
         want, have = getattr(expected, field), getattr(actual, field)
         if want is not None and want != have:
-            yield Drift(layer="os", kind="version", subject=field.replace("_", "-"), expected=want,
-                        actual=have)
+            yield Drift(
+                layer="os", kind="version", subject=field.replace("_", "-"), expected=want, actual=have
+            )
 
 
 def _apt(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
@@ -64,16 +70,29 @@ def _apt(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
         if other is not None:
             missing.discard(key)
             extra.discard(other)
-            yield Drift(layer="apt", kind="arch", subject=key[0], architecture=key[1], expected=want[key],
-                        actual_architecture=other[1], actual=have[other])
+            yield Drift(
+                layer="apt",
+                kind="arch",
+                subject=key[0],
+                architecture=key[1],
+                expected=want[key],
+                actual_architecture=other[1],
+                actual=have[other],
+            )
     for name, arch in sorted(missing):
         yield Drift(layer="apt", kind="missing", subject=name, architecture=arch, expected=want[(name, arch)])
     for name, arch in sorted(extra):
         yield Drift(layer="apt", kind="extra", subject=name, architecture=arch, actual=have[(name, arch)])
     for name, arch in sorted(set(want) & set(have)):
         if want[(name, arch)] != have[(name, arch)]:
-            yield Drift(layer="apt", kind="version", subject=name, architecture=arch,
-                        expected=want[(name, arch)], actual=have[(name, arch)])
+            yield Drift(
+                layer="apt",
+                kind="version",
+                subject=name,
+                architecture=arch,
+                expected=want[(name, arch)],
+                actual=have[(name, arch)],
+            )
 
 
 def _keyed(layer: Layer, want: Mapping[str, str], have: Mapping[str, str]) -> Iterable[Drift]:
@@ -92,8 +111,13 @@ def _interpreters(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
     for interpreter in expected.interpreters:
         version = found.get(interpreter.path)
         if version != interpreter.version:
-            yield Drift(layer="python-interpreter", kind="missing" if version is None else "version",
-                        subject=interpreter.path, expected=interpreter.version, actual=version)
+            yield Drift(
+                layer="python-interpreter",
+                kind="missing" if version is None else "version",
+                subject=interpreter.path,
+                expected=interpreter.version,
+                actual=version,
+            )
 
 
 def _sites(expected: EnvFacts) -> frozenset[str]:
@@ -102,8 +126,11 @@ def _sites(expected: EnvFacts) -> frozenset[str]:
 
 def _python(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
     sites = _sites(expected)
-    yield from _keyed("python", {d.name: d.version for d in expected.python_dists},
-                      {d.name: d.version for d in actual.python_dists if d.site in sites})
+    yield from _keyed(
+        "python",
+        {d.name: d.version for d in expected.python_dists},
+        {d.name: d.version for d in actual.python_dists if d.site in sites},
+    )
 
 
 def _python_files(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
@@ -122,16 +149,26 @@ def _models(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
     for artifact in sorted(expected.artifacts, key=lambda a: a.path):
         have = found.get(artifact.path)
         if have != artifact.sha256:
-            yield Drift(layer="models", kind="missing" if have is None else "modified", subject=artifact.path,
-                        expected=artifact.sha256, actual=have)
+            yield Drift(
+                layer="models",
+                kind="missing" if have is None else "modified",
+                subject=artifact.path,
+                expected=artifact.sha256,
+                actual=have,
+            )
 
 
 def _labels(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
     found = dict(actual.labels)
     for key, value in sorted(expected.labels):
         if found.get(key) != value:
-            yield Drift(layer="labels", kind="missing" if key not in found else "version", subject=key,
-                        expected=value, actual=found.get(key))
+            yield Drift(
+                layer="labels",
+                kind="missing" if key not in found else "version",
+                subject=key,
+                expected=value,
+                actual=found.get(key),
+            )
 
 
 # ---------------------------------------------------------------------------- how a drift reads

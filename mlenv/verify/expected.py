@@ -106,8 +106,10 @@ class ImageContents:
             )
         base = self.base.platform
         if base is None:
-            raise ImageError(f"the lock has no base for platform {self.platform}; it has "
-                             f"{', '.join(p.platform for p in self.base.locked.platforms)}")
+            raise ImageError(
+                f"the lock has no base for platform {self.platform}; it has "
+                f"{', '.join(p.platform for p in self.base.locked.platforms)}"
+            )
         apt = sorted((*self.base_packages, *self.apt), key=lambda d: (d.fact.name, d.fact.architecture))
         return EnvFacts(
             layer_diff_ids=base.diff_ids,
@@ -160,8 +162,9 @@ def image_contents(lock: Lock, platform: str, *, lock_digest: str) -> ImageConte
             _locked_deb(lock, pin, namespace, distro)
             for pin in sorted(pins, key=lambda p: (p.name, p.architecture))
         ),
-        interpreter=InterpreterFact(path=f"{lock.python.venv}/bin/python{major}.{minor}",
-                                    version=lock.target.python),
+        interpreter=InterpreterFact(
+            path=f"{lock.python.venv}/bin/python{major}.{minor}", version=lock.target.python
+        ),
         python=tuple(
             _dist(lock, pin, tags)
             for pin in sorted(lock.python.packages, key=lambda p: p.name)
@@ -188,8 +191,9 @@ def _deb_purl(namespace: str, fact: AptFact, distro: str | None) -> str:
     qualifiers = {"arch": fact.architecture}
     if distro:
         qualifiers["distro"] = distro
-    return PackageURL(type="deb", namespace=namespace, name=fact.name, version=fact.version,
-                      qualifiers=qualifiers).to_string()
+    return PackageURL(
+        type="deb", namespace=namespace, name=fact.name, version=fact.version, qualifiers=qualifiers
+    ).to_string()
 
 
 def _locked_deb(lock: Lock, pin: AptPin, namespace: str, distro: str | None) -> Deb:

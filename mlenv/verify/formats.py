@@ -44,6 +44,7 @@ def parse_format(choices: type[F], value: str, *, what: str = "format") -> F:
     except ValueError:
         raise UnknownFormatError(value, choices, what=what) from None
 
+
 # 2: a drift's subject is the bare name; its architecture and file are fields of their own.
 REPORT_VERSION = 2
 
@@ -92,19 +93,23 @@ def as_json(report: Report) -> str:
 
 def as_junit(report: Report) -> str:
     """One <testcase> per layer, failing with its drift lines, so CI systems show it natively."""
-    suite = ElementTree.Element("testsuite", {
-        "name": f"mlenv verify {report.subject}",
-        "tests": str(len(report.layers)),
-        "failures": str(len({d.layer for d in report.drifts})),
-        "errors": "0",
-        "skipped": "0",
-    })
+    suite = ElementTree.Element(
+        "testsuite",
+        {
+            "name": f"mlenv verify {report.subject}",
+            "tests": str(len(report.layers)),
+            "failures": str(len({d.layer for d in report.drifts})),
+            "errors": "0",
+            "skipped": "0",
+        },
+    )
     for layer in report.layers:
         case = ElementTree.SubElement(suite, "testcase", {"classname": "mlenv.verify", "name": layer})
         drifts = [d for d in report.drifts if d.layer == layer]
         if drifts:
-            failure = ElementTree.SubElement(case, "failure", {
-                "message": f"{len(drifts)} drift(s) in {layer}", "type": "drift"})
+            failure = ElementTree.SubElement(
+                case, "failure", {"message": f"{len(drifts)} drift(s) in {layer}", "type": "drift"}
+            )
             failure.text = "\n".join(drift_line(d) for d in drifts)
     suites = ElementTree.Element("testsuites")
     suites.append(suite)

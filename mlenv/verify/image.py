@@ -14,8 +14,14 @@ def verify_facts(lock: Lock, actual: EnvFacts, *, lock_digest: str, platform: st
     return compare(expected_facts(lock, lock_digest=lock_digest, platform=platform), actual, subject=subject)
 
 
-def verify_image(lock: Lock, reference: str, *, lock_digest: str, platform: str | None = None,
-                 docker_config: str | None = None) -> tuple[Report, Observation]:
+def verify_image(
+    lock: Lock,
+    reference: str,
+    *,
+    lock_digest: str,
+    platform: str | None = None,
+    docker_config: str | None = None,
+) -> tuple[Report, Observation]:
     """Observe `reference` (any transport) and compare it with the lock.
 
     The observation is returned whole: its facts, and the image's identity (config and manifest

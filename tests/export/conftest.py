@@ -17,4 +17,6 @@ DRIFT_LINES = [
 @pytest.fixture(scope="session")
 def drifted_image(fraud_image: Built, docker_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
     tag = lock_tag("fraud", fraud_image.lock, "export-drifted")
-    return derive_image(docker_daemon, tmp_path_factory.mktemp("export-drifted"), fraud_image.tag, tag, DRIFT_LINES)
+    return derive_image(
+        docker_daemon, tmp_path_factory.mktemp("export-drifted"), fraud_image.tag, tag, DRIFT_LINES
+    )

@@ -32,13 +32,23 @@ def varied_lock() -> Lock:
     CUDA runtime is locked, and one model is downloaded at start (so it is no file of the image)."""
     lock = full_lock()
     libc = dataclasses.replace(lock.apt.packages[0], name="libc6", version="2.36-9+deb12u7", requested=False)
-    wheel = dataclasses.replace(lock.python.packages[0].wheels[0],
-                                name="torch-2.3.1+cu121-cp311-cp311-manylinux1_x86_64.whl")
-    torch = PythonPin(name="torch", version="2.3.1+cu121", index="https://download.pytorch.org/whl/cu121",
-                      requested=True, wheels=(wheel,))
+    wheel = dataclasses.replace(
+        lock.python.packages[0].wheels[0], name="torch-2.3.1+cu121-cp311-cp311-manylinux1_x86_64.whl"
+    )
+    torch = PythonPin(
+        name="torch",
+        version="2.3.1+cu121",
+        index="https://download.pytorch.org/whl/cu121",
+        requested=True,
+        wheels=(wheel,),
+    )
     cublas = CudaComponent(name="cublas", version="12.1.3.1", source="wheel:nvidia-cublas-cu12")
-    downloaded = LockedModel(source="https://models.example/m.bin", target="/srv/models/m.bin",
-                             strategy="download", sha256="1" * 64)
+    downloaded = LockedModel(
+        source="https://models.example/m.bin",
+        target="/srv/models/m.bin",
+        strategy="download",
+        sha256="1" * 64,
+    )
     return dataclasses.replace(
         lock,
         apt=dataclasses.replace(lock.apt, packages=(*lock.apt.packages, libc)),
@@ -125,8 +135,12 @@ def test_cyclonedx_components_are_verify_s_expected_facts(which: str) -> None:
     facts = expected_facts(lock, lock_digest=LOCK_DIGEST, platform=PLATFORM)
     bom = json.loads(export("cyclonedx", lock, None, lock_context(lock)))
     assert cyclonedx_packages(bom) == expected_packages(lock, facts)
-    sources = {p["value"] for c in _walk(bom["components"]) for p in c.get("properties", [])
-               if p["name"] == "mlenv:source" and c.get("purl", "").startswith("pkg:generic/nvidia/")}
+    sources = {
+        p["value"]
+        for c in _walk(bom["components"])
+        for p in c.get("properties", [])
+        if p["name"] == "mlenv:source" and c.get("purl", "").startswith("pkg:generic/nvidia/")
+    }
     assert sources == {c.source for c in facts.cuda}
 
 
@@ -163,8 +177,9 @@ def test_a_pin_whose_marker_excludes_the_platform_is_expected_by_neither() -> No
     there and the arm64 SBOM must not list it."""
     lock = full_lock()
     assert lock.base is not None
-    arm = dataclasses.replace(lock.base.platforms[0], platform="linux/arm64",
-                              manifest_digest="sha256:" + "a1" * 32)
+    arm = dataclasses.replace(
+        lock.base.platforms[0], platform="linux/arm64", manifest_digest="sha256:" + "a1" * 32
+    )
     base = dataclasses.replace(lock.base, platforms=(*lock.base.platforms, arm))
     lock = dataclasses.replace(lock, base=base)
     on_arm = expected_facts(lock, lock_digest=LOCK_DIGEST, platform="linux/arm64")

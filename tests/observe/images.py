@@ -22,8 +22,11 @@ class ImageForms:
     ref: str | None  # registry reference, None without a registry
 
     def references(self) -> dict[str, str]:
-        forms = {"docker-daemon": f"docker-daemon:{self.local}", "docker-archive": f"docker-archive:{self.archive}",
-                 "oci": f"oci:{self.oci}"}
+        forms = {
+            "docker-daemon": f"docker-daemon:{self.local}",
+            "docker-archive": f"docker-archive:{self.archive}",
+            "oci": f"oci:{self.oci}",
+        }
         if self.ref is not None:
             forms["docker"] = f"docker://{self.ref}"
         return forms
@@ -34,8 +37,12 @@ def demo_wheel(directory: Path, name: str = "demo_pkg", version: str = "1.0") ->
     dist_info = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": b"VALUE = 42\n",
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n".encode(),
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: mlenv-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist_info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n".encode()
+        ),
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: mlenv-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
     }
     record = []
     for path, data in files.items():
@@ -85,15 +92,36 @@ def oci_from_archive(archive: Path, layout: Path, tag: str) -> Path:
                 name = _resolve(name, member.linkname)
                 member = tar.getmember(name)
             data = gzip.compress(tar.extractfile(member).read(), compresslevel=1, mtime=0)  # type: ignore[union-attr]
-            layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(data),
-                           "size": len(data)})
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": blob(config), "size": len(config)},
-                           "layers": layers}).encode()
-    index = {"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": blob(manifest), "size": len(manifest),
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+            layers.append(
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": blob(data),
+                    "size": len(data),
+                }
+            )
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": blob(config),
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    ).encode()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": blob(manifest),
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
     (layout / "index.json").write_text(json.dumps(index))
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     return layout
@@ -112,4 +140,3 @@ def _resolve(name: str, link: str) -> str:
 def run(client: Any, image: str, *command: str) -> str:
     output = client.containers.run(image, list(command), remove=True, network_mode="none", entrypoint=[])
     return output.decode() if isinstance(output, bytes) else str(output)
-

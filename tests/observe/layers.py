@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 Entry = tuple  # ("file", path, content[, mode]) | ("dir", path) | ("symlink", path, target)
-               # | ("hardlink", path, target) | ("whiteout", path) | ("opaque", dir)
+# | ("hardlink", path, target) | ("whiteout", path) | ("opaque", dir)
 
 
 def layer_tar(entries: Iterable[Entry], *, fmt: int = tarfile.PAX_FORMAT) -> bytes:
@@ -56,14 +56,22 @@ def sha(data: bytes) -> str:
 
 def chunked(data: bytes, size: int = 1000) -> list[bytes]:
     """Small chunks, so that headers and files straddle chunk boundaries."""
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def image_config(layers: list[bytes], *, env: dict[str, str] | None = None, labels: dict[str, str] | None = None,
-                 architecture: str = "amd64") -> dict:
-    return {"architecture": architecture, "os": "linux",
-            "config": {"Env": [f"{k}={v}" for k, v in (env or {}).items()], "Labels": labels or {}},
-            "rootfs": {"type": "layers", "diff_ids": [sha(layer) for layer in layers]}}
+def image_config(
+    layers: list[bytes],
+    *,
+    env: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    architecture: str = "amd64",
+) -> dict:
+    return {
+        "architecture": architecture,
+        "os": "linux",
+        "config": {"Env": [f"{k}={v}" for k, v in (env or {}).items()], "Labels": labels or {}},
+        "rootfs": {"type": "layers", "diff_ids": [sha(layer) for layer in layers]},
+    }
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,9 @@ def write_blob(root: Path, data: bytes) -> str:
     return digest
 
 
-def oci_layout(root: Path, images: dict[str | None, tuple[list[bytes], dict]], *, compress: bool = True) -> Path:
+def oci_layout(
+    root: Path, images: dict[str | None, tuple[list[bytes], dict]], *, compress: bool = True
+) -> Path:
     """An OCI image layout with one manifest per (tag → (uncompressed layers, config))."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
@@ -95,14 +105,25 @@ def oci_layout(root: Path, images: dict[str | None, tuple[list[bytes], dict]], *
         for layer in layers:
             blob = gz(layer) if compress else layer
             media = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compress else "")
-            layer_descriptors.append({"mediaType": media, "digest": write_blob(root, blob), "size": len(blob)})
-        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                               "digest": write_blob(root, config_bytes), "size": len(config_bytes)},
-                    "layers": layer_descriptors}
+            layer_descriptors.append(
+                {"mediaType": media, "digest": write_blob(root, blob), "size": len(blob)}
+            )
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": write_blob(root, config_bytes),
+                "size": len(config_bytes),
+            },
+            "layers": layer_descriptors,
+        }
         manifest_bytes = json.dumps(manifest).encode()
-        descriptor = {"mediaType": manifest["mediaType"], "digest": write_blob(root, manifest_bytes),
-                      "size": len(manifest_bytes)}
+        descriptor = {
+            "mediaType": manifest["mediaType"],
+            "digest": write_blob(root, manifest_bytes),
+            "size": len(manifest_bytes),
+        }
         if tag is not None:
             descriptor["annotations"] = {"org.opencontainers.image.ref.name": tag}
         manifests.append(descriptor)
@@ -110,8 +131,14 @@ def oci_layout(root: Path, images: dict[str | None, tuple[list[bytes], dict]], *
     return root
 
 
-def docker_archive(path: Path, layers: list[bytes], config: dict, *, tags: list[str] | None = None,
-                   link_duplicates: bool = True) -> Path:
+def docker_archive(
+    path: Path,
+    layers: list[bytes],
+    config: dict,
+    *,
+    tags: list[str] | None = None,
+    link_duplicates: bool = True,
+) -> Path:
     """A legacy `docker save` tar: <id>/layer.tar per layer, <config id>.json, manifest.json."""
     config_bytes = json.dumps(config).encode()
     config_name = sha(config_bytes).split(":")[1] + ".json"
@@ -135,10 +162,14 @@ def docker_archive(path: Path, layers: list[bytes], config: dict, *, tags: list[
             info = tarfile.TarInfo(name)
             info.size = len(layer)
             tar.addfile(info, io.BytesIO(layer))
-        for name, data in ((config_name, config_bytes),
-                           ("manifest.json", json.dumps([{"Config": config_name, "RepoTags": tags or [],
-                                                          "Layers": names}]).encode()),
-                           ("repositories", b"{}")):
+        for name, data in (
+            (config_name, config_bytes),
+            (
+                "manifest.json",
+                json.dumps([{"Config": config_name, "RepoTags": tags or [], "Layers": names}]).encode(),
+            ),
+            ("repositories", b"{}"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

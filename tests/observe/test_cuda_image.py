@@ -32,37 +32,63 @@ CUDA_ENV = {
     "NVIDIA_VISIBLE_DEVICES": "all",
     "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
     "LD_LIBRARY_PATH": "/usr/local/nvidia/lib:/usr/local/nvidia/lib64",
-    "PATH": "/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "PATH": (
+        "/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    ),
 }
-DPKG = {"cuda-cudart-12-1": "12.1.105-1", "libcudnn8": "8.9.0.131-1+cuda12.1", "libcublas-12-1": "12.1.3.1-1",
-        "libnccl2": "2.17.1-1+cuda12.1"}
+DPKG = {
+    "cuda-cudart-12-1": "12.1.105-1",
+    "libcudnn8": "8.9.0.131-1+cuda12.1",
+    "libcublas-12-1": "12.1.3.1-1",
+    "libnccl2": "2.17.1-1+cuda12.1",
+}
 LIB = "usr/lib/x86_64-linux-gnu"
 CUDA_LIB = "usr/local/cuda-12.1/targets/x86_64-linux/lib"
 # Stub libraries: the observer reads names and sizes, never the code. cuDNN 8 is several files.
-STUBS = {f"{CUDA_LIB}/libcudart.so.12.1.105": 1000, f"{LIB}/libcudnn.so.8.9.0": 1_000_000,
-         f"{LIB}/libcudnn_ops_infer.so.8.9.0": 2_000_000, f"{CUDA_LIB}/libcublas.so.12.1.3.1": 1000,
-         f"{LIB}/libnccl.so.2.17.1": 1000}
-LINKS = (("cuda-12.1", "/usr/local/cuda"), ("targets/x86_64-linux/lib", "/usr/local/cuda-12.1/lib64"),
-         ("libcudart.so.12.1.105", f"/{CUDA_LIB}/libcudart.so.12"), ("libcudnn.so.8.9.0", f"/{LIB}/libcudnn.so.8"),
-         ("libcudnn_ops_infer.so.8.9.0", f"/{LIB}/libcudnn_ops_infer.so.8"))
+STUBS = {
+    f"{CUDA_LIB}/libcudart.so.12.1.105": 1000,
+    f"{LIB}/libcudnn.so.8.9.0": 1_000_000,
+    f"{LIB}/libcudnn_ops_infer.so.8.9.0": 2_000_000,
+    f"{CUDA_LIB}/libcublas.so.12.1.3.1": 1000,
+    f"{LIB}/libnccl.so.2.17.1": 1000,
+}
+LINKS = (
+    ("cuda-12.1", "/usr/local/cuda"),
+    ("targets/x86_64-linux/lib", "/usr/local/cuda-12.1/lib64"),
+    ("libcudart.so.12.1.105", f"/{CUDA_LIB}/libcudart.so.12"),
+    ("libcudnn.so.8.9.0", f"/{LIB}/libcudnn.so.8"),
+    ("libcudnn_ops_infer.so.8.9.0", f"/{LIB}/libcudnn_ops_infer.so.8"),
+)
 
 
 def dpkg_paragraphs(packages: dict[str, str]) -> str:
-    return "".join(f"Package: {name}\nStatus: install ok installed\nPriority: optional\nSection: libs\n"
-                   f"Installed-Size: 100\nMaintainer: cudatools <cudatools@nvidia.com>\nArchitecture: amd64\n"
-                   f"Version: {version}\nDescription: stand-in for NVIDIA's {name}\n\n"
-                   for name, version in sorted(packages.items()))
+    return "".join(
+        f"Package: {name}\nStatus: install ok installed\nPriority: optional\nSection: libs\n"
+        f"Installed-Size: 100\nMaintainer: cudatools <cudatools@nvidia.com>\nArchitecture: amd64\n"
+        f"Version: {version}\nDescription: stand-in for NVIDIA's {name}\n\n"
+        for name, version in sorted(packages.items())
+    )
 
 
 def cuda_dockerfile(base: str, links: tuple[tuple[str, str], ...]) -> str:
     env = " ".join(f'{key}="{value}"' for key, value in CUDA_ENV.items())
-    commands = ["cat /tmp/nvidia-status >> /var/lib/dpkg/status", "rm /tmp/nvidia-status",
-                *(f"ln -s {target} {link}" for target, link in links)]
+    commands = [
+        "cat /tmp/nvidia-status >> /var/lib/dpkg/status",
+        "rm /tmp/nvidia-status",
+        *(f"ln -s {target} {link}" for target, link in links),
+    ]
     return f"FROM {base}\nENV {env}\nCOPY rootfs/ /\nRUN {' && '.join(commands)}\n"
 
 
-def make_cuda_image(daemon: Daemon, context: Path, base: str, tag: str, stubs: dict[str, int],
-                    dpkg: dict[str, str], links: tuple[tuple[str, str], ...] = ()) -> str:
+def make_cuda_image(
+    daemon: Daemon,
+    context: Path,
+    base: str,
+    tag: str,
+    stubs: dict[str, int],
+    dpkg: dict[str, str],
+    links: tuple[tuple[str, str], ...] = (),
+) -> str:
     shutil.rmtree(context, ignore_errors=True)
     for relative, size in stubs.items():
         path = context / "rootfs" / relative
@@ -80,10 +106,21 @@ def marked_tag(base: BaseImage) -> str:
 
 
 @pytest.fixture(scope="module")
-def cuda_base(docker_daemon: Daemon, registry: Registry, base_image_python: BaseImage,
-              tmp_path_factory: pytest.TempPathFactory) -> str:
-    local = make_cuda_image(docker_daemon, tmp_path_factory.mktemp("cuda-image"), base_image_python.local,
-                            marked_tag(base_image_python), STUBS, DPKG, LINKS)
+def cuda_base(
+    docker_daemon: Daemon,
+    registry: Registry,
+    base_image_python: BaseImage,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    local = make_cuda_image(
+        docker_daemon,
+        tmp_path_factory.mktemp("cuda-image"),
+        base_image_python.local,
+        marked_tag(base_image_python),
+        STUBS,
+        DPKG,
+        LINKS,
+    )
     push_image(docker_daemon.client, local, registry.host, "mlenv-test/cuda-marked", "12.1")
     return f"{registry.host}/mlenv-test/cuda-marked:12.1"
 
@@ -105,8 +142,10 @@ def project(directory: Path, image: str, requirements: list[str], cuda: str | No
     directory.mkdir(parents=True)
     cuda_table = f'[cuda]\nversion = "{cuda}"\n' if cuda else ""
     listed = ", ".join(f'"{r}"' for r in requirements)
-    (directory / "mlenv.toml").write_text(f'name = "gpu"\nas-of = 2025-01-15T00:00:00Z\n[base]\nimage = "{image}"\n'
-                                          f'[python]\nrequirements = [{listed}]\n{cuda_table}')
+    (directory / "mlenv.toml").write_text(
+        f'name = "gpu"\nas-of = 2025-01-15T00:00:00Z\n[base]\nimage = "{image}"\n'
+        f"[python]\nrequirements = [{listed}]\n{cuda_table}"
+    )
     return directory
 
 
@@ -115,8 +154,10 @@ def test_cu118_torch_on_the_cuda_12_base_is_refused(cuda_base: str, tmp_path: Pa
     result = run_cli("lock", str(spec))
     assert result.code == 2 and not (spec / "mlenv.lock").exists()
     assert result.stderr.strip().splitlines() == [
-        f"mlenv: error: torch==2.3.1+cu118 is the CUDA 11.8 build but base image {cuda_base} carries CUDA 12.1.1 "
-        "(image:env:CUDA_VERSION); CUDA major versions must match"]
+        f"mlenv: error: torch==2.3.1+cu118 is the CUDA 11.8 build but base image {cuda_base} "
+        "carries CUDA 12.1.1 "
+        "(image:env:CUDA_VERSION); CUDA major versions must match"
+    ]
 
 
 def test_cuda_118_request_on_the_cuda_12_base_is_refused(cuda_base: str, tmp_path: Path) -> None:
@@ -131,8 +172,10 @@ def test_cu11_wheels_on_the_cuda_12_base_are_refused(cuda_base: str, tmp_path: P
     spec = project(tmp_path / "p", cuda_base, ["nvidia-cuda-runtime-cu11==11.8.89"], None)
     result = run_cli("lock", str(spec))
     assert result.code == 2 and not (spec / "mlenv.lock").exists()
-    assert (f"mlenv: error: base image {cuda_base} carries CUDA 12.1.1 (image:env:CUDA_VERSION) but "
-            "nvidia-cuda-runtime-cu11 11.8.89 is built for CUDA 11.8; CUDA major versions must match") in result.stderr
+    assert (
+        f"mlenv: error: base image {cuda_base} carries CUDA 12.1.1 (image:env:CUDA_VERSION) but "
+        "nvidia-cuda-runtime-cu11 11.8.89 is built for CUDA 11.8; CUDA major versions must match"
+    ) in result.stderr
 
 
 @pytest.mark.network
@@ -140,8 +183,11 @@ def test_torch_on_the_cuda_base_flags_two_cudnn_stacks(cuda_base: str, tmp_path:
     spec = project(tmp_path / "p", cuda_base, ["torch==2.3.1"], "12.1")
     result = run_cli("lock", str(spec))
     assert result.code == 0, result.stderr
-    assert ("mlenv: warning: two cuDNN stacks in one image: the base's cuDNN 8.9.0.131 (dpkg:libcudnn8, 3 MB) and "
-            "nvidia-cudnn-cu12 8.9.2.26 (732 MB wheel)") in result.stderr
+    assert (
+        "mlenv: warning: two cuDNN stacks in one image: "
+        "the base's cuDNN 8.9.0.131 (dpkg:libcudnn8, 3 MB) and "
+        "nvidia-cudnn-cu12 8.9.2.26 (732 MB wheel)"
+    ) in result.stderr
     lock = read_lock(spec / "mlenv.lock")
     stack = {c.name: (c.version, c.source) for c in lock.cuda.components}
     assert stack["cuda"] == ("12.1.1", "image:env:CUDA_VERSION")
@@ -151,8 +197,9 @@ def test_torch_on_the_cuda_base_flags_two_cudnn_stacks(cuda_base: str, tmp_path:
 
 
 @pytest.mark.network
-def test_verify_compares_the_cuda_stack(cuda_base: str, base_image_python: BaseImage, docker_daemon: Daemon,
-                                       tmp_path: Path) -> None:
+def test_verify_compares_the_cuda_stack(
+    cuda_base: str, base_image_python: BaseImage, docker_daemon: Daemon, tmp_path: Path
+) -> None:
     spec = project(tmp_path / "p", cuda_base, ["six==1.16.0"], "12.1")
     result = run_cli("lock", str(spec))
     assert result.code == 0, result.stderr
@@ -162,11 +209,14 @@ def test_verify_compares_the_cuda_stack(cuda_base: str, base_image_python: BaseI
     same = observe_image(f"docker://{cuda_base}")
     assert [d for d in compare(expected, same, subject="x").drifts if d.layer == "cuda"] == []
     # The same image with cuDNN upgraded underneath the lock: verify names the drift.
-    drifted = make_cuda_image(docker_daemon, tmp_path / "drifted", marked_tag(base_image_python),
-                              session_tag("cuda-drifted", base_image_python.ref, "1"),
-                              {f"{LIB}/libcudnn.so.8.9.7": 1000},
-                              {"libcudnn8": "8.9.7.29-1+cuda12.2"})
+    drifted = make_cuda_image(
+        docker_daemon,
+        tmp_path / "drifted",
+        marked_tag(base_image_python),
+        session_tag("cuda-drifted", base_image_python.ref, "1"),
+        {f"{LIB}/libcudnn.so.8.9.7": 1000},
+        {"libcudnn8": "8.9.7.29-1+cuda12.2"},
+    )
     facts = observe_image(f"docker-daemon:{drifted}")
-    lines = [drift_line(d) for d in compare(expected, facts, subject="x").drifts
-             if d.layer == "cuda"]
+    lines = [drift_line(d) for d in compare(expected, facts, subject="x").drifts if d.layer == "cuda"]
     assert lines == ["cuda: cudnn: version: expected 8.9.0.131, found 8.9.7.29"]

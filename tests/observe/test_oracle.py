@@ -29,7 +29,14 @@ from .images import ImageForms, build, demo_wheel, oci_from_archive, run, save
 pytestmark = pytest.mark.docker
 
 TRANSPORTS = ["docker-daemon", "docker-archive", "oci", pytest.param("docker", marks=pytest.mark.registry)]
-INSTALLED = {"installed", "half-configured", "unpacked", "half-installed", "triggers-awaited", "triggers-pending"}
+INSTALLED = {
+    "installed",
+    "half-configured",
+    "unpacked",
+    "half-installed",
+    "triggers-awaited",
+    "triggers-pending",
+}
 DPKG_FORMAT = "${Package}\\t${Version}\\t${Architecture}\\t${db:Status-Status}\\n"
 
 
@@ -53,17 +60,26 @@ def apt_set(facts: EnvFacts) -> set[tuple[str, str, str]]:
 def pip_truth(client: Any, local: str, sites: list[str]) -> dict[str, set[tuple[str, str]]]:
     """`pip list --path SITE` for each site, with a pip made in the container from Debian's bundled
     wheels (no network: the image's own python3 has no pip)."""
-    script = ('python3 -m venv /tmp/oracle >/dev/null && for site in "$@"; do '
-              '/tmp/oracle/bin/python -m pip list --disable-pip-version-check --format json --path "$site"; done')
+    script = (
+        'python3 -m venv /tmp/oracle >/dev/null && for site in "$@"; do '
+        '/tmp/oracle/bin/python -m pip list --disable-pip-version-check --format json --path "$site"; done'
+    )
     output = run(client, local, "sh", "-c", script, "sh", *sites)
     lists = [json.loads(line) for line in output.splitlines() if line.startswith("[")]
     assert len(lists) == len(sites), output
-    return {site: {(canonicalize_name(d["name"]), d["version"]) for d in found} for site, found in zip(sites, lists)}
+    return {
+        site: {(canonicalize_name(d["name"]), d["version"]) for d in found}
+        for site, found in zip(sites, lists, strict=True)
+    }
 
 
 def sys_path_sites(client: Any, local: str, python: str) -> list[str]:
     output = run(client, local, python, "-c", "import json, sys; print(json.dumps(sys.path))")
-    return [p for p in json.loads(output.strip().splitlines()[-1]) if p.endswith(("site-packages", "dist-packages"))]
+    return [
+        p
+        for p in json.loads(output.strip().splitlines()[-1])
+        if p.endswith(("site-packages", "dist-packages"))
+    ]
 
 
 def dists_by_site(facts: EnvFacts, sites: list[str]) -> dict[str, set[tuple[str, str]]]:
@@ -92,12 +108,18 @@ def test_minbase_matches_dpkg_query(transport: str, docker_daemon: Any, base_ima
     image = forms(base_image_minbase)
     facts = observe_image(reference(image, transport))
     client = docker_daemon.client
-    want = truth(client, image.local, "dpkg", lambda: dpkg_truth(run(client, image.local, "dpkg-query", "-W", "-f",
-                                                                       DPKG_FORMAT)))
+    want = truth(
+        client,
+        image.local,
+        "dpkg",
+        lambda: dpkg_truth(run(client, image.local, "dpkg-query", "-W", "-f", DPKG_FORMAT)),
+    )
     assert apt_set(facts) == want
     assert (facts.os_id, facts.os_version, facts.architecture) == ("debian", "12", "amd64")
-    assert facts.glibc == run(client, image.local, "sh", "-c",
-                              "dpkg-query -W -f '${Version}' libc6 | cut -d- -f1").strip()
+    assert (
+        facts.glibc
+        == run(client, image.local, "sh", "-c", "dpkg-query -W -f '${Version}' libc6 | cut -d- -f1").strip()
+    )
     assert facts.python_dists == () and facts.interpreters == ()
     assert facts.layer_diff_ids and all(d.startswith("sha256:") for d in facts.layer_diff_ids)
 
@@ -106,29 +128,46 @@ def test_minbase_matches_dpkg_query(transport: str, docker_daemon: Any, base_ima
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_python_image_matches_dpkg_query_and_pip(transport: str, docker_daemon: Any, base_image_python: Any) -> None:
+def test_python_image_matches_dpkg_query_and_pip(
+    transport: str, docker_daemon: Any, base_image_python: Any
+) -> None:
     image = forms(base_image_python)
     client = docker_daemon.client
     facts = observe_image(reference(image, transport))
-    want_apt = truth(client, image.local, "dpkg",
-                     lambda: dpkg_truth(run(client, image.local, "dpkg-query", "-W", "-f", DPKG_FORMAT)))
+    want_apt = truth(
+        client,
+        image.local,
+        "dpkg",
+        lambda: dpkg_truth(run(client, image.local, "dpkg-query", "-W", "-f", DPKG_FORMAT)),
+    )
     assert apt_set(facts) == want_apt
-    version = truth(client, image.local, "python",
-                    lambda: run(client, image.local, "python3", "-c",
-                                "import platform; print(platform.python_version())").strip())
+    version = truth(
+        client,
+        image.local,
+        "python",
+        lambda: run(
+            client, image.local, "python3", "-c", "import platform; print(platform.python_version())"
+        ).strip(),
+    )
     interpreters = {i.path: i.version for i in facts.interpreters}
     assert interpreters["/usr/bin/python3"] == version
     real = run(client, image.local, "readlink", "-f", "/usr/bin/python3").strip()
     assert interpreters[real] == version
-    sites = sorted({d.site for d in facts.python_dists}
-                   | set(truth(client, image.local, "sys.path", lambda: sys_path_sites(client, image.local, "python3"))))
+    sites = sorted(
+        {d.site for d in facts.python_dists}
+        | set(truth(client, image.local, "sys.path", lambda: sys_path_sites(client, image.local, "python3")))
+    )
     want = truth(client, image.local, f"pip:{sites}", lambda: pip_truth(client, image.local, sites))
     assert dists_by_site(facts, sites) == want
 
 
 @pytest.fixture(scope="module")
-def venv_image(docker_daemon: Any, base_image_python: Any, tmp_path_factory: pytest.TempPathFactory,
-               request: pytest.FixtureRequest) -> ImageForms:
+def venv_image(
+    docker_daemon: Any,
+    base_image_python: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> ImageForms:
     """The python base with /opt/venv holding pip, setuptools and a local wheel, then one file of
     pip changed in a later layer: RECORD drift the observer must see."""
     client = docker_daemon.client
@@ -137,15 +176,26 @@ def venv_image(docker_daemon: Any, base_image_python: Any, tmp_path_factory: pyt
     context.mkdir()
     wheel = demo_wheel(context)
     tag = session_tag("observe-venv", base_image_python.ref, "1")
-    build(client, base_image_python.local, tag, context, "\n".join([
-        f"FROM {base_image_python.local}",
-        f"COPY {wheel.name} /tmp/",
-        (f"RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-index --no-cache-dir /tmp/{wheel.name} "
-        f"&& rm /tmp/{wheel.name}"),
-        "RUN echo '# changed' >> /opt/venv/lib/python3.11/site-packages/demo_pkg/__init__.py",
-        'LABEL org.opencontainers.image.title="observe-venv"',
-        "",
-    ]))
+    build(
+        client,
+        base_image_python.local,
+        tag,
+        context,
+        "\n".join(
+            [
+                f"FROM {base_image_python.local}",
+                f"COPY {wheel.name} /tmp/",
+                (
+                    "RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-index --no-cache-dir "
+                    f"/tmp/{wheel.name} "
+                    f"&& rm /tmp/{wheel.name}"
+                ),
+                "RUN echo '# changed' >> /opt/venv/lib/python3.11/site-packages/demo_pkg/__init__.py",
+                'LABEL org.opencontainers.image.title="observe-venv"',
+                "",
+            ]
+        ),
+    )
     archive = save(client, tag, work / "venv.tar")
     layout = oci_from_archive(archive, work / "oci", "1")
     yield ImageForms(local=tag, archive=archive, oci=layout, ref=None)  # type: ignore[misc]
@@ -169,19 +219,36 @@ def with_registry(image: ImageForms, client: Any, request: pytest.FixtureRequest
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_venv_image_matches_pip_list_and_sees_changed_files(transport: str, docker_daemon: Any,
-                                                            venv_image: ImageForms,
-                                                            request: pytest.FixtureRequest) -> None:
+def test_venv_image_matches_pip_list_and_sees_changed_files(
+    transport: str, docker_daemon: Any, venv_image: ImageForms, request: pytest.FixtureRequest
+) -> None:
     client = docker_daemon.client
     if transport == "docker":
         venv_image = with_registry(venv_image, client, request)
     observation = inspect_image(reference(venv_image, transport))
     facts = observation.facts
     venv_site = "/opt/venv/lib/python3.11/site-packages"
-    pip_list = truth(client, venv_image.local, "venv-pip", lambda: json.loads(run(
-        client, venv_image.local, "/opt/venv/bin/python", "-m", "pip", "list", "--disable-pip-version-check",
-        "--format", "json")))
-    assert {(canonicalize_name(d["name"]), d["version"]) for d in pip_list} == dists_by_site(facts, [venv_site])[venv_site]
+    pip_list = truth(
+        client,
+        venv_image.local,
+        "venv-pip",
+        lambda: json.loads(
+            run(
+                client,
+                venv_image.local,
+                "/opt/venv/bin/python",
+                "-m",
+                "pip",
+                "list",
+                "--disable-pip-version-check",
+                "--format",
+                "json",
+            )
+        ),
+    )
+    assert {(canonicalize_name(d["name"]), d["version"]) for d in pip_list} == dists_by_site(
+        facts, [venv_site]
+    )[venv_site]
     demo = next(d for d in facts.python_dists if d.name == "demo-pkg")
     assert (demo.version, demo.modified_files, demo.missing_files) == ("1.0", ("demo_pkg/__init__.py",), ())
     clean = [d for d in facts.python_dists if d.name != "demo-pkg" and (d.modified_files or d.missing_files)]
@@ -197,8 +264,9 @@ def _sha256(data: bytes) -> str:
 
 
 @pytest.mark.registry
-def test_every_transport_reads_the_same_facts(docker_daemon: Any, venv_image: ImageForms,
-                                              request: pytest.FixtureRequest) -> None:
+def test_every_transport_reads_the_same_facts(
+    docker_daemon: Any, venv_image: ImageForms, request: pytest.FixtureRequest
+) -> None:
     venv_image = with_registry(venv_image, docker_daemon.client, request)
     results = {transport: observe_image(ref) for transport, ref in venv_image.references().items()}
     first = next(iter(results.values()))
@@ -214,14 +282,29 @@ def test_missing_images_are_clear_errors(docker_daemon: Any) -> None:
 
 
 def test_debootstrap_tree_matches_dpkg_query(base_rootfs_python: Any) -> None:
-    root = Path(base_rootfs_python if isinstance(base_rootfs_python, (str, Path)) else base_rootfs_python.path)
+    root = Path(
+        base_rootfs_python if isinstance(base_rootfs_python, (str, Path)) else base_rootfs_python.path
+    )
     facts = observe_tree(str(root))
-    output = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f",
-                             DPKG_FORMAT.replace("\\t", "\t").replace("\\n", "\n")],
-                            capture_output=True, text=True, check=True).stdout
+    output = subprocess.run(
+        [
+            "dpkg-query",
+            f"--admindir={root}/var/lib/dpkg",
+            "-W",
+            "-f",
+            DPKG_FORMAT.replace("\\t", "\t").replace("\\n", "\n"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert apt_set(facts) == dpkg_truth(output)
     assert (facts.os_id, facts.os_version, facts.glibc) == ("debian", "12", "2.36")
     if os.geteuid() == 0 and shutil.which("chroot"):
-        version = subprocess.run(["chroot", str(root), "python3", "-c", "import platform; print(platform.python_version())"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        version = subprocess.run(
+            ["chroot", str(root), "python3", "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert {i.path: i.version for i in facts.interpreters}["/usr/bin/python3"] == version

@@ -41,7 +41,9 @@ Architecture: all
 Version: 2024a-0+deb12u1
 """
 
-LIBC = b"\x7fELF...\x00GNU C Library (Debian GLIBC 2.36-9+deb12u7) stable release version 2.36.\nCopyright\x00"
+LIBC = (
+    b"\x7fELF...\x00GNU C Library (Debian GLIBC 2.36-9+deb12u7) stable release version 2.36.\nCopyright\x00"
+)
 DEBIAN_PYTHON = b"\x7fELF\x00pymalloc\x003.11.2\x00strict\x00<prefix>/lib/pythonX.X\x00"
 SLIM_LIBPYTHON = b"\x7fELF\x00/usr/src/python/Python-3.12.4\x00getbuildinfo.c\x00"
 SITE = "/usr/local/lib/python3.12/site-packages"
@@ -53,9 +55,17 @@ def build(*layers: list[tuple]) -> LayeredFS:
 
 
 BASE = [
-    ("dir", "usr"), ("dir", "usr/lib"), ("symlink", "lib", "usr/lib"), ("symlink", "bin", "usr/bin"),
-    ("file", "usr/lib/os-release", b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'),
-    ("dir", "etc"), ("symlink", "etc/os-release", "../usr/lib/os-release"),
+    ("dir", "usr"),
+    ("dir", "usr/lib"),
+    ("symlink", "lib", "usr/lib"),
+    ("symlink", "bin", "usr/bin"),
+    (
+        "file",
+        "usr/lib/os-release",
+        b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n',
+    ),
+    ("dir", "etc"),
+    ("symlink", "etc/os-release", "../usr/lib/os-release"),
     ("file", "var/lib/dpkg/status", STATUS),
     ("file", "usr/lib/x86_64-linux-gnu/libc.so.6", LIBC, 0o755),
     ("file", "usr/bin/python3.11", DEBIAN_PYTHON, 0o755),
@@ -63,26 +73,51 @@ BASE = [
 ]
 SLIM = [
     ("file", "usr/local/bin/python3.12", b"\x7fELF tiny launcher\x00", 0o755),
-    ("symlink", "usr/local/bin/python3", "python3.12"), ("symlink", "usr/local/bin/python", "python3"),
+    ("symlink", "usr/local/bin/python3", "python3.12"),
+    ("symlink", "usr/local/bin/python", "python3"),
     ("file", "usr/local/lib/libpython3.12.so.1.0", SLIM_LIBPYTHON, 0o755),
     *dist_info(SITE.lstrip("/"), "pip", "24.0", {"pip/__init__.py": b"__version__ = '24.0'\n"}),
 ]
 VENV = [
-    ("file", "opt/venv/pyvenv.cfg", b"home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.2\n"),
-    ("symlink", "opt/venv/bin/python", "/usr/bin/python3.11"), ("symlink", "opt/venv/bin/python3", "python"),
-    *dist_info(VENV_SITE.lstrip("/"), "Scikit_Learn", "1.4.2",
-               {"sklearn/__init__.py": b"x = 1\n", "sklearn/base.py": b"base\n",
-                "sklearn/__pycache__/base.cpython-311.pyc": b"pyc", "../../../bin/skl": b"#!/opt/venv/bin/python\n"}),
-    ("file", f"{VENV_SITE.lstrip('/')}/six-1.16.0.egg-info", b"Metadata-Version: 1.1\nName: six\nVersion: 1.16.0\n"),
+    (
+        "file",
+        "opt/venv/pyvenv.cfg",
+        b"home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.2\n",
+    ),
+    ("symlink", "opt/venv/bin/python", "/usr/bin/python3.11"),
+    ("symlink", "opt/venv/bin/python3", "python"),
+    *dist_info(
+        VENV_SITE.lstrip("/"),
+        "Scikit_Learn",
+        "1.4.2",
+        {
+            "sklearn/__init__.py": b"x = 1\n",
+            "sklearn/base.py": b"base\n",
+            "sklearn/__pycache__/base.cpython-311.pyc": b"pyc",
+            "../../../bin/skl": b"#!/opt/venv/bin/python\n",
+        },
+    ),
+    (
+        "file",
+        f"{VENV_SITE.lstrip('/')}/six-1.16.0.egg-info",
+        b"Metadata-Version: 1.1\nName: six\nVersion: 1.16.0\n",
+    ),
 ]
 
 
 def test_os_release_dpkg_and_glibc() -> None:
     facts = observe_tree(build(BASE))
-    assert (facts.os_id, facts.os_version, facts.glibc, facts.architecture) == ("debian", "12", "2.36", "amd64")
-    assert facts.apt == (AptFact(name="libc6", version="2.36-9+deb12u7", architecture="amd64"),
-                         AptFact(name="python3.11-minimal", version="3.11.2-6+deb12u5", architecture="amd64"),
-                         AptFact(name="tzdata", version="2024a-0+deb12u1", architecture="all"))
+    assert (facts.os_id, facts.os_version, facts.glibc, facts.architecture) == (
+        "debian",
+        "12",
+        "2.36",
+        "amd64",
+    )
+    assert facts.apt == (
+        AptFact(name="libc6", version="2.36-9+deb12u7", architecture="amd64"),
+        AptFact(name="python3.11-minimal", version="3.11.2-6+deb12u5", architecture="amd64"),
+        AptFact(name="tzdata", version="2024a-0+deb12u1", architecture="all"),
+    )
 
 
 # Quoting the observer (shlex) and the apt resolver (quotes stripped, escapes kept) once read differently.
@@ -117,9 +152,21 @@ def test_os_release_values_follow_shell_quoting() -> None:
 
 
 def test_distroless_status_d() -> None:
-    fs = build([("file", "var/lib/dpkg/status.d/base", b"Package: base-files\nVersion: 12.4\nArchitecture: amd64\n"),
-                ("file", "var/lib/dpkg/status.d/base.md5sums", b"abc  etc/x\n"),
-                ("file", "var/lib/dpkg/status.d/libc6", b"Package: libc6\nVersion: 2.36-9\nArchitecture: amd64\n")])
+    fs = build(
+        [
+            (
+                "file",
+                "var/lib/dpkg/status.d/base",
+                b"Package: base-files\nVersion: 12.4\nArchitecture: amd64\n",
+            ),
+            ("file", "var/lib/dpkg/status.d/base.md5sums", b"abc  etc/x\n"),
+            (
+                "file",
+                "var/lib/dpkg/status.d/libc6",
+                b"Package: libc6\nVersion: 2.36-9\nArchitecture: amd64\n",
+            ),
+        ]
+    )
     facts = observe_tree(fs)
     assert [(p.name, p.version) for p in facts.apt] == [("base-files", "12.4"), ("libc6", "2.36-9")]
     assert facts.glibc == "2.36"  # no libc file: from the package
@@ -145,22 +192,32 @@ def test_version_in_binary_takes_only_the_named_series() -> None:
 
 
 def test_python_version_falls_back_to_the_package_then_the_series() -> None:
-    stripped = [entry if entry[1] != "usr/bin/python3.11" else ("file", "usr/bin/python3.11", b"\x7fELF", 0o755)
-                for entry in BASE]
-    assert observe_tree(build(stripped)).interpreters[-1] == InterpreterFact(path="/usr/bin/python3.11",
-                                                                             version="3.11.2")
+    stripped = [
+        entry if entry[1] != "usr/bin/python3.11" else ("file", "usr/bin/python3.11", b"\x7fELF", 0o755)
+        for entry in BASE
+    ]
+    assert observe_tree(build(stripped)).interpreters[-1] == InterpreterFact(
+        path="/usr/bin/python3.11", version="3.11.2"
+    )
     bare = build([("file", "opt/py/bin/python3.13", b"\x7fELF", 0o755)])
-    assert observe_tree(bare).interpreters == (InterpreterFact(path="/opt/py/bin/python3.13", version="3.13"),)
+    assert observe_tree(bare).interpreters == (
+        InterpreterFact(path="/opt/py/bin/python3.13", version="3.13"),
+    )
 
 
 def test_dists_record_and_drift_in_files() -> None:
-    tamper = [("file", f"{VENV_SITE.lstrip('/')}/sklearn/base.py", b"changed\n"),
-              ("whiteout", f"{VENV_SITE.lstrip('/')}/sklearn/__init__.py"),
-              ("whiteout", f"{VENV_SITE.lstrip('/')}/sklearn/__pycache__")]
+    tamper = [
+        ("file", f"{VENV_SITE.lstrip('/')}/sklearn/base.py", b"changed\n"),
+        ("whiteout", f"{VENV_SITE.lstrip('/')}/sklearn/__init__.py"),
+        ("whiteout", f"{VENV_SITE.lstrip('/')}/sklearn/__pycache__"),
+    ]
     clean = observe_tree(build(BASE, SLIM, VENV))
     dists = {(d.site, d.name): d for d in clean.python_dists}
-    assert sorted(dists) == [("/opt/venv/lib/python3.11/site-packages", "scikit-learn"),
-                             ("/opt/venv/lib/python3.11/site-packages", "six"), (SITE, "pip")]
+    assert sorted(dists) == [
+        ("/opt/venv/lib/python3.11/site-packages", "scikit-learn"),
+        ("/opt/venv/lib/python3.11/site-packages", "six"),
+        (SITE, "pip"),
+    ]
     sklearn = dists[(VENV_SITE, "scikit-learn")]
     assert sklearn.version == "1.4.2" and not sklearn.modified_files and not sklearn.missing_files
     assert any(entry.path == "../../../bin/skl" and entry.size for entry in sklearn.record)
@@ -170,24 +227,39 @@ def test_dists_record_and_drift_in_files() -> None:
 
 
 def test_record_parsing_keeps_the_urlsafe_form() -> None:
-    entries = parse_record("a.py,sha256=abc_-,12\nb.dist-info/RECORD,,\n\"c,d.py\",md5=xx,3\n")
-    assert [(e.path, e.sha256, e.size) for e in entries] == [("a.py", "abc_-", 12), ("b.dist-info/RECORD", None, None),
-                                                              ("c,d.py", None, 3)]
+    entries = parse_record('a.py,sha256=abc_-,12\nb.dist-info/RECORD,,\n"c,d.py",md5=xx,3\n')
+    assert [(e.path, e.sha256, e.size) for e in entries] == [
+        ("a.py", "abc_-", 12),
+        ("b.dist-info/RECORD", None, None),
+        ("c,d.py", None, 3),
+    ]
     assert urlsafe_digest("00" * 32) == "A" * 43
 
 
 def test_cuda_from_env_files_and_wheels() -> None:
-    config = image_config([], env={"CUDA_VERSION": "12.1.1", "NV_CUDNN_VERSION": "8.9.0.131", "NCCL_VERSION": "2.17.1",
-                                   "PATH": "/usr/local/bin:/usr/bin"})
-    fs = build([
-        ("file", "usr/local/cuda-12.1/version.json",
-         json.dumps({"cuda": {"version": "12.1.1"}, "cuda_cudart": {"version": "12.1.105"}}).encode()),
-        ("symlink", "usr/local/cuda", "cuda-12.1"),
-        ("file", "usr/lib/x86_64-linux-gnu/libcudnn.so.8.9.0", b"ELF"),
-        ("symlink", "usr/lib/x86_64-linux-gnu/libcudnn.so.8", "libcudnn.so.8.9.0"),
-        *dist_info("opt/venv/lib/python3.11/site-packages", "nvidia-nccl-cu12", "2.18.1", {}),
-        ("file", "opt/venv/pyvenv.cfg", b"version = 3.11.2\n"),
-    ])
+    config = image_config(
+        [],
+        env={
+            "CUDA_VERSION": "12.1.1",
+            "NV_CUDNN_VERSION": "8.9.0.131",
+            "NCCL_VERSION": "2.17.1",
+            "PATH": "/usr/local/bin:/usr/bin",
+        },
+    )
+    fs = build(
+        [
+            (
+                "file",
+                "usr/local/cuda-12.1/version.json",
+                json.dumps({"cuda": {"version": "12.1.1"}, "cuda_cudart": {"version": "12.1.105"}}).encode(),
+            ),
+            ("symlink", "usr/local/cuda", "cuda-12.1"),
+            ("file", "usr/lib/x86_64-linux-gnu/libcudnn.so.8.9.0", b"ELF"),
+            ("symlink", "usr/lib/x86_64-linux-gnu/libcudnn.so.8", "libcudnn.so.8.9.0"),
+            *dist_info("opt/venv/lib/python3.11/site-packages", "nvidia-nccl-cu12", "2.18.1", {}),
+            ("file", "opt/venv/pyvenv.cfg", b"version = 3.11.2\n"),
+        ]
+    )
     facts = observe_tree(fs, config)
     assert facts.cuda == (
         CudaComponent(name="cuda", version="12.1.1", source="file:/usr/local/cuda-12.1/version.json"),
@@ -215,12 +287,20 @@ def test_observation_is_deterministic() -> None:
     assert observe_tree(build(BASE, SLIM, VENV)) == observe_tree(build(BASE, SLIM, VENV))
     # Equal within one process is not enough: set and dict orders follow string hashing, which each
     # interpreter seeds anew. Two interpreters with other seeds must print the very same facts.
-    code = ("from mlenv.observe import observe_tree;"
-            "from tests.observe.test_probes import BASE, SLIM, VENV, build;"
-            "print(repr(observe_tree(build(BASE, SLIM, VENV))))")
+    code = (
+        "from mlenv.observe import observe_tree;"
+        "from tests.observe.test_probes import BASE, SLIM, VENV, build;"
+        "print(repr(observe_tree(build(BASE, SLIM, VENV))))"
+    )
     printed = [
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
-                       env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)},
+        ).stdout
         for seed in ("1", "2")
     ]
     assert printed[0] == printed[1] == repr(observe_tree(build(BASE, SLIM, VENV))) + "\n"

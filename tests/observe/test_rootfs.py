@@ -14,16 +14,27 @@ from mlenv.observe.stream.decompress import StreamError
 
 from .layers import chunked, gz, layer_tar, sha
 
-BASE = layer_tar([
-    ("dir", "usr"), ("dir", "usr/lib"), ("dir", "usr/bin"), ("dir", "etc"),
-    ("symlink", "lib", "usr/lib"), ("symlink", "bin", "/usr/bin"),
-    ("file", "usr/lib/os-release", b"ID=debian\nVERSION_ID=\"12\"\n"),
-    ("symlink", "etc/os-release", "../usr/lib/os-release"),
-    ("file", "usr/bin/tool", b"#!/bin/sh\necho tool\n", 0o755),
-    ("hardlink", "usr/bin/tool-again", "usr/bin/tool"),
-    ("dir", "opt"), ("dir", "opt/app"), ("file", "opt/app/a", b"a"), ("file", "opt/app/b", b"b"),
-    ("dir", "var"), ("dir", "var/cache"), ("file", "var/cache/big", b"x" * 100_000),
-])
+BASE = layer_tar(
+    [
+        ("dir", "usr"),
+        ("dir", "usr/lib"),
+        ("dir", "usr/bin"),
+        ("dir", "etc"),
+        ("symlink", "lib", "usr/lib"),
+        ("symlink", "bin", "/usr/bin"),
+        ("file", "usr/lib/os-release", b'ID=debian\nVERSION_ID="12"\n'),
+        ("symlink", "etc/os-release", "../usr/lib/os-release"),
+        ("file", "usr/bin/tool", b"#!/bin/sh\necho tool\n", 0o755),
+        ("hardlink", "usr/bin/tool-again", "usr/bin/tool"),
+        ("dir", "opt"),
+        ("dir", "opt/app"),
+        ("file", "opt/app/a", b"a"),
+        ("file", "opt/app/b", b"b"),
+        ("dir", "var"),
+        ("dir", "var/cache"),
+        ("file", "var/cache/big", b"x" * 100_000),
+    ]
+)
 
 
 def interest(path: str) -> bool:
@@ -66,8 +77,15 @@ def test_symlink_loops_are_errors_not_hangs() -> None:
 
 
 def test_whiteouts_delete_and_opaque_dirs_hide_lower_content() -> None:
-    upper = layer_tar([("whiteout", "var/cache"), ("whiteout", "usr/bin/tool"),
-                       ("opaque", "opt/app"), ("dir", "opt/app"), ("file", "opt/app/c", b"c")])
+    upper = layer_tar(
+        [
+            ("whiteout", "var/cache"),
+            ("whiteout", "usr/bin/tool"),
+            ("opaque", "opt/app"),
+            ("dir", "opt/app"),
+            ("file", "opt/app/c", b"c"),
+        ]
+    )
     fs = fs_of(BASE, upper)
     assert not fs.lexists("/var/cache/big") and not fs.lexists("/var/cache") and fs.is_dir("/var")
     assert not fs.exists("/usr/bin/tool")
@@ -127,10 +145,13 @@ def test_threaded_and_unthreaded_agree() -> None:
 def test_gnu_and_ustar_formats_and_long_names() -> None:
     long_name = "usr/share/" + "d" * 120 + "/file-with-a-very-long-name-" + "x" * 80
     prefixed = "usr/share/" + "d" * 90 + "/" + "f" * 20  # over 100 bytes: ustar's prefix field
-    for fmt, name in ((tarfile.GNU_FORMAT, long_name), (tarfile.PAX_FORMAT, long_name),
-                      (tarfile.USTAR_FORMAT, prefixed)):
+    for fmt, name in (
+        (tarfile.GNU_FORMAT, long_name),
+        (tarfile.PAX_FORMAT, long_name),
+        (tarfile.USTAR_FORMAT, prefixed),
+    ):
         fs = fs_of(layer_tar([("file", name, b"long"), ("symlink", "s", "/usr/share")], fmt=fmt))
-        assert fs.sha256("/s/" + name[len("usr/share/"):]) == hashlib.sha256(b"long").hexdigest()
+        assert fs.sha256("/s/" + name[len("usr/share/") :]) == hashlib.sha256(b"long").hexdigest()
 
 
 def test_corrupt_and_truncated_layers_are_stream_errors() -> None:
@@ -160,8 +181,18 @@ def test_directory_fs_matches_the_layered_view(tmp_path) -> None:  # type: ignor
 def test_normalize_member_names() -> None:
     from mlenv.observe.fs.rootfs import normalize
 
-    cases = {"./usr/lib/": "usr/lib", "root/.pyenv/x": "root/.pyenv/x", "a//b": "a/b", "a/./b": "a/b",
-             "a/../b": "b", "../x": "x", "./": "", "/usr/.": "usr", ".wh.x": ".wh.x", "/": ""}
+    cases = {
+        "./usr/lib/": "usr/lib",
+        "root/.pyenv/x": "root/.pyenv/x",
+        "a//b": "a/b",
+        "a/./b": "a/b",
+        "a/../b": "b",
+        "../x": "x",
+        "./": "",
+        "/usr/.": "usr",
+        ".wh.x": ".wh.x",
+        "/": "",
+    }
     assert {name: normalize(name) for name in cases} == cases
 
 
@@ -172,14 +203,16 @@ def test_a_hostile_layer_is_read_inside_the_image_root(tmp_path) -> None:  # typ
     outside.mkdir()
     (outside / "secret").write_bytes(b"host file\n")
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    hostile = layer_tar([
-        ("file", "../../escaped", b"climbed\n"),
-        ("file", "/abs/file", b"absolute\n"),
-        ("symlink", "etc/passwd-link", "/etc/passwd"),
-        ("symlink", "up", "../../../../" + str(outside).lstrip("/")),
-        ("symlink", "host-secret", str(outside / "secret")),
-        ("file", ".wh.", b""),  # a whiteout with no name: never a whiteout of the root
-    ])
+    hostile = layer_tar(
+        [
+            ("file", "../../escaped", b"climbed\n"),
+            ("file", "/abs/file", b"absolute\n"),
+            ("symlink", "etc/passwd-link", "/etc/passwd"),
+            ("symlink", "up", "../../../../" + str(outside).lstrip("/")),
+            ("symlink", "host-secret", str(outside / "secret")),
+            ("file", ".wh.", b""),  # a whiteout with no name: never a whiteout of the root
+        ]
+    )
     fs = fs_of(BASE, hostile)
     assert fs.sha256("/escaped") == hashlib.sha256(b"climbed\n").hexdigest()
     assert fs.sha256("/abs/file") == hashlib.sha256(b"absolute\n").hexdigest()

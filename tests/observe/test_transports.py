@@ -18,21 +18,32 @@ from mlenv.sources.registry import Layer as RegistryLayer
 
 from .layers import chunked, docker_archive, gz, image_config, layer_tar, oci_layout, sha
 
-BOTTOM = layer_tar([("dir", "etc"), ("file", "etc/os-release", b"ID=debian\nVERSION_ID=12\n"),
-                    ("file", "var/lib/dpkg/status",
-                     b"Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n")])
+BOTTOM = layer_tar(
+    [
+        ("dir", "etc"),
+        ("file", "etc/os-release", b"ID=debian\nVERSION_ID=12\n"),
+        (
+            "file",
+            "var/lib/dpkg/status",
+            b"Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n",
+        ),
+    ]
+)
 TOP = layer_tar([("whiteout", "var/lib/dpkg/status"), ("file", "etc/motd", b"hi")])
 EMPTY = layer_tar([])
 
 
 def test_parse_location(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert parse_location("docker://127.0.0.1:5000/x:1") == ImageLocation(transport="docker",
-                                                                          target="127.0.0.1:5000/x:1")
-    assert parse_location("python:3.11-slim") == ImageLocation(transport="docker-daemon",
-                                                               target="python:3.11-slim")
+    assert parse_location("docker://127.0.0.1:5000/x:1") == ImageLocation(
+        transport="docker", target="127.0.0.1:5000/x:1"
+    )
+    assert parse_location("python:3.11-slim") == ImageLocation(
+        transport="docker-daemon", target="python:3.11-slim"
+    )
     assert parse_location("docker-daemon:x:1").target == "x:1"
-    assert parse_location(f"oci:{tmp_path}:v1") == ImageLocation(transport="oci", target=str(tmp_path),
-                                                                 selector="v1")
+    assert parse_location(f"oci:{tmp_path}:v1") == ImageLocation(
+        transport="oci", target=str(tmp_path), selector="v1"
+    )
     assert parse_location(f"oci:{tmp_path}") == ImageLocation(transport="oci", target=str(tmp_path))
     weird = tmp_path / "a:b"
     weird.mkdir()
@@ -45,8 +56,10 @@ def test_parse_location(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 def test_oci_layout_by_tag(tmp_path) -> None:  # type: ignore[no-untyped-def]
     layers = [BOTTOM, TOP]
-    layout = oci_layout(tmp_path / "layout", {"v1": (layers, image_config(layers, labels={"l": "1"})),
-                                              "v2": ([BOTTOM], image_config([BOTTOM]))})
+    layout = oci_layout(
+        tmp_path / "layout",
+        {"v1": (layers, image_config(layers, labels={"l": "1"})), "v2": ([BOTTOM], image_config([BOTTOM]))},
+    )
     observation = inspect_image(f"oci:{layout}:v1")
     assert observation.facts.os_id == "debian" and observation.facts.apt == ()
     assert observation.facts.labels == (("l", "1"),)
@@ -130,8 +143,13 @@ def test_docker_archive_errors(tmp_path) -> None:  # type: ignore[no-untyped-def
 def oci_save(layers: list[bytes], config: dict) -> bytes:
     """An OCI-flavoured `docker save` stream (dockerd 25+ without manifest.json): index.json, blobs."""
     config_bytes = json.dumps(config).encode()
-    manifest = json.dumps({"schemaVersion": 2, "config": {"digest": sha(config_bytes)},
-                           "layers": [{"digest": sha(layer)} for layer in layers]}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "config": {"digest": sha(config_bytes)},
+            "layers": [{"digest": sha(layer)} for layer in layers],
+        }
+    ).encode()
     index = json.dumps({"schemaVersion": 2, "manifests": [{"digest": sha(manifest)}]}).encode()
     members = [(f"blobs/sha256/{sha(blob)[7:]}", blob) for blob in (*layers, config_bytes, manifest)]
     out = io.BytesIO()
@@ -201,11 +219,15 @@ class RecordingRegistry:
 
     def resolve(self, ref: object, platform: str) -> ResolvedImage:
         self.calls.append(f"resolve {ref} {platform}")
-        return ResolvedImage(digest="sha256:" + "1" * 64, manifest_digest="sha256:" + "2" * 64,
-                             config_digest="sha256:" + "3" * 64, config=self.config,
-                             layers=tuple(RegistryLayer(digest=d, media_type="", size=len(b))
-                                          for d, b in self.blobs.items()),
-                             diff_ids=tuple(self.config["rootfs"]["diff_ids"]), platform=platform)
+        return ResolvedImage(
+            digest="sha256:" + "1" * 64,
+            manifest_digest="sha256:" + "2" * 64,
+            config_digest="sha256:" + "3" * 64,
+            config=self.config,
+            layers=tuple(RegistryLayer(digest=d, media_type="", size=len(b)) for d, b in self.blobs.items()),
+            diff_ids=tuple(self.config["rootfs"]["diff_ids"]),
+            platform=platform,
+        )
 
     def blob_chunks(self, ref: object, digest: str) -> Iterator[bytes]:
         self.calls.append(f"blob {digest}")
@@ -215,28 +237,25 @@ class RecordingRegistry:
 def test_docker_references_read_through_the_client_passed_in() -> None:
     layers = [BOTTOM, TOP]
     client = RecordingRegistry(layers, image_config(layers))
-    facts = observe_image("docker://127.0.0.1:9/x/y:1", platform="linux/arm64",
-                          registry=client)  # type: ignore[arg-type]
+    facts = observe_image("docker://127.0.0.1:9/x/y:1", platform="linux/arm64", registry=client)  # type: ignore[arg-type]
     assert facts.layer_diff_ids == tuple(sha(layer) for layer in layers)
     assert client.calls == ["resolve 127.0.0.1:9/x/y:1 linux/arm64"] + [f"blob {d}" for d in client.blobs]
 
 
 @pytest.mark.docker
 @pytest.mark.registry
-def test_a_shared_client_fetches_a_resolved_base_once(
-        base_image_minbase) -> None:  # type: ignore[no-untyped-def]
+def test_a_shared_client_fetches_a_resolved_base_once(base_image_minbase) -> None:  # type: ignore[no-untyped-def]
     # What `mlenv lock` does: resolve the base, then read its facts by manifest digest, with one client.
     client = RegistryClient()
     paths: list[str] = []
-    client.session.hooks["response"].append(
-        lambda response, **_: paths.append(response.request.path_url))
+    client.session.hooks["response"].append(lambda response, **_: paths.append(response.request.path_url))
     reference = ImageReference.parse(base_image_minbase.ref)
     resolved = client.resolve(reference, "linux/amd64")
     fetched = list(paths)
     pinned = f"docker://{reference.registry}/{reference.repository}@{resolved.manifest_digest}"
     image = load_image(pinned, platform="linux/amd64", registry=client)
     assert image.config_digest == resolved.config_digest
-    again = paths[len(fetched):]
+    again = paths[len(fetched) :]
     # The layers only: the manifest and the config came from the first resolve.
     layers = sorted(f"/v2/{reference.repository}/blobs/{layer.digest}" for layer in resolved.layers)
     assert sorted(again) == layers

@@ -40,13 +40,20 @@ def test_same_lock_same_bytes_even_reordered() -> None:
 
 
 def test_render_is_identical_in_a_fresh_interpreter() -> None:
-    code = ("import sys; sys.path.insert(0, '.'); from tests.lockdata import full_lock; "
-            "from mlenv.render import render;"
-            f"sys.stdout.write(render(full_lock(), lock_digest='{DIGEST}', mlenv_version='1.2.3')"
-            ".get('Dockerfile')"
-            ".decode())")
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"}).stdout
+    code = (
+        "import sys; sys.path.insert(0, '.'); from tests.lockdata import full_lock; "
+        "from mlenv.render import render;"
+        f"sys.stdout.write(render(full_lock(), lock_digest='{DIGEST}', mlenv_version='1.2.3')"
+        ".get('Dockerfile')"
+        ".decode())"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"},
+    ).stdout
     assert other == dockerfile()
 
 
@@ -58,24 +65,35 @@ def test_from_pins_the_base_by_digest_in_both_stages() -> None:
 
 def test_layers_are_ordered_by_how_often_they_change() -> None:
     text = dockerfile()
-    order = ["apt-get install", "COPY --from=system /mlenv-stage/ /", "COPY --from=builder /mlenv-stage/ /",
-             "useradd", "ADD mlenv/app.tar", "ADD mlenv/models.tar", "USER app", "CMD "]
+    order = [
+        "apt-get install",
+        "COPY --from=system /mlenv-stage/ /",
+        "COPY --from=builder /mlenv-stage/ /",
+        "useradd",
+        "ADD mlenv/app.tar",
+        "ADD mlenv/models.tar",
+        "USER app",
+        "CMD ",
+    ]
     positions = [text.index(marker) for marker in order]
     assert positions == sorted(positions)
 
 
 def test_apt_closure_is_installed_and_checked_exactly() -> None:
     text = dockerfile()
-    assert ("printf '%s\\n' curl=7.88.1-10+deb12u6 libgomp1=12.2.0-14 | sort | diff - /tmp/mlenv-apt.txt"
-            in text)
-    install_run = text[text.index("apt-get install"):text.index("COPY --from=builder")]
+    assert (
+        "printf '%s\\n' curl=7.88.1-10+deb12u6 libgomp1=12.2.0-14 | sort | diff - /tmp/mlenv-apt.txt" in text
+    )
+    install_run = text[text.index("apt-get install") : text.index("COPY --from=builder")]
     assert "/var/lib/apt/lists/*" in install_run and "/var/log/dpkg.log" in install_run
 
 
 def test_python_installed_with_hashes_no_deps_no_index() -> None:
     text = dockerfile()
-    assert ("--no-index --find-links /tmp/mlenv/wheels --only-binary :all: --require-hashes --no-deps "
-            "--no-compile") in text
+    assert (
+        "--no-index --find-links /tmp/mlenv/wheels --only-binary :all: --require-hashes --no-deps "
+        "--no-compile"
+    ) in text
     # pip and setuptools come from ensurepip, not the lock: they are removed, not silently kept.
     assert "pip uninstall --yes pip setuptools" in text
 
@@ -112,8 +130,12 @@ def test_user_healthcheck_labels_expose() -> None:
 def test_baked_model_is_hash_checked_and_download_gets_an_entrypoint() -> None:
     lock = full_lock()
     assert f"'{'f' * 64}  /app/models/model.joblib' | sha256sum --check --strict -" in dockerfile(lock)
-    model = LockedModel(source="https://models.example/m.bin", target="/srv/models/m.bin",
-                        strategy="download", sha256="1" * 64)
+    model = LockedModel(
+        source="https://models.example/m.bin",
+        target="/srv/models/m.bin",
+        strategy="download",
+        sha256="1" * 64,
+    )
     downloaded = dataclasses.replace(lock, models=(model,))
     rendered = render(downloaded, lock_digest=DIGEST, mlenv_version="1")
     text = rendered.get("Dockerfile").decode()
@@ -125,8 +147,12 @@ def test_baked_model_is_hash_checked_and_download_gets_an_entrypoint() -> None:
 
 
 def test_mount_strategy_declares_a_volume() -> None:
-    lock = dataclasses.replace(full_lock(), models=(LockedModel(source="models/m.bin", target="/models/m.bin",
-                                                                strategy="mount", sha256="2" * 64),))
+    lock = dataclasses.replace(
+        full_lock(),
+        models=(
+            LockedModel(source="models/m.bin", target="/models/m.bin", strategy="mount", sha256="2" * 64),
+        ),
+    )
     assert 'VOLUME ["/models"]' in dockerfile(lock)
 
 
@@ -165,6 +191,7 @@ def test_a_lock_with_reordered_tables_renders_the_same_bytes() -> None:
     # The Dockerfile header names the lock's sha256, which differs for other bytes: compare the rest.
     same = _golden_render(lock_text, "host").get("Dockerfile").decode().splitlines()
     other = _golden_render(tomlkit.dumps(shuffled), "host").get("Dockerfile").decode().splitlines()
-    assert [line for line in other if "from mlenv.lock sha256:" not in line and LABEL_LOCK not in line] == \
-        [line for line in same if "from mlenv.lock sha256:" not in line and LABEL_LOCK not in line]
+    assert [line for line in other if "from mlenv.lock sha256:" not in line and LABEL_LOCK not in line] == [
+        line for line in same if "from mlenv.lock sha256:" not in line and LABEL_LOCK not in line
+    ]
     assert other != same  # the lock's own digest did change, and the header says so

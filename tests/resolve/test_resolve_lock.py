@@ -17,8 +17,12 @@ from mlenv.sources.python.backend import PythonRequest, ResolverBackend
 from mlenv.sources.registry import RegistryClient
 from mlenv.spec import load_spec
 
-WHEEL = PythonFile(name="six-1.16.0-py2.py3-none-any.whl", url="https://files.example/six-1.16.0-py2.py3-none-any.whl",
-                   size=11053, sha256="8a" * 32)
+WHEEL = PythonFile(
+    name="six-1.16.0-py2.py3-none-any.whl",
+    url="https://files.example/six-1.16.0-py2.py3-none-any.whl",
+    size=11053,
+    sha256="8a" * 32,
+)
 
 
 class Recorded:
@@ -31,8 +35,15 @@ class Recorded:
 
     def resolve(self, request: PythonRequest) -> list[PythonPin]:
         self.requests.append(request)
-        return [PythonPin(name="six", version="1.16.0", index="https://pypi.org/simple", requested=False,
-                          wheels=(WHEEL,))]
+        return [
+            PythonPin(
+                name="six",
+                version="1.16.0",
+                index="https://pypi.org/simple",
+                requested=False,
+                wheels=(WHEEL,),
+            )
+        ]
 
 
 class Untouchable:

@@ -169,8 +169,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
         # gpg starts an agent for each home directory and leaves it running: everything is signed now.
         for home in homes:
             if home.exists():
-                subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True,
-                               check=True)
+                subprocess.run(
+                    ["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=True
+                )
     assert [home for home in homes if _agents(home)] == []
 
     requests: list[str] = []

@@ -18,15 +18,28 @@ from tools.localbase.registry import Registry
     [
         ("python:3.11-slim", "registry-1.docker.io", "library/python", "3.11-slim", None),
         ("python", "registry-1.docker.io", "library/python", "latest", None),
-        ("docker.io/nvidia/cuda:12.1.1-runtime-ubuntu22.04", "registry-1.docker.io", "nvidia/cuda",
-         "12.1.1-runtime-ubuntu22.04", None),
+        (
+            "docker.io/nvidia/cuda:12.1.1-runtime-ubuntu22.04",
+            "registry-1.docker.io",
+            "nvidia/cuda",
+            "12.1.1-runtime-ubuntu22.04",
+            None,
+        ),
         ("127.0.0.1:5000/x/y:t", "127.0.0.1:5000", "x/y", "t", None),
         ("localhost/x", "localhost", "x", "latest", None),
         ("ghcr.io/o/r@sha256:" + "a" * 64, "ghcr.io", "o/r", None, "sha256:" + "a" * 64),
-        ("docker://h.example:443/o/r:1@sha256:" + "b" * 64, "h.example:443", "o/r", "1", "sha256:" + "b" * 64),
+        (
+            "docker://h.example:443/o/r:1@sha256:" + "b" * 64,
+            "h.example:443",
+            "o/r",
+            "1",
+            "sha256:" + "b" * 64,
+        ),
     ],
 )
-def test_reference_parsing(text: str, registry: str, repository: str, tag: str | None, digest: str | None) -> None:
+def test_reference_parsing(
+    text: str, registry: str, repository: str, tag: str | None, digest: str | None
+) -> None:
     ref = ImageReference.parse(text)
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
 
@@ -44,8 +57,6 @@ def test_malformed_references_are_refused(text: str, message: str) -> None:
     with pytest.raises(ImageError) as caught:
         ImageReference.parse(text)
     assert str(caught.value) == message
-
-
 
 
 @pytest.mark.docker
@@ -69,14 +80,18 @@ def test_auth_registry_with_docker_config(auth_base_image: BaseImage, auth_regis
     with pytest.raises(SourceError) as caught:
         RegistryClient(docker_config=Path("/nonexistent")).resolve(ref)
     # The registry asks for basic auth and no credentials are configured: that, not a refusal, is the error.
-    assert str(caught.value) == (f"registry {auth_registry.host} needs credentials for {ref.repository} "
-                                 "and none are configured (hint: run `docker login` or pass a docker config)")
+    assert str(caught.value) == (
+        f"registry {auth_registry.host} needs credentials for {ref.repository} "
+        "and none are configured (hint: run `docker login` or pass a docker config)"
+    )
     assert auth_registry.password not in str(caught.value)
 
 
 @pytest.mark.docker
 @pytest.mark.registry
-def test_wrong_password_is_a_clear_error(auth_base_image: BaseImage, auth_registry: Registry, tmp_path: Path) -> None:
+def test_wrong_password_is_a_clear_error(
+    auth_base_image: BaseImage, auth_registry: Registry, tmp_path: Path
+) -> None:
     import base64
     import json
 

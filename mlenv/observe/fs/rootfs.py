@@ -124,8 +124,14 @@ def normalize(name: str) -> str:
     """A tar member name or an absolute path as a root-relative key: 'usr/lib/x', '' for the root."""
     name = name.removeprefix("./").strip("/")
     # Fast path: nothing to collapse (dot-files such as .pyenv are fine, '.' and '..' parts are not).
-    if ("//" not in name and "/./" not in name and "/../" not in name and not name.startswith(("./", "../"))
-            and not name.endswith(("/.", "/..")) and name not in (".", "..")):
+    if (
+        "//" not in name
+        and "/./" not in name
+        and "/../" not in name
+        and not name.startswith(("./", "../"))
+        and not name.endswith(("/.", "/.."))
+        and name not in (".", "..")
+    ):
         return name
     parts: list[str] = []
     for part in name.split("/"):
@@ -139,7 +145,9 @@ def normalize(name: str) -> str:
     return "/".join(parts)
 
 
-def index_layer(chunks: Iterable[Chunk], *, interest: Interest | None = None, threaded: bool = True) -> LayerIndex:
+def index_layer(
+    chunks: Iterable[Chunk], *, interest: Interest | None = None, threaded: bool = True
+) -> LayerIndex:
     """Read one layer blob (gzip, zstd, xz, bzip2 or plain tar) in a single pass.
 
     With `threaded`, a worker thread reads (and decompresses) while the caller's thread parses the
@@ -181,12 +189,19 @@ def index_layer(chunks: Iterable[Chunk], *, interest: Interest | None = None, th
             background.close()
         if threaded:
             sys.setswitchinterval(switch)
-    return LayerIndex(diff_id="sha256:" + hasher.hexdigest(), size=counted[0], compression=kind,
-                      entries=layer[0], whiteouts=layer[1], opaque=layer[2])
+    return LayerIndex(
+        diff_id="sha256:" + hasher.hexdigest(),
+        size=counted[0],
+        compression=kind,
+        entries=layer[0],
+        whiteouts=layer[1],
+        opaque=layer[2],
+    )
 
 
-def _read_entries(reader: ChunkReader, interest: Interest | None
-                  ) -> tuple[dict[str, _Node], list[str], list[str]]:
+def _read_entries(
+    reader: ChunkReader, interest: Interest | None
+) -> tuple[dict[str, _Node], list[str], list[str]]:
     entries: dict[str, _Node] = {}
     whiteouts: list[str] = []
     opaque: list[str] = []
@@ -194,14 +209,14 @@ def _read_entries(reader: ChunkReader, interest: Interest | None
     for member in members(reader):
         path = normalize(member.name)
         slash = path.rfind("/")
-        base = path[slash + 1:]
+        base = path[slash + 1 :]
         if base.startswith(WHITEOUT):
             reader.skip(member.size)
             parent = path[:slash] if slash >= 0 else ""
             if base == OPAQUE:
                 opaque.append(parent)
             elif not base.startswith(WHITEOUT + WHITEOUT):  # other .wh..wh.* are aufs bookkeeping
-                target = base[len(WHITEOUT):]
+                target = base[len(WHITEOUT) :]
                 whiteouts.append(f"{parent}/{target}" if parent else target)
             continue
         kind = member.kind
@@ -380,8 +395,9 @@ class _Resolver(Generic[H]):
                     continue
                 if not self.is_dir(base):
                     continue
-                following.extend(posixpath.join(base, name) for name in self.listdir(base)
-                                 if fnmatchcase(name, part))
+                following.extend(
+                    posixpath.join(base, name) for name in self.listdir(base) if fnmatchcase(name, part)
+                )
             found = following
         return sorted(found)
 
@@ -496,8 +512,14 @@ class LayeredFS(_Resolver[_Node]):
     # -- reading
 
     def _info(self, path: str, node: _Node) -> FileInfo:
-        return FileInfo(path=path, kind=node.kind, mode=node.mode, size=node.size, link=node.link,
-                        sha256=None if node.digest is None else node.digest.hex())
+        return FileInfo(
+            path=path,
+            kind=node.kind,
+            mode=node.mode,
+            size=node.size,
+            link=node.link,
+            sha256=None if node.digest is None else node.digest.hex(),
+        )
 
     def stat(self, path: str, *, follow_symlinks: bool = True) -> FileInfo:
         canonical, node = self._must(path, follow_last=follow_symlinks)
@@ -620,9 +642,13 @@ class DirectoryFS(_Resolver[_DirHandle]):
 
     def _info(self, path: str, handle: _DirHandle) -> FileInfo:
         kind = self._kind(handle)
-        return FileInfo(path=path, kind=kind, mode=stat_module.S_IMODE(handle.st.st_mode),
-                        size=handle.st.st_size if kind == REGULAR else 0,
-                        link=self._target(handle) if kind == SYMLINK else None)
+        return FileInfo(
+            path=path,
+            kind=kind,
+            mode=stat_module.S_IMODE(handle.st.st_mode),
+            size=handle.st.st_size if kind == REGULAR else 0,
+            link=self._target(handle) if kind == SYMLINK else None,
+        )
 
     def stat(self, path: str, *, follow_symlinks: bool = True) -> FileInfo:
         canonical, handle = self._must(path, follow_last=follow_symlinks)

@@ -30,9 +30,15 @@ class SaveSource(Protocol):
     def save_image(self, name: str) -> Iterator[bytes]: ...
 
 
-def load_image(reference: str | ImageLocation, *, interest: Interest | None = None,
-               docker_config: str | None = None, platform: str | None = None,
-               registry: RegistryClient | None = None, engine: SaveSource | None = None) -> LoadedImage:
+def load_image(
+    reference: str | ImageLocation,
+    *,
+    interest: Interest | None = None,
+    docker_config: str | None = None,
+    platform: str | None = None,
+    registry: RegistryClient | None = None,
+    engine: SaveSource | None = None,
+) -> LoadedImage:
     """Read an image from any transport. `registry` serves docker:// (default: a client of its own,
     with the credentials of `docker_config`); `engine` serves docker-daemon: (default: connected for
     this read)."""
@@ -50,12 +56,19 @@ def load_image(reference: str | ImageLocation, *, interest: Interest | None = No
         raise ImageError(f"{location}: {error}") from None
 
 
-def _from_save(location: ImageLocation, chunks: Iterator[Chunk], interest: Interest | None,
-               wanted: str | None) -> LoadedImage:
+def _from_save(
+    location: ImageLocation, chunks: Iterator[Chunk], interest: Interest | None, wanted: str | None
+) -> LoadedImage:
     saved: SavedImage[LayerIndex] = read_saved(
-        chunks, lambda _name, data: index_layer(data, interest=interest), where=location, wanted=wanted)
-    return finish(location, parse_json(location, "config", saved.config), saved.layers,
-                  config_digest=saved.config_digest, manifest_digest=saved.manifest_digest)
+        chunks, lambda _name, data: index_layer(data, interest=interest), where=location, wanted=wanted
+    )
+    return finish(
+        location,
+        parse_json(location, "config", saved.config),
+        saved.layers,
+        config_digest=saved.config_digest,
+        manifest_digest=saved.manifest_digest,
+    )
 
 
 def _load_archive_file(location: ImageLocation, interest: Interest | None) -> LoadedImage:
@@ -65,8 +78,9 @@ def _load_archive_file(location: ImageLocation, interest: Interest | None) -> Lo
     return _from_save(location, decompressed(file_chunks(location.target)), interest, location.selector)
 
 
-def _load_daemon(location: ImageLocation, interest: Interest | None, engine: SaveSource | None
-                 ) -> LoadedImage:
+def _load_daemon(
+    location: ImageLocation, interest: Interest | None, engine: SaveSource | None
+) -> LoadedImage:
     # `docker save NAME` holds just that image; its RepoTags may be empty when NAME is an id.
     if engine is not None:
         return _from_save(location, engine.save_image(location.target), interest, None)
@@ -76,8 +90,13 @@ def _load_daemon(location: ImageLocation, interest: Interest | None, engine: Sav
         return _from_save(location, connected.save_image(location.target), interest, None)
 
 
-def _load_registry(location: ImageLocation, interest: Interest | None, platform: str,
-                   registry: RegistryClient | None, docker_config: str | None) -> LoadedImage:
+def _load_registry(
+    location: ImageLocation,
+    interest: Interest | None,
+    platform: str,
+    registry: RegistryClient | None,
+    docker_config: str | None,
+) -> LoadedImage:
     from mlenv.sources.registry import ImageReference, RegistryClient
 
     reference = ImageReference.parse(location.target)
@@ -85,11 +104,25 @@ def _load_registry(location: ImageLocation, interest: Interest | None, platform:
     resolved = client.resolve(reference, platform)
     # The client checks each blob's digest when its last chunk is read; the layer pass reads every
     # blob to the end, so a corrupt download fails here too.
-    layers = [index_layer(client.blob_chunks(reference, layer.digest), interest=interest)
-              for layer in resolved.layers]
-    return finish(location, resolved.config, layers, config_digest=resolved.config_digest,
-                  manifest_digest=resolved.manifest_digest)
+    layers = [
+        index_layer(client.blob_chunks(reference, layer.digest), interest=interest)
+        for layer in resolved.layers
+    ]
+    return finish(
+        location,
+        resolved.config,
+        layers,
+        config_digest=resolved.config_digest,
+        manifest_digest=resolved.manifest_digest,
+    )
 
 
-__all__ = ["ImageLocation", "LayerSummary", "LoadedImage", "SaveSource", "Transport", "load_image",
-           "parse_location"]
+__all__ = [
+    "ImageLocation",
+    "LayerSummary",
+    "LoadedImage",
+    "SaveSource",
+    "Transport",
+    "load_image",
+    "parse_location",
+]

@@ -44,8 +44,9 @@ def skip_layer(name: str, data: Iterator[memoryview]) -> None:
     """A LayerReader for callers that need the config and manifest only: the layer is not read."""
 
 
-def read_saved(chunks: Iterable[Chunk], read_layer: LayerReader[T], *, where: object,
-               wanted: str | None = None) -> SavedImage[T]:
+def read_saved(
+    chunks: Iterable[Chunk], read_layer: LayerReader[T], *, where: object, wanted: str | None = None
+) -> SavedImage[T]:
     """The image `wanted` (a tag, as docker-archive:PATH:REF names it; None: the only image) of a
     plain-tar save stream. Errors are ImageErrors that start with `where`."""
     try:
@@ -106,8 +107,9 @@ def _blob_name(digest: str) -> str:
     return "blobs/" + digest.replace(":", "/", 1)
 
 
-def _select(where: object, found: _Members[T], read_layer: LayerReader[T], wanted: str | None
-            ) -> SavedImage[T]:
+def _select(
+    where: object, found: _Members[T], read_layer: LayerReader[T], wanted: str | None
+) -> SavedImage[T]:
     manifest_digest = None
     if "manifest.json" in found.json_files:
         entries = parse_json(where, "manifest.json", found.json_files["manifest.json"])
@@ -142,25 +144,37 @@ def _select(where: object, found: _Members[T], read_layer: LayerReader[T], wante
             layers.append(read_layer(name, iter((memoryview(found.json_files[name]),))))
         else:
             raise ImageError(f"{where}: the archive lacks layer {path}")
-    return SavedImage(config=config, config_digest=digest_of(config), manifest_digest=manifest_digest,
-                      layer_paths=paths, layers=tuple(layers))
+    return SavedImage(
+        config=config,
+        config_digest=digest_of(config),
+        manifest_digest=manifest_digest,
+        layer_paths=paths,
+        layers=tuple(layers),
+    )
 
 
 def _legacy_entry(where: object, entries: Any, wanted: str | None) -> Mapping[str, Any]:
     if not isinstance(entries, list):
         raise ImageError(f"{where}: not a docker save archive (manifest.json is not a list)")
     if wanted is not None:
-        candidates = [e for e in entries if wanted in (e.get("RepoTags") or [])
-                      or any(wanted == tag.split("/")[-1] or tag.endswith("/" + wanted)
-                             for tag in e.get("RepoTags") or [])]
+        candidates = [
+            e
+            for e in entries
+            if wanted in (e.get("RepoTags") or [])
+            or any(
+                wanted == tag.split("/")[-1] or tag.endswith("/" + wanted) for tag in e.get("RepoTags") or []
+            )
+        ]
         if not candidates:
             tags = sorted(t for e in entries for t in e.get("RepoTags") or [])
-            raise ImageError(f"{where}: no image '{wanted}' in the archive "
-                             f"(has: {', '.join(tags) or 'none'})")
+            raise ImageError(
+                f"{where}: no image '{wanted}' in the archive (has: {', '.join(tags) or 'none'})"
+            )
     else:
         candidates = entries
     if len(candidates) != 1:
-        raise ImageError(f"{where}: the archive holds {len(candidates)} images; "
-                         "name one as docker-archive:PATH:REF")
+        raise ImageError(
+            f"{where}: the archive holds {len(candidates)} images; name one as docker-archive:PATH:REF"
+        )
     chosen: Mapping[str, Any] = candidates[0]
     return chosen

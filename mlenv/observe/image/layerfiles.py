@@ -19,9 +19,17 @@ from mlenv.observe.image.dockersave import read_saved
 from mlenv.observe.image.loaded import check_layers, parse_json
 from mlenv.observe.stream.decompress import Chunk, ChunkReader, StreamError, decompressed
 
-_KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file",
-          tarfile.LNKTYPE: "hardlink", tarfile.SYMTYPE: "symlink", tarfile.DIRTYPE: "dir",
-          tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block", tarfile.FIFOTYPE: "fifo"}
+_KINDS = {
+    tarfile.REGTYPE: "file",
+    tarfile.AREGTYPE: "file",
+    tarfile.CONTTYPE: "file",
+    tarfile.LNKTYPE: "hardlink",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.DIRTYPE: "dir",
+    tarfile.CHRTYPE: "char",
+    tarfile.BLKTYPE: "block",
+    tarfile.FIFOTYPE: "fifo",
+}
 _XATTR = "SCHILY.xattr."
 
 
@@ -79,12 +87,24 @@ def read_layer(chunks: Iterable[Chunk]) -> tuple[str, dict[str, FileMeta]]:
                 link = info.linkname
                 if info.ischr() or info.isblk():
                     link = f"{info.devmajor},{info.devminor}"
-                xattrs = tuple(sorted((k.removeprefix(_XATTR), v) for k, v in info.pax_headers.items()
-                                      if k.startswith(_XATTR)))
+                xattrs = tuple(
+                    sorted(
+                        (k.removeprefix(_XATTR), v)
+                        for k, v in info.pax_headers.items()
+                        if k.startswith(_XATTR)
+                    )
+                )
                 entries[normalize(info.name)] = FileMeta(
-                    kind=_KINDS.get(info.type, "other"), mode=info.mode & 0o7777, uid=info.uid, gid=info.gid,
-                    mtime=int(info.mtime), size=info.size if info.isreg() else 0, sha256=digest, link=link,
-                    xattrs=xattrs)
+                    kind=_KINDS.get(info.type, "other"),
+                    mode=info.mode & 0o7777,
+                    uid=info.uid,
+                    gid=info.gid,
+                    mtime=int(info.mtime),
+                    size=info.size if info.isreg() else 0,
+                    sha256=digest,
+                    link=link,
+                    xattrs=xattrs,
+                )
     except tarfile.TarError as error:
         raise StreamError(f"unreadable layer tar: {error}") from None
     reader.drain()  # the end-of-archive blocks count in the diff_id

@@ -45,13 +45,29 @@ def check_layers(where: object, config: Mapping[str, Any], diff_ids: Sequence[st
             raise ImageError(f"{where}: layer {number} content is {found}, but the image config says {want}")
 
 
-def finish(location: ImageLocation, config: Mapping[str, Any], layers: Sequence[LayerIndex], *,
-           config_digest: str | None, manifest_digest: str | None) -> LoadedImage:
+def finish(
+    location: ImageLocation,
+    config: Mapping[str, Any],
+    layers: Sequence[LayerIndex],
+    *,
+    config_digest: str | None,
+    manifest_digest: str | None,
+) -> LoadedImage:
     check_layers(location, config, [layer.diff_id for layer in layers])
-    summaries = tuple(LayerSummary(diff_id=layer.diff_id, size=layer.size, compression=layer.compression,
-                                   files=layer.file_count) for layer in layers)
-    return LoadedImage(location=location, config=config, config_digest=config_digest,
-                       manifest_digest=manifest_digest, layers=summaries, fs=LayeredFS(layers))
+    summaries = tuple(
+        LayerSummary(
+            diff_id=layer.diff_id, size=layer.size, compression=layer.compression, files=layer.file_count
+        )
+        for layer in layers
+    )
+    return LoadedImage(
+        location=location,
+        config=config,
+        config_digest=config_digest,
+        manifest_digest=manifest_digest,
+        layers=summaries,
+        fs=LayeredFS(layers),
+    )
 
 
 def parse_json(where: object, what: str, data: bytes) -> Any:

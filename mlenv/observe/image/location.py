@@ -31,12 +31,12 @@ def parse_location(text: str) -> ImageLocation:
     if not text.strip():
         raise ImageError("empty image reference")
     if text.startswith("docker://"):
-        return ImageLocation(transport="docker", target=text[len("docker://"):])
+        return ImageLocation(transport="docker", target=text[len("docker://") :])
     for transport in ("docker-daemon", "docker-archive", "oci"):
         prefix = transport + ":"
         if not text.startswith(prefix):
             continue
-        rest = text[len(prefix):]
+        rest = text[len(prefix) :]
         if not rest:
             raise ImageError(f"{text}: nothing after '{prefix}'")
         if transport == "docker-daemon":
@@ -50,6 +50,6 @@ def parse_location(text: str) -> ImageLocation:
             slash = rest.rfind("/")
             cut = existing[0] if existing else next((i for i in cuts if i > slash), None)
             if cut is not None:
-                path, selector = rest[:cut], rest[cut + 1:] or None
+                path, selector = rest[:cut], rest[cut + 1 :] or None
         return ImageLocation(transport=transport, target=path, selector=selector)
     return ImageLocation(transport="docker-daemon", target=text)

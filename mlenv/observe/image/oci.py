@@ -50,20 +50,25 @@ def load_oci(location: ImageLocation, interest: Interest | None, platform: str) 
         index = parse_json(location, "index.json", file.read())
     descriptors = index.get("manifests") or []
     if location.selector is not None:
-        chosen = [d for d in descriptors
-                  if (d.get("annotations") or {}).get(OCI_REF_NAME) == location.selector]
+        chosen = [
+            d for d in descriptors if (d.get("annotations") or {}).get(OCI_REF_NAME) == location.selector
+        ]
         if not chosen:
             names = sorted({(d.get("annotations") or {}).get(OCI_REF_NAME, "") for d in descriptors} - {""})
-            raise ImageError(f"{location}: no image tagged '{location.selector}' in the layout "
-                             f"(tags: {', '.join(names) or 'none'})")
+            raise ImageError(
+                f"{location}: no image tagged '{location.selector}' in the layout "
+                f"(tags: {', '.join(names) or 'none'})"
+            )
     else:
         chosen = descriptors
     if len(chosen) != 1:
         if not chosen:
             raise ImageError(f"{location}: the layout holds no image")
         names = sorted({(d.get("annotations") or {}).get(OCI_REF_NAME, "?") for d in chosen})
-        raise ImageError(f"{location}: the layout holds {len(chosen)} images; name one as oci:PATH:TAG "
-                         f"(tags: {', '.join(names)})")
+        raise ImageError(
+            f"{location}: the layout holds {len(chosen)} images; name one as oci:PATH:TAG "
+            f"(tags: {', '.join(names)})"
+        )
     descriptor = chosen[0]
     manifest_digest = descriptor["digest"]
     manifest = parse_json(location, "manifest", blob(manifest_digest, "manifest"))
@@ -72,8 +77,9 @@ def load_oci(location: ImageLocation, interest: Interest | None, platform: str) 
         picked = select_platform(offered, platform)
         if picked is None:
             names = sorted({platform_of(d) for d in offered})
-            raise ImageError(f"{location}: no image for platform {platform} "
-                             f"(has: {', '.join(names) or 'none'})")
+            raise ImageError(
+                f"{location}: no image for platform {platform} (has: {', '.join(names) or 'none'})"
+            )
         descriptor = picked
         manifest_digest = descriptor["digest"]
         manifest = parse_json(location, "manifest", blob(manifest_digest, "manifest"))

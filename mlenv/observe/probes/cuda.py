@@ -21,26 +21,54 @@ from mlenv.model.facts import AptFact, CudaComponent, DistFact
 from mlenv.observe.fs.rootfs import ImageFS, NotKeptError
 from mlenv.observe.probes.dpkg import upstream_version
 
-INTEREST = (r"/usr/local/cuda[^/]*/version\.(json|txt)", r"(/[^/]+)*/include/([^/]+/)?cudnn_version(_v[0-9]+)?\.h")
+INTEREST = (
+    r"/usr/local/cuda[^/]*/version\.(json|txt)",
+    r"(/[^/]+)*/include/([^/]+/)?cudnn_version(_v[0-9]+)?\.h",
+)
 
 # Sorted by key and the first one set wins, so NVIDIA's NV_* spellings come after the short ones.
-ENV = {"CUDA_VERSION": "cuda", "NV_CUDA_CUDART_VERSION": "runtime", "NV_CUDNN_VERSION": "cudnn",
-       "CUDNN_VERSION": "cudnn", "NCCL_VERSION": "nccl", "NV_LIBNCCL_PACKAGE_VERSION": "nccl",
-       "NV_LIBCUBLAS_VERSION": "cublas"}
-WHEELS = {"nvidia-cuda-runtime": "runtime", "nvidia-cudnn": "cudnn", "nvidia-cublas": "cublas",
-          "nvidia-nccl": "nccl", "nvidia-nvjitlink": "nvjitlink"}
-LIBRARIES = {"libcudart": "runtime", "libcudnn": "cudnn", "libcublas": "cublas", "libnccl": "nccl",
-             "libnvJitLink": "nvjitlink"}
+ENV = {
+    "CUDA_VERSION": "cuda",
+    "NV_CUDA_CUDART_VERSION": "runtime",
+    "NV_CUDNN_VERSION": "cudnn",
+    "CUDNN_VERSION": "cudnn",
+    "NCCL_VERSION": "nccl",
+    "NV_LIBNCCL_PACKAGE_VERSION": "nccl",
+    "NV_LIBCUBLAS_VERSION": "cublas",
+}
+WHEELS = {
+    "nvidia-cuda-runtime": "runtime",
+    "nvidia-cudnn": "cudnn",
+    "nvidia-cublas": "cublas",
+    "nvidia-nccl": "nccl",
+    "nvidia-nvjitlink": "nvjitlink",
+}
+LIBRARIES = {
+    "libcudart": "runtime",
+    "libcudnn": "cudnn",
+    "libcublas": "cublas",
+    "libnccl": "nccl",
+    "libnvJitLink": "nvjitlink",
+}
 VERSION_JSON = {"cuda": "cuda", "cuda_cudart": "runtime", "libcublas": "cublas", "libnvjitlink": "nvjitlink"}
 # NVIDIA's apt repository names: cuda-cudart-12-1, libcudnn8 / libcudnn9-cuda-12, libcublas-12-1,
 # libnccl2, libnvjitlink-12-1 (the -dev packages carry the same versions and are not needed).
-DPKG = ((re.compile(r"cuda-cudart-\d+-\d+"), "runtime"), (re.compile(r"libcudnn\d+(-cuda-\d+)?"), "cudnn"),
-        (re.compile(r"libcublas-\d+-\d+"), "cublas"), (re.compile(r"libnccl\d+"), "nccl"),
-        (re.compile(r"libnvjitlink-\d+-\d+"), "nvjitlink"))
+DPKG = (
+    (re.compile(r"cuda-cudart-\d+-\d+"), "runtime"),
+    (re.compile(r"libcudnn\d+(-cuda-\d+)?"), "cudnn"),
+    (re.compile(r"libcublas-\d+-\d+"), "cublas"),
+    (re.compile(r"libnccl\d+"), "nccl"),
+    (re.compile(r"libnvjitlink-\d+-\d+"), "nvjitlink"),
+)
 _LIBRARY = re.compile(r"^(lib[A-Za-z]+)\.so\.(\d+\.\d+(?:\.\d+)*)$")
 _TOOLKIT_DIR = re.compile(r"^/usr/local/cuda-(\d+\.\d+)$")
-LIB_DIRS = ("/usr/local/cuda*/lib64", "/usr/local/cuda*/targets/*/lib", "/usr/lib/x86_64-linux-gnu",
-            "/usr/lib/aarch64-linux-gnu", "/usr/lib64")
+LIB_DIRS = (
+    "/usr/local/cuda*/lib64",
+    "/usr/local/cuda*/targets/*/lib",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+)
 
 
 def wheel_component(name: str) -> str | None:
@@ -53,8 +81,9 @@ def _from_wheels(dists: Iterable[DistFact]) -> dict[str, CudaComponent]:
     for dist in sorted(dists, key=lambda d: (d.site, d.name)):
         component = wheel_component(dist.name)
         if component is not None and component not in found:
-            found[component] = CudaComponent(name=component, version=dist.version,
-                                             source=f"wheel:{dist.name}")
+            found[component] = CudaComponent(
+                name=component, version=dist.version, source=f"wheel:{dist.name}"
+            )
     return found
 
 
@@ -108,8 +137,9 @@ def _from_dpkg(apt: Iterable[AptFact]) -> dict[str, CudaComponent]:
     for fact in sorted(apt, key=lambda f: (f.name, f.architecture)):
         for pattern, component in DPKG:
             if pattern.fullmatch(fact.name) and component not in found:
-                found[component] = CudaComponent(name=component, version=upstream_version(fact.version),
-                                                 source=f"dpkg:{fact.name}")
+                found[component] = CudaComponent(
+                    name=component, version=upstream_version(fact.version), source=f"dpkg:{fact.name}"
+                )
     return found
 
 
@@ -125,7 +155,9 @@ def _from_version_json(fs: ImageFS) -> dict[str, CudaComponent]:
         for key, component in VERSION_JSON.items():
             entry = data.get(key)
             if isinstance(entry, dict) and isinstance(entry.get("version"), str) and component not in found:
-                found[component] = CudaComponent(name=component, version=entry["version"], source=f"file:{path}")
+                found[component] = CudaComponent(
+                    name=component, version=entry["version"], source=f"file:{path}"
+                )
     return found
 
 
@@ -135,15 +167,18 @@ def _from_env(env: Mapping[str, str]) -> dict[str, CudaComponent]:
         value = env.get(key)
         if value and ENV[key] not in found:
             # NCCL_VERSION=2.17.1-1, NV_LIBCUBLAS_VERSION=12.1.3.1-1: Debian package versions.
-            found[ENV[key]] = CudaComponent(name=ENV[key], version=upstream_version(value),
-                                            source=f"image:env:{key}")
+            found[ENV[key]] = CudaComponent(
+                name=ENV[key], version=upstream_version(value), source=f"image:env:{key}"
+            )
     return found
 
 
 def _from_layout(fs: ImageFS) -> dict[str, CudaComponent]:
     """The toolkit directory NVIDIA's images install into (/usr/local/cuda -> cuda-12.1)."""
-    releases = sorted((m.group(1) for d in fs.glob("/usr/local/cuda-*") if (m := _TOOLKIT_DIR.match(d))
-                       and fs.is_dir(d)), key=_key)
+    releases = sorted(
+        (m.group(1) for d in fs.glob("/usr/local/cuda-*") if (m := _TOOLKIT_DIR.match(d)) and fs.is_dir(d)),
+        key=_key,
+    )
     if not releases:
         return {}
     chosen = releases[-1]
@@ -170,14 +205,17 @@ def merge(*layers: Mapping[str, CudaComponent]) -> tuple[CudaComponent, ...]:
     return tuple(merged[name] for name in sorted(merged))
 
 
-def system_components(fs: ImageFS, env: Mapping[str, str],
-                      apt: Iterable[AptFact]) -> tuple[CudaComponent, ...]:
+def system_components(
+    fs: ImageFS, env: Mapping[str, str], apt: Iterable[AptFact]
+) -> tuple[CudaComponent, ...]:
     """The CUDA stack outside Python's site directories: what a base image brings."""
-    return merge(_from_layout(fs), _from_env(env), _from_version_json(fs), _from_dpkg(apt),
-                 _from_libraries(fs))
+    return merge(
+        _from_layout(fs), _from_env(env), _from_version_json(fs), _from_dpkg(apt), _from_libraries(fs)
+    )
 
 
-def cuda_components(fs: ImageFS, env: Mapping[str, str], dists: Iterable[DistFact],
-                    apt: Iterable[AptFact] = ()) -> tuple[CudaComponent, ...]:
+def cuda_components(
+    fs: ImageFS, env: Mapping[str, str], dists: Iterable[DistFact], apt: Iterable[AptFact] = ()
+) -> tuple[CudaComponent, ...]:
     system = {c.name: c for c in system_components(fs, env, apt)}
     return merge(system, _from_wheels(dists))

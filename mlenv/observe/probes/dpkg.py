@@ -18,8 +18,9 @@ FACT_FIELDS = ("Package", "Version", "Architecture")
 _ABSENT = {"not-installed", "config-files"}
 
 
-def installed_stanzas(data: bytes, *, fields: Iterable[str] = FACT_FIELDS,
-                      require_status: bool = True) -> Iterator[dict[str, str]]:
+def installed_stanzas(
+    data: bytes, *, fields: Iterable[str] = FACT_FIELDS, require_status: bool = True
+) -> Iterator[dict[str, str]]:
     """The stanzas of a dpkg status file whose package is installed (or half-installed, unpacked...),
     each reduced to `fields` (with Package, Version and Status always kept).
 
@@ -43,8 +44,10 @@ def installed_stanzas(data: bytes, *, fields: Iterable[str] = FACT_FIELDS,
 
 def parse_status(data: bytes, *, require_status: bool = True) -> list[AptFact]:
     """Installed packages of a dpkg status file (see installed_stanzas)."""
-    return [AptFact(name=s["Package"], version=s["Version"], architecture=s.get("Architecture", ""))
-            for s in installed_stanzas(data, require_status=require_status)]
+    return [
+        AptFact(name=s["Package"], version=s["Version"], architecture=s.get("Architecture", ""))
+        for s in installed_stanzas(data, require_status=require_status)
+    ]
 
 
 def read_dpkg(fs: ImageFS) -> tuple[AptFact, ...]:
@@ -54,8 +57,11 @@ def read_dpkg(fs: ImageFS) -> tuple[AptFact, ...]:
     if fs.is_file(STATUS):
         sources.append((STATUS, True))
     if fs.is_dir(STATUS_DIR):
-        sources.extend((f"{STATUS_DIR}/{name}", False) for name in fs.listdir(STATUS_DIR)
-                       if not name.endswith(".md5sums"))
+        sources.extend(
+            (f"{STATUS_DIR}/{name}", False)
+            for name in fs.listdir(STATUS_DIR)
+            if not name.endswith(".md5sums")
+        )
     for path, require_status in sources:
         try:
             data = fs.read_bytes(path)

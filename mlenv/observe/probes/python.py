@@ -37,13 +37,46 @@ INTEREST = (
 _BINARY = re.compile(r"^python(\d+)\.(\d+)(t?)$")
 _ALIASES = re.compile(r"^python(\d+(\.\d+t?)?)?$")
 # Where interpreters live when no PATH says otherwise: distro, /usr/local builds, conda/pyenv/uv.
-_BIN_DIRS = ("/usr/bin", "/usr/local/bin", "/bin", "/opt/*/bin", "/opt/*/*/bin", "/root/.pyenv/versions/*/bin",
-             "/root/.local/share/uv/python/*/bin", "/usr/local/python*/bin")
+_BIN_DIRS = (
+    "/usr/bin",
+    "/usr/local/bin",
+    "/bin",
+    "/opt/*/bin",
+    "/opt/*/*/bin",
+    "/root/.pyenv/versions/*/bin",
+    "/root/.local/share/uv/python/*/bin",
+    "/usr/local/python*/bin",
+)
 # Virtual environments: pyvenv.cfg is searched this deep (e.g. /opt/app/.venv/pyvenv.cfg).
 _VENV_DEPTH = 4
-_VENV_SKIP = frozenset({"proc", "sys", "dev", "run", "tmp", "var", "boot", "etc", "lib", "lib64", "lib32", "sbin",
-                        "bin", "site-packages", "dist-packages", "node_modules", ".git", "__pycache__", "share",
-                        "include", "doc", "man", "locale", "src"})
+_VENV_SKIP = frozenset(
+    {
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "var",
+        "boot",
+        "etc",
+        "lib",
+        "lib64",
+        "lib32",
+        "sbin",
+        "bin",
+        "site-packages",
+        "dist-packages",
+        "node_modules",
+        ".git",
+        "__pycache__",
+        "share",
+        "include",
+        "doc",
+        "man",
+        "locale",
+        "src",
+    }
+)
 # PY_VERSION: digits after "X.Y.", an optional pre-release and "+", then NUL; the linker may merge it
 # into the tail of a longer string ("/usr/src/Python-3.11.7"), so only the left edge is a non-digit.
 _VERSION_TAIL = rb"(\d+(?:(?:a|b|rc)\d+)?\+?)\x00"
@@ -72,7 +105,9 @@ class VirtualEnv:
 
 def version_in_binary(data: bytes, major_minor: str) -> str | None:
     """The X.Y.Z CPython embedded in an interpreter or libpython, for a known X.Y."""
-    pattern = re.compile(rb"(?<![0-9.])" + re.escape(major_minor.rstrip("t").encode()) + rb"\." + _VERSION_TAIL)
+    pattern = re.compile(
+        rb"(?<![0-9.])" + re.escape(major_minor.rstrip("t").encode()) + rb"\." + _VERSION_TAIL
+    )
     found = Counter(m.group(1) for m in pattern.finditer(data))
     if not found:
         return None
@@ -95,8 +130,9 @@ def _libpython_candidates(fs: ImageFS, prefix: str, major_minor: str) -> list[st
     return found
 
 
-def _interpreter_version(fs: ImageFS, binary: str, prefix: str, major_minor: str,
-                         apt: Mapping[str, str]) -> str:
+def _interpreter_version(
+    fs: ImageFS, binary: str, prefix: str, major_minor: str, apt: Mapping[str, str]
+) -> str:
     data = _read(fs, binary)
     if data is not None and (version := version_in_binary(data, major_minor)):
         return version
@@ -110,14 +146,19 @@ def _interpreter_version(fs: ImageFS, binary: str, prefix: str, major_minor: str
         if match:
             return match.group(1).decode()
     if prefix == "/usr":
-        for package in (f"python{major_minor}-minimal", f"python{major_minor}", f"libpython{major_minor}-minimal"):
+        for package in (
+            f"python{major_minor}-minimal",
+            f"python{major_minor}",
+            f"libpython{major_minor}-minimal",
+        ):
             if package in apt:
                 return upstream_version(apt[package]).split("~")[0].split("+")[0]
     return major_minor  # the series is certain from the file name; the patch level is unknown
 
 
-def find_interpreters(fs: ImageFS, *, path_dirs: Iterable[str] = (), apt: tuple[AptFact, ...] = ()
-                      ) -> list[PythonInstall]:
+def find_interpreters(
+    fs: ImageFS, *, path_dirs: Iterable[str] = (), apt: tuple[AptFact, ...] = ()
+) -> list[PythonInstall]:
     """Real interpreter binaries (pythonX.Y files, not links) in PATH and the usual bin dirs,
     outside virtual environments."""
     packages = {fact.name: fact.version for fact in apt}
@@ -138,8 +179,12 @@ def find_interpreters(fs: ImageFS, *, path_dirs: Iterable[str] = (), apt: tuple[
                 continue
             major_minor = f"{match.group(1)}.{match.group(2)}{match.group(3)}"
             prefix = posixpath.dirname(real_dir) or "/"
-            installs[path] = PythonInstall(path=path, prefix=prefix, major_minor=major_minor,
-                                           version=_interpreter_version(fs, path, prefix, major_minor, packages))
+            installs[path] = PythonInstall(
+                path=path,
+                prefix=prefix,
+                major_minor=major_minor,
+                version=_interpreter_version(fs, path, prefix, major_minor, packages),
+            )
     return sorted(installs.values(), key=lambda install: install.path)
 
 
@@ -206,12 +251,20 @@ def find_venvs(fs: ImageFS, installs: list[PythonInstall]) -> list[VirtualEnv]:
             raw = config.get("version") or config.get("version_info")
             if raw:
                 version = ".".join(raw.split(".")[:3])
-        venvs.append(VirtualEnv(path=directory, version=version, base=base,
-                                system_site_packages=config.get("include-system-site-packages", "").lower() == "true"))
+        venvs.append(
+            VirtualEnv(
+                path=directory,
+                version=version,
+                base=base,
+                system_site_packages=config.get("include-system-site-packages", "").lower() == "true",
+            )
+        )
     return venvs
 
 
-def interpreter_facts(fs: ImageFS, installs: list[PythonInstall], venvs: list[VirtualEnv]) -> tuple[InterpreterFact, ...]:
+def interpreter_facts(
+    fs: ImageFS, installs: list[PythonInstall], venvs: list[VirtualEnv]
+) -> tuple[InterpreterFact, ...]:
     """Each real interpreter, every python/python3/pythonX.Y link to one in the same bin dirs,
     and each venv's bin/python*: a lock may name any of these paths."""
     facts: dict[str, str] = {install.path: install.version for install in installs}
@@ -240,10 +293,15 @@ def interpreter_facts(fs: ImageFS, installs: list[PythonInstall], venvs: list[Vi
 
 def site_directories(fs: ImageFS, installs: list[PythonInstall], venvs: list[VirtualEnv]) -> list[str]:
     """Directories that hold installed distributions, canonical and sorted."""
-    patterns = ["/usr/lib/python3*/site-packages", "/usr/lib/python3*/dist-packages",
-                "/usr/local/lib/python3*/site-packages", "/usr/local/lib/python3*/dist-packages",
-                "/usr/lib64/python3*/site-packages", "/root/.local/lib/python3*/site-packages",
-                "/home/*/.local/lib/python3*/site-packages"]
+    patterns = [
+        "/usr/lib/python3*/site-packages",
+        "/usr/lib/python3*/dist-packages",
+        "/usr/local/lib/python3*/site-packages",
+        "/usr/local/lib/python3*/dist-packages",
+        "/usr/lib64/python3*/site-packages",
+        "/root/.local/lib/python3*/site-packages",
+        "/home/*/.local/lib/python3*/site-packages",
+    ]
     for install in installs:
         for lib in ("lib", "lib64"):
             patterns.append(f"{install.prefix.rstrip('/')}/{lib}/python{install.major_minor}/site-packages")
@@ -280,8 +338,13 @@ def parse_record(text: str) -> tuple[RecordEntry, ...]:
         digest = row[1] if len(row) > 1 else ""
         size = row[2] if len(row) > 2 else ""
         algorithm, _, value = digest.partition("=")
-        entries.append(RecordEntry(path=path, sha256=value if algorithm == "sha256" and value else None,
-                                   size=int(size) if size.strip().isdigit() else None))
+        entries.append(
+            RecordEntry(
+                path=path,
+                sha256=value if algorithm == "sha256" and value else None,
+                size=int(size) if size.strip().isdigit() else None,
+            )
+        )
     return tuple(entries)
 
 
@@ -290,7 +353,9 @@ def urlsafe_digest(hex_digest: str) -> str:
     return base64.urlsafe_b64encode(bytes.fromhex(hex_digest)).rstrip(b"=").decode("ascii")
 
 
-def check_record(fs: ImageFS, site: str, record: tuple[RecordEntry, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def check_record(
+    fs: ImageFS, site: str, record: tuple[RecordEntry, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(modified, missing) paths of a RECORD, as RECORD writes them.
 
     A missing .pyc is not reported: byte code is a cache that images routinely strip and Python
@@ -359,6 +424,14 @@ def read_dists(fs: ImageFS, site: str, *, check_files: bool = True) -> list[Dist
         record = parse_record(record_text.decode("utf-8", "replace")) if record_text else ()
         checked = check_files and record and not _distro_packaged(fs, site, path)
         modified, missing = check_record(fs, site, record) if checked else ((), ())
-        dists.append(DistFact(name=canonicalize_name(dist_name), version=version, site=site, record=record,
-                              modified_files=modified, missing_files=missing))
+        dists.append(
+            DistFact(
+                name=canonicalize_name(dist_name),
+                version=version,
+                site=site,
+                record=record,
+                modified_files=modified,
+                missing_files=missing,
+            )
+        )
     return sorted(dists, key=lambda d: (d.name, d.version))

@@ -60,16 +60,17 @@ def compression_of(head: bytes) -> str:
 def _zstd_factory() -> Callable[[], Any]:
     # Python 3.14 has zstd in the standard library; before that the maintained binding is `zstandard`.
     try:
-        from compression import zstd  # type: ignore[import-not-found]
+        from compression import zstd  # type: ignore[import-not-found, unused-ignore]
 
         return zstd.ZstdDecompressor  # type: ignore[no-any-return, unused-ignore]
     except ImportError:
         pass
     try:
-        import zstandard  # type: ignore[import-not-found]
+        import zstandard  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
-        raise StreamError("the layer is zstd-compressed; reading it needs the 'zstandard' package "
-                          "(pip install zstandard)") from None
+        raise StreamError(
+            "the layer is zstd-compressed; reading it needs the 'zstandard' package (pip install zstandard)"
+        ) from None
     return lambda: zstandard.ZstdDecompressor().decompressobj()
 
 
@@ -99,6 +100,7 @@ def peek_head(chunks: Iterator[Chunk], need: int) -> tuple[bytes, Iterator[Chunk
     def replay() -> Iterator[Chunk]:
         yield from taken
         yield from chunks
+
     return head[:need], replay()
 
 
@@ -131,11 +133,11 @@ def decompressed(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
                 if decompressor.eof:
                     data = decompressor.unused_data
                 elif kind == "gzip":
-                    data = decompressor.unconsumed_tail  # type: ignore[attr-defined]
+                    data = decompressor.unconsumed_tail  # type: ignore[attr-defined, unused-ignore]
                 else:
                     # lzma, bz2 and zstd keep unread input inside; drain their output before feeding more.
                     data = b""
-                    while bounded and not decompressor.eof and not decompressor.needs_input:  # type: ignore[attr-defined]
+                    while bounded and not decompressor.eof and not decompressor.needs_input:  # type: ignore[attr-defined, unused-ignore]
                         out = decompressor.decompress(b"", OUT_SIZE)
                         if not out:
                             break
@@ -157,7 +159,9 @@ class Background:
 
     _DONE = object()
 
-    def __init__(self, source: Iterator[Chunk], *, depth: int = QUEUE_DEPTH, name: str = "mlenv-layer") -> None:
+    def __init__(
+        self, source: Iterator[Chunk], *, depth: int = QUEUE_DEPTH, name: str = "mlenv-layer"
+    ) -> None:
         self._source = source
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -179,7 +183,7 @@ class Background:
             for item in self._source:
                 if not self._put(item):
                     return
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which re-raises it
+        except BaseException as error:
             self._error = error
         finally:
             self._put(self._DONE)
@@ -226,11 +230,11 @@ class ChunkReader:
         """Exactly `size` bytes, or fewer only at the end of the stream."""
         end = self._pos + size
         if end <= len(self._buf):
-            data = bytes(self._buf[self._pos:end])
+            data = bytes(self._buf[self._pos : end])
             self._pos = end
             self.offset += size
             return data
-        parts = [bytes(self._buf[self._pos:])]
+        parts = [bytes(self._buf[self._pos :])]
         have = len(parts[0])
         self._pos = len(self._buf)
         while have < size and self._refill():
@@ -244,13 +248,13 @@ class ChunkReader:
     def peek(self, size: int) -> bytes:
         """Up to `size` next bytes without consuming them (fewer only at the end of the stream)."""
         while len(self._buf) - self._pos < size:
-            rest = bytes(self._buf[self._pos:])
+            rest = bytes(self._buf[self._pos :])
             if not self._refill():
                 self._buf, self._view, self._pos = rest, memoryview(rest), 0
                 break
             joined = rest + bytes(self._buf)
             self._buf, self._view, self._pos = joined, memoryview(joined), 0
-        return bytes(self._buf[self._pos:self._pos + size])
+        return bytes(self._buf[self._pos : self._pos + size])
 
     def views(self, size: int) -> Iterator[memoryview]:
         """`size` bytes as views into the chunks (valid until the next read); short only at EOF."""
@@ -259,7 +263,7 @@ class ChunkReader:
             if self._pos >= len(self._buf) and not self._refill():
                 return
             take = min(remaining, len(self._buf) - self._pos)
-            view = self._view[self._pos:self._pos + take]
+            view = self._view[self._pos : self._pos + take]
             self._pos += take
             self.offset += take
             remaining -= take
@@ -270,7 +274,7 @@ class ChunkReader:
         small files), consumed; None otherwise, consuming nothing."""
         end = self._pos + size
         if end <= len(self._buf):
-            view = self._view[self._pos:end]
+            view = self._view[self._pos : end]
             self._pos = end
             self.offset += size
             return view

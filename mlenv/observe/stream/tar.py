@@ -23,9 +23,15 @@ DIRECTORY = "dir"
 OTHER = "other"  # devices and fifos: present in the tree, without content
 
 _KINDS = {
-    b"0": REGULAR, b"\x00": REGULAR, b"7": REGULAR,
-    b"1": HARDLINK, b"2": SYMLINK, b"5": DIRECTORY,
-    b"3": OTHER, b"4": OTHER, b"6": OTHER,
+    b"0": REGULAR,
+    b"\x00": REGULAR,
+    b"7": REGULAR,
+    b"1": HARDLINK,
+    b"2": SYMLINK,
+    b"5": DIRECTORY,
+    b"3": OTHER,
+    b"4": OTHER,
+    b"6": OTHER,
 }
 
 
@@ -63,7 +69,7 @@ def _pax(data: bytes) -> dict[str, str]:
         length = int(data[pos:space])
         if length <= 0:
             raise StreamError("malformed pax header")
-        record = data[space + 1:pos + length - 1]  # without the trailing newline
+        record = data[space + 1 : pos + length - 1]  # without the trailing newline
         key, _, value = record.partition(b"=")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length

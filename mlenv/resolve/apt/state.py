@@ -101,9 +101,7 @@ def read_base_state(read: ReadFile, listdir: ListDir) -> AptBaseState:
 
 def is_base_state_path(path: str) -> bool:
     """Whether read_base_state may read `path`: for readers that keep only the files asked for."""
-    return path in (DPKG_STATUS, DPKG_ARCH_FILE) or path.startswith(
-        ("/etc/apt/", "/usr/share/keyrings/")
-    )
+    return path in (DPKG_STATUS, DPKG_ARCH_FILE) or path.startswith(("/etc/apt/", "/usr/share/keyrings/"))
 
 
 def installed_records(status: bytes) -> tuple[Record, ...]:

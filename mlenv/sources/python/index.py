@@ -31,7 +31,9 @@ class IndexFile:
     is_wheel: bool
 
 
-def release_files(index_url: str, name: str, version: str, *, session: requests.Session | None = None) -> list[IndexFile]:
+def release_files(
+    index_url: str, name: str, version: str, *, session: requests.Session | None = None
+) -> list[IndexFile]:
     """Every file the index lists for `name==version` (yanked files included: a pin may name one)."""
     http = session or requests.Session()
     project_url = f"{index_url.rstrip('/')}/{canonicalize_name(name)}/"
@@ -42,7 +44,9 @@ def release_files(index_url: str, name: str, version: str, *, session: requests.
     if response.status_code == 404:
         return []
     if response.status_code != 200 or not response.headers.get("Content-Type", "").startswith(SIMPLE_JSON):
-        raise SourceError(f"{project_url}: the index answered {response.status_code} without the PEP 691 JSON API")
+        raise SourceError(
+            f"{project_url}: the index answered {response.status_code} without the PEP 691 JSON API"
+        )
     wanted = canonicalize_version(version)
     found = []
     for entry in response.json().get("files", []):

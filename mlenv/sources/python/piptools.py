@@ -50,8 +50,10 @@ class PipToolsBackend:
                 hint="set [python] resolver = 'uv', which resolves for the target",
             )
         if request.as_of is not None:
-            raise ResolutionError("as-of needs the uv resolver: pip-compile has no upload cut-off",
-                                  hint="set [python] resolver = 'uv'")
+            raise ResolutionError(
+                "as-of needs the uv resolver: pip-compile has no upload cut-off",
+                hint="set [python] resolver = 'uv'",
+            )
         pinned = self._compile(request)
         target = Target(platforms=(request.platform,), python=request.python_version, glibc=request.glibc)
         tags = target_tags(target, request.platform)
@@ -61,13 +63,23 @@ class PipToolsBackend:
             for file in release_files(request.index_url, name, version):
                 if file.sha256 is None or file.sha256 not in hashes:
                     continue
-                locked = PythonFile(name=file.filename, url=redact(file.url), size=file.size, sha256=file.sha256)
+                locked = PythonFile(
+                    name=file.filename, url=redact(file.url), size=file.size, sha256=file.sha256
+                )
                 if file.is_wheel and wheel_installs(file.filename, tags):
                     wheels.append(locked)
                 elif not file.is_wheel:
                     sdist = locked
-            pins.append(PythonPin(name=name, version=version, index=redact(request.index_url), requested=False,
-                                  wheels=tuple(wheels), sdist=sdist))
+            pins.append(
+                PythonPin(
+                    name=name,
+                    version=version,
+                    index=redact(request.index_url),
+                    requested=False,
+                    wheels=tuple(wheels),
+                    sdist=sdist,
+                )
+            )
         return pins
 
     def _compile(self, request: PythonRequest) -> dict[str, tuple[str, frozenset[str]]]:
@@ -75,9 +87,23 @@ class PipToolsBackend:
             source = Path(work, "requirements.in")
             source.write_text("".join(f"{r}\n" for r in request.requirements), encoding="utf-8")
             output = Path(work, "requirements.txt")
-            command = [sys.executable, "-m", "piptools", "compile", "--generate-hashes", "--no-header",
-                       "--no-annotate", "--strip-extras", "--quiet", "--no-config",
-                       "--index-url", request.index_url, "--output-file", str(output), str(source)]
+            command = [
+                sys.executable,
+                "-m",
+                "piptools",
+                "compile",
+                "--generate-hashes",
+                "--no-header",
+                "--no-annotate",
+                "--strip-extras",
+                "--quiet",
+                "--no-config",
+                "--index-url",
+                request.index_url,
+                "--output-file",
+                str(output),
+                str(source),
+            ]
             for extra in request.extra_index_urls:
                 command += ["--extra-index-url", extra]
             result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=work)

@@ -35,7 +35,9 @@ def find_uv() -> str:
         return str(beside)
     found = shutil.which("uv")
     if found is None:
-        raise SourceError("uv is not installed", hint="pip install uv, or set [python] resolver = 'pip-tools'")
+        raise SourceError(
+            "uv is not installed", hint="pip install uv, or set [python] resolver = 'pip-tools'"
+        )
     return found
 
 
@@ -59,12 +61,23 @@ class UvBackend:
             requirements.write_text("".join(f"{r}\n" for r in request.requirements), encoding="utf-8")
             output = Path(work, "pylock.toml")
             command = [
-                find_uv(), "pip", "compile", str(requirements),
-                "--format", "pylock.toml", "--output-file", str(output),
-                "--python-version", request.python_version,
-                "--python-platform", python_platform(request.glibc, request.platform),
-                "--index-url", request.index_url,
-                "--no-header", "--no-config", "--quiet",
+                find_uv(),
+                "pip",
+                "compile",
+                str(requirements),
+                "--format",
+                "pylock.toml",
+                "--output-file",
+                str(output),
+                "--python-version",
+                request.python_version,
+                "--python-platform",
+                python_platform(request.glibc, request.platform),
+                "--index-url",
+                request.index_url,
+                "--no-header",
+                "--no-config",
+                "--quiet",
             ]
             for extra in request.extra_index_urls:
                 command += ["--extra-index-url", extra]
