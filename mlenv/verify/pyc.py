@@ -1,0 +1,219 @@
+"""Is a .pyc the checked-hash byte code of its own source, for the image's Python? (pure)
+
+mlenv's venv step compiles every .py with `py_compile.compile(..., invalidation_mode=CHECKED_HASH)`, so
+a good .pyc is: the target minor's magic number, flags 0b11 (hash-based, check_source), and the source
+hash that `importlib.util.source_hash` of the target interpreter computes. The hash is computed here
+(SipHash keyed by the magic number, as CPython's `_Py_KeyedHash`), so a 3.12 image is checked on a
+3.11 host without a 3.12 interpreter.
+
+What the header proves: a checked-hash .pyc is loaded only after the interpreter re-hashes the source
+and finds the hash in the header, so the header alone binds the pyc to its source - but only because
+the interpreter checks it when loading (check_source, and not with `--check-hash-based-pycs never`).
+The code behind the header is NOT bound by the hash: a .pyc whose header is right but whose code was
+swapped runs the swapped code. `check_pyc` therefore also compares the code against `compile(source)`
+when the host interpreter has the target's minor version (byte code is only comparable within one
+minor); on other hosts the code is not checked and `code_checkable` says so.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+import sys
+import types
+
+# Magic number (the first two bytes, little-endian; then b"\r\n") of each final CPython release series
+# mlenv supports. From importlib.util.MAGIC_NUMBER of each release; tests/verify/test_pyc.py checks
+# every entry against an interpreter of that minor where one is installed.
+MAGIC: dict[str, int] = {
+    "3.8": 3413,
+    "3.9": 3425,
+    "3.10": 3439,
+    "3.11": 3495,
+    "3.12": 3531,
+    "3.13": 3571,
+}
+
+# CPython's _Py_KeyedHash: SipHash-2-4 up to 3.10; 3.11 switched the keyed hash to SipHash-1-3.
+_SIPHASH_ROUNDS: dict[str, tuple[int, int]] = {
+    "3.8": (2, 4),
+    "3.9": (2, 4),
+    "3.10": (2, 4),
+    "3.11": (1, 3),
+    "3.12": (1, 3),
+    "3.13": (1, 3),
+}
+
+FLAG_HASH_BASED = 0b01
+FLAG_CHECK_SOURCE = 0b10
+HEADER_SIZE = 16
+_MASK = 0xFFFFFFFFFFFFFFFF
+
+
+def magic_number(python: str) -> bytes:
+    """The 4-byte magic of the .pyc header for Python `python` ("3.11")."""
+    try:
+        return MAGIC[python].to_bytes(2, "little") + b"\r\n"
+    except KeyError:
+        raise ValueError(
+            f"no pyc magic number known for Python {python} (known: {', '.join(MAGIC)})"
+        ) from None
+
+
+def cache_tag(python: str) -> str:
+    """sys.implementation.cache_tag of CPython `python`: "cpython-311"."""
+    major, minor = python.split(".")
+    return f"cpython-{major}{minor}"
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _MASK
+
+
+def siphash(k0: int, k1: int, data: bytes, *, c_rounds: int, d_rounds: int) -> int:
+    """SipHash-c-d of `data` with key (k0, k1), as CPython's pyhash.c computes it (little-endian)."""
+    v0 = k0 ^ 0x736F6D6570736575
+    v1 = k1 ^ 0x646F72616E646F6D
+    v2 = k0 ^ 0x6C7967656E657261
+    v3 = k1 ^ 0x7465646279746573
+
+    def rounds(n: int) -> None:
+        nonlocal v0, v1, v2, v3
+        for _ in range(n):
+            v0 = (v0 + v1) & _MASK
+            v1 = _rotl(v1, 13) ^ v0
+            v0 = _rotl(v0, 32)
+            v2 = (v2 + v3) & _MASK
+            v3 = _rotl(v3, 16) ^ v2
+            v0 = (v0 + v3) & _MASK
+            v3 = _rotl(v3, 21) ^ v0
+            v2 = (v2 + v1) & _MASK
+            v1 = _rotl(v1, 17) ^ v2
+            v2 = _rotl(v2, 32)
+
+    full = len(data) - len(data) % 8
+    for (m,) in struct.iter_unpack("<Q", data[:full]):
+        v3 ^= m
+        rounds(c_rounds)
+        v0 ^= m
+    last = ((len(data) & 0xFF) << 56) | int.from_bytes(data[full:], "little")
+    v3 ^= last
+    rounds(c_rounds)
+    v0 ^= last
+    v2 ^= 0xFF
+    rounds(d_rounds)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def source_hash(source: bytes, *, python: str) -> bytes:
+    """importlib.util.source_hash(source) as CPython `python` computes it: the 8 bytes of the header."""
+    key = int.from_bytes(magic_number(python), "little")
+    c_rounds, d_rounds = _SIPHASH_ROUNDS[python]
+    return siphash(key, 0, source, c_rounds=c_rounds, d_rounds=d_rounds).to_bytes(8, "little")
+
+
+def code_checkable(python: str) -> bool:
+    """Can this host compare a pyc's code object with compile(source) for Python `python`?"""
+    return python == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _code_difference(found: types.CodeType, expected: types.CodeType, where: str) -> str | None:
+    """The first attribute in which two code objects differ, recursively through nested code."""
+    for attr in (
+        "co_name",
+        "co_qualname",
+        "co_filename",
+        "co_firstlineno",
+        "co_argcount",
+        "co_posonlyargcount",
+        "co_kwonlyargcount",
+        "co_flags",
+        "co_stacksize",
+        "co_code",
+        "co_names",
+        "co_varnames",
+        "co_freevars",
+        "co_cellvars",
+        "co_linetable",
+        "co_exceptiontable",
+    ):
+        if not hasattr(expected, attr):
+            continue
+        if getattr(found, attr, None) != getattr(expected, attr):
+            return f"{where}: {attr} differs"
+    if len(found.co_consts) != len(expected.co_consts):
+        return f"{where}: co_consts differs"
+    for i, (f, e) in enumerate(zip(found.co_consts, expected.co_consts, strict=True)):
+        if isinstance(e, types.CodeType):
+            if not isinstance(f, types.CodeType):
+                return f"{where}: constant {i} is not code"
+            reason = _code_difference(f, e, f"{where}.{e.co_name}")
+            if reason:
+                return reason
+        elif type(f) is not type(e) or f != e:
+            # type() first: 1 == 1.0 == True, but they are different constants
+            return f"{where}: constant {i} differs"
+    return None
+
+
+def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None = None) -> str | None:
+    """None if `pyc` is the CHECKED_HASH .pyc of `source` for CPython `python` ("3.11"), else why not.
+
+    Checked: the magic number of that minor, flags == 0b11 (an unchecked-hash pyc, flags 0b01, is never
+    validated against its source by the interpreter; a timestamp pyc, flags 0, is validated only by
+    mtime and size, which anyone can set), and the source hash. The hash binds the pyc to the source
+    only because the interpreter checks it on load (check_source); it says nothing about the code that
+    follows the header. So when the host runs the same minor as the target (`code_checkable`), the code
+    is also compared with what `compile(source)` gives: py_compile output is deterministic for one
+    interpreter minor and optimization level. Give `source_path` (the .py's absolute path in the image,
+    which py_compile stores as co_filename) to have the file name compared too. `pyc` is untrusted
+    input: it is unmarshalled only after its header has matched.
+    """
+    try:
+        magic = magic_number(python)
+    except ValueError as e:
+        return str(e)
+    if len(pyc) < HEADER_SIZE:
+        return f"truncated: {len(pyc)} bytes, shorter than the 16-byte header"
+    if pyc[:4] != magic:
+        known = {m.to_bytes(2, "little") + b"\r\n": v for v, m in MAGIC.items()}
+        other = known.get(pyc[:4])
+        found = f"Python {other}'s" if other else f"unknown ({pyc[:4].hex()})"
+        return f"magic number is {found}, not Python {python}'s ({magic.hex()})"
+    flags = int.from_bytes(pyc[4:8], "little")
+    if flags == 0:
+        return "a timestamp pyc (flags 0), not a checked-hash one: the interpreter trusts its mtime and size"
+    if flags == FLAG_HASH_BASED:
+        return "an unchecked-hash pyc (flags 0b01): the interpreter never compares it with its source"
+    if flags != FLAG_HASH_BASED | FLAG_CHECK_SOURCE:
+        return f"invalid pyc flags {flags:#b} (a checked-hash pyc has 0b11)"
+    expected_hash = source_hash(source, python=python)
+    if pyc[8:16] != expected_hash:
+        return f"source hash {pyc[8:16].hex()} is not that of its source ({expected_hash.hex()})"
+    if not code_checkable(python):
+        return None
+    try:
+        expected = compile(source, source_path or "<source>", "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError) as e:
+        return f"its source does not compile ({e.__class__.__name__}), so no pyc should exist"
+    body = pyc[HEADER_SIZE:]
+    if body == marshal.dumps(expected):
+        return None
+    # marshal output can differ by reference flags (object refcounts at dump time) for equal code,
+    # so unequal bytes are decided by comparing the code objects.
+    try:
+        found = marshal.loads(body)
+    except (EOFError, ValueError, TypeError):
+        return "its code does not unmarshal"
+    if not isinstance(found, types.CodeType):
+        return f"it holds a {type(found).__name__}, not a code object"
+    if source_path is None:
+        # without the image path, file names are not part of the comparison
+        found, expected = _strip_filenames(found), _strip_filenames(expected)
+    reason = _code_difference(found, expected, "<module>")
+    return f"its code is not what its source compiles to ({reason})" if reason else None
+
+
+def _strip_filenames(code: types.CodeType) -> types.CodeType:
+    consts = tuple(_strip_filenames(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename="<source>", co_consts=consts)

@@ -1,0 +1,678 @@
+"""Exactly which files the venv of an mlenv-built image holds, derived from the locked wheels (pure).
+
+A wheel is trusted because the lock pins its sha256; everything here is derived from its bytes and from
+the rules of mlenv's venv step (render/dockerfile.py):
+
+    python3 -m venv /opt/venv
+    /opt/venv/bin/python -m pip install --no-index --require-hashes --no-deps --no-compile -r requirements.txt
+    /opt/venv/bin/python -m pip uninstall --yes pip setuptools
+    py_compile CHECKED_HASH of every .py under /opt/venv/lib that has no pyc yet
+
+`wheel_files` says what pip puts in the venv for one wheel (and what the compile step adds for it);
+`venv_scaffolding` says what `python -m venv` leaves once ensurepip's pip and setuptools are uninstalled.
+pip's behaviour is taken from pip's installer (pip/_internal/operations/install/wheel.py and its
+vendored distlib ScriptMaker), identical in this respect in pip 23.2.1, 24.0 and 25.1 (checked), and
+from PyPA's "Recording installed projects" spec. Rules, with the reason each file exists:
+
+- Every zip member that is not a directory is installed, byte for byte (pip installs the members, not
+  the RECORD rows): root members into `site` (purelib and platlib are one directory in a venv),
+  `<name>.data/<key>/...` into the scheme directory of `key` (purelib, platlib, scripts, data, headers).
+  The wheel's RECORD must list every member with the sha256 and size of its real bytes (RECORD.jws and
+  RECORD.p7s, the signatures, and RECORD itself are exempt, as the spec says); anything else is a
+  `SourceError`: such a wheel vouches for nothing.
+- Mode: 0o666 & ~umask, or (0o777 & ~umask) | 0o111 when the zip member has an executable bit.
+- `.data/scripts` files whose first line starts with `#!python` get that line replaced by
+  `#!<interpreter>` + "\\n" (pip's fix_script); their mode stays the member's (pip sets no +x there).
+  A script named like an entry point (setuptools' wrapper) is not installed.
+- console_scripts and gui_scripts of entry_points.txt become launchers in `scripts_dir`: distlib's
+  template (`LAUNCHER_TEMPLATE`) after `#!<interpreter>\\n`, mode (0o666 & ~umask) | 0o555. Their bytes
+  are derived exactly, so they are checked as bytes.
+- `<dist-info>/INSTALLER` = b"pip\\n"; `<dist-info>/REQUESTED` = b"" (the requirement is named in
+  requirements.txt, so pip records it as requested); no direct_url.json (pip writes it only for a
+  requirement given as a URL or path, never for `name==version --hash` from --find-links).
+- `<dist-info>/RECORD` is rewritten by pip (`installed_record`): the wheel's rows in their order mapped
+  to installed paths relative to `site` (`../../../bin/x` for scripts), a changed script rehashed, then
+  the launchers, INSTALLER and REQUESTED with their hashes, members missing from the wheel's RECORD with
+  empty hash, and `RECORD,,` itself; all rows sorted, written by csv with "\\r\\n" line ends. It is
+  derived exactly, so it is checked as bytes.
+- The compile step: for every installed .py under `compile_root`, `__pycache__/<stem>.<cache tag>.pyc`
+  (check="pyc", pyc_source = the .py) unless the wheel ships that exact pyc; none when the source does
+  not compile (py_compile with doraise=False writes nothing then). A `__pycache__` directory is
+  0o755 & ~umask, the pyc is the source's mode & 0o666 & ~umask.
+- Directories: every parent directory of an installed file below the venv's own directories
+  (0o777 & ~umask); the venv's own directories come from `venv_scaffolding`. One directory may be
+  expected by several wheels (namespace packages, bin/): callers dedupe by path.
+
+Owner: everything is written by the builder stage's root (uid 0, gid 0), and COPY --from keeps it.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import csv
+import hashlib
+import io
+import posixpath
+import re
+import shlex
+import stat
+import sys
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.parser import BytesParser
+from pathlib import Path
+
+from mlenv.errors import SourceError
+from mlenv.verify.manifest import ExpectedFile
+from mlenv.verify.pyc import cache_tag
+
+# distlib's ScriptMaker.script_template, as pip fills it for a console or gui entry point.
+LAUNCHER_TEMPLATE = r"""# -*- coding: utf-8 -*-
+import re
+import sys
+from %(module)s import %(import_name)s
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\.pyw|\.exe)?$', '', sys.argv[0])
+    sys.exit(%(func)s())
+"""
+
+# The files pip writes into <dist-info> itself, and why.
+PIP_GENERATED = {
+    "INSTALLER": "pip records itself as the installer: b'pip\\n'",
+    "REQUESTED": "the project is named in requirements.txt, so pip marks it as requested: empty",
+    "RECORD": "pip rewrites the wheel's RECORD for the installed paths (installed_record)",
+}
+
+# distlib's export-entry grammar (name = module:attr [extras]).
+_ENTRY_RE = re.compile(
+    r"(?P<name>(\w|[-.+])+)\s*=\s*(?P<callable>(\w+)([:.]\w+)*)"
+    r"\s*(\[\s*(?P<flags>[\w-]+(=\w+)?(,\s*\w+(=\w+)?)*)\s*\])?"
+)
+_SCHEME_KEYS = ("purelib", "platlib", "scripts", "data", "headers")
+_UNHASHED = ("RECORD", "RECORD.jws", "RECORD.p7s")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryPoint:
+    name: str  # the launcher's file name in bin/
+    module: str
+    attr: str  # "main" or "cli.main"
+    gui: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Member:
+    name: str  # zip member name, as RECORD lists it
+    data: bytes
+    executable: bool
+
+
+def record_hash(data: bytes) -> str:
+    """A RECORD hash field: sha256=<urlsafe base64 without padding>."""
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
+
+
+def _read_zip(wheel: bytes | str | Path, label: str) -> list[_Member]:
+    raw = wheel if isinstance(wheel, bytes) else Path(wheel).read_bytes()
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+    except zipfile.BadZipFile as e:
+        raise SourceError(f"{label}: not a zip archive ({e})") from None
+    members = []
+    seen: set[str] = set()
+    with archive:
+        for info in archive.infolist():
+            if info.filename in seen:
+                raise SourceError(f"{label}: member {info.filename} appears twice")
+            seen.add(info.filename)
+            if info.filename.endswith("/"):
+                continue  # pip creates directories only for the files below them
+            mode = info.external_attr >> 16
+            executable = bool(mode and stat.S_ISREG(mode) and mode & 0o111)
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, OSError) as e:  # a CRC mismatch is a BadZipFile
+                raise SourceError(f"{label}: member {info.filename} is unreadable ({e})") from None
+            members.append(_Member(name=info.filename, data=data, executable=executable))
+    return members
+
+
+def _dist_info(members: list[_Member], label: str) -> str:
+    dirs = {m.name.split("/", 1)[0] for m in members if "/" in m.name}
+    info = sorted(d for d in dirs if d.endswith(".dist-info"))
+    if len(info) != 1:
+        raise SourceError(f"{label}: {len(info)} .dist-info directories at the top (a wheel has one)")
+    return info[0]
+
+
+def _parse_record(text: str, label: str) -> list[list[str]]:
+    return [row for row in csv.reader(text.splitlines()) if row]
+
+
+def _check_record(members: list[_Member], rows: list[list[str]], info: str, label: str) -> None:
+    """The wheel's RECORD lists every member with the hash and size of its real bytes, and nothing else."""
+    listed: dict[str, list[str]] = {}
+    for row in rows:
+        if len(row) != 3:
+            raise SourceError(f"{label}: RECORD row {row!r} has {len(row)} fields, not 3")
+        if row[0] in listed:
+            raise SourceError(f"{label}: RECORD lists {row[0]} twice")
+        listed[row[0]] = row
+    names = {m.name for m in members}
+    for member in members:
+        if member.name in {f"{info}/{n}" for n in _UNHASHED}:
+            continue
+        row = listed.get(member.name)
+        if row is None:
+            raise SourceError(f"{label}: member {member.name} is not in the wheel's RECORD")
+        algorithm, _, digest = row[1].partition("=")
+        if algorithm not in ("sha256", "sha384", "sha512"):
+            raise SourceError(f"{label}: RECORD hash of {member.name} is {row[1]!r}, not sha256/384/512")
+        real = base64.urlsafe_b64encode(hashlib.new(algorithm, member.data).digest()).decode().rstrip("=")
+        if digest != real:
+            raise SourceError(
+                f"{label}: RECORD says {member.name} has {row[1]}, its bytes have {algorithm}={real}"
+            )
+        if row[2] != str(len(member.data)):
+            raise SourceError(
+                f"{label}: RECORD says {member.name} has {row[2]} bytes, it has {len(member.data)}"
+            )
+    for path in listed:
+        if path not in names:
+            raise SourceError(f"{label}: RECORD lists {path}, which the wheel does not contain")
+
+
+def _entry_points(text: str) -> list[EntryPoint]:
+    """console_scripts and gui_scripts, as importlib.metadata reads entry_points.txt (last name wins)."""
+    found: dict[tuple[bool, str], str] = {}
+    section = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        if section in ("console_scripts", "gui_scripts"):
+            name, sep, value = line.partition("=")
+            if not sep:
+                raise SourceError(f"entry_points.txt: line {line!r} is not name = value")
+            found[(section == "gui_scripts", name.strip())] = value.strip()
+    points = []
+    for (gui, name), value in found.items():
+        match = _ENTRY_RE.search(f"{name} = {value}")
+        spec = match.group("callable") if match else ""
+        if match is None or match.group("name") != name or spec.count(":") != 1:
+            # pip refuses an entry point without a callable suffix (MissingCallableSuffix)
+            raise SourceError(f"entry point {name} = {value} is not module:callable")
+        module, attr = spec.split(":")
+        points.append(EntryPoint(name=name, module=module, attr=attr, gui=gui))
+    return points
+
+
+def _console_names(points: list[EntryPoint], python: str) -> list[EntryPoint]:
+    """pip's special case: pip and easy_install get versioned launchers (ENSUREPIP_OPTIONS unset)."""
+    console = {p.name: p for p in points if not p.gui}
+    out = []
+    if "pip" in console:
+        p = console.pop("pip")
+        for name in ("pip", f"pip{python.split('.')[0]}", f"pip{python}"):
+            out.append(EntryPoint(name=name, module=p.module, attr=p.attr, gui=False))
+        for k in [k for k in console if re.match(r"pip(\d+(\.\d+)?)?$", k)]:
+            del console[k]
+    if "easy_install" in console:
+        p = console.pop("easy_install")
+        for name in ("easy_install", f"easy_install-{python}"):
+            out.append(EntryPoint(name=name, module=p.module, attr=p.attr, gui=False))
+        for k in [k for k in console if re.match(r"easy_install(-\d+\.\d+)?$", k)]:
+            del console[k]
+    return out + list(console.values()) + [p for p in points if p.gui]
+
+
+def shebang(interpreter: str) -> bytes:
+    """distlib's simple shebang line; mlenv's interpreter paths never need its /bin/sh trampoline."""
+    line = b"#!" + interpreter.encode() + b"\n"
+    if " " in interpreter or len(line) > 127:
+        raise SourceError(
+            f"interpreter path {interpreter!r} needs distlib's /bin/sh shebang, not derived here"
+        )
+    return line
+
+
+def launcher_bytes(point: EntryPoint, *, interpreter: str) -> bytes:
+    """The exact bytes pip (distlib's ScriptMaker) writes for entry point `point`."""
+    script = LAUNCHER_TEMPLATE % {
+        "module": point.module,
+        "import_name": point.attr.split(".")[0],
+        "func": point.attr,
+    }
+    return shebang(interpreter) + script.encode()
+
+
+def fix_script(data: bytes, *, interpreter: str) -> bytes:
+    """pip's fix_script: a first line starting with #!python becomes #!<interpreter>."""
+    if not data.startswith(b"#!python"):
+        return data
+    newline = data.find(b"\n")
+    rest = b"" if newline < 0 else data[newline + 1 :]
+    return b"#!" + interpreter.encode() + b"\n" + rest
+
+
+def source_compiles(source: bytes, *, path: str, python: str) -> bool:
+    """Does py_compile of `source` succeed on CPython `python`? (decides whether its pyc exists)
+
+    Exact when the host runs `python`'s minor (compile() is what py_compile calls). Otherwise the
+    host's parser with feature_version for an older target: new syntax is refused as the target
+    would refuse it, but a few errors only the compiler raises are not seen; for a newer target the
+    host's parser is the best available judge. Either way a wrong guess is a false drift (a missing
+    or an extra pyc), never a false match.
+    """
+    host = f"{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        if python == host:
+            compile(source, path, "exec", dont_inherit=True, optimize=0)
+        else:
+            minor = int(python.split(".")[1])
+            feature = (3, minor) if minor < sys.version_info.minor else None
+            ast.parse(source, path, feature_version=feature)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def _norm(path: str) -> str:
+    return posixpath.normpath(path)
+
+
+def _within(root: str, path: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Installed:
+    record_path: str  # the wheel's name for it (zip member)
+    dest: str
+    data: bytes
+    mode: int
+    changed: bool
+
+
+def installed_record(
+    wheel_rows: list[list[str]],
+    installed: Mapping[str, tuple[str, bool, bytes]],
+    generated: list[tuple[str, bytes]],
+    *,
+    site: str,
+) -> bytes:
+    """The RECORD pip writes: `installed` maps a member to (dest, changed, bytes); `generated` is
+    (dest, bytes) of launchers, INSTALLER and REQUESTED in pip's order. Paths relative to `site`."""
+
+    def rel(dest: str) -> str:
+        return posixpath.relpath(dest, site)
+
+    rows: list[tuple[str, str, str]] = []
+    pending = dict(installed)
+    for row in wheel_rows:
+        old = row[0]
+        if old in pending:
+            dest, changed, data = pending.pop(old)
+            path = rel(dest)
+            if changed:
+                rows.append((path, record_hash(data), str(len(data))))
+                continue
+        else:
+            path = old  # listed but not installed (an entry-point wrapper script): pip keeps the row
+        rows.append((path, row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else ""))
+    for dest, data in generated:
+        rows.append((rel(dest), record_hash(data), str(len(data))))
+    for dest, _, _ in pending.values():
+        rows.append((rel(dest), "", ""))
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows(sorted(rows))
+    return out.getvalue().encode()
+
+
+def wheel_files(
+    wheel: bytes | str | Path,
+    *,
+    site: str,
+    scripts_dir: str,
+    interpreter: str,
+    python: str,
+    data_dir: str,
+    headers_dir: str,
+    compile_root: str,
+    source: str,
+    umask: int = 0o022,
+    compiles: Callable[[bytes, str], bool] | None = None,
+) -> list[ExpectedFile]:
+    """Every file and directory pip's install of `wheel` and the compile step leave in the venv.
+
+    wheel: the wheel's bytes or path (the caller has checked its sha256 against the lock).
+    site: purelib == platlib ("/opt/venv/lib/python3.11/site-packages"); scripts_dir: "/opt/venv/bin";
+    interpreter: sys.executable of the pip run ("/opt/venv/bin/python"), for shebangs; python: the
+    image's minor ("3.11"), for the pyc cache tag and pip's versioned launchers; data_dir: the venv
+    root; headers_dir: "<venv>/include/site/python3.11/<requirement name as in requirements.txt>";
+    compile_root: the directory the compile step walks ("/opt/venv/lib"); source: ExpectedFile.source
+    of every entry ("wheel:<filename>"); compiles(source, path): does the .py compile on the target
+    (default `source_compiles`).
+
+    Files are check="bytes" with sha256/size/mode (members, fixed scripts, launchers, INSTALLER,
+    REQUESTED, RECORD - all derived exactly; see the module docstring for each rule) or check="pyc"
+    with pyc_source. Raises SourceError when the wheel's RECORD disagrees with its members or pip
+    would refuse the wheel. Sorted by path.
+    """
+    label = source
+    members = _read_zip(wheel, label)
+    info = _dist_info(members, label)
+    by_name = {m.name: m for m in members}
+    record_member = by_name.get(f"{info}/RECORD")
+    if record_member is None:
+        raise SourceError(f"{label}: no {info}/RECORD")
+    wheel_rows = _parse_record(record_member.data.decode("utf-8"), label)
+    _check_record(members, wheel_rows, info, label)
+    meta_member = by_name.get(f"{info}/WHEEL")
+    if meta_member is None:
+        raise SourceError(f"{label}: no {info}/WHEEL")
+    wheel_version = BytesParser().parsebytes(meta_member.data).get("Wheel-Version", "")
+    if wheel_version.split(".")[0] != "1":
+        raise SourceError(f"{label}: Wheel-Version {wheel_version!r} (pip installs only 1.x)")
+    # purelib and platlib are the same directory in a venv, so Root-Is-Purelib changes nothing here
+    roots = {
+        "purelib": site,
+        "platlib": site,
+        "scripts": scripts_dir,
+        "data": data_dir,
+        "headers": headers_dir,
+    }
+    ep_member = by_name.get(f"{info}/entry_points.txt")
+    points = _entry_points(ep_member.data.decode("utf-8")) if ep_member else []
+    entry_names = {p.name for p in points}
+
+    def is_wrapper(dest: str) -> bool:
+        name = posixpath.basename(dest)
+        lower = name.lower()
+        for suffix in (".exe", "-script.py", ".pya"):
+            if lower.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        return name in entry_names
+
+    root_files, data_files, script_files = [], [], []
+    for m in members:
+        top = m.name.split("/", 1)[0]
+        if not top.endswith(".data"):
+            root_files.append(m)
+            continue
+        parts = _norm(m.name).split("/", 2)
+        if len(parts) < 3 or parts[1] not in _SCHEME_KEYS:
+            raise SourceError(f"{label}: {m.name} is not under <name>.data/<scheme key>/ (pip refuses it)")
+        (script_files if parts[1] == "scripts" else data_files).append(m)
+
+    installed: dict[str, _Installed] = {}
+    file_mode = 0o666 & ~umask
+    exec_mode = (0o777 & ~umask) | 0o111
+
+    def place(m: _Member, root: str, sub: str, *, script: bool) -> None:
+        dest = _norm(posixpath.join(root, sub))
+        if not _within(root, dest):
+            raise SourceError(f"{label}: {m.name} would install outside {root} (pip refuses it)")
+        data = fix_script(m.data, interpreter=interpreter) if script else m.data
+        installed[m.name] = _Installed(
+            record_path=m.name,
+            dest=dest,
+            data=data,
+            mode=exec_mode if m.executable else file_mode,
+            changed=data != m.data,
+        )
+
+    for m in root_files:
+        place(m, site, _norm(m.name), script=False)
+    for m in data_files:
+        _, key, sub = _norm(m.name).split("/", 2)
+        place(m, roots[key], sub, script=False)
+    for m in script_files:
+        _, _, sub = _norm(m.name).split("/", 2)
+        if is_wrapper(posixpath.join(scripts_dir, sub)):
+            continue
+        place(m, scripts_dir, sub, script=True)
+
+    # Last writer wins where two members land on one path (pip's order: root, data, scripts).
+    final: dict[str, _Installed] = {}
+    for item in installed.values():
+        final[item.dest] = item
+
+    launchers = [
+        (posixpath.join(scripts_dir, p.name), launcher_bytes(p, interpreter=interpreter))
+        for p in _console_names(points, python)
+    ]
+    dist_info = posixpath.join(site, info)
+    generated = [
+        *launchers,
+        (posixpath.join(dist_info, "INSTALLER"), b"pip\n"),
+        (posixpath.join(dist_info, "REQUESTED"), b""),
+    ]
+    record = installed_record(
+        wheel_rows,
+        {name: (i.dest, i.changed, i.data) for name, i in installed.items()},
+        generated,
+        site=site,
+    )
+
+    files: dict[str, ExpectedFile] = {}
+
+    def add(path: str, data: bytes, mode: int) -> None:
+        files[path] = ExpectedFile(
+            path=path,
+            kind="file",
+            source=source,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            mode=mode,
+            uid=0,
+            gid=0,
+        )
+
+    for dest, item in final.items():
+        add(dest, item.data, item.mode)
+    launcher_mode = file_mode | 0o555
+    for dest, data in launchers:
+        add(dest, data, launcher_mode)
+    add(posixpath.join(dist_info, "INSTALLER"), b"pip\n", file_mode)
+    add(posixpath.join(dist_info, "REQUESTED"), b"", file_mode)
+    add(posixpath.join(dist_info, "RECORD"), record, file_mode)
+
+    judge = compiles or (lambda src, path: source_compiles(src, path=path, python=python))
+    tag = cache_tag(python)
+    for dest, item in sorted(final.items()):
+        if not dest.endswith(".py") or not _within(compile_root, dest) or dest == compile_root:
+            continue
+        head, name = posixpath.split(dest)
+        pyc = posixpath.join(head, "__pycache__", f"{name[:-3]}.{tag}.pyc")
+        if pyc in files or not judge(item.data, dest):
+            continue
+        files[pyc] = ExpectedFile(
+            path=pyc,
+            kind="file",
+            source=source,
+            mode=item.mode & 0o666 & ~umask,
+            uid=0,
+            gid=0,
+            check="pyc",
+            pyc_source=dest,
+        )
+
+    venv_dirs = _ancestors(site, stop=data_dir) | _ancestors(scripts_dir, stop=data_dir)
+    venv_dirs |= {_norm(data_dir), _norm(posixpath.join(data_dir, "include"))}
+    dirs: set[str] = set()
+    for path in files:
+        dirs |= _ancestors(posixpath.dirname(path), stop=data_dir)
+    dir_mode = 0o777 & ~umask
+    for d in dirs - venv_dirs:
+        files[d] = ExpectedFile(path=d, kind="dir", source=source, mode=dir_mode, uid=0, gid=0)
+    return [files[p] for p in sorted(files)]
+
+
+def _ancestors(path: str, *, stop: str) -> set[str]:
+    """`path` and its parents, down to and including `stop` (when `path` is below it)."""
+    out: set[str] = set()
+    path, stop = _norm(path), _norm(stop)
+    while _within(stop, path):
+        out.add(path)
+        if path == stop:
+            break
+        path = posixpath.dirname(path)
+    return out
+
+
+def venv_wheel_files(
+    wheel: bytes | str | Path,
+    *,
+    venv: str,
+    python: str,
+    requirement_name: str,
+    source: str,
+    umask: int = 0o022,
+) -> list[ExpectedFile]:
+    """`wheel_files` for mlenv's venv step: pip run as `<venv>/bin/python`, on posix, compile under lib/."""
+    return wheel_files(
+        wheel,
+        site=f"{venv}/lib/python{python}/site-packages",
+        scripts_dir=f"{venv}/bin",
+        interpreter=f"{venv}/bin/python",
+        python=python,
+        data_dir=venv,
+        headers_dir=f"{venv}/include/site/python{python}/{requirement_name}",
+        compile_root=f"{venv}/lib",
+        source=source,
+        umask=umask,
+    )
+
+
+# ---- the venv itself ----------------------------------------------------------------------------------
+
+
+def venv_scaffolding(
+    *,
+    venv: str,
+    version: str,
+    base_executable: str,
+    base_realpath: str,
+    templates: Mapping[str, tuple[bytes, int]],
+    umask: int = 0o022,
+) -> list[ExpectedFile]:
+    """What `<base_executable> -m venv <venv>` leaves in the image, once pip and setuptools are uninstalled.
+
+    version: the base interpreter's full version ("3.11.9"); base_executable: its sys.executable when
+    the Dockerfile runs `python3 -m venv` ("/usr/local/bin/python3"); base_realpath: os.path.realpath of
+    it ("/usr/local/bin/python3.11"); templates: the base's venv/scripts/{common,posix}/* files by
+    relative name ("common/activate") with their mode (read from the locked base: they are trusted).
+    The base is 64-bit posix (every mlenv platform), with symlinks (the default there).
+
+    - directories <venv>, bin, include, lib, lib/pythonX.Y, lib/pythonX.Y/site-packages, and from 3.11
+      include/pythonX.Y: 0o777 & ~umask (os.makedirs). ensurepip's pip and setuptools are uninstalled, with everything their RECORD
+      lists: nothing of theirs remains, not even a directory.
+    - lib64 -> lib: venv links it on 64-bit non-macOS posix.
+    - pyvenv.cfg (exact bytes, `pyvenv_cfg`), 0o666 & ~umask.
+    - bin/<basename of base_executable> -> base_executable (absolute); python, python3, python3.Y that
+      are not that name -> it (relative), as venv's setup_python links them.
+    - bin/<template name> for each template: check="generated", `check_activate` (the template with
+      venv's placeholders replaced, either raw or shell-quoted as CPython's gh-124651 fix does), the
+      template's mode (venv copies it with shutil.copymode).
+    - 3.13+: .gitignore ("*", venv's scm_ignore_files default), 0o666 & ~umask.
+    """
+    major, minor, _ = (int(x) for x in version.split("."))
+    short = f"{major}.{minor}"
+    dir_mode = 0o777 & ~umask
+    file_mode = 0o666 & ~umask
+    source = "step:venv"
+    out: list[ExpectedFile] = []
+
+    def entry(path: str, **kw: object) -> None:
+        out.append(ExpectedFile(path=f"{venv}/{path}".rstrip("/"), source=source, uid=0, gid=0, **kw))  # type: ignore[arg-type]
+
+    dirs = ["", "bin", "include", "lib", f"lib/python{short}", f"lib/python{short}/site-packages"]
+    if (major, minor) >= (3, 11):
+        dirs.append(f"include/python{short}")  # 3.11+ takes the include dir from sysconfig's venv scheme
+    for d in dirs:
+        entry(d, kind="dir", mode=dir_mode)
+    entry("lib64", kind="symlink", link="lib")
+    cfg = pyvenv_cfg(venv=venv, version=version, base_executable=base_executable, base_realpath=base_realpath)
+    entry("pyvenv.cfg", kind="file", sha256=hashlib.sha256(cfg).hexdigest(), size=len(cfg), mode=file_mode)
+    exe = posixpath.basename(base_executable)
+    entry(f"bin/{exe}", kind="symlink", link=base_executable)
+    names = ["python", "python3"] + ([f"python3.{minor}"] if (major, minor) >= (3, 9) else [])
+    for name in names:
+        if name != exe:
+            entry(f"bin/{name}", kind="symlink", link=exe)
+    for rel, (_, mode) in sorted(templates.items()):
+        kind, _, name = rel.partition("/")
+        if kind not in ("common", "posix") or "/" in name:
+            raise ValueError(f"venv template {rel} is not common/NAME or posix/NAME")
+        entry(f"bin/{name}", kind="file", mode=stat.S_IMODE(mode), check="generated")
+    if (major, minor) >= (3, 13):
+        ignore = b"# Created by venv; see https://docs.python.org/3/library/venv.html\n*\n"
+        entry(
+            ".gitignore",
+            kind="file",
+            sha256=hashlib.sha256(ignore).hexdigest(),
+            size=len(ignore),
+            mode=file_mode,
+        )
+    return sorted(out, key=lambda e: e.path)
+
+
+def pyvenv_cfg(*, venv: str, version: str, base_executable: str, base_realpath: str) -> bytes:
+    """pyvenv.cfg as `python3 -m venv <venv>` writes it (no options; 3.11+ adds executable and command)."""
+    major, minor, _ = (int(x) for x in version.split("."))
+    lines = [
+        f"home = {posixpath.dirname(base_executable)}",
+        "include-system-site-packages = false",
+        f"version = {version}",
+    ]
+    if (major, minor) >= (3, 11):
+        lines += [f"executable = {base_realpath}", f"command = {base_executable} -m venv {venv}"]
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def _venv_values(venv: str, base_executable: str) -> dict[str, str]:
+    """venv's placeholders: env_dir, env_name, prompt "(name) ", bin_name, env_exe."""
+    return {
+        "__VENV_DIR__": venv,
+        "__VENV_NAME__": posixpath.basename(venv),
+        "__VENV_PROMPT__": f"({posixpath.basename(venv)}) ",
+        "__VENV_BIN_NAME__": "bin",
+        "__VENV_PYTHON__": f"{venv}/bin/{posixpath.basename(base_executable)}",
+    }
+
+
+def check_activate(
+    content: bytes, template: bytes, *, name: str, venv: str, base_executable: str
+) -> str | None:
+    """None if `content` is venv's rendering of activate template `template` (file `name`) for `venv`.
+
+    venv replaces five placeholders in the template (whose bytes come from the locked base). CPython
+    releases before the gh-124651 fix insert them raw; later ones shell-quote them (PowerShell quoting
+    for .ps1). Either rendering of the trusted template is accepted, nothing else.
+    """
+    values = _venv_values(venv, base_executable)
+    try:
+        text = template.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"the base's venv template for {name} is not UTF-8 (venv would not copy it)"
+
+    def render(quote: Callable[[str], str]) -> bytes:
+        out = text
+        for key, value in values.items():
+            out = out.replace(key, quote(value))
+        return out.encode()
+
+    def ps1(s: str) -> str:
+        return "'" + s.replace("'", "''") + "'"
+
+    quoted = ps1 if name.endswith(".ps1") else (lambda s: s) if name.endswith(".bat") else shlex.quote
+    if content in (render(lambda s: s), render(quoted)):
+        return None
+    return f"{name} is not the base's venv template rendered for {venv}"

@@ -1,0 +1,180 @@
+"""check_pyc: a .pyc must be the CHECKED_HASH pyc of its own source for the image's Python."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import marshal
+import py_compile
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlenv.verify.pyc import MAGIC, check_pyc, code_checkable, magic_number, source_hash
+from tests.verify.venvtree import Interpreter, interpreters
+
+HOST = f"{sys.version_info.major}.{sys.version_info.minor}"
+SOURCE = (
+    b"import os\n\ndef f(x, *, y=1.5):\n    return [x + y for _ in range(3)], os.sep\n\nclass C:\n    z = f\n"
+)
+OTHER = b"import os\n\ndef f(x, *, y=1.5):\n    return os.system('id')\n\nclass C:\n    z = f\n"
+
+
+def _inputs() -> list[bytes]:
+    rng = random.Random(13)
+    out = [b"", b"\x00", SOURCE, OTHER, b"x" * 1001]
+    out += [bytes(rng.randrange(256) for _ in range(n)) for n in range(0, 70)]
+    out += [rng.randbytes(rng.randrange(1, 5000)) for _ in range(200)]
+    return out
+
+
+def test_source_hash_is_importlibs_for_many_inputs() -> None:
+    for data in _inputs():
+        assert source_hash(data, python=HOST) == importlib.util.source_hash(data)
+    assert magic_number(HOST) == importlib.util.MAGIC_NUMBER
+
+
+@pytest.mark.parametrize("python", interpreters(), ids=lambda i: i.minor)
+def test_magic_and_source_hash_match_each_installed_interpreter(python: Interpreter) -> None:
+    """Every minor with an interpreter on this host: its MAGIC_NUMBER and source_hash, computed here."""
+    inputs = _inputs()
+    probe = (
+        "import importlib.util as u, json, sys; data = [bytes.fromhex(h) for h in json.load(sys.stdin)]; "
+        "print(json.dumps([u.MAGIC_NUMBER.hex(), [u.source_hash(d).hex() for d in data]]))"
+    )
+    out = subprocess.run(
+        [python.executable, "-c", probe],
+        input=json.dumps([d.hex() for d in inputs]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    magic, hashes = json.loads(out)
+    assert magic_number(python.minor).hex() == magic
+    assert [source_hash(d, python=python.minor).hex() for d in inputs] == hashes
+
+
+def test_the_table_covers_the_supported_minors() -> None:
+    assert {"3.8", "3.9", "3.10", "3.11", "3.12", "3.13"} <= set(MAGIC)
+
+
+def _compiled(tmp_path: Path, source: bytes, mode: py_compile.PycInvalidationMode) -> tuple[bytes, str]:
+    src = tmp_path / "mod.py"
+    src.write_bytes(source)
+    cfile = tmp_path / "mod.pyc"
+    py_compile.compile(str(src), cfile=str(cfile), doraise=True, invalidation_mode=mode)
+    return cfile.read_bytes(), str(src)
+
+
+def test_a_checked_hash_pyc_of_its_source_is_good(tmp_path: Path) -> None:
+    pyc, path = _compiled(tmp_path, SOURCE, py_compile.PycInvalidationMode.CHECKED_HASH)
+    assert check_pyc(pyc, SOURCE, python=HOST, source_path=path) is None
+    assert check_pyc(pyc, SOURCE, python=HOST) is None
+
+
+def test_a_timestamp_pyc_is_refused(tmp_path: Path) -> None:
+    pyc, path = _compiled(tmp_path, SOURCE, py_compile.PycInvalidationMode.TIMESTAMP)
+    assert check_pyc(pyc, SOURCE, python=HOST, source_path=path) == (
+        "a timestamp pyc (flags 0), not a checked-hash one: the interpreter trusts its mtime and size"
+    )
+
+
+def test_an_unchecked_hash_pyc_is_refused(tmp_path: Path) -> None:
+    pyc, path = _compiled(tmp_path, SOURCE, py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    assert check_pyc(pyc, SOURCE, python=HOST, source_path=path) == (
+        "an unchecked-hash pyc (flags 0b01): the interpreter never compares it with its source"
+    )
+
+
+def test_a_pyc_of_another_source_is_refused(tmp_path: Path) -> None:
+    pyc, path = _compiled(tmp_path, OTHER, py_compile.PycInvalidationMode.CHECKED_HASH)
+    reason = check_pyc(pyc, SOURCE, python=HOST, source_path=path)
+    assert reason == (
+        f"source hash {pyc[8:16].hex()} is not that of its source ({source_hash(SOURCE, python=HOST).hex()})"
+    )
+
+
+def test_a_pyc_for_another_minor_is_refused(tmp_path: Path) -> None:
+    pyc, path = _compiled(tmp_path, SOURCE, py_compile.PycInvalidationMode.CHECKED_HASH)
+    other = "3.12" if HOST != "3.12" else "3.11"
+    assert check_pyc(pyc, SOURCE, python=other, source_path=path) == (
+        f"magic number is Python {HOST}'s, not Python {other}'s ({magic_number(other).hex()})"
+    )
+    forged = b"\x00\x00\r\n" + pyc[4:]
+    assert check_pyc(forged, SOURCE, python=HOST) == (
+        f"magic number is unknown (00000d0a), not Python {HOST}'s ({magic_number(HOST).hex()})"
+    )
+
+
+def test_swapped_code_behind_a_right_header_is_caught(tmp_path: Path) -> None:
+    """The header of SOURCE's pyc, the code of OTHER: what an attacker who keeps the .py would ship."""
+    pyc, path = _compiled(tmp_path, SOURCE, py_compile.PycInvalidationMode.CHECKED_HASH)
+    swapped = pyc[:16] + marshal.dumps(compile(OTHER, path, "exec", dont_inherit=True))
+    assert code_checkable(HOST)
+    reason = check_pyc(swapped, SOURCE, python=HOST, source_path=path)
+    assert reason is not None and reason.startswith("its code is not what its source compiles to (")
+    reason = check_pyc(swapped, SOURCE, python=HOST)
+    assert reason is not None and reason.startswith("its code is not what its source compiles to (")
+    # one constant changed, inside a function: found in the nested code object
+    nested = pyc[:16] + marshal.dumps(
+        compile(SOURCE.replace(b"(3)", b"(4)"), path, "exec", dont_inherit=True)
+    )
+    reason = check_pyc(nested, SOURCE, python=HOST, source_path=path)
+    assert reason is not None
+    assert re.fullmatch(
+        r"its code is not what its source compiles to \(<module>\.f: constant \d+ differs\)", reason
+    )
+    # the code compiled for another file name (co_filename is part of what py_compile wrote)
+    moved = pyc[:16] + marshal.dumps(compile(SOURCE, "/elsewhere.py", "exec", dont_inherit=True))
+    assert check_pyc(moved, SOURCE, python=HOST, source_path=path) == (
+        "its code is not what its source compiles to (<module>: co_filename differs)"
+    )
+    assert check_pyc(moved, SOURCE, python=HOST) is None  # no path given: file names not compared
+
+
+def test_garbage_behind_the_header_is_caught(tmp_path: Path) -> None:
+    pyc, path = _compiled(tmp_path, SOURCE, py_compile.PycInvalidationMode.CHECKED_HASH)
+    assert check_pyc(pyc[:16] + b"\xff\x00", SOURCE, python=HOST, source_path=path) == (
+        "its code does not unmarshal"
+    )
+    assert check_pyc(pyc[:16] + marshal.dumps(42), SOURCE, python=HOST) == (
+        "it holds a int, not a code object"
+    )
+    assert check_pyc(pyc[:10], SOURCE, python=HOST) == "truncated: 10 bytes, shorter than the 16-byte header"
+    flags = pyc[:4] + (0b111).to_bytes(4, "little") + pyc[8:]
+    assert check_pyc(flags, SOURCE, python=HOST) == "invalid pyc flags 0b111 (a checked-hash pyc has 0b11)"
+
+
+def test_a_pyc_for_a_source_that_does_not_compile_is_refused(tmp_path: Path) -> None:
+    bad = b"def (:\n"
+    pyc, _ = _compiled(tmp_path, SOURCE, py_compile.PycInvalidationMode.CHECKED_HASH)
+    forged = pyc[:8] + source_hash(bad, python=HOST) + pyc[16:]
+    assert check_pyc(forged, bad, python=HOST) == (
+        "its source does not compile (SyntaxError), so no pyc should exist"
+    )
+
+
+@pytest.mark.parametrize("python", interpreters(), ids=lambda i: i.minor)
+def test_pycs_written_by_each_installed_interpreter(python: Interpreter, tmp_path: Path) -> None:
+    """A checked-hash pyc made by CPython X.Y passes for X.Y (header only when the host is another minor)
+    and fails for every other minor; its timestamp pyc fails."""
+    src = tmp_path / "mod.py"
+    src.write_bytes(SOURCE)
+    for mode, name in (("CHECKED_HASH", "checked.pyc"), ("TIMESTAMP", "stamp.pyc")):
+        script = (
+            "import py_compile as c, sys; c.compile(sys.argv[1], cfile=sys.argv[2], doraise=True, "
+            f"invalidation_mode=c.PycInvalidationMode.{mode})"
+        )
+        subprocess.run([python.executable, "-c", script, str(src), str(tmp_path / name)], check=True)
+    checked = (tmp_path / "checked.pyc").read_bytes()
+    assert check_pyc(checked, SOURCE, python=python.minor, source_path=str(src)) is None
+    assert check_pyc(checked, OTHER, python=python.minor, source_path=str(src)) is not None
+    for other in MAGIC:
+        if other != python.minor:
+            assert check_pyc(checked, SOURCE, python=other) is not None
+    stamp = (tmp_path / "stamp.pyc").read_bytes()
+    assert check_pyc(stamp, SOURCE, python=python.minor) is not None
