@@ -65,9 +65,14 @@ class DataMember:
     mode: int  # permission bits (with setuid/setgid/sticky)
     uid: int
     gid: int
-    size: int = 0
-    sha256: str | None = None  # files only
+    size: int = 0  # files and hard links (the target's size)
+    sha256: str | None = None  # files and hard links (the target's bytes)
+    md5: str | None = None  # the same bytes' md5: dpkg's md5sums and Conffiles use it
     link: str | None = None  # symlink target as stored; hard link target as an absolute path
+    # The owner's names as the tar states them: dpkg uses the image's ids for these names where the
+    # image has them, else the numeric ids (Debian's static ids 0-99 agree between the two).
+    user: str = ""
+    group: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,42 +211,54 @@ def _member_path(name: str, what: str) -> str:
     return path
 
 
-def _hash(reader: IO[bytes] | None) -> str:
-    digest = hashlib.sha256()
+def _hash(reader: IO[bytes] | None) -> tuple[str, str]:
+    """(sha256, md5) of what `reader` holds, read in chunks."""
+    digest, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     if reader is not None:
         while chunk := reader.read(_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+            md5.update(chunk)
+    return digest.hexdigest(), md5.hexdigest()
 
 
 def _data_members(stream: IO[bytes], what: str) -> tuple[DataMember, ...]:
     members: list[DataMember] = []
+    hashes: dict[str, tuple[str, str, int]] = {}  # file path -> (sha256, md5, size), for links to it
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for info in tar:
             path = _member_path(info.name, what)
             kind: FileKind
-            size, digest, link = 0, None, None
+            size, digest, md5, link = 0, None, None, None
             if info.isreg():
-                kind, size, digest = "file", info.size, _hash(tar.extractfile(info))
+                kind, size = "file", info.size
+                digest, md5 = _hash(tar.extractfile(info))
+                hashes[path] = (digest, md5, size)
             elif info.isdir():
                 kind = "dir"
             elif info.issym():
                 kind, link = "symlink", info.linkname
             elif info.islnk():
                 kind, link = "hardlink", _member_path(info.linkname, what)
+                if link not in hashes:
+                    raise DebError(
+                        f"{what}: hard link {info.name!r} to {info.linkname!r}, not an earlier file"
+                    )
+                digest, md5, size = hashes[link]
             else:
                 raise DebError(f"{what}: data member {info.name!r} is a device or fifo")
-            mode = info.mode & 0o7777
             members.append(
                 DataMember(
                     path=path,
                     kind=kind,
-                    mode=mode,
+                    mode=info.mode & 0o7777,
                     uid=info.uid,
                     gid=info.gid,
                     size=size,
                     sha256=digest,
+                    md5=md5,
                     link=link,
+                    user=info.uname,
+                    group=info.gname,
                 )
             )
     return tuple(members)
@@ -353,18 +370,33 @@ def dpkg_list(package: DebPackage) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
+def dpkg_md5sums(package: DebPackage) -> bytes:
+    """The md5sums dpkg writes for a package that ships none: "<md5>  <path without the leading
+    slash>" for each file and hard link, in archive order (seen with bookworm's dpkg 1.21)."""
+    lines = [f"{m.md5}  {m.path[1:]}\n" for m in package.members if m.md5 is not None]
+    return "".join(lines).encode()
+
+
 def info_members(package: DebPackage) -> list[ControlMember]:
     """The control members dpkg installs into its info directory, as dpkg filters them: every member
     but `control` (parsed into the status file), a member named `list` (dpkg warns and skips it) and
-    names holding a dot (dpkg skips them)."""
-    return [m for m in package.control_members if m.name != "list" and "." not in m.name]
+    names holding a dot (dpkg skips them); plus the md5sums dpkg generates when the .deb has none."""
+    members = [m for m in package.control_members if m.name != "list" and "." not in m.name]
+    if package.member("md5sums") is None:
+        members.append(ControlMember(name="md5sums", data=dpkg_md5sums(package), mode=0o644))
+    return members
 
 
 def package_files(package: DebPackage, *, architecture: str) -> list[ExpectedFile]:
     """Every path installing `package` writes itself: its data members and its dpkg info files.
 
     Directories carry the tar's mode and owner; for a directory the base already has, dpkg leaves the
-    base's metadata and the stage copies it, so a caller compares such a directory with the base."""
+    base's metadata and the stage copies it, so a caller compares such a directory with the base;
+    and such a directory is staged only when the install changed its entries (an empty directory
+    of the .deb that the base has is absent from the layer, the base's copy stands).
+    Hard-linked paths are one file: which the layer's tar holds as the file and which as links is the
+    tar's order, so a caller compares a hard-link group, not each member's kind (each carries the
+    file's sha256 and size)."""
     arch = package.architecture
     if arch not in (architecture, "all"):
         raise DebError(f"{package.source}: built for {arch}, the image is {architecture}")
@@ -378,7 +410,7 @@ def package_files(package: DebPackage, *, architecture: str) -> list[ExpectedFil
                 kind=m.kind,
                 source=package.source,
                 sha256=m.sha256,
-                size=m.size if m.kind == "file" else None,
+                size=m.size if m.sha256 is not None else None,
                 mode=m.mode,
                 uid=m.uid,
                 gid=m.gid,
@@ -461,30 +493,19 @@ def status_stanza(package: DebPackage) -> str:
     fields.append(("Status", "install ok installed"))
     conffiles = package.conffiles
     if conffiles:
-        md5 = {m.path: m for m in package.members}
+        by_path = {m.path: m for m in package.members}
         lines = []
         for path in conffiles:
-            member = md5.get(path)
-            if member is None or member.kind != "file":
+            member = by_path.get(path)
+            if member is None or member.md5 is None:
                 raise DebError(f"{package.source}: conffile {path} is not a file of the package")
-            lines.append(f" {path} {_conffile_md5(package, path)}")
+            lines.append(f" {path} {member.md5}")
         fields.append(("Conffiles", "\n" + "\n".join(lines)))
     known = sorted((f for f in fields if f[0].lower() in _KNOWN), key=lambda f: _KNOWN[f[0].lower()])
     other = [f for f in fields if f[0].lower() not in _KNOWN]
     return "".join(
         f"{key}:{'' if value.startswith(chr(10)) else ' '}{value}\n" for key, value in known + other
     )
-
-
-def _conffile_md5(package: DebPackage, path: str) -> str:
-    """The md5 of a conffile as shipped, from the package's md5sums (dpkg hashes the unpacked file)."""
-    member = package.member("md5sums")
-    if member is not None:
-        for line in member.data.decode("utf-8", "replace").splitlines():
-            digest, _, name = line.partition("  ")
-            if "/" + name.strip() == path:
-                return digest
-    raise DebError(f"{package.source}: no md5sums line for conffile {path}")
 
 
 def _stanzas(text: str) -> list[str]:
@@ -735,6 +756,15 @@ def generated_files(packages: Sequence[DebPackage]) -> list[Generated]:
                 why="libc-bin's ldconfig trigger, activated by a library package",
             )
         )
+        entries.append(
+            Generated(
+                path="/var/cache/ldconfig",
+                kind="dir",
+                step="trigger:ldconfig",
+                checker=None,
+                why="ldconfig writes its aux-cache there; the cleanup removes it",
+            )
+        )
     # Directories the stage holds because the install or the cleanup changed their entries (their
     # metadata is the base's: the stage copies it with chmod/chown/touch --reference).
     for path, why in (
@@ -742,7 +772,6 @@ def generated_files(packages: Sequence[DebPackage]) -> list[Generated]:
         ("/var/cache/apt", "apt's package caches, removed by the cleanup"),
         ("/var/lib/apt/lists", "apt's lists and their lock, removed by the cleanup"),
         ("/var/log", "apt's and dpkg's logs, removed by the cleanup"),
-        ("/var/cache/ldconfig", "ldconfig's aux-cache, removed by the cleanup"),
         ("/var/lib/dpkg/updates", "dpkg's journal, written and emptied"),
         ("/var/lib/dpkg/triggers", "the triggers lock"),
     ):
@@ -781,6 +810,108 @@ def unpredictable(packages: Iterable[DebPackage]) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True, kw_only=True)
+class Alternative:
+    """One `update-alternatives --install LINK NAME PATH PRIORITY [--slave LINK NAME PATH]...` a
+    maintainer script runs with literal words."""
+
+    package: str
+    link: str
+    name: str
+    path: str
+    priority: int
+    slaves: tuple[tuple[str, str, str], ...] = ()  # (link, name, path)
+
+
+def alternatives(package: DebPackage) -> list[Alternative]:
+    """The alternatives `package`'s postinst installs, read from its lines that run
+    update-alternatives --install with literal words (how debhelper writes them); a line with shell
+    expansions is not understood and yields nothing (the package stays `unpredictable`)."""
+    member = package.member("postinst")
+    if member is None:
+        return []
+    found = []
+    for line in member.data.decode("utf-8", "replace").replace("\\\n", " ").splitlines():
+        for command in line.split(";"):
+            words = command.split()
+            if "update-alternatives" not in words:
+                continue
+            words = words[words.index("update-alternatives") + 1 :]
+            if any(ch in w for w in words for ch in "$`'\"*?") or words[:1] != ["--install"]:
+                continue
+            if len(words) < 5 or (len(words) - 5) % 4 or not words[4].isdigit():
+                continue
+            slaves = [tuple(words[i + 1 : i + 4]) for i in range(5, len(words), 4)]
+            if any(words[i] != "--slave" for i in range(5, len(words), 4)):
+                continue
+            found.append(
+                Alternative(
+                    package=package.package,
+                    link=words[1],
+                    name=words[2],
+                    path=words[3],
+                    priority=int(words[4]),
+                    slaves=tuple(sorted((s[0], s[1], s[2]) for s in slaves)),
+                )
+            )
+    return found
+
+
+def alternatives_files(packages: Sequence[DebPackage]) -> list[ExpectedFile]:
+    """What update-alternatives writes for the alternatives the packages' postinsts install on a base
+    that has none of them (auto mode, the highest priority chosen): /etc/alternatives/NAME -> PATH,
+    LINK -> /etc/alternatives/NAME, for each slave the same, and /var/lib/dpkg/alternatives/NAME,
+    whose bytes are derived here (format checked against bookworm's update-alternatives for one
+    choice; several choices are written sorted by path)."""
+    by_name: dict[str, list[Alternative]] = {}
+    for package in packages:
+        for alternative in alternatives(package):
+            by_name.setdefault(alternative.name, []).append(alternative)
+    files: list[ExpectedFile] = []
+    for name, choices in sorted(by_name.items()):
+        choices.sort(key=lambda a: a.path)
+        best = max(choices, key=lambda a: a.priority)
+        source = f"step:update-alternatives ({best.package} postinst)"
+        slaves = sorted({(link, slave) for c in choices for link, slave, _ in c.slaves}, key=lambda s: s[1])
+
+        files += [
+            _symlink(source, f"/etc/alternatives/{name}", best.path),
+            _symlink(source, best.link, f"/etc/alternatives/{name}"),
+        ]
+        text = f"auto\n{best.link}\n" + "".join(f"{s}\n{lk}\n" for lk, s in slaves) + "\n"
+        for choice in choices:
+            paths = {s: p for _, s, p in choice.slaves}
+            text += f"{choice.path}\n{choice.priority}\n" + "".join(
+                f"{paths.get(s, '')}\n" for _, s in slaves
+            )
+        text += "\n"
+        for slave_link, slave in slaves:
+            target = {s: p for _, s, p in best.slaves}.get(slave)
+            if target is not None:
+                files += [
+                    _symlink(source, f"/etc/alternatives/{slave}", target),
+                    _symlink(source, slave_link, f"/etc/alternatives/{slave}"),
+                ]
+        data = text.encode()
+        files.append(
+            ExpectedFile(
+                path=f"/var/lib/dpkg/alternatives/{name}",
+                kind="file",
+                source=source,
+                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data),
+                mode=0o644,
+                uid=0,
+                gid=0,
+            )
+        )
+    return files
+
+
+def _symlink(source: str, path: str, target: str) -> ExpectedFile:
+    return ExpectedFile(path=path, kind="symlink", source=source, link=target, uid=0, gid=0)
+
+
 def with_parents(paths: Iterable[str]) -> set[str]:
     """Every directory above `paths` (but "/"): the stage holds them, with the metadata they have at
     `/`, because tar creates a staged path's parents."""
@@ -801,9 +932,23 @@ def checker_for(path: str, generated: Sequence[Generated]) -> Checker | None:
 def apt_layer(
     packages: Sequence[DebPackage], *, architecture: str
 ) -> tuple[list[ExpectedFile], Mapping[str, Checker]]:
-    """Every file the apt layer must hold (packages' files, generated files) and the checker of each
-    generated file by path. Parent directories are not included (see `with_parents`)."""
-    files = [f for p in packages for f in package_files(p, architecture=architecture)]
+    """Every path the apt layer must hold (packages' files, the alternatives their postinsts install,
+    generated files) and the checker of each generated file by path. One entry per path, but for a
+    file two packages ship (dpkg refuses that unless one Replaces the other: left to the caller).
+    Parent directories are not included (see `with_parents`)."""
+    files: list[ExpectedFile] = []
+    directories: set[str] = set()
+    for package in packages:
+        for file in package_files(package, architecture=architecture):
+            # Packages share directories (/usr, /usr/lib/<triplet>...): one entry each, the first
+            # package's (dpkg creates a directory once and leaves it to the next package).
+            if file.kind == "dir":
+                if file.path in directories:
+                    continue
+                directories.add(file.path)
+            files.append(file)
+    files += alternatives_files(packages)
     generated = generated_files(packages)
     checkers = {g.path: g.checker for g in generated if g.checker is not None}
-    return files + [g.expected() for g in generated], checkers
+    files += [g.expected() for g in generated if g.kind != "dir" or g.path not in directories]
+    return files, checkers

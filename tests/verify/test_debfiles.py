@@ -17,14 +17,23 @@ import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import docker
 import pytest
 import zstandard
 
 from mlenv.errors import MlenvError
+from mlenv.lockfile import read_lock
+from mlenv.model.lock import Lock
+from mlenv.render.dockerfile import DEBS_DIR, DEBS_TAR, STAGE, _system_stage
+from mlenv.sources.cas import ContentStore
 from mlenv.verify import debfiles
 from mlenv.verify.debfiles import AptContext, DebError, deb_files, read_deb
+from tests.helpers import Built
+from tools.localbase.dockerd import Daemon
+from tools.localbase.images import BaseImage
 
 # --- building a .deb ----------------------------------------------------------------------------
 
@@ -437,7 +446,9 @@ def assert_layer_is_explained(
     assert len(by_path) == len(expected), "two sources claim one path"
     parents = debfiles.with_parents(by_path) - set(by_path)
     assert sorted(set(apt.entries) - set(by_path) - parents) == []  # nothing unexplained
-    assert sorted(set(by_path) - set(apt.entries)) == []  # nothing missing
+    # Nothing missing, but a directory of a .deb that the base has and whose entries did not change.
+    missing = set(by_path) - set(apt.entries)
+    assert sorted(p for p in missing if not (by_path[p].kind == "dir" and p in base.entries)) == []
     assert sorted(parents - set(apt.entries)) == []
     symlinks = {p: i.linkname for layer in (base, apt) for p, i in layer.entries.items() if i.issym()}
     context = AptContext(
@@ -451,22 +462,31 @@ def assert_layer_is_explained(
         if path in parents or (info.isdir() and where is not None):
             assert info.isdir(), path
             assert where is not None and where.isdir(), f"{path}: a new directory no .deb ships"
-            assert (info.mode, info.uid, info.gid) == (where.mode, where.uid, where.gid), path
+            assert (info.mode & 0o7777, info.uid, info.gid) == (where.mode & 0o7777, where.uid, where.gid), (
+                path
+            )
             continue
         file = by_path[path]
-        assert KINDS[info.type] == file.kind, path
+        found = KINDS[info.type]
         if file.check == "generated":
+            assert found == file.kind, path
             assert checkers[path](apt.data[path], context) is None, path
             continue
         if file.check == "presence":
+            assert found == file.kind, path
             continue
-        assert (info.mode & 0o7777, info.uid, info.gid) == (file.mode, file.uid, file.gid), path
-        if file.kind == "file":
-            assert (_sha(apt.data[path]), len(apt.data[path])) == (file.sha256, file.size), path
-        elif file.kind == "symlink":
-            assert info.linkname == file.link, path
-        elif file.kind == "hardlink":
-            assert "/" + info.linkname.removeprefix("./") == file.link, path
+        assert (info.uid, info.gid) == (file.uid, file.gid), path
+        assert file.mode is None or info.mode & 0o7777 == file.mode, path
+        if file.kind in ("file", "hardlink"):
+            # Hard-linked paths are one file: which of them the layer's tar holds as the file and
+            # which as links to it is the tar's choice (its order), not the .deb's.
+            assert found in ("file", "hardlink"), path
+            held = "/" + info.linkname.removeprefix("./") if found == "hardlink" else path
+            assert (_sha(apt.data[held]), len(apt.data[held])) == (file.sha256, file.size), path
+        else:
+            assert found == file.kind, path
+            if file.kind == "symlink":
+                assert info.linkname == file.link, path
 
 
 def _save(client: docker.DockerClient, tag: str, path: Path) -> Path:
@@ -474,3 +494,150 @@ def _save(client: docker.DockerClient, tag: str, path: Path) -> Path:
         for chunk in client.images.get(tag).save(named=True):
             out.write(chunk)
     return path
+
+
+def _merged(layers: list[Layer]) -> Layer:
+    """The base's filesystem from its layers (the test bases have no whiteouts; one is refused)."""
+    entries: dict[str, tarfile.TarInfo] = {}
+    data: dict[str, bytes] = {}
+    for layer in layers:
+        assert not any(".wh." in path for path in layer.entries), "a base layer with whiteouts"
+        entries.update(layer.entries)
+        data.update(layer.data)
+    return Layer(entries=entries, data=data)
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_the_fraud_images_apt_layer_is_exactly_what_its_locked_debs_install(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    """Every entry of the apt layer of the good fraud image (libgomp1, curl and its libraries, with
+    ldconfig triggers) is explained, and nothing the .debs install is missing."""
+    lock = read_lock(fraud_image.lock)
+    assert lock.base is not None
+    (platform,) = lock.base.platforms
+    store = ContentStore()
+    packages = []
+    for pin in lock.apt.packages:
+        deb = store.get(pin.sha256)
+        assert deb is not None, f"{pin.name}: the build left its .deb in the cache"
+        packages.append(read_deb(deb))
+    assert debfiles.unpredictable(packages) == []
+    layers = _layers(_save(docker_daemon.client, fraud_image.tag, tmp_path / "fraud.tar"))
+    count = len(platform.diff_ids)
+    base, apt = _merged(layers[:count]), layers[count]
+    assert_layer_is_explained(apt, base, packages, architecture=pin.architecture)
+    # The stage's apt layer holds the ldconfig cache: proven generated, not assumed.
+    assert "/etc/ld.so.cache" in apt.entries
+
+
+PROBE_DATA = [
+    Entry(name="./", kind="dir", mode=0o755),
+    Entry(name="./etc/", kind="dir", mode=0o755),
+    Entry(name="./etc/probe.conf", data=b"setting = 1\n"),
+    Entry(name="./usr/", kind="dir", mode=0o755),
+    Entry(name="./usr/bin/", kind="dir", mode=0o755),
+    Entry(name="./usr/bin/probe-real", data=b"#!/bin/sh\necho probe\n", mode=0o755),
+    Entry(name="./usr/bin/probe-again", kind="hardlink", link="./usr/bin/probe-real", mode=0o755),
+    Entry(name="./usr/share/", kind="dir", mode=0o755),
+    Entry(name="./usr/share/probe/", kind="dir", mode=0o2775),
+    Entry(name="./usr/share/doc/", kind="dir", mode=0o755),  # in the base already, and empty here
+]
+PROBE_POSTINST = (
+    b'#!/bin/sh\nset -e\nif [ "$1" = configure ]; then\n'
+    b"    update-alternatives --install /usr/bin/probe probe /usr/bin/probe-real 10\nfi\n"
+)
+PROBE_PRERM = (
+    b'#!/bin/sh\nset -e\n[ "$1" != remove ] || update-alternatives --remove probe /usr/bin/probe-real\n'
+)
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.parametrize("shipped_md5sums", [True, False], ids=["md5sums", "no-md5sums"])
+def test_a_deb_with_a_conffile_scripts_and_an_alternative_on_the_real_engine(
+    docker_daemon: Daemon, base_image_python: BaseImage, tmp_path: Path, shipped_md5sums: bool
+) -> None:
+    """The system stage mlenv renders, run on the test base with one .deb that has a conffile, a
+    postinst installing an alternative, a prerm, a hard link and a setgid directory: its layer is
+    exactly what debfiles predicts, the alternative's links and state file included (and the
+    md5sums dpkg writes for a .deb that ships none)."""
+    raw = make_deb(
+        package="mlenv-probe",
+        multi_arch="foreign",
+        data=PROBE_DATA,
+        with_md5sums=shipped_md5sums,
+        control={"conffiles": b"/etc/probe.conf\n", "postinst": PROBE_POSTINST, "prerm": PROBE_PRERM},
+    )
+    package = read_deb(raw)
+    assert debfiles.alternatives(package) == [
+        debfiles.Alternative(
+            package="mlenv-probe",
+            link="/usr/bin/probe",
+            name="probe",
+            path="/usr/bin/probe-real",
+            priority=10,
+        )
+    ]
+    assert debfiles.unpredictable([package]) == ["mlenv-probe runs maintainer scripts: postinst, prerm"]
+    context = tmp_path / "context"
+    (context / "mlenv").mkdir(parents=True)
+    debs = io.BytesIO()
+    with tarfile.open(fileobj=debs, mode="w") as tar:
+        folder = tarfile.TarInfo(DEBS_DIR.lstrip("/"))
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        info = tarfile.TarInfo(f"{DEBS_DIR.lstrip('/')}/mlenv-probe_1.0-1_amd64.deb")
+        info.size, info.mode = len(raw), 0o644
+        tar.addfile(info, io.BytesIO(raw))
+    (context / "mlenv" / DEBS_TAR).write_bytes(debs.getvalue())
+    # The system stage exactly as mlenv renders it, for a lock whose apt closure is this one .deb.
+    pin = SimpleNamespace(name="mlenv-probe", version="1.0-1", architecture="amd64")
+    lock = cast(Lock, SimpleNamespace(apt=SimpleNamespace(packages=[pin])))
+    base_tag = base_image_python.local
+    lines = list(_system_stage(lock, base=base_tag, epoch=1719792000, fetch="host", context_dir="mlenv"))
+    lines += [f"FROM {base_tag}", f"COPY --from=system {STAGE}/ /"]
+    (context / "Dockerfile").write_text("\n".join(lines) + "\n")
+    tag = f"mlenv-test/debfiles-probe:{hashlib.sha256(raw).hexdigest()[:20]}"
+    docker_daemon.client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none")
+    layers = _layers(_save(docker_daemon.client, tag, tmp_path / "probe.tar"))
+    base, apt = _merged(layers[:-1]), layers[-1]
+    assert_layer_is_explained(apt, base, [package], architecture="amd64")
+    assert apt.entries["/usr/bin/probe"].linkname == "/etc/alternatives/probe"
+    assert apt.entries["/etc/alternatives/probe"].linkname == "/usr/bin/probe-real"
+    assert "/usr/share/doc" not in apt.entries  # an empty .deb directory the base has: not staged
+
+
+def test_dpkg_writes_md5sums_for_a_deb_without_them_hard_links_included() -> None:
+    files = {f.path: f for f in deb_files(make_deb(data=DATA, with_md5sums=False), architecture="amd64")}
+    written = (
+        f"{hashlib.md5(CONF).hexdigest()}  etc/tool.conf\n"
+        f"{hashlib.md5(TOOL).hexdigest()}  usr/bin/tool\n"
+        f"{hashlib.md5(TOOL).hexdigest()}  usr/bin/tool-again\n"
+    ).encode()
+    md5sums_file = files["/var/lib/dpkg/info/tool.md5sums"]
+    assert (md5sums_file.sha256, md5sums_file.size, md5sums_file.mode) == (_sha(written), len(written), 0o644)
+    again = files["/usr/bin/tool-again"]
+    assert (again.sha256, again.size) == (_sha(TOOL), len(TOOL))  # a hard link carries its file's bytes
+
+
+def test_alternatives_from_literal_postinst_lines_only() -> None:
+    postinst = (
+        b"#!/bin/sh\nset -e\nupdate-alternatives --install /usr/bin/ed ed /usr/bin/ed.real 20 "
+        b"--slave /usr/share/man/man1/ed.1.gz ed.1.gz /usr/share/man/man1/ed.real.1.gz\n"
+        b'update-alternatives --install /usr/bin/x x "$path" 10\n'
+    )
+    package = read_deb(make_deb(package="ed", data=DATA, control={"postinst": postinst}))
+    (alternative,) = debfiles.alternatives(package)
+    assert alternative.slaves == (
+        ("/usr/share/man/man1/ed.1.gz", "ed.1.gz", "/usr/share/man/man1/ed.real.1.gz"),
+    )
+    files = {f.path: f for f in debfiles.alternatives_files([package])}
+    assert files["/usr/bin/ed"].link == "/etc/alternatives/ed"
+    assert files["/etc/alternatives/ed"].link == "/usr/bin/ed.real"
+    assert files["/etc/alternatives/ed.1.gz"].link == "/usr/share/man/man1/ed.real.1.gz"
+    state = b"auto\n/usr/bin/ed\ned.1.gz\n/usr/share/man/man1/ed.1.gz\n\n/usr/bin/ed.real\n20\n"
+    state += b"/usr/share/man/man1/ed.real.1.gz\n\n"
+    assert files["/var/lib/dpkg/alternatives/ed"].sha256 == _sha(state)
