@@ -178,8 +178,8 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
     if pyc[:4] != magic:
         known = {m.to_bytes(2, "little") + b"\r\n": v for v, m in MAGIC.items()}
         other = known.get(pyc[:4])
-        found = f"Python {other}'s" if other else f"unknown ({pyc[:4].hex()})"
-        return f"magic number is {found}, not Python {python}'s ({magic.hex()})"
+        what = f"Python {other}'s" if other else f"unknown ({pyc[:4].hex()})"
+        return f"magic number is {what}, not Python {python}'s ({magic.hex()})"
     flags = int.from_bytes(pyc[4:8], "little")
     if flags == 0:
         return "a timestamp pyc (flags 0), not a checked-hash one: the interpreter trusts its mtime and size"

@@ -147,7 +147,7 @@ def _dist_info(members: list[_Member], label: str) -> str:
     return info[0]
 
 
-def _parse_record(text: str, label: str) -> list[list[str]]:
+def _parse_record(text: str) -> list[list[str]]:
     return [row for row in csv.reader(text.splitlines()) if row]
 
 
@@ -164,20 +164,20 @@ def _check_record(members: list[_Member], rows: list[list[str]], info: str, labe
     for member in members:
         if member.name in {f"{info}/{n}" for n in _UNHASHED}:
             continue
-        row = listed.get(member.name)
-        if row is None:
+        entry = listed.get(member.name)
+        if entry is None:
             raise SourceError(f"{label}: member {member.name} is not in the wheel's RECORD")
-        algorithm, _, digest = row[1].partition("=")
+        algorithm, _, digest = entry[1].partition("=")
         if algorithm not in ("sha256", "sha384", "sha512"):
-            raise SourceError(f"{label}: RECORD hash of {member.name} is {row[1]!r}, not sha256/384/512")
+            raise SourceError(f"{label}: RECORD hash of {member.name} is {entry[1]!r}, not sha256/384/512")
         real = base64.urlsafe_b64encode(hashlib.new(algorithm, member.data).digest()).decode().rstrip("=")
         if digest != real:
             raise SourceError(
-                f"{label}: RECORD says {member.name} has {row[1]}, its bytes have {algorithm}={real}"
+                f"{label}: RECORD says {member.name} has {entry[1]}, its bytes have {algorithm}={real}"
             )
-        if row[2] != str(len(member.data)):
+        if entry[2] != str(len(member.data)):
             raise SourceError(
-                f"{label}: RECORD says {member.name} has {row[2]} bytes, it has {len(member.data)}"
+                f"{label}: RECORD says {member.name} has {entry[2]} bytes, it has {len(member.data)}"
             )
     for path in listed:
         if path not in names:
@@ -292,7 +292,6 @@ def _within(root: str, path: str) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class _Installed:
-    record_path: str  # the wheel's name for it (zip member)
     dest: str
     data: bytes
     mode: int
@@ -371,7 +370,7 @@ def wheel_files(
     record_member = by_name.get(f"{info}/RECORD")
     if record_member is None:
         raise SourceError(f"{label}: no {info}/RECORD")
-    wheel_rows = _parse_record(record_member.data.decode("utf-8"), label)
+    wheel_rows = _parse_record(record_member.data.decode("utf-8"))
     _check_record(members, wheel_rows, info, label)
     meta_member = by_name.get(f"{info}/WHEEL")
     if meta_member is None:
@@ -400,7 +399,9 @@ def wheel_files(
                 break
         return name in entry_names
 
-    root_files, data_files, script_files = [], [], []
+    root_files: list[_Member] = []
+    data_files: list[_Member] = []
+    script_files: list[_Member] = []
     for m in members:
         top = m.name.split("/", 1)[0]
         if not top.endswith(".data"):
@@ -421,7 +422,6 @@ def wheel_files(
             raise SourceError(f"{label}: {m.name} would install outside {root} (pip refuses it)")
         data = fix_script(m.data, interpreter=interpreter) if script else m.data
         installed[m.name] = _Installed(
-            record_path=m.name,
             dest=dest,
             data=data,
             mode=exec_mode if m.executable else file_mode,
@@ -561,6 +561,7 @@ def venv_scaffolding(
     base_executable: str,
     base_realpath: str,
     templates: Mapping[str, tuple[bytes, int]],
+    wheels: bool = True,
     umask: int = 0o022,
 ) -> list[ExpectedFile]:
     """What `<base_executable> -m venv <venv>` leaves in the image, once pip and setuptools are uninstalled.
@@ -572,8 +573,11 @@ def venv_scaffolding(
     The base is 64-bit posix (every mlenv platform), with symlinks (the default there).
 
     - directories <venv>, bin, include, lib, lib/pythonX.Y, lib/pythonX.Y/site-packages, and from 3.11
-      include/pythonX.Y: 0o777 & ~umask (os.makedirs). ensurepip's pip and setuptools are uninstalled, with everything their RECORD
-      lists: nothing of theirs remains, not even a directory.
+      include/pythonX.Y: 0o777 & ~umask (os.makedirs). ensurepip's pip and setuptools are uninstalled
+      with everything their RECORD lists: nothing of theirs remains, not even a directory. When no
+      wheel was installed (`wheels` False) on 3.11 and older, that takes site-packages itself: pip
+      removes a directory all of whose files it uninstalls, and ensurepip's setuptools (not bundled
+      from 3.12) has files directly in site-packages.
     - lib64 -> lib: venv links it on 64-bit non-macOS posix.
     - pyvenv.cfg (exact bytes, `pyvenv_cfg`), 0o666 & ~umask.
     - bin/<basename of base_executable> -> base_executable (absolute); python, python3, python3.Y that
@@ -593,7 +597,9 @@ def venv_scaffolding(
     def entry(path: str, **kw: object) -> None:
         out.append(ExpectedFile(path=f"{venv}/{path}".rstrip("/"), source=source, uid=0, gid=0, **kw))  # type: ignore[arg-type]
 
-    dirs = ["", "bin", "include", "lib", f"lib/python{short}", f"lib/python{short}/site-packages"]
+    dirs = ["", "bin", "include", "lib", f"lib/python{short}"]
+    if wheels or (major, minor) >= (3, 12):
+        dirs.append(f"lib/python{short}/site-packages")
     if (major, minor) >= (3, 11):
         dirs.append(f"include/python{short}")  # 3.11+ takes the include dir from sysconfig's venv scheme
     for d in dirs:
@@ -637,27 +643,30 @@ def pyvenv_cfg(*, venv: str, version: str, base_executable: str, base_realpath: 
     return "".join(f"{line}\n" for line in lines).encode()
 
 
-def _venv_values(venv: str, base_executable: str) -> dict[str, str]:
-    """venv's placeholders: env_dir, env_name, prompt "(name) ", bin_name, env_exe."""
+def _venv_values(venv: str, base_executable: str, python: str) -> dict[str, str]:
+    """venv's placeholders: env_dir, env_name, prompt ("(name) " before 3.13, "name" since), bin_name,
+    env_exe."""
+    name = posixpath.basename(venv)
     return {
         "__VENV_DIR__": venv,
-        "__VENV_NAME__": posixpath.basename(venv),
-        "__VENV_PROMPT__": f"({posixpath.basename(venv)}) ",
+        "__VENV_NAME__": name,
+        "__VENV_PROMPT__": name if int(python.split(".")[1]) >= 13 else f"({name}) ",
         "__VENV_BIN_NAME__": "bin",
         "__VENV_PYTHON__": f"{venv}/bin/{posixpath.basename(base_executable)}",
     }
 
 
 def check_activate(
-    content: bytes, template: bytes, *, name: str, venv: str, base_executable: str
+    content: bytes, template: bytes, *, name: str, venv: str, base_executable: str, python: str
 ) -> str | None:
-    """None if `content` is venv's rendering of activate template `template` (file `name`) for `venv`.
+    """None if `content` is venv's rendering of activate template `template` (file `name`) for `venv`
+    by CPython `python` ("3.11") run as `base_executable`.
 
     venv replaces five placeholders in the template (whose bytes come from the locked base). CPython
     releases before the gh-124651 fix insert them raw; later ones shell-quote them (PowerShell quoting
     for .ps1). Either rendering of the trusted template is accepted, nothing else.
     """
-    values = _venv_values(venv, base_executable)
+    values = _venv_values(venv, base_executable, python)
     try:
         text = template.decode("utf-8")
     except UnicodeDecodeError:

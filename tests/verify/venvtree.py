@@ -176,7 +176,12 @@ def differences(
             elif e.check == "generated":
                 name = p.rsplit("/", 1)[1]
                 reason = check_activate(
-                    f.data, tpl[name], name=name, venv=venv_root, base_executable=python.executable
+                    f.data,
+                    tpl[name],
+                    name=name,
+                    venv=venv_root,
+                    base_executable=python.executable,
+                    python=python.minor,
                 )
                 if reason:
                     out.append(f"{p}: {reason}")
@@ -192,6 +197,7 @@ def expected_venv(root: Path, wheels: list[Path], python: Interpreter) -> dict[s
         base_executable=python.executable,
         base_realpath=python.realpath,
         templates=templates(python),
+        wheels=bool(wheels),
     )
     for w in wheels:
         entries += venv_wheel_files(
