@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mlenv.build.artifacts import Progress, apt_artifacts, fetch, python_artifacts
 from mlenv.build.tarball import Entry, tree_entries, write_tar
-from mlenv.errors import BuildError
 from mlenv.model.lock import Lock
+from mlenv.observe.fs.apptree import app_entries, model_entries
 from mlenv.render import CONTEXT_DIR, WHEELS_DIR, FetchMode, RenderedContext
 from mlenv.render.dockerfile import APP_TAR, DEBS_DIR, DEBS_TAR, ENTRYPOINT_TAR, MODELS_TAR, source_date_epoch
 from mlenv.render.entrypoint import ENTRYPOINT_PATH
@@ -47,26 +47,10 @@ def assemble_context(
         write_tar(
             context_dir / ENTRYPOINT_TAR, tree_entries(entrypoint, ENTRYPOINT_PATH.strip("/")), mtime=epoch
         )
-    workdir = lock.app.workdir.strip("/")
     if lock.app.copy:
-        entries: list[Entry] = []
-        for relative in lock.app.copy:
-            source = project_dir / relative
-            if not source.exists():
-                raise BuildError(f"app.copy names {relative}, which does not exist in {project_dir}")
-            entries += tree_entries(source, f"{workdir}/{relative.strip('/')}")
-        write_tar(context_dir / APP_TAR, entries, mtime=epoch)
-    baked = [m for m in lock.models if m.strategy == "bake"]
-    if baked:
-        entries = []
-        for model in baked:
-            source = project_dir / model.source
-            if not source.is_file():
-                raise BuildError(
-                    f"model {model.source} is missing", hint="train or fetch it, then `mlenv lock`"
-                )
-            entries += tree_entries(source, model.target.strip("/"))
-        write_tar(context_dir / MODELS_TAR, entries, mtime=epoch)
+        write_tar(context_dir / APP_TAR, app_entries(lock, project_dir), mtime=epoch)
+    if any(m.strategy == "bake" for m in lock.models):
+        write_tar(context_dir / MODELS_TAR, model_entries(lock, project_dir), mtime=epoch)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -6,40 +6,12 @@ tar's times, so everything mlenv puts in an image arrives this way.
 
 from __future__ import annotations
 
-import stat
 import tarfile
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-SKIP_NAMES = frozenset(
-    {"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache", ".DS_Store"}
-)
-SKIP_SUFFIXES = (".pyc", ".pyo")
-
-
-@dataclass(frozen=True)
-class Entry:
-    arcname: str  # path inside the archive, no leading slash
-    source: Path | None  # a file to read, or None for a directory
-
-
-def tree_entries(source: Path, arcname: str) -> list[Entry]:
-    """Entries for a file or directory tree placed at `arcname`, with parent directories."""
-    entries = [
-        Entry(str(parent), None) for parent in reversed(PurePosixPath(arcname).parents) if str(parent) != "."
-    ]
-    if source.is_file():
-        return entries + [Entry(arcname, source)]
-    entries.append(Entry(arcname, None))
-    for path in sorted(source.rglob("*")):
-        relative = path.relative_to(source)
-        if any(part in SKIP_NAMES for part in relative.parts) or path.name.endswith(SKIP_SUFFIXES):
-            continue
-        if path.is_symlink():
-            continue  # a link could point outside the project; copy real files only
-        entries.append(Entry(f"{arcname}/{relative.as_posix()}", None if path.is_dir() else path))
-    return entries
+# What the project's trees hold for the image is listed in observe (verify expects the same entries).
+from mlenv.observe.fs.apptree import Entry, entry_mode, tree_entries
 
 
 def write_tar(destination: Path, entries: Iterable[Entry], *, mtime: int) -> None:
@@ -54,11 +26,13 @@ def write_tar(destination: Path, entries: Iterable[Entry], *, mtime: int) -> Non
             info.uname = info.gname = ""
             if entry.source is None:
                 info.type = tarfile.DIRTYPE
-                info.mode = 0o755
+                info.mode = entry_mode(entry)
                 archive.addfile(info)
                 continue
-            executable = entry.source.stat().st_mode & stat.S_IXUSR
-            info.mode = 0o755 if executable else 0o644
+            info.mode = entry_mode(entry)
             info.size = entry.source.stat().st_size
             with entry.source.open("rb") as handle:
                 archive.addfile(info, handle)
+
+
+__all__ = ["Entry", "tree_entries", "write_tar"]

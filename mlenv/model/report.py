@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 Layer = Literal[
-    "base", "os", "apt", "python-interpreter", "python", "python-files", "cuda", "models", "labels"
+    "base", "os", "apt", "python-interpreter", "python", "python-files", "cuda", "models", "labels", "files"
 ]
 # In the order a report lists them: from the bottom of the image up.
 LAYERS: tuple[Layer, ...] = get_args(Layer)
@@ -22,6 +22,14 @@ Kind = Literal[
     "modified",  # a file whose content is not what the lock (or a RECORD) says
     "deleted",  # a file a distribution's RECORD lists that is gone
     "layers",  # the base's layers differ from the locked base's
+    # files: a path above the base that the lock does not explain, or explains otherwise
+    "shadowed",  # an upper layer rewrote a base file (or a base directory's mode or owner)
+    "whiteout",  # an upper layer deleted a base file
+    "kind",  # a path of another type (a file where a symlink belongs, ...)
+    "link",  # a symlink with another target
+    "pyc",  # a .pyc that is not the checked-hash byte code of its own source
+    "reinstalled",  # a wheel installed again by a later layer (its byte code and records rewritten)
+    "unverified",  # what the lock's expectation needs is not at hand (the project's app tree)
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 

@@ -28,7 +28,9 @@ def compare(expected: EnvFacts, actual: EnvFacts, *, subject: str) -> Report:
         *_models(expected, actual),
         *_labels(expected, actual),
     ]
-    return Report(subject=subject, layers=LAYERS, drifts=tuple(sorted(drifts, key=_order)))
+    # The files layer is verify's file accounting (verify.files), not a comparison of facts.
+    layers = tuple(layer for layer in LAYERS if layer != "files")
+    return Report(subject=subject, layers=layers, drifts=tuple(sorted(drifts, key=_order)))
 
 
 def _order(drift: Drift) -> tuple[int, str, str]:

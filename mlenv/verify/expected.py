@@ -11,18 +11,31 @@ must contain.
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from packageurl import PackageURL
 from packaging.markers import Marker
 from packaging.tags import Tag
 
 from mlenv.errors import ImageError
+from mlenv.files import file_sha256
 from mlenv.model.facts import AptFact, ArtifactFact, CudaComponent, DistFact, EnvFacts, InterpreterFact
 from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_LOCK
 from mlenv.model.lock import AptPin, BasePlatform, Lock, LockedBase, LockedModel, PythonFile, PythonPin
+from mlenv.model.report import Drift
 from mlenv.model.spec import DEFAULT_INDEX_URL
 from mlenv.model.target import marker_environment, python_tuple, target_tags, wheel_installs
+from mlenv.observe.fs.apptree import app_entries, entry_mode
+from mlenv.render.dockerfile import APP_UID, USER_VOLATILE, source_date_epoch
+from mlenv.render.entrypoint import ENTRYPOINT_PATH, entrypoint_script, needs_entrypoint
+from mlenv.verify.files import ContentCheck, Lookup
+from mlenv.verify.manifest import ExpectedFile
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 # Docker platform -> the architecture dpkg and os-release name it by.
 DEB_ARCHITECTURES = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
@@ -230,3 +243,227 @@ def mirror_url(lock: Lock, filename: str) -> str | None:
         return None
     mirror = min(lock.apt.sources, key=lambda s: (s.mirror, s.suite)).mirror
     return f"{mirror.rstrip('/')}/{filename}"
+
+
+# ---------------------------------------------------------------------------- every file above the base
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileExpectation:
+    """Every path the layers above the base may hold, each with what vouches for it, the content rules of
+    the files a build step generates, and what could not be expected (a drift of its own: nothing is
+    skipped silently)."""
+
+    files: tuple[ExpectedFile, ...]
+    content_checks: Mapping[str, ContentCheck]
+    unexplained: tuple[Drift, ...] = ()
+
+
+def expected_files(
+    lock: Lock,
+    contents: ImageContents,
+    *,
+    project_dir: Path | None,
+    wheel_files: Callable[[Dist], Iterable[ExpectedFile]],
+    deb_files: Callable[[Deb], Iterable[ExpectedFile]],
+) -> FileExpectation:
+    """The union of what each pinned source puts above the base: the locked .debs (`deb_files`, with the
+    files dpkg writes for them), the locked wheels in the venv (`wheel_files`), the app tree of the
+    project (`project_dir`, filtered by the build's own function), the models by their locked sha256,
+    and the files mlenv's own steps generate (`step_files`)."""
+    files: list[ExpectedFile] = []
+    unexplained: list[Drift] = []
+    for deb in contents.apt:
+        files += deb_files(deb)
+    for dist in contents.python:
+        files += wheel_files(dist)
+    steps, checks = step_files(lock)
+    files += steps
+    files += _app_files(lock, project_dir, unexplained)
+    files += _model_files(lock, project_dir)
+    return FileExpectation(files=tuple(files), content_checks=checks, unexplained=tuple(unexplained))
+
+
+def _app_files(lock: Lock, project_dir: Path | None, unexplained: list[Drift]) -> list[ExpectedFile]:
+    if not lock.app.copy:
+        return []
+    workdir = "/" + lock.app.workdir.strip("/")
+    missing = [c for c in lock.app.copy if project_dir is None or not (project_dir / c).exists()]
+    if missing:
+        where = "no project directory was given" if project_dir is None else f"not found in {project_dir}"
+        for relative in missing:
+            unexplained.append(
+                Drift(
+                    layer="files",
+                    kind="unverified",
+                    subject=f"{workdir}/{relative.strip('/')}",
+                    expected=f"the project's {relative} (app.copy), to compare the image's copy with",
+                    actual=where,
+                )
+            )
+        return []
+    assert project_dir is not None
+    return [
+        ExpectedFile(
+            path="/" + entry.arcname,
+            kind="dir" if entry.source is None else "file",
+            source=f"app:{entry.arcname.removeprefix(workdir.strip('/') + '/')}",
+            sha256=None if entry.source is None else file_sha256(entry.source),
+            size=None if entry.source is None else entry.source.stat().st_size,
+            mode=entry_mode(entry),
+            uid=0,
+            gid=0,
+        )
+        for entry in app_entries(lock, project_dir)
+    ]
+
+
+def _model_files(lock: Lock, project_dir: Path | None) -> list[ExpectedFile]:
+    """Baked models by the lock's sha256 (the project's copy gives only the mode and parent dirs)."""
+    files: list[ExpectedFile] = []
+    for model in lock.models:
+        if model.strategy != "bake":
+            continue
+        target = "/" + model.target.strip("/")
+        source = project_dir / model.source if project_dir is not None else None
+        executable = source is not None and source.is_file() and bool(source.stat().st_mode & 0o100)
+        files.append(
+            ExpectedFile(
+                path=target,
+                kind="file",
+                source=f"model:{target}",
+                sha256=model.sha256.removeprefix("sha256:"),
+                size=model.size,
+                mode=0o755 if executable else 0o644,
+                uid=0,
+                gid=0,
+            )
+        )
+    return files
+
+
+# What mlenv's own Dockerfile steps write into the final image, besides the sources above. Each entry
+# says which step makes it and why; content that depends on the base (the account files) is judged by
+# a rule against the base's own copy, not by a fixed hash.
+#
+# RUN useradd (render.dockerfile user step): useradd --system --user-group appends the locked user to
+#   /etc/passwd, /etc/group, /etc/shadow and /etc/gshadow, saves the previous passwd/group/shadow/gshadow
+#   as the `-` backups (the step removes the backups the base did not have: USER_VOLATILE), and takes
+#   /etc/.pwd.lock (an empty lock file, 0600). `mkdir -p` makes the workdir.
+ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
+
+
+def step_files(lock: Lock) -> tuple[list[ExpectedFile], dict[str, ContentCheck]]:
+    """The files of mlenv's own steps (see ACCOUNT_FILES above) and the rule each one's content follows."""
+    user = lock.app.user
+    epoch_days = source_date_epoch(lock) // 86400
+    files = [
+        ExpectedFile(path=path, kind="file", source="step:useradd", check="generated")
+        for path in ACCOUNT_FILES
+    ]
+    files += [
+        ExpectedFile(path=f"{path}-", kind="file", source="step:useradd", check="generated")
+        for path in ACCOUNT_FILES
+        if f"{path}-" in USER_VOLATILE
+    ]
+    files.append(
+        ExpectedFile(
+            path="/etc/.pwd.lock",
+            kind="file",
+            source="step:useradd",
+            sha256=EMPTY_SHA256,
+            size=0,
+            mode=0o600,
+            uid=0,
+            gid=0,
+        )
+    )
+    files.append(
+        ExpectedFile(
+            path="/" + lock.app.workdir.strip("/"),
+            kind="dir",
+            source="step:useradd (mkdir -p)",
+            mode=0o755,
+            uid=0,
+            gid=0,
+        )
+    )
+    if needs_entrypoint(lock):
+        script = entrypoint_script(lock).encode()
+        files.append(
+            ExpectedFile(
+                path=ENTRYPOINT_PATH,
+                kind="file",
+                source="step:entrypoint",
+                sha256=hashlib.sha256(script).hexdigest(),
+                size=len(script),
+                uid=0,
+                gid=0,
+            )
+        )
+    # The user's primary group is allocated by useradd among the system ids, so its number is read from
+    # /etc/group and must be the same in every file that names it.
+    checks: dict[str, ContentCheck] = {
+        "/etc/passwd": _appended(
+            "/etc/passwd", rf"{re.escape(user)}:x:{APP_UID}:(?P<gid>\d+)::/nonexistent:/usr/sbin/nologin"
+        ),
+        "/etc/group": _appended("/etc/group", rf"{re.escape(user)}:x:(?P<gid>\d+):"),
+        "/etc/shadow": _appended("/etc/shadow", rf"{re.escape(user)}:!:{epoch_days}::::::"),
+        "/etc/gshadow": _appended("/etc/gshadow", rf"{re.escape(user)}:!::"),
+    }
+    for path in ACCOUNT_FILES:
+        checks[f"{path}-"] = _backup_of(path)
+    return files, checks
+
+
+def _lines(data: bytes) -> list[str]:
+    return data.decode("utf-8", "surrogateescape").splitlines()
+
+
+def _appended(path: str, line: str) -> ContentCheck:
+    """The base's `path` with exactly one line added at its end, matching `line` (and, for the gid, the
+    group useradd made)."""
+    pattern = re.compile(line)
+
+    def check(found: bytes, base: Lookup, upper: Lookup) -> str | None:
+        before = base(path)
+        if before is None:
+            return f"the base has no {path} to add the user to"
+        have, had = _lines(found), _lines(before)
+        if have[:-1] != had or not found.endswith(b"\n"):
+            return f"not the base's {path} plus one line (lines changed: {_changed(had, have[:-1])})"
+        match = pattern.fullmatch(have[-1]) if have else None
+        if match is None:
+            return f"last line {have[-1]!r} is not the locked user's" if have else "empty"
+        if "gid" in pattern.groupindex and path != "/etc/group":
+            group = upper("/etc/group")
+            gid = _group_id(group, pattern.pattern.split(":", 1)[0]) if group is not None else None
+            if gid != match["gid"]:
+                return f"the user's group id {match['gid']} is not its group's ({gid})"
+        return None
+
+    return check
+
+
+def _group_id(group: bytes, name: str) -> str | None:
+    for entry in _lines(group):
+        fields = entry.split(":")
+        if len(fields) >= 3 and fields[0] == name.replace("\\", ""):
+            return fields[2]
+    return None
+
+
+def _backup_of(path: str) -> ContentCheck:
+    """useradd's backup `path-`: the base's `path` as it was before the user was added."""
+
+    def check(found: bytes, base: Lookup, upper: Lookup) -> str | None:
+        before = base(path)
+        if before is None or found != before:
+            return f"not the base's {path}"
+        return None
+
+    return check
+
+
+def _changed(had: list[str], have: list[str]) -> int:
+    return sum(1 for a, b in zip(had, have, strict=False) if a != b) + abs(len(had) - len(have))

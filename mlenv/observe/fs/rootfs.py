@@ -91,13 +91,17 @@ class ImageFS(Protocol):
 class _Node:
     """One entry of a layer, and later a node of the merged tree (directories get `children`)."""
 
-    __slots__ = ("children", "content", "digest", "kind", "link", "mode", "size")
+    __slots__ = ("children", "content", "digest", "gid", "kind", "link", "mode", "size", "uid")
 
-    def __init__(self, kind: str, mode: int, size: int = 0, link: str | None = None) -> None:
+    def __init__(
+        self, kind: str, mode: int, size: int = 0, link: str | None = None, uid: int = 0, gid: int = 0
+    ) -> None:
         self.kind = kind
         self.mode = mode
         self.size = size
         self.link = link
+        self.uid = uid  # owners: verify compares them where the lock's sources state them
+        self.gid = gid
         self.digest: bytes | None = None
         self.content: bytes | None = None
         self.children: dict[str, _Node] | None = {} if kind == DIRECTORY else None
@@ -220,7 +224,7 @@ def _read_entries(
                 whiteouts.append(f"{parent}/{target}" if parent else target)
             continue
         kind = member.kind
-        node = _Node(kind, member.mode, member.size)
+        node = _Node(kind, member.mode, member.size, uid=member.uid, gid=member.gid)
         if kind == REGULAR:
             keep = interest is not None and interest("/" + path)
             view = reader.contiguous(member.size)
@@ -440,7 +444,10 @@ class LayeredFS(_Resolver[_Node]):
             assert children is not None
             old = children.get(name)
             if node.kind == DIRECTORY and old is not None and old.kind == DIRECTORY:
-                old.mode = node.mode  # directories merge; their lower contents stay
+                # Directories merge: the upper entry (its mode and owner) takes over the lower contents.
+                # The lower node is left as its layer wrote it, so each layer's index stays true.
+                node.children = old.children
+                children[name] = node
                 continue
             if old is not None and old.children is not None:
                 parents.clear()

@@ -1,4 +1,5 @@
-"""What each layer of a saved image records about its files: the reading half of comparing two builds.
+"""What each layer of an image records about its files: the reading half of comparing two builds, and
+each layer's own entries (`layer_entries`, from the observer's one pass) for verify's file accounting.
 
 The observer's tar reader keeps only what probes need (no owners, times or xattrs), so a layer's
 headers are read here with the standard library, over the observer's stream plumbing, and the
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlenv.errors import ImageError
-from mlenv.observe.fs.rootfs import normalize
+from mlenv.observe.fs.rootfs import LayerIndex, normalize
 from mlenv.observe.image.dockersave import read_saved
 from mlenv.observe.image.loaded import check_layers, parse_json
 from mlenv.observe.stream.decompress import Chunk, ChunkReader, StreamError, decompressed
@@ -126,3 +127,64 @@ def read_saved_image(name: str, chunks: Iterable[Chunk], wanted: set[str]) -> Im
         raise ImageError(f"{name}: the image config is not a JSON object")
     check_layers(name, config, [found.diff_id for found in saved.layers])
     return ImageRecord(name=name, image_id=saved.config_digest, config=config, layers=saved.layers)
+
+
+# --------------------------------------------------------------------------- one layer's own entries
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerEntry:
+    """One path as a layer's tar writes it (from the observer's single pass; no content kept)."""
+
+    path: str  # absolute
+    kind: str  # "file", "hardlink", "dir", "symlink", "other"
+    size: int
+    sha256: str | None  # regular files, and hard links whose target was found
+    mode: int
+    uid: int
+    gid: int
+    link: str | None
+    content: bytes | None = None  # only for the paths the reader's interest predicate kept
+
+
+def layer_entries(index: LayerIndex) -> Iterator[LayerEntry]:
+    """The entries of one layer, in archive order (whiteouts and opaque markers are on the index)."""
+    for path, node in index.entries.items():
+        yield LayerEntry(
+            path="/" + path,
+            kind=node.kind,
+            size=node.size,
+            sha256=None if node.digest is None else node.digest.hex(),
+            mode=node.mode,
+            uid=node.uid,
+            gid=node.gid,
+            link=node.link,
+            content=node.content,
+        )
+
+
+def layer_steps(config: Mapping[str, Any]) -> list[str]:
+    """The build step that made each layer (bottom first), from the config's history: its entries that
+    are not empty layers line up with rootfs.diff_ids. '' where the history does not say."""
+    count = len((config.get("rootfs") or {}).get("diff_ids") or ())
+    steps = [
+        str(entry.get("created_by") or "")
+        for entry in config.get("history") or ()
+        if isinstance(entry, Mapping) and not entry.get("empty_layer")
+    ]
+    if len(steps) != count:
+        return [""] * count  # a history that does not match the layers names no step rather than a wrong one
+    return [_step_text(step) for step in steps]
+
+
+def _step_text(created_by: str) -> str:
+    """`ADD file:… in /` for the classic builder's `/bin/sh -c #(nop) ADD file:… in / `; a RUN as its
+    command, cut to one short line."""
+    text = created_by.strip()
+    text = text.removeprefix("/bin/sh -c ")
+    if text.startswith("#(nop)"):
+        text = text.removeprefix("#(nop)").strip()
+    else:
+        text = "RUN " + text
+    text = " ".join(text.split())
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -33,6 +33,9 @@ class LoadedImage:
     manifest_digest: str | None
     layers: tuple[LayerSummary, ...]
     fs: LayeredFS
+    # Each layer's own entries, whiteouts and opaque markers, as read (before merging): verify accounts
+    # for every path of every layer above the base from these, without reading a layer twice.
+    indexes: tuple[LayerIndex, ...] = ()
 
 
 def check_layers(where: object, config: Mapping[str, Any], diff_ids: Sequence[str]) -> None:
@@ -67,6 +70,7 @@ def finish(
         manifest_digest=manifest_digest,
         layers=summaries,
         fs=LayeredFS(layers),
+        indexes=tuple(layers),
     )
 
 

@@ -44,6 +44,8 @@ class Member:
     mode: int
     size: int
     link: str
+    uid: int = 0
+    gid: int = 0
 
 
 def _number(field: bytes) -> int:
@@ -149,5 +151,16 @@ def members(reader: ChunkReader) -> Iterator[Member]:
         else:
             # Header-only types carry no data whatever the size field says (as Go's and Python's readers).
             data_size = 0
-        yield Member(name=name, kind=kind, mode=_number(header[100:108]) & 0o7777, size=data_size, link=link)
+        # Owners are kept for verify's file accounting (pax records win for ids that overflow the field).
+        uid = int(merged["uid"]) if "uid" in merged else _number(header[108:116])
+        gid = int(merged["gid"]) if "gid" in merged else _number(header[116:124])
+        yield Member(
+            name=name,
+            kind=kind,
+            mode=_number(header[100:108]) & 0o7777,
+            size=data_size,
+            link=link,
+            uid=uid,
+            gid=gid,
+        )
         reader.skip(_padding(data_size))

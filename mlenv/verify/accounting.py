@@ -1,0 +1,418 @@
+"""verify's file accounting put together: the lock's pinned artifacts -> every expected file above the base,
+then the image's layers (read once, by the observer) compared with it.
+
+The wheels and .debs are taken from the content-addressed cache by the lock's sha256 (fetched by hash
+when absent, from the lock's URLs). What is derived from a wheel (its installed files, and the sha256 of
+the checked-hash .pyc of each of its modules as this host's interpreter compiles it) is cached by the
+wheel's sha256, so a second verify reads no wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import posixpath
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlenv.files import atomic_writer
+from mlenv.model.lock import Lock
+from mlenv.model.report import Drift
+from mlenv.model.target import python_tuple
+from mlenv.observe.fs.rootfs import LayerIndex
+from mlenv.sources.cas import ContentStore, cache_root
+from mlenv.verify.debfiles import AptContext, DebPackage, apt_layer, read_deb
+from mlenv.verify.expected import ACCOUNT_FILES, Dist, ImageContents, expected_files
+from mlenv.verify.files import ContentCheck, FileView, Lookup, compare_files, file_view
+from mlenv.verify.manifest import ExpectedFile, FoundFile
+from mlenv.verify.pyc import check_pyc, code_checkable
+from mlenv.verify.wheelfiles import check_activate, venv_scaffolding, venv_wheel_files
+
+# Bumped whenever what is derived from a wheel changes, so an old cache entry is never read as new.
+DERIVED_VERSION = 1
+VENV_SCRIPTS = ("/usr/lib/python{v}/venv/scripts/", "/usr/local/lib/python{v}/venv/scripts/")
+PYTHONS = ("/usr/local/bin/python3", "/usr/bin/python3")  # what `python3` is on the builder's PATH
+
+
+@dataclass(kw_only=True)
+class Plan:
+    """What the accounting needs before the image is read: every expected file, the content rules, and
+    which paths' content the layer pass must keep (a few generated files, the venv's byte code)."""
+
+    files: list[ExpectedFile]
+    checks: dict[str, ContentCheck]
+    unexplained: list[Drift]
+    wheels: dict[str, Path]  # ExpectedFile.source of a wheel -> the cached wheel
+    keep_paths: set[str]
+    keep_prefixes: tuple[str, ...]
+    venv: str
+    python: str  # the image's minor, "3.11"
+    version: str | None  # the base interpreter's X.Y.Z, as the lock pins it
+    debs: list[DebPackage] = field(default_factory=list)
+    deb_checks: dict[str, Any] = field(default_factory=dict)
+
+    def keep(self, path: str) -> bool:
+        return (
+            path in self.keep_paths
+            or path.startswith(self.keep_prefixes)
+            or (path.endswith(".pyc") and path.startswith(self.venv + "/"))
+        )
+
+
+def _artifact(store: ContentStore, sha256: str, urls: Sequence[str], what: str) -> Path:
+    cached = store.get(sha256)
+    if cached is not None:
+        return cached
+    from mlenv.sources.http import download_chunks  # requests is loaded only when something is fetched
+
+    last: Exception | None = None
+    for url in urls:
+        try:
+            return store.put_stream(sha256, download_chunks(url), what=what)
+        except Exception as error:  # the next URL; the hash decides, never the URL
+            last = error
+    raise _missing_artifact(what, last)
+
+
+def _missing_artifact(what: str, error: Exception | None) -> Exception:
+    from mlenv.errors import ImageError
+
+    return ImageError(
+        f"cannot verify the image's files: {what} is not in the cache and cannot be fetched ({error})"
+    )
+
+
+def plan(
+    lock: Lock, contents: ImageContents, *, project_dir: Path | None, store: ContentStore | None = None
+) -> Plan:
+    store = store or ContentStore()
+    major, minor = python_tuple(lock.target.python)
+    python = f"{major}.{minor}"
+    venv = lock.python.venv
+    wheels: dict[str, Path] = {}
+    mirrors = tuple(dict.fromkeys(s.mirror.rstrip("/") for s in lock.apt.sources))
+    debs = [
+        read_deb(_artifact(store, d.pin.sha256, [f"{m}/{d.pin.filename}" for m in mirrors], d.pin.filename))
+        for d in contents.apt
+        if d.pin is not None
+    ]
+    apt_files, deb_checks = apt_layer(debs, architecture=contents.architecture)
+
+    def wheel_files(dist: Dist) -> list[ExpectedFile]:
+        if dist.file is None or not dist.file.name.endswith(".whl"):
+            return []  # an sdist: the hermetic build refuses it, so nothing of it is expected
+        source = f"wheel:{dist.file.name}"
+        path = _artifact(store, dist.file.sha256, [dist.file.url], dist.file.name)
+        wheels[source] = path
+        return _derived_wheel(
+            path, dist.file.sha256, venv=venv, python=python, name=dist.pin.name, source=source
+        )
+
+    expectation = expected_files(
+        lock, contents, project_dir=project_dir, wheel_files=wheel_files, deb_files=lambda _deb: ()
+    )
+    files = [*apt_files, *expectation.files]
+    checks = dict(expectation.content_checks)
+    keep_paths = set(ACCOUNT_FILES) | {f"{p}-" for p in ACCOUNT_FILES} | set(deb_checks)
+    # The venv's activate scripts are judged against the base's templates.
+    templates = tuple(p.format(v=python) for p in VENV_SCRIPTS)
+    keep_paths |= {f"{venv}/bin/{n}" for n in ("activate", "activate.csh", "activate.fish", "Activate.ps1")}
+    return Plan(
+        files=files,
+        checks=checks,
+        unexplained=list(expectation.unexplained),
+        wheels=wheels,
+        keep_paths=keep_paths,
+        keep_prefixes=templates,
+        venv=venv,
+        python=python,
+        version=lock.target.python if lock.target.python.count(".") == 2 else None,
+        debs=debs,
+        deb_checks=dict(deb_checks),
+    )
+
+
+def _derived_wheel(
+    path: Path, sha256: str, *, venv: str, python: str, name: str, source: str
+) -> list[ExpectedFile]:
+    """venv_wheel_files of the wheel, with the sha256 of each expected .pyc as this host compiles it
+    (when it runs the image's minor): cached by the wheel's sha256 and these parameters."""
+    key = hashlib.sha256(
+        json.dumps([DERIVED_VERSION, sha256, venv, python, name, source]).encode()
+    ).hexdigest()
+    cache = cache_root() / "derived" / "wheel-files" / f"{key}.json"
+    try:
+        rows = json.loads(cache.read_text(encoding="utf-8"))
+        return [ExpectedFile(**row) for row in rows]
+    except (OSError, ValueError, TypeError):
+        pass
+    files = venv_wheel_files(path, venv=venv, python=python, requirement_name=name, source=source)
+    if code_checkable(python):
+        files = _with_pyc_hashes(path, files, venv=venv, python=python)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(cache, durable=False) as out:
+        out.write(json.dumps([asdict(f) for f in files]).encode())
+    return files
+
+
+def _with_pyc_hashes(path: Path, files: list[ExpectedFile], *, venv: str, python: str) -> list[ExpectedFile]:
+    """Each checked-hash .pyc's sha256 as py_compile on this host writes it: a .pyc with these exact bytes
+    is the byte code of its trusted source, so it needs no further check (others are checked by
+    check_pyc, from their content)."""
+    from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
+
+    site = f"{venv}/lib/python{python}/site-packages/"
+    sources = {f.path: f for f in files}
+    out = []
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        for item in files:
+            if item.check != "pyc" or item.pyc_source is None or not item.pyc_source.startswith(site):
+                out.append(item)
+                continue
+            member = item.pyc_source.removeprefix(site)
+            if member not in names or item.pyc_source not in sources:
+                out.append(item)
+                continue
+            data = archive.read(member)
+            try:
+                code = compile(data, item.pyc_source, "exec", dont_inherit=True)
+            except (SyntaxError, ValueError):
+                out.append(item)
+                continue
+            pyc = _code_to_hash_pyc(code, importlib.util.source_hash(data), True)
+            out.append(_replace(item, sha256=hashlib.sha256(pyc).hexdigest()))
+    return out
+
+
+def _replace(item: ExpectedFile, **changes: Any) -> ExpectedFile:
+    import dataclasses
+
+    return dataclasses.replace(item, **changes)
+
+
+# ---------------------------------------------------------------------------- after the pass
+
+
+def account(
+    the_plan: Plan, indexes: Sequence[LayerIndex], *, base_layers: int, steps: Sequence[str]
+) -> list[Drift]:
+    """The file drifts of an image whose layers were read (with `the_plan.keep` as interest)."""
+    view = file_view(indexes, base_layers=base_layers, steps=steps, keep=the_plan.keep)
+    files = [f for f in (_backup(f, view) for f in the_plan.files) if f is not None]
+    checks = dict(the_plan.checks)
+    files += _venv_files(the_plan, view, checks)
+    symlinks = {p: e.link for p, e in view.base.items() if e.kind == "symlink" and e.link}
+    symlinks.update({p: f.link for p, f in view.files.items() if f.kind == "symlink" and f.link})
+    context = AptContext(
+        packages=tuple(the_plan.debs),
+        base_file=view.base_content,
+        image_paths=frozenset(view.base) | frozenset(view.files),
+        symlinks=symlinks,
+    )
+    for path, checker in the_plan.deb_checks.items():
+        checks[path] = _apt_check(checker, context)
+    readers: dict[str, zipfile.ZipFile] = {}
+
+    verified = _Verified.load()
+
+    def pyc(found: FoundFile, item: ExpectedFile, fview: FileView) -> str | None:
+        if item.sha256 is not None and found.sha256 == item.sha256:
+            return None
+        if verified.has(found.sha256, item):
+            return None
+        content = fview.content.get(found.path)
+        if content is None:
+            return "its content was not kept to check"
+        source = _source_of(item, the_plan, readers)
+        if source is None:
+            return f"no trusted source {item.pyc_source} to check it against"
+        problem = check_pyc(content, source, python=the_plan.python, source_path=item.pyc_source)
+        if problem is not None and "co_linetable differs" in problem and _other_patch(the_plan.version):
+            problem = _code_but_lines(content, source, item.pyc_source)
+        if problem is None:
+            verified.add(found.sha256, item)
+        return problem
+
+    try:
+        drifts = compare_files(files, view, content_checks=checks, pyc_check=pyc)
+    finally:
+        for reader in readers.values():
+            reader.close()
+        verified.save()
+    return [*the_plan.unexplained, *drifts]
+
+
+class _Verified:
+    """The .pyc files check_pyc accepted, by their sha256 and their source: the verdict on exact bytes
+    does not change, so a second verify of the same image does not compile the sources again. Kept per
+    host interpreter (the comparison compiles with it)."""
+
+    def __init__(self, path: Path, known: set[str]) -> None:
+        self.path = path
+        self.known = known
+        self.added = False
+
+    @classmethod
+    def load(cls) -> _Verified:
+        import sys
+
+        key = hashlib.sha256(f"{DERIVED_VERSION} {sys.version}".encode()).hexdigest()[:32]
+        path = cache_root() / "derived" / "pyc-verified" / f"{key}.json"
+        try:
+            known = set(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            known = set()
+        return cls(path, known)
+
+    @staticmethod
+    def _key(sha256: str | None, item: ExpectedFile) -> str:
+        return f"{sha256} {item.source} {item.pyc_source}"
+
+    def has(self, sha256: str | None, item: ExpectedFile) -> bool:
+        return sha256 is not None and self._key(sha256, item) in self.known
+
+    def add(self, sha256: str | None, item: ExpectedFile) -> None:
+        if sha256 is not None:
+            self.known.add(self._key(sha256, item))
+            self.added = True
+
+    def save(self) -> None:
+        if not self.added:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(self.path, durable=False) as out:
+            out.write(json.dumps(sorted(self.known)).encode())
+
+
+def _other_patch(version: str | None) -> bool:
+    """Whether this host's interpreter is another patch release than the image's (same minor)."""
+    import platform
+
+    return version is not None and platform.python_version() != version
+
+
+def _code_but_lines(pyc: bytes, source: bytes, path: str | None) -> str | None:
+    """check_pyc's code comparison without the line tables: CPython patch releases of one minor may
+    number lines differently (3.11.2 and 3.11.7 do, for some files), and a line table only changes what
+    a traceback or tracer reports, never what runs. The code, constants and names must still be equal."""
+    import marshal
+    import types
+
+    from mlenv.verify.pyc import HEADER_SIZE, _code_difference
+
+    def strip(code: types.CodeType) -> types.CodeType:
+        consts = tuple(strip(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+        return code.replace(co_linetable=b"", co_consts=consts)
+
+    try:
+        found = marshal.loads(pyc[HEADER_SIZE:])
+        expected = compile(source, path or "<source>", "exec", dont_inherit=True, optimize=0)
+    except (EOFError, ValueError, TypeError, SyntaxError):
+        return "its code does not unmarshal or its source does not compile"
+    if not isinstance(found, types.CodeType):
+        return f"it holds a {type(found).__name__}, not a code object"
+    reason = _code_difference(strip(found), strip(expected), "<module>")
+    return f"its code is not what its source compiles to ({reason})" if reason else None
+
+
+def _backup(item: ExpectedFile, view: FileView) -> ExpectedFile | None:
+    """useradd's `-` backup of an account file exists only where the base had one (the step removes the
+    backups it created), and has the mode and owner of the file it copies."""
+    primary = item.path.removesuffix("-")
+    if item.source != "step:useradd" or not item.path.endswith("-") or primary not in ACCOUNT_FILES:
+        return item
+    if item.path not in view.base:
+        return None
+    original = view.base.get(primary)
+    if original is None:
+        return item
+    return _replace(item, mode=original.mode, uid=original.uid, gid=original.gid)
+
+
+def _apt_check(checker: Callable[[bytes, AptContext], str | None], context: AptContext) -> ContentCheck:
+    def check(found: bytes, base: Lookup, upper: Lookup) -> str | None:
+        return checker(found, context)
+
+    return check
+
+
+def _source_of(item: ExpectedFile, the_plan: Plan, readers: dict[str, zipfile.ZipFile]) -> bytes | None:
+    """The trusted bytes of a .pyc's source: the wheel member it was installed from."""
+    wheel = the_plan.wheels.get(item.source)
+    if wheel is None or item.pyc_source is None:
+        return None
+    reader = readers.get(item.source)
+    if reader is None:
+        reader = readers[item.source] = zipfile.ZipFile(wheel)
+    site = f"{the_plan.venv}/lib/python{the_plan.python}/site-packages/"
+    try:
+        return reader.read(item.pyc_source.removeprefix(site))
+    except KeyError:
+        return None
+
+
+def _venv_files(the_plan: Plan, view: FileView, checks: dict[str, ContentCheck]) -> list[ExpectedFile]:
+    """`python3 -m venv` of the builder stage: its interpreter, version and templates come from the
+    locked base (read in the same pass)."""
+    executable = next((p for p in PYTHONS if p in view.base), None)
+    if executable is None:
+        return []
+    real = view.canonical(executable)
+    entry = view.base.get(executable)
+    hops = 0
+    while entry is not None and entry.kind == "symlink" and entry.link and hops < 40:
+        hops += 1
+        real = (
+            entry.link if entry.link.startswith("/") else posixpath.join(posixpath.dirname(real), entry.link)
+        )
+        real = posixpath.normpath(real)
+        entry = view.base.get(real)
+    templates: dict[str, tuple[bytes, int]] = {}
+    root = next(
+        (
+            p.format(v=the_plan.python)
+            for p in VENV_SCRIPTS
+            if p.format(v=the_plan.python) in {k + "/" for k in view.base}
+        ),
+        None,
+    )
+    if root is not None:
+        for path, found in view.base.items():
+            if path.startswith(root) and found.kind == "file" and found.content is not None:
+                relative = path.removeprefix(root)
+                if relative.count("/") == 1 and relative.split("/")[0] in ("common", "posix"):
+                    templates[relative] = (found.content, found.mode)
+    version = the_plan.version
+    if version is None:
+        return []
+    files = venv_scaffolding(
+        venv=the_plan.venv,
+        version=version,
+        base_executable=executable,
+        base_realpath=real,
+        templates=templates,
+    )
+    for relative, (template, _mode) in templates.items():
+        name = relative.split("/", 1)[1]
+        checks[f"{the_plan.venv}/bin/{name}"] = _activate_check(
+            template, name, the_plan.venv, executable, the_plan.python
+        )
+    return files
+
+
+def _activate_check(template: bytes, name: str, venv: str, executable: str, python: str) -> ContentCheck:
+    def check(found: bytes, base: Lookup, upper: Lookup) -> str | None:
+        return check_activate(
+            found, template, name=name, venv=venv, base_executable=executable, python=python
+        )
+
+    return check
+
+
+def as_rows(drifts: Iterable[Drift]) -> list[Mapping[str, Any]]:
+    return [asdict(d) for d in drifts]

@@ -1,0 +1,236 @@
+"""verify.files: every path of every layer above the base accounted for, on hand-made layers."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Mapping, Sequence
+
+from mlenv.model.report import Drift
+from mlenv.observe.fs.rootfs import LayerIndex, index_layer
+from mlenv.verify.files import ContentCheck, FileView, Lookup, PycCheck, compare_files, file_view
+from mlenv.verify.manifest import ExpectedFile, FoundFile
+
+Member = tuple[str, str, bytes | str | None]  # (path, kind, content or link target)
+
+
+def layer(*members: Member) -> LayerIndex:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for path, kind, data in members:
+            info = tarfile.TarInfo(path)
+            info.uid = info.gid = 0
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                archive.addfile(info)
+            elif kind == "symlink":
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, str(data), 0o777
+                archive.addfile(info)
+            else:
+                content = data if isinstance(data, bytes) else b""
+                info.size, info.mode = len(content), 0o644
+                archive.addfile(info, io.BytesIO(content))
+    return index_layer(iter([buffer.getvalue()]), interest=lambda _path: True, threaded=False)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def wanted(path: str, data: bytes, source: str = "wheel:x-1-py3-none-any.whl") -> ExpectedFile:
+    return ExpectedFile(path=path, kind="file", source=source, sha256=sha(data), size=len(data), mode=0o644)
+
+
+def view(*layers: LayerIndex, base: int = 1) -> FileView:
+    return file_view(
+        layers, base_layers=base, steps=["base", *[f"STEP {i}" for i in range(1, 9)]], keep=lambda _p: True
+    )
+
+
+def no_pyc(found: FoundFile, item: ExpectedFile, fview: FileView) -> str | None:
+    raise AssertionError("no .pyc here")
+
+
+def drifts(
+    expected: Sequence[ExpectedFile],
+    fview: FileView,
+    *,
+    checks: Mapping[str, ContentCheck] | None = None,
+    pyc: PycCheck = no_pyc,
+) -> list[Drift]:
+    return compare_files(expected, fview, content_checks=checks or {}, pyc_check=pyc)
+
+
+BASE = layer(
+    ("etc", "dir", None),
+    ("etc/passwd", "file", b"root:x:0:0\n"),
+    ("usr", "dir", None),
+    ("usr/lib", "dir", None),
+    ("lib", "symlink", "usr/lib"),
+    ("usr/lib/libc.so", "file", b"libc"),
+)
+
+
+def test_every_expected_file_in_place_is_no_drift() -> None:
+    upper = layer(("opt", "dir", None), ("opt/a.py", "file", b"print(1)\n"))
+    assert drifts([wanted("/opt/a.py", b"print(1)\n")], view(BASE, upper)) == []
+
+
+def test_an_extra_file_names_its_path_layer_and_step() -> None:
+    upper = layer(("opt", "dir", None), ("opt/a.py", "file", b"a"), ("opt/evil.pth", "file", b"import os"))
+    (drift,) = drifts([wanted("/opt/a.py", b"a")], view(BASE, upper))
+    assert (drift.layer, drift.kind, drift.subject) == ("files", "extra", "/opt/evil.pth")
+    assert drift.actual == f"sha256:{sha(b'import os')} 9 bytes mode 0644 in layer 2 of 2 (STEP 1)"
+
+
+def test_a_modified_file_shows_both_hashes() -> None:
+    upper = layer(("opt", "dir", None), ("opt/a.py", "file", b"patched"))
+    (drift,) = drifts([wanted("/opt/a.py", b"a")], view(BASE, upper))
+    assert drift.kind == "modified" and drift.subject == "/opt/a.py"
+    assert drift.expected is not None and sha(b"a") in drift.expected
+    assert drift.actual is not None and sha(b"patched") in drift.actual and "layer 2 of 2" in drift.actual
+
+
+def test_a_later_layer_overrides_an_earlier_one() -> None:
+    first = layer(("opt", "dir", None), ("opt/a.py", "file", b"a"))
+    second = layer(("opt", "dir", None), ("opt/a.py", "file", b"b"))
+    (drift,) = drifts([wanted("/opt/a.py", b"a")], view(BASE, first, second))
+    assert drift.kind == "modified" and "layer 3 of 3 (STEP 2)" in (drift.actual or "")
+
+
+def test_a_missing_file_and_one_the_base_already_holds() -> None:
+    upper = layer(("opt", "dir", None))
+    found = drifts(
+        [wanted("/opt/gone.py", b"x"), wanted("/usr/lib/libc.so", b"libc", "deb:libc6")], view(BASE, upper)
+    )
+    assert [(d.kind, d.subject) for d in found] == [("missing", "/opt/gone.py")]
+
+
+def test_a_file_without_hash_or_size_never_matches_silently() -> None:
+    upper = layer(("opt", "dir", None), ("opt/a", "file", b"a"))
+    item = ExpectedFile(path="/opt/a", kind="file", source="step:x")
+    assert [d.kind for d in drifts([item], view(BASE, upper))] == ["modified"]
+
+
+def test_a_base_file_changed_through_an_upper_layer_is_shadowed() -> None:
+    upper = layer(("etc", "dir", None), ("etc/passwd", "file", b"root:x:0:0\nevil:x:0:0\n"))
+    (drift,) = drifts([], view(BASE, upper))
+    assert (drift.kind, drift.subject) == ("shadowed", "/etc/passwd")
+    assert sha(b"root:x:0:0\n") in (drift.expected or "") and "layer 2 of 2" in (drift.actual or "")
+
+
+def test_a_base_file_written_again_unchanged_is_the_base_s() -> None:
+    upper = layer(("etc", "dir", None), ("etc/passwd", "file", b"root:x:0:0\n"))
+    assert drifts([], view(BASE, upper)) == []
+
+
+def test_a_base_file_deleted_by_a_whiteout() -> None:
+    upper = layer(("etc", "dir", None), ("etc/.wh.passwd", "file", b""))
+    (drift,) = drifts([], view(BASE, upper))
+    assert (drift.kind, drift.subject) == ("whiteout", "/etc/passwd")
+    assert drift.actual == "removed in layer 2 of 2 (STEP 1)"
+
+
+def test_an_opaque_directory_hides_the_base_s_contents() -> None:
+    upper = layer(("etc", "dir", None), ("etc/.wh..wh..opq", "file", b""))
+    assert [(d.kind, d.subject) for d in drifts([], view(BASE, upper))] == [("whiteout", "/etc/passwd")]
+
+
+def test_expected_paths_are_resolved_through_the_base_s_symlinks() -> None:
+    upper = layer(("usr", "dir", None), ("usr/lib", "dir", None), ("usr/lib/libgomp.so.1", "file", b"gomp"))
+    assert drifts([wanted("/lib/libgomp.so.1", b"gomp", "deb:libgomp1")], view(BASE, upper)) == []
+
+
+def test_a_wrong_kind_and_a_wrong_link_target() -> None:
+    upper = layer(("opt", "dir", None), ("opt/python", "file", b"#!"), ("opt/py3", "symlink", "/tmp/evil"))
+    items = [
+        ExpectedFile(path="/opt/python", kind="symlink", source="step:venv", link="python3"),
+        ExpectedFile(path="/opt/py3", kind="symlink", source="step:venv", link="/usr/bin/python3"),
+    ]
+    found = {d.subject: d for d in drifts(items, view(BASE, upper))}
+    assert (found["/opt/python"].kind, found["/opt/python"].expected, found["/opt/python"].actual) == (
+        "kind",
+        "symlink",
+        "file in layer 2 of 2 (STEP 1)",
+    )
+    assert (found["/opt/py3"].kind, found["/opt/py3"].expected) == ("link", "/usr/bin/python3")
+
+
+def test_an_empty_directory_no_source_explains_is_extra() -> None:
+    upper = layer(("opt", "dir", None), ("opt/a", "file", b"a"), ("srv", "dir", None))
+    assert [(d.kind, d.subject) for d in drifts([wanted("/opt/a", b"a")], view(BASE, upper))] == [
+        ("extra", "/srv")
+    ]
+
+
+def test_a_pyc_is_judged_by_the_pyc_check() -> None:
+    upper = layer(("opt", "dir", None), ("opt/a.py", "file", b"a"), ("opt/a.pyc", "file", b"code"))
+    seen = []
+
+    def check(found: FoundFile, item: ExpectedFile, fview: FileView) -> str | None:
+        seen.append((found.path, fview.content[found.path]))
+        return "a timestamp pyc"
+
+    item = ExpectedFile(path="/opt/a.pyc", kind="file", source="wheel:x", check="pyc", pyc_source="/opt/a.py")
+    (drift,) = drifts([wanted("/opt/a.py", b"a", "wheel:x"), item], view(BASE, upper), pyc=check)
+    assert seen == [("/opt/a.pyc", b"code")]
+    assert (drift.kind, drift.subject) == ("pyc", "/opt/a.pyc") and "a timestamp pyc" in (drift.actual or "")
+
+
+def test_generated_content_is_judged_by_its_rule_against_the_base() -> None:
+    upper = layer(("etc", "dir", None), ("etc/passwd", "file", b"root:x:0:0\napp:x:10001:999\n"))
+    item = ExpectedFile(path="/etc/passwd", kind="file", source="step:useradd", check="generated")
+
+    def rule(found: bytes, base: Lookup, upper: Lookup) -> str | None:
+        before = base("/etc/passwd") or b""
+        return None if found == before + b"app:x:10001:999\n" else "not the base's plus the user"
+
+    assert drifts([item], view(BASE, upper), checks={"/etc/passwd": rule}) == []
+    tampered = layer(("etc", "dir", None), ("etc/passwd", "file", b"root:x:0:0\napp:x:0:0\n"))
+    (drift,) = drifts([item], view(BASE, tampered), checks={"/etc/passwd": rule})
+    assert drift.kind == "modified" and "not the base's plus the user" in (drift.actual or "")
+
+
+def test_a_package_reinstalled_by_a_later_layer_is_one_drift() -> None:
+    venv = layer(
+        ("opt", "dir", None),
+        ("opt/p", "dir", None),
+        ("opt/p/m.py", "file", b"m"),
+        ("opt/p/m.pyc", "file", b"checked"),
+        ("opt/p.dist-info", "dir", None),
+        ("opt/p.dist-info/RECORD", "file", b"rec"),
+    )
+    again = layer(
+        ("opt", "dir", None),
+        ("opt/p", "dir", None),
+        ("opt/p/m.py", "file", b"m"),
+        ("opt/p/m.pyc", "file", b"timestamp"),
+        ("opt/p.dist-info", "dir", None),
+        ("opt/p.dist-info/RECORD", "file", b"rec2"),
+    )
+    source = "wheel:p-1-py3-none-any.whl"
+    items = [
+        wanted("/opt/p/m.py", b"m", source),
+        ExpectedFile(path="/opt/p/m.pyc", kind="file", source=source, check="pyc", pyc_source="/opt/p/m.py"),
+        wanted("/opt/p.dist-info/RECORD", b"rec", source),
+    ]
+
+    def check(found: FoundFile, item: ExpectedFile, fview: FileView) -> str | None:
+        return None if fview.content[found.path] == b"checked" else "a timestamp pyc"
+
+    assert drifts(items, view(BASE, venv), pyc=check) == []
+    (drift,) = drifts(items, view(BASE, venv, again), pyc=check)
+    assert (drift.kind, drift.subject) == ("reinstalled", "p-1-py3-none-any.whl")
+    assert drift.actual == "installed again in layer 3 of 3 (STEP 2) (2 files differ)"
+    # A changed module in the same reinstall is still reported as what it is.
+    patched = layer(
+        ("opt", "dir", None),
+        ("opt/p", "dir", None),
+        ("opt/p/m.py", "file", b"evil"),
+        ("opt/p/m.pyc", "file", b"timestamp"),
+        ("opt/p.dist-info", "dir", None),
+        ("opt/p.dist-info/RECORD", "file", b"rec2"),
+    )
+    kinds = sorted((d.kind, d.subject) for d in drifts(items, view(BASE, venv, patched), pyc=check))
+    assert ("modified", "/opt/p/m.py") in kinds and ("reinstalled", "p-1-py3-none-any.whl") in kinds
