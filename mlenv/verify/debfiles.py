@@ -22,6 +22,7 @@ are held in memory. A .deb that does not parse is a `DebError` naming it.
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -533,6 +534,25 @@ def expected_status(base_status: bytes, packages: Sequence[DebPackage]) -> bytes
 # --- files apt, dpkg, debconf and triggers generate ----------------------------------------------
 
 
+def resolve(path: str, symlinks: Mapping[str, str], *, last: bool = True) -> str:
+    """`path` with the symlinks along it followed as `symlinks` (path -> target) say, the last
+    component too unless `last` is false; a loop or more than 40 links stops resolving."""
+    parts = [p for p in path.split("/") if p]
+    done = ""
+    hops = 0
+    while parts:
+        candidate = f"{done}/{parts.pop(0)}"
+        target = symlinks.get(candidate) if parts or last else None
+        if target is None or hops >= 40:
+            done = candidate
+            continue
+        hops += 1
+        base = "" if target.startswith("/") else done
+        parts = [p for p in posixpath.normpath(f"{base}/{target}").split("/") if p] + parts
+        done = ""
+    return done or "/"
+
+
 @dataclass(frozen=True, kw_only=True)
 class AptContext:
     """What a checker of a generated file may consult: the locked packages, the base's own bytes at a
@@ -545,22 +565,8 @@ class AptContext:
     symlinks: Mapping[str, str] = field(default_factory=dict)  # image path -> target, for resolving
 
     def resolve(self, path: str) -> str:
-        """`path` with every symlink along it followed (merged /usr: /lib -> usr/lib), as the image's
-        symlinks say; a loop or more than 40 links leaves it as far as resolved."""
-        parts = [p for p in path.split("/") if p]
-        done = ""
-        hops = 0
-        while parts:
-            candidate = f"{done}/{parts.pop(0)}"
-            target = self.symlinks.get(candidate)
-            if target is None or hops >= 40:
-                done = candidate
-                continue
-            hops += 1
-            base = "" if target.startswith("/") else done
-            parts = [p for p in posixpath.normpath(f"{base}/{target}").split("/") if p] + parts
-            done = ""
-        return done or "/"
+        """`path` with every symlink along it followed (see `resolve`)."""
+        return resolve(path, self.symlinks)
 
 
 # A checker returns None when the bytes are what the step would write, else one line saying why not.
@@ -683,9 +689,14 @@ def generated_files(packages: Sequence[DebPackage]) -> list[Generated]:
 
     Each entry is a hole in verify's byte-for-byte accounting, so it is listed only when the step
     writes it; directories holding expected paths are not listed (see `with_parents`). Seen in the
-    apt layer of the fraud example (bookworm, 11 packages, libraries with ldconfig triggers); a
-    package with maintainer scripts writes what its scripts write, which is not predicted here
-    (`unpredictable`)."""
+    apt layer of the fraud example (bookworm, 11 packages, libraries with ldconfig triggers) and of a
+    test .deb with a conffile and an alternative. Not listed, because no step of a predictable set
+    writes them: /var/lib/dpkg/diversions (dpkg-divert, from a maintainer script),
+    /var/lib/dpkg/triggers/File, Unincorp and interest files (a package with trigger interests), any
+    conffile's .dpkg-new/.dpkg-old/.dpkg-dist (dpkg leaves one only when the base already has a
+    differing file at a conffile's path, or a configure failed: then the layer's extra file is a
+    drift), /var/lib/dpkg/*-old and the logs (removed by the stage's cleanup). A package with
+    maintainer scripts writes what its scripts write, which is not predicted (`unpredictable`)."""
     apt = "apt-get install"
     entries = [
         Generated(
@@ -791,13 +802,18 @@ def _activates(package: DebPackage, trigger: str) -> bool:
 
 
 def unpredictable(packages: Iterable[DebPackage]) -> list[str]:
-    """One line per locked package whose install runs code whose effects are not predicted here: its
-    maintainer scripts or its trigger interests (each may write any file). Empty for a set that
-    verify can account for exactly."""
+    """One line per locked package whose install does what is not predicted here: its maintainer
+    scripts or its trigger interests run code that may write any file (diversions, /etc/ssl/certs,
+    /var/lib/dpkg/triggers/File and the interest files...), its debconf templates change debconf's
+    databases. Empty for a set that verify accounts for exactly; beyond that, `alternatives_files`
+    covers the alternatives a postinst installs with literal words, and whatever else such a script
+    writes shows up as an extra file (a drift, never a silent match)."""
     lines = []
     for package in packages:
         if package.scripts:
             lines.append(f"{package.package} runs maintainer scripts: {', '.join(package.scripts)}")
+        if package.member("templates") is not None:
+            lines.append(f"{package.package} loads debconf templates (debconf's databases change)")
         member = package.member("triggers")
         if member is not None:
             interests = [
@@ -930,7 +946,7 @@ def checker_for(path: str, generated: Sequence[Generated]) -> Checker | None:
 
 
 def apt_layer(
-    packages: Sequence[DebPackage], *, architecture: str
+    packages: Sequence[DebPackage], *, architecture: str, base_symlinks: Mapping[str, str] | None = None
 ) -> tuple[list[ExpectedFile], Mapping[str, Checker]]:
     """Every path the apt layer must hold (packages' files, the alternatives their postinsts install,
     generated files) and the checker of each generated file by path. One entry per path, but for a
@@ -940,6 +956,9 @@ def apt_layer(
     directories: set[str] = set()
     for package in packages:
         for file in package_files(package, architecture=architecture):
+            if base_symlinks:
+                landed = resolve(file.path, base_symlinks, last=file.kind == "dir")
+                file = dataclasses.replace(file, path=landed)
             # Packages share directories (/usr, /usr/lib/<triplet>...): one entry each, the first
             # package's (dpkg creates a directory once and leaves it to the next package).
             if file.kind == "dir":

@@ -391,6 +391,8 @@ def test_maintainer_scripts_and_trigger_interests_are_named_as_unpredictable() -
         make_deb(package="i", data=DATA, control={"triggers": b"interest-noawait /usr/x\n"})
     )
     assert debfiles.unpredictable([plain]) == []
+    templated = read_deb(make_deb(package="t", data=DATA, control={"templates": b"Template: t/x\n"}))
+    assert debfiles.unpredictable([templated]) == ["t loads debconf templates (debconf's databases change)"]
     assert debfiles.unpredictable([scripted, interested]) == [
         "s runs maintainer scripts: postinst",
         "i is interested in triggers: /usr/x",
@@ -441,7 +443,8 @@ def assert_layer_is_explained(
     """The apt layer's entries are exactly the packages' files, the generated ones and their
     parents; each file's bytes, mode and owner as the .debs state, each generated file accepted by
     its checker, each directory that the base has staged with the base's metadata."""
-    expected, checkers = debfiles.apt_layer(packages, architecture=architecture)
+    base_links = {p: i.linkname for p, i in base.entries.items() if i.issym()}
+    expected, checkers = debfiles.apt_layer(packages, architecture=architecture, base_symlinks=base_links)
     by_path = {f.path: f for f in expected}
     assert len(by_path) == len(expected), "two sources claim one path"
     parents = debfiles.with_parents(by_path) - set(by_path)
@@ -533,6 +536,34 @@ def test_the_fraud_images_apt_layer_is_exactly_what_its_locked_debs_install(
     assert "/etc/ld.so.cache" in apt.entries
 
 
+def _system_layer_image(
+    daemon: Daemon, base_tag: str, debs: list[tuple[debfiles.DebPackage, bytes]], context: Path, name: str
+) -> str:
+    """An image of the base and the layer of mlenv's system stage, exactly as mlenv renders it, for
+    a lock whose apt closure is `debs`; built with no network. Returns its tag."""
+    (context / "mlenv").mkdir(parents=True)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        folder = tarfile.TarInfo(DEBS_DIR.lstrip("/"))
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        for package, raw in debs:
+            info = tarfile.TarInfo(f"{DEBS_DIR.lstrip('/')}/{package.source.removeprefix('deb:')}")
+            info.size, info.mode = len(raw), 0o644
+            tar.addfile(info, io.BytesIO(raw))
+    (context / "mlenv" / DEBS_TAR).write_bytes(archive.getvalue())
+    pins = [SimpleNamespace(name=p.package, version=p.version, architecture=p.architecture) for p, _ in debs]
+    # _system_stage reads only lock.apt.packages' names, versions and architectures.
+    lock = cast(Lock, SimpleNamespace(apt=SimpleNamespace(packages=pins)))
+    lines = list(_system_stage(lock, base=base_tag, epoch=1719792000, fetch="host", context_dir="mlenv"))
+    lines += [f"FROM {base_tag}", f"COPY --from=system {STAGE}/ /"]
+    (context / "Dockerfile").write_text("\n".join(lines) + "\n")
+    digest = hashlib.sha256(b"".join(hashlib.sha256(raw).digest() for _, raw in debs)).hexdigest()
+    tag = f"mlenv-test/debfiles-{name}:{digest[:20]}"
+    daemon.client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none")
+    return tag
+
+
 PROBE_DATA = [
     Entry(name="./", kind="dir", mode=0o755),
     Entry(name="./etc/", kind="dir", mode=0o755),
@@ -582,26 +613,9 @@ def test_a_deb_with_a_conffile_scripts_and_an_alternative_on_the_real_engine(
         )
     ]
     assert debfiles.unpredictable([package]) == ["mlenv-probe runs maintainer scripts: postinst, prerm"]
-    context = tmp_path / "context"
-    (context / "mlenv").mkdir(parents=True)
-    debs = io.BytesIO()
-    with tarfile.open(fileobj=debs, mode="w") as tar:
-        folder = tarfile.TarInfo(DEBS_DIR.lstrip("/"))
-        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(folder)
-        info = tarfile.TarInfo(f"{DEBS_DIR.lstrip('/')}/mlenv-probe_1.0-1_amd64.deb")
-        info.size, info.mode = len(raw), 0o644
-        tar.addfile(info, io.BytesIO(raw))
-    (context / "mlenv" / DEBS_TAR).write_bytes(debs.getvalue())
-    # The system stage exactly as mlenv renders it, for a lock whose apt closure is this one .deb.
-    pin = SimpleNamespace(name="mlenv-probe", version="1.0-1", architecture="amd64")
-    lock = cast(Lock, SimpleNamespace(apt=SimpleNamespace(packages=[pin])))
-    base_tag = base_image_python.local
-    lines = list(_system_stage(lock, base=base_tag, epoch=1719792000, fetch="host", context_dir="mlenv"))
-    lines += [f"FROM {base_tag}", f"COPY --from=system {STAGE}/ /"]
-    (context / "Dockerfile").write_text("\n".join(lines) + "\n")
-    tag = f"mlenv-test/debfiles-probe:{hashlib.sha256(raw).hexdigest()[:20]}"
-    docker_daemon.client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none")
+    tag = _system_layer_image(
+        docker_daemon, base_image_python.local, [(package, raw)], tmp_path / "context", "probe"
+    )
     layers = _layers(_save(docker_daemon.client, tag, tmp_path / "probe.tar"))
     base, apt = _merged(layers[:-1]), layers[-1]
     assert_layer_is_explained(apt, base, [package], architecture="amd64")
@@ -641,3 +655,37 @@ def test_alternatives_from_literal_postinst_lines_only() -> None:
     state = b"auto\n/usr/bin/ed\ned.1.gz\n/usr/share/man/man1/ed.1.gz\n\n/usr/bin/ed.real\n20\n"
     state += b"/usr/share/man/man1/ed.real.1.gz\n\n"
     assert files["/var/lib/dpkg/alternatives/ed"].sha256 == _sha(state)
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_nano_from_the_mirror_alternatives_with_slaves_and_merged_usr(
+    docker_daemon: Daemon, base_image_python: BaseImage, tmp_path: Path
+) -> None:
+    """A real Debian package with maintainer scripts: nano's postinst installs two alternatives with
+    slaves, and its /bin/nano lands at /usr/bin/nano through the base's merged-/usr symlink. Its
+    apt layer is exactly what debfiles predicts (the .deb comes from the base's own apt sources)."""
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    docker_daemon.client.containers.run(
+        base_image_python.local,
+        ["sh", "-c", "apt-get update -qq && cd /out && apt-get download -qq nano"],
+        volumes={str(downloads): {"bind": "/out", "mode": "rw"}},
+        remove=True,
+    )
+    (deb,) = downloads.glob("nano_*.deb")
+    raw = deb.read_bytes()
+    package = read_deb(raw)
+    assert [(a.name, a.link, a.path) for a in debfiles.alternatives(package)] == [
+        ("editor", "/usr/bin/editor", "/bin/nano"),
+        ("pico", "/usr/bin/pico", "/bin/nano"),
+    ]
+    tag = _system_layer_image(
+        docker_daemon, base_image_python.local, [(package, raw)], tmp_path / "ctx", "nano"
+    )
+    layers = _layers(_save(docker_daemon.client, tag, tmp_path / "nano.tar"))
+    base, apt = _merged(layers[:-1]), layers[-1]
+    assert_layer_is_explained(apt, base, [package], architecture=package.architecture)
+    assert "/usr/bin/nano" in apt.entries and "/bin/nano" not in apt.entries
+    assert apt.entries["/etc/alternatives/editor.1.gz"].linkname == "/usr/share/man/man1/nano.1.gz"
