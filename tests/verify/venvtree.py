@@ -14,7 +14,7 @@ from pathlib import Path
 from mlenv.render.dockerfile import _COMPILE  # the compile step exactly as the Dockerfile runs it
 from mlenv.verify.manifest import ExpectedFile
 from mlenv.verify.pyc import check_pyc
-from mlenv.verify.wheelfiles import check_activate, venv_scaffolding, venv_wheel_files
+from mlenv.verify.wheelfiles import Expectation, venv_expectation, venv_wheel_expectation
 
 
 def _umask() -> None:
@@ -27,10 +27,15 @@ def run(*args: str | Path) -> None:
     subprocess.run([str(a) for a in args], check=True, env=env, preexec_fn=_umask, capture_output=True)
 
 
-def build_venv(root: Path, wheels: list[Path], *, python: str = sys.executable) -> Path:
+def build_venv(
+    root: Path, wheels: list[Path], *, python: str = sys.executable, pip: Path | None = None
+) -> Path:
     """python -m venv; pip install --no-index --require-hashes --no-deps --no-compile; uninstall pip
-    and setuptools; compile CHECKED_HASH: the builder stage's RUN, with `root` for /opt/venv."""
+    and setuptools; compile CHECKED_HASH: the builder stage's RUN, with `root` for /opt/venv. `pip`: a
+    pip wheel to put in place of ensurepip's first (as a base whose Python bundles that pip would)."""
     run(python, "-m", "venv", root)
+    if pip is not None:
+        run(root / "bin/python", "-m", "pip", "install", "--no-index", "--no-deps", pip)
     lines = []
     for w in wheels:
         name, version = w.name.split("-")[:2]
@@ -147,15 +152,24 @@ def merge(entries: list[ExpectedFile]) -> dict[str, ExpectedFile]:
     return out
 
 
-def differences(
-    found: dict[str, Walked], expected: dict[str, ExpectedFile], *, python: Interpreter, venv_root: str
-) -> list[str]:
-    """Every way the walked tree and the expectation disagree; generated files judged by their checkers."""
-    out = [f"extra {p}" for p in sorted(set(found) - set(expected))]
-    out += [f"missing {p}" for p in sorted(set(expected) - set(found))]
-    tpl = {k.split("/", 1)[1]: v[0] for k, v in templates(python).items()}
-    for p in sorted(set(expected) & set(found)):
-        e, f = expected[p], found[p]
+@dataclass(frozen=True, kw_only=True)
+class Expected:
+    files: dict[str, ExpectedFile]
+    parts: tuple[Expectation, ...]  # the venv's and each wheel's, for their generated files
+
+    def check_generated(self, path: str, content: bytes) -> str | None:
+        owners = [part for part in self.parts if path in dict(part.generated)]
+        assert len(owners) == 1, f"{path}: {len(owners)} rules"
+        return owners[0].check_generated(path, content)
+
+
+def differences(found: dict[str, Walked], expected: Expected, *, python: Interpreter) -> list[str]:
+    """Every way the walked tree and the expectation disagree; generated files judged by their rules."""
+    want = expected.files
+    out = [f"extra {p}" for p in sorted(set(found) - set(want))]
+    out += [f"missing {p}" for p in sorted(set(want) - set(found))]
+    for p in sorted(set(want) & set(found)):
+        e, f = want[p], found[p]
         if e.kind != f.kind:
             out.append(f"{p}: {f.kind}, expected {e.kind}")
         elif e.kind == "symlink":
@@ -164,47 +178,42 @@ def differences(
         elif e.mode != f.mode:
             out.append(f"{p}: mode {f.mode:o}, expected {e.mode:o}")
         elif e.kind == "file" and f.data is not None:
+            reason: str | None = None
             if e.check == "bytes":
                 if (e.sha256, e.size) != (hashlib.sha256(f.data).hexdigest(), len(f.data)):
-                    out.append(f"{p}: bytes differ")
+                    reason = "bytes differ"
             elif e.check == "pyc":
                 assert e.pyc_source is not None
                 source = found[e.pyc_source].data or b""
                 reason = check_pyc(f.data, source, python=python.minor, source_path=e.pyc_source)
-                if reason:
-                    out.append(f"{p}: {reason}")
             elif e.check == "generated":
-                name = p.rsplit("/", 1)[1]
-                reason = check_activate(
-                    f.data,
-                    tpl[name],
-                    name=name,
-                    venv=venv_root,
-                    base_executable=python.executable,
-                    python=python.minor,
-                )
-                if reason:
-                    out.append(f"{p}: {reason}")
+                reason = expected.check_generated(p, f.data)
             else:
-                out.append(f"{p}: unexpected check {e.check}")
+                reason = f"unexpected check {e.check}"
+            if reason:
+                out.append(f"{p}: {reason}")
     return out
 
 
-def expected_venv(root: Path, wheels: list[Path], python: Interpreter) -> dict[str, ExpectedFile]:
-    entries = venv_scaffolding(
-        venv=str(root),
-        version=python.version,
-        base_executable=python.executable,
-        base_realpath=python.realpath,
-        templates=templates(python),
-        wheels=bool(wheels),
-    )
-    for w in wheels:
-        entries += venv_wheel_files(
-            w,
+def expected_venv(root: Path, wheels: list[Path], python: Interpreter) -> Expected:
+    parts = [
+        venv_expectation(
             venv=str(root),
-            python=python.minor,
-            requirement_name=w.name.split("-")[0],
-            source=f"wheel:{w.name}",
+            version=python.version,
+            base_executable=python.executable,
+            base_realpath=python.realpath,
+            templates=templates(python),
+            wheels=bool(wheels),
         )
-    return merge(entries)
+    ]
+    for w in wheels:
+        parts.append(
+            venv_wheel_expectation(
+                w,
+                venv=str(root),
+                python=python.minor,
+                requirement_name=w.name.split("-")[0],
+                source=f"wheel:{w.name}",
+            )
+        )
+    return Expected(files=merge([f for part in parts for f in part.files]), parts=tuple(parts))
