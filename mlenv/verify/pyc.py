@@ -12,7 +12,14 @@ the interpreter checks it when loading (check_source, and not with `--check-hash
 The code behind the header is NOT bound by the hash: a .pyc whose header is right but whose code was
 swapped runs the swapped code. `check_pyc` therefore also compares the code against `compile(source)`
 when the host interpreter has the target's minor version (byte code is only comparable within one
-minor); on other hosts the code is not checked and `code_checkable` says so.
+minor); on other hosts the code is not checked (`code_comparison` says which comparison is made).
+Within one minor, micro releases may differ in line tables: scipy 1.14.0's
+_lib/tests/test_warnings.py compiled by 3.11.2 and by 3.11.7 differs in one function's co_linetable,
+nothing else (measured on mlenv's fraud image, 6,000 pycs). So unless the host runs the exact target
+version, everything but the line tables is compared: swapped code still differs in co_code, co_consts
+or co_names; what is not compared is where tracebacks point.
+
+Every `python` argument is a version string: "3.11" (minor) or "3.11.2" (exact).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import marshal
 import struct
 import sys
 import types
+from typing import Literal
 
 # Magic number (the first two bytes, little-endian; then b"\r\n") of each final CPython release series
 # mlenv supports. From importlib.util.MAGIC_NUMBER of each release; tests/verify/test_pyc.py checks
@@ -50,10 +58,14 @@ HEADER_SIZE = 16
 _MASK = 0xFFFFFFFFFFFFFFFF
 
 
+def _minor(python: str) -> str:
+    return ".".join(python.split(".")[:2])
+
+
 def magic_number(python: str) -> bytes:
     """The 4-byte magic of the .pyc header for Python `python` ("3.11")."""
     try:
-        return MAGIC[python].to_bytes(2, "little") + b"\r\n"
+        return MAGIC[_minor(python)].to_bytes(2, "little") + b"\r\n"
     except KeyError:
         raise ValueError(
             f"no pyc magic number known for Python {python} (known: {', '.join(MAGIC)})"
@@ -62,7 +74,7 @@ def magic_number(python: str) -> bytes:
 
 def cache_tag(python: str) -> str:
     """sys.implementation.cache_tag of CPython `python`: "cpython-311"."""
-    major, minor = python.split(".")
+    major, minor = _minor(python).split(".")
     return f"cpython-{major}{minor}"
 
 
@@ -108,17 +120,30 @@ def siphash(k0: int, k1: int, data: bytes, *, c_rounds: int, d_rounds: int) -> i
 def source_hash(source: bytes, *, python: str) -> bytes:
     """importlib.util.source_hash(source) as CPython `python` computes it: the 8 bytes of the header."""
     key = int.from_bytes(magic_number(python), "little")
-    c_rounds, d_rounds = _SIPHASH_ROUNDS[python]
+    c_rounds, d_rounds = _SIPHASH_ROUNDS[_minor(python)]
     return siphash(key, 0, source, c_rounds=c_rounds, d_rounds=d_rounds).to_bytes(8, "little")
 
 
-def code_checkable(python: str) -> bool:
-    """Can this host compare a pyc's code object with compile(source) for Python `python`?"""
-    return python == f"{sys.version_info.major}.{sys.version_info.minor}"
+CodeComparison = Literal["exact", "without line tables", "none"]
+_LINE_TABLES = frozenset({"co_linetable", "co_lnotab"})
 
 
-def _code_difference(found: types.CodeType, expected: types.CodeType, where: str) -> str | None:
-    """The first attribute in which two code objects differ, recursively through nested code."""
+def code_comparison(python: str) -> CodeComparison:
+    """How this host compares a pyc's code with compile(source) for target Python `python`: "exact"
+    when it runs exactly that version, "without line tables" for the same minor (another or an
+    unknown micro release), "none" for another minor."""
+    host = sys.version_info
+    if _minor(python) != f"{host.major}.{host.minor}":
+        return "none"
+    if python == f"{host.major}.{host.minor}.{host.micro}":
+        return "exact"
+    return "without line tables"
+
+
+def _code_difference(
+    found: types.CodeType, expected: types.CodeType, where: str, *, skip: frozenset[str]
+) -> str | None:
+    """The first attribute (not in `skip`) in which two code objects differ, recursively."""
     for attr in (
         "co_name",
         "co_qualname",
@@ -137,7 +162,7 @@ def _code_difference(found: types.CodeType, expected: types.CodeType, where: str
         "co_linetable",
         "co_exceptiontable",
     ):
-        if not hasattr(expected, attr):
+        if attr in skip or not hasattr(expected, attr):
             continue
         if getattr(found, attr, None) != getattr(expected, attr):
             return f"{where}: {attr} differs"
@@ -147,7 +172,7 @@ def _code_difference(found: types.CodeType, expected: types.CodeType, where: str
         if isinstance(e, types.CodeType):
             if not isinstance(f, types.CodeType):
                 return f"{where}: constant {i} is not code"
-            reason = _code_difference(f, e, f"{where}.{e.co_name}")
+            reason = _code_difference(f, e, f"{where}.{e.co_name}", skip=skip)
             if reason:
                 return reason
         elif type(f) is not type(e) or f != e:
@@ -163,11 +188,12 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
     validated against its source by the interpreter; a timestamp pyc, flags 0, is validated only by
     mtime and size, which anyone can set), and the source hash. The hash binds the pyc to the source
     only because the interpreter checks it on load (check_source); it says nothing about the code that
-    follows the header. So when the host runs the same minor as the target (`code_checkable`), the code
-    is also compared with what `compile(source)` gives: py_compile output is deterministic for one
-    interpreter minor and optimization level. Give `source_path` (the .py's absolute path in the image,
-    which py_compile stores as co_filename) to have the file name compared too. `pyc` is untrusted
-    input: it is unmarshalled only after its header has matched.
+    follows the header. So when the host runs the same minor as the target, the code is also compared
+    with what `compile(source)` gives (py_compile's output for one interpreter and optimization level
+    is deterministic): exactly when `python` names the host's exact version ("3.11.7"), else without
+    the line tables (`code_comparison`; see the module docstring). Give `source_path` (the .py's
+    absolute path in the image, which py_compile stores as co_filename) to have the file name compared
+    too. `pyc` is untrusted input: it is unmarshalled only after its header has matched.
     """
     try:
         magic = magic_number(python)
@@ -190,7 +216,8 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
     expected_hash = source_hash(source, python=python)
     if pyc[8:16] != expected_hash:
         return f"source hash {pyc[8:16].hex()} is not that of its source ({expected_hash.hex()})"
-    if not code_checkable(python):
+    comparison = code_comparison(python)
+    if comparison == "none":
         return None
     try:
         expected = compile(source, source_path or "<source>", "exec", dont_inherit=True, optimize=0)
@@ -199,6 +226,7 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
     body = pyc[HEADER_SIZE:]
     if body == marshal.dumps(expected):
         return None
+    skip = _LINE_TABLES if comparison == "without line tables" else frozenset()
     # marshal output can differ by reference flags (object refcounts at dump time) for equal code,
     # so unequal bytes are decided by comparing the code objects.
     try:
@@ -210,7 +238,7 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
     if source_path is None:
         # without the image path, file names are not part of the comparison
         found, expected = _strip_filenames(found), _strip_filenames(expected)
-    reason = _code_difference(found, expected, "<module>")
+    reason = _code_difference(found, expected, "<module>", skip=skip)
     return f"its code is not what its source compiles to ({reason})" if reason else None
 
 

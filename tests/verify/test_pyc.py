@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from mlenv.verify.pyc import MAGIC, check_pyc, code_checkable, magic_number, source_hash
+from mlenv.verify.pyc import MAGIC, check_pyc, code_comparison, magic_number, source_hash
 from tests.verify.venvtree import Interpreter, interpreters
 
 HOST = f"{sys.version_info.major}.{sys.version_info.minor}"
+EXACT = f"{HOST}.{sys.version_info.micro}"
 SOURCE = (
     b"import os\n\ndef f(x, *, y=1.5):\n    return [x + y for _ in range(3)], os.sep\n\nclass C:\n    z = f\n"
 )
@@ -114,7 +115,8 @@ def test_swapped_code_behind_a_right_header_is_caught(tmp_path: Path) -> None:
     """The header of SOURCE's pyc, the code of OTHER: what an attacker who keeps the .py would ship."""
     pyc, path = _compiled(tmp_path, SOURCE, py_compile.PycInvalidationMode.CHECKED_HASH)
     swapped = pyc[:16] + marshal.dumps(compile(OTHER, path, "exec", dont_inherit=True))
-    assert code_checkable(HOST)
+    assert code_comparison(HOST) == "without line tables"
+    assert code_comparison(EXACT) == "exact"
     reason = check_pyc(swapped, SOURCE, python=HOST, source_path=path)
     assert reason is not None and reason.startswith("its code is not what its source compiles to (")
     reason = check_pyc(swapped, SOURCE, python=HOST)
@@ -134,6 +136,22 @@ def test_swapped_code_behind_a_right_header_is_caught(tmp_path: Path) -> None:
         "its code is not what its source compiles to (<module>: co_filename differs)"
     )
     assert check_pyc(moved, SOURCE, python=HOST) is None  # no path given: file names not compared
+
+
+def test_line_tables_are_compared_only_for_the_exact_host_version(tmp_path: Path) -> None:
+    """Micro releases of one minor may write other line tables for the same source (3.11.2 and 3.11.7
+    do for one scipy function): compared only when the target is exactly the host's version."""
+    source = b"def f(x):\n    return (x + 1)\n"
+    pyc, path = _compiled(tmp_path, source, py_compile.PycInvalidationMode.CHECKED_HASH)
+    columns = pyc[:16] + marshal.dumps(
+        compile(b"def f(x):\n    return (x  + 1)\n", path, "exec", dont_inherit=True)
+    )
+    assert check_pyc(columns, source, python=EXACT, source_path=path) == (
+        "its code is not what its source compiles to (<module>: co_linetable differs)"
+    )
+    assert check_pyc(columns, source, python=HOST, source_path=path) is None
+    assert check_pyc(columns, source, python=f"{HOST}.999", source_path=path) is None
+    assert check_pyc(pyc, source, python=EXACT, source_path=path) is None
 
 
 def test_garbage_behind_the_header_is_caught(tmp_path: Path) -> None:

@@ -11,31 +11,46 @@ import base64
 import csv
 import hashlib
 import io
+import os
+import posixpath
 import subprocess
 import sys
+import tarfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import docker.errors
 import pytest
 
 from mlenv.errors import SourceError
+from mlenv.lockfile import read_lock, read_lock_bytes
+from mlenv.sources.cas import ContentStore
+from mlenv.verify.expected import image_contents
 from mlenv.verify.wheelfiles import (
     LAUNCHER_TEMPLATES,
     EntryPoint,
     fix_script,
     launcher_bytes,
+    venv_expectation,
     venv_wheel_expectation,
     wheel_files,
 )
+from tests.helpers import Built
 from tests.verify.venvtree import (
+    Expected,
     Interpreter,
     build_venv,
     differences,
     expected_venv,
     interpreter,
     interpreters,
+    merge,
+    templates,
     walk,
 )
+from tools.localbase.dockerd import Daemon
 
 HOST = interpreter()
 
@@ -299,8 +314,6 @@ def test_a_synthetic_wheel_installs_exactly_as_derived(tmp_path: Path) -> None:
 
 
 def _tamper(found: dict, path: str, data: bytes):
-    from dataclasses import replace
-
     return {**found, path: replace(found[path], data=data)}
 
 
@@ -421,3 +434,90 @@ def test_the_demo_wheel_installed_by_another_pip(pip: str, tmp_path: Path) -> No
     found = walk(root)
     expected = expected_venv(root, [wheel], HOST)
     assert differences(found, expected, python=HOST) == []
+
+
+# ---- the real image ------------------------------------------------------------------------------------
+
+
+def _archive(container: Any, path: str, into: Path) -> Path:
+    """`path` of a created (never started) container, unpacked under `into`."""
+    stream, _ = container.get_archive(path)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        tar.extractall(into, filter="tar")
+    return into / posixpath.basename(path)
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_the_fraud_images_venv_is_exactly_the_expectation(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    """The good image mlenv builds: every path of /opt/venv explained by the locked wheels (from the
+    build's content store, by sha256) and venv's rules for the locked base's interpreter, and no
+    difference at all - byte code compared with this host's compiler, line tables aside."""
+    lock_bytes = read_lock_bytes(fraud_image.lock)
+    lock = read_lock(fraud_image.lock)
+    platform = "linux/amd64" if os.uname().machine == "x86_64" else "linux/arm64"
+    contents = image_contents(lock, platform, lock_digest="sha256:" + hashlib.sha256(lock_bytes).hexdigest())
+    assert contents.base is not None and contents.base.platform is not None
+    version = contents.base.platform.python
+    assert version is not None
+    minor = ".".join(version.split(".")[:2])
+    venv = lock.python.venv
+    store = ContentStore()
+    image = docker_daemon.client.images.get(fraud_image.tag)
+    env = dict(e.split("=", 1) for e in image.attrs["Config"]["Env"])
+    container = docker_daemon.client.containers.create(fraud_image.tag)
+    try:
+        tree = _archive(container, venv, tmp_path / "image")
+        # `python3 -m venv` ran in the base: the first python3 on its PATH (the image's, less the venv)
+        for directory in env["PATH"].split(":"):
+            if directory == f"{venv}/bin":
+                continue
+            try:
+                exe = _archive(container, f"{directory}/python3", tmp_path / "exe" / directory.strip("/"))
+            except docker.errors.NotFound:
+                continue
+            executable = f"{directory}/python3"
+            break
+        else:
+            raise AssertionError("no python3 on the base's PATH")
+        real = posixpath.join(directory, os.readlink(exe)) if exe.is_symlink() else executable
+        scripts = _archive(
+            container,
+            f"{posixpath.dirname(directory)}/lib/python{minor}/venv/scripts",
+            tmp_path / "templates",
+        )
+    finally:
+        container.remove()
+    interp = Interpreter(executable=executable, realpath=real, version=version, venv_dir=str(scripts.parent))
+    parts = [
+        venv_expectation(
+            venv=venv,
+            version=version,
+            base_executable=executable,
+            base_realpath=real,
+            templates=templates(interp),
+            wheels=bool(contents.python),
+        )
+    ]
+    for dist in contents.python:
+        assert dist.file is not None
+        wheel = store.get(dist.file.sha256)
+        assert wheel is not None, f"{dist.file.name} is not in the content store"
+        parts.append(
+            venv_wheel_expectation(
+                wheel,
+                venv=venv,
+                python=minor,
+                requirement_name=dist.pin.name,
+                source=f"wheel:{dist.file.name}",
+            )
+        )
+    expected = Expected(files=merge([f for part in parts for f in part.files]), parts=tuple(parts))
+    found = {
+        venv + p[len(str(tree)) :]: replace(w, path=venv + p[len(str(tree)) :]) for p, w in walk(tree).items()
+    }
+    assert len(found) > 1000
+    assert differences(found, expected, python=interp) == []
