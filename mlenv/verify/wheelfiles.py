@@ -131,8 +131,10 @@ class EntryPoint:
 @dataclass(frozen=True, kw_only=True)
 class _Member:
     name: str  # zip member name, as RECORD lists it
-    data: bytes
+    sha256: str  # hex, of its real bytes
+    size: int
     executable: bool
+    data: bytes | None  # kept only where a rule reads the content (.py, .data/scripts, dist-info)
 
 
 def record_hash(data: bytes) -> str:
@@ -140,74 +142,105 @@ def record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
 
 
-def _read_zip(wheel: bytes | str | Path, label: str) -> list[_Member]:
-    raw = wheel if isinstance(wheel, bytes) else Path(wheel).read_bytes()
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _keep(name: str) -> bool:
+    """Whose bytes a rule reads: sources (compiled or not), scripts (#!python), the dist-info."""
+    parts = name.split("/")
+    return (
+        name.endswith(".py")
+        or parts[0].endswith(".dist-info")
+        or (len(parts) > 2 and parts[0].endswith(".data") and parts[1] == "scripts")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Wheel:
+    members: list[_Member]
+    info: str  # the .dist-info directory
+    rows: list[list[str]]  # the wheel's RECORD
+
+
+def _read_wheel(wheel: bytes | str | Path, label: str) -> _Wheel:
+    """Every member, hashed while streamed (a wheel may be gigabytes), each checked against the wheel's
+    RECORD: it must list every member with the hash and size of its real bytes, and nothing else."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(raw))
+        archive = zipfile.ZipFile(io.BytesIO(wheel) if isinstance(wheel, bytes) else Path(wheel))
     except zipfile.BadZipFile as e:
         raise SourceError(f"{label}: not a zip archive ({e})") from None
-    members = []
-    seen: set[str] = set()
     with archive:
-        for info in archive.infolist():
-            if info.filename in seen:
-                raise SourceError(f"{label}: member {info.filename} appears twice")
-            seen.add(info.filename)
-            if info.filename.endswith("/"):
-                continue  # pip creates directories only for the files below them
-            mode = info.external_attr >> 16
-            executable = bool(mode and stat.S_ISREG(mode) and mode & 0o111)
+        infos = archive.infolist()
+        seen: set[str] = set()
+        for zinfo in infos:
+            if zinfo.filename in seen:
+                raise SourceError(f"{label}: member {zinfo.filename} appears twice")
+            seen.add(zinfo.filename)
+        files = [z for z in infos if not z.filename.endswith("/")]  # pip makes only the dirs files need
+        tops = {z.filename.split("/", 1)[0] for z in files if "/" in z.filename}
+        dist_infos = sorted(d for d in tops if d.endswith(".dist-info"))
+        if len(dist_infos) != 1:
+            raise SourceError(
+                f"{label}: {len(dist_infos)} .dist-info directories at the top (a wheel has one)"
+            )
+        info = dist_infos[0]
+        if f"{info}/RECORD" not in seen:
+            raise SourceError(f"{label}: no {info}/RECORD")
+        rows = [row for row in csv.reader(archive.read(f"{info}/RECORD").decode("utf-8").splitlines()) if row]
+        listed: dict[str, list[str]] = {}
+        for row in rows:
+            if len(row) != 3:
+                raise SourceError(f"{label}: RECORD row {row!r} has {len(row)} fields, not 3")
+            if row[0] in listed:
+                raise SourceError(f"{label}: RECORD lists {row[0]} twice")
+            listed[row[0]] = row
+        exempt = {f"{info}/{n}" for n in _UNHASHED}
+        members = []
+        for zinfo in files:
+            name = zinfo.filename
+            entry = None if name in exempt else listed.get(name)
+            if entry is None and name not in exempt:
+                raise SourceError(f"{label}: member {name} is not in the wheel's RECORD")
+            algorithm, _, digest = entry[1].partition("=") if entry is not None else ("sha256", "", "")
+            if entry is not None and algorithm not in ("sha256", "sha384", "sha512"):
+                raise SourceError(f"{label}: RECORD hash of {name} is {entry[1]!r}, not sha256/384/512")
+            sha256, other = hashlib.sha256(), hashlib.new(algorithm)
+            chunks: list[bytes] | None = [] if _keep(name) else None
+            size = 0
             try:
-                data = archive.read(info)
+                with archive.open(zinfo) as stream:
+                    while chunk := stream.read(1 << 20):
+                        sha256.update(chunk)
+                        other.update(chunk)
+                        size += len(chunk)
+                        if chunks is not None:
+                            chunks.append(chunk)
             except (zipfile.BadZipFile, OSError) as e:  # a CRC mismatch is a BadZipFile
-                raise SourceError(f"{label}: member {info.filename} is unreadable ({e})") from None
-            members.append(_Member(name=info.filename, data=data, executable=executable))
-    return members
-
-
-def _dist_info(members: list[_Member], label: str) -> str:
-    dirs = {m.name.split("/", 1)[0] for m in members if "/" in m.name}
-    info = sorted(d for d in dirs if d.endswith(".dist-info"))
-    if len(info) != 1:
-        raise SourceError(f"{label}: {len(info)} .dist-info directories at the top (a wheel has one)")
-    return info[0]
-
-
-def _parse_record(text: str) -> list[list[str]]:
-    return [row for row in csv.reader(text.splitlines()) if row]
-
-
-def _check_record(members: list[_Member], rows: list[list[str]], info: str, label: str) -> None:
-    """The wheel's RECORD lists every member with the hash and size of its real bytes, and nothing else."""
-    listed: dict[str, list[str]] = {}
-    for row in rows:
-        if len(row) != 3:
-            raise SourceError(f"{label}: RECORD row {row!r} has {len(row)} fields, not 3")
-        if row[0] in listed:
-            raise SourceError(f"{label}: RECORD lists {row[0]} twice")
-        listed[row[0]] = row
+                raise SourceError(f"{label}: member {name} is unreadable ({e})") from None
+            if entry is not None:
+                if digest != _b64(other.digest()):
+                    raise SourceError(
+                        f"{label}: RECORD says {name} has {entry[1]}, its bytes have "
+                        f"{algorithm}={_b64(other.digest())}"
+                    )
+                if entry[2] != str(size):
+                    raise SourceError(f"{label}: RECORD says {name} has {entry[2]} bytes, it has {size}")
+            mode = zinfo.external_attr >> 16
+            members.append(
+                _Member(
+                    name=name,
+                    sha256=sha256.hexdigest(),
+                    size=size,
+                    executable=bool(mode and stat.S_ISREG(mode) and mode & 0o111),
+                    data=b"".join(chunks) if chunks is not None else None,
+                )
+            )
     names = {m.name for m in members}
-    for member in members:
-        if member.name in {f"{info}/{n}" for n in _UNHASHED}:
-            continue
-        entry = listed.get(member.name)
-        if entry is None:
-            raise SourceError(f"{label}: member {member.name} is not in the wheel's RECORD")
-        algorithm, _, digest = entry[1].partition("=")
-        if algorithm not in ("sha256", "sha384", "sha512"):
-            raise SourceError(f"{label}: RECORD hash of {member.name} is {entry[1]!r}, not sha256/384/512")
-        real = base64.urlsafe_b64encode(hashlib.new(algorithm, member.data).digest()).decode().rstrip("=")
-        if digest != real:
-            raise SourceError(
-                f"{label}: RECORD says {member.name} has {entry[1]}, its bytes have {algorithm}={real}"
-            )
-        if entry[2] != str(len(member.data)):
-            raise SourceError(
-                f"{label}: RECORD says {member.name} has {entry[2]} bytes, it has {len(member.data)}"
-            )
     for path in listed:
         if path not in names:
             raise SourceError(f"{label}: RECORD lists {path}, which the wheel does not contain")
+    return _Wheel(members=members, info=info, rows=rows)
 
 
 def _entry_points(text: str) -> list[EntryPoint]:
@@ -319,20 +352,23 @@ def _within(root: str, path: str) -> bool:
 @dataclass(frozen=True, kw_only=True)
 class _Installed:
     dest: str
-    data: bytes
+    sha256: str
+    size: int
+    data: bytes | None  # where the member's bytes were kept
     mode: int
     changed: bool
 
 
 def installed_record(
     wheel_rows: list[list[str]],
-    installed: Mapping[str, tuple[str, bool, bytes]],
+    installed: Mapping[str, tuple[str, bytes | None]],
     generated: list[tuple[str, bytes]],
     *,
     site: str,
 ) -> bytes:
-    """The RECORD pip writes: `installed` maps a member to (dest, changed, bytes); `generated` is
-    (dest, bytes) of launchers, INSTALLER and REQUESTED in pip's order. Paths relative to `site`."""
+    """The RECORD pip writes: `installed` maps a member to (dest, its new bytes if pip changed it);
+    `generated` is (dest, bytes) of launchers, INSTALLER and REQUESTED in pip's order. Paths relative
+    to `site`."""
 
     def rel(dest: str) -> str:
         return posixpath.relpath(dest, site)
@@ -342,9 +378,9 @@ def installed_record(
     for row in wheel_rows:
         old = row[0]
         if old in pending:
-            dest, changed, data = pending.pop(old)
+            dest, data = pending.pop(old)
             path = rel(dest)
-            if changed:
+            if data is not None:
                 rows.append((path, record_hash(data), str(len(data))))
                 continue
         else:
@@ -352,7 +388,7 @@ def installed_record(
         rows.append((path, row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else ""))
     for dest, data in generated:
         rows.append((rel(dest), record_hash(data), str(len(data))))
-    for dest, _, _ in pending.values():
+    for dest, _ in pending.values():
         rows.append((rel(dest), "", ""))
     out = io.StringIO(newline="")
     csv.writer(out).writerows(sorted(rows))
@@ -444,18 +480,13 @@ def wheel_expectation(
     would refuse the wheel. Sorted by path.
     """
     label = source
-    members = _read_zip(wheel, label)
-    info = _dist_info(members, label)
-    by_name = {m.name: m for m in members}
-    record_member = by_name.get(f"{info}/RECORD")
-    if record_member is None:
-        raise SourceError(f"{label}: no {info}/RECORD")
-    wheel_rows = _parse_record(record_member.data.decode("utf-8"))
-    _check_record(members, wheel_rows, info, label)
-    meta_member = by_name.get(f"{info}/WHEEL")
-    if meta_member is None:
+    read = _read_wheel(wheel, label)
+    members, info, wheel_rows = read.members, read.info, read.rows
+    by_name = {m.name: m.data for m in members}
+    meta = by_name.get(f"{info}/WHEEL")
+    if meta is None:
         raise SourceError(f"{label}: no {info}/WHEEL")
-    wheel_version = BytesParser().parsebytes(meta_member.data).get("Wheel-Version", "")
+    wheel_version = BytesParser().parsebytes(meta).get("Wheel-Version", "")
     if wheel_version.split(".")[0] != "1":
         raise SourceError(f"{label}: Wheel-Version {wheel_version!r} (pip installs only 1.x)")
     # purelib and platlib are the same directory in a venv, so Root-Is-Purelib changes nothing here
@@ -466,8 +497,8 @@ def wheel_expectation(
         "data": data_dir,
         "headers": headers_dir,
     }
-    ep_member = by_name.get(f"{info}/entry_points.txt")
-    points = _entry_points(ep_member.data.decode("utf-8")) if ep_member else []
+    entry_points = by_name.get(f"{info}/entry_points.txt")
+    points = _entry_points(entry_points.decode("utf-8")) if entry_points is not None else []
     entry_names = {p.name for p in points}
 
     def is_wrapper(dest: str) -> bool:
@@ -500,12 +531,18 @@ def wheel_expectation(
         dest = _norm(posixpath.join(root, sub))
         if not _within(root, dest):
             raise SourceError(f"{label}: {m.name} would install outside {root} (pip refuses it)")
-        data = fix_script(m.data, interpreter=interpreter) if script else m.data
+        data = m.data
+        if script:
+            assert data is not None  # scripts are kept (_keep)
+            data = fix_script(data, interpreter=interpreter)
+        changed = data != m.data
         installed[m.name] = _Installed(
             dest=dest,
+            sha256=hashlib.sha256(data).hexdigest() if changed and data is not None else m.sha256,
+            size=len(data) if changed and data is not None else m.size,
             data=data,
             mode=exec_mode if m.executable else file_mode,
-            changed=data != m.data,
+            changed=changed,
         )
 
     for m in root_files:
@@ -539,7 +576,7 @@ def wheel_expectation(
         ]
         record = installed_record(
             wheel_rows,
-            {name: (i.dest, i.changed, i.data) for name, i in installed.items()},
+            {name: (i.dest, i.data if i.changed else None) for name, i in installed.items()},
             [
                 *launchers,
                 (posixpath.join(dist_info, "INSTALLER"), b"pip\n"),
@@ -553,22 +590,15 @@ def wheel_expectation(
 
     files: dict[str, ExpectedFile] = {}
 
-    def add(path: str, data: bytes, mode: int) -> None:
+    def add(path: str, sha256: str, size: int, mode: int) -> None:
         files[path] = ExpectedFile(
-            path=path,
-            kind="file",
-            source=source,
-            sha256=hashlib.sha256(data).hexdigest(),
-            size=len(data),
-            mode=mode,
-            uid=0,
-            gid=0,
+            path=path, kind="file", source=source, sha256=sha256, size=size, mode=mode, uid=0, gid=0
         )
 
     for dest, item in final.items():
-        add(dest, item.data, item.mode)
-    add(posixpath.join(dist_info, "INSTALLER"), b"pip\n", file_mode)
-    add(posixpath.join(dist_info, "REQUESTED"), b"", file_mode)
+        add(dest, item.sha256, item.size, item.mode)
+    add(posixpath.join(dist_info, "INSTALLER"), hashlib.sha256(b"pip\n").hexdigest(), 4, file_mode)
+    add(posixpath.join(dist_info, "REQUESTED"), hashlib.sha256(b"").hexdigest(), 0, file_mode)
     generated: dict[str, tuple[str, ...]] = {}
     for path, digests in renderings.items():
         mode = file_mode if path == record_path else file_mode | 0o555
@@ -597,6 +627,7 @@ def wheel_expectation(
             continue
         head, name = posixpath.split(dest)
         pyc = posixpath.join(head, "__pycache__", f"{name[:-3]}.{tag}.pyc")
+        assert item.data is not None  # a .py is kept (_keep)
         if pyc in files or not judge(item.data, dest):
             continue
         files[pyc] = ExpectedFile(
