@@ -46,7 +46,7 @@ file exists:
   not compile (py_compile with doraise=False writes nothing then). A `__pycache__` directory is
   0o755 & ~umask, the pyc is the source's mode & 0o666 & ~umask.
 - Directories: every parent directory of an installed file below the venv's own directories
-  (0o777 & ~umask); the venv's own directories come from `venv_scaffolding`. One directory may be
+  (0o777 & ~umask); the venv's own directories come from `venv_expectation`. One directory may be
   expected by several wheels (namespace packages, bin/): callers dedupe by path.
 - A check="generated" file is judged by `Expectation.check_generated`: its sha256 must be one of the
   renderings its rule allows, all derived from the trusted inputs.
@@ -109,6 +109,7 @@ PIP_GENERATED = {
     "INSTALLER": "pip records itself as the installer: b'pip\\n'",
     "REQUESTED": "the project is named in requirements.txt, so pip marks it as requested: empty",
     "RECORD": "pip rewrites the wheel's RECORD for the installed paths (installed_record)",
+    "direct_url.json": "never: pip writes it only for a requirement given as a URL or a path",
 }
 
 # distlib's export-entry grammar (name = module:attr [extras]).
@@ -330,7 +331,7 @@ def source_compiles(source: bytes, *, path: str, python: str) -> bool:
     """
     host = f"{sys.version_info.major}.{sys.version_info.minor}"
     try:
-        if python == host:
+        if ".".join(python.split(".")[:2]) == host:
             compile(source, path, "exec", dont_inherit=True, optimize=0)
         else:
             minor = int(python.split(".")[1])
