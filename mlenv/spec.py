@@ -91,6 +91,10 @@ def spec_hash(spec: Spec) -> str:
     data["python"].pop("requirements_files")
     data["python"]["requirements"] = sorted(data["python"]["requirements"])
     data["apt"]["packages"] = sorted(data["apt"]["packages"])
+    if not data["app"]["allow"]:
+        del data["app"]["allow"]  # a spec without the key hashes as it did before the key existed
+    else:
+        data["app"]["allow"] = sorted(data["app"]["allow"])
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=_json_default)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -243,6 +247,7 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         user=app_table.get("user", "app"),
         env=tuple(sorted(app_table.get("env", {}).items())),
         models=tuple(models),
+        allow=tuple(str(path).strip("/") for path in app_table.get("allow", [])),
     )
     for index, relative in enumerate(app.copy):
         if not (project_dir / relative).exists():

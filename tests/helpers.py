@@ -66,7 +66,12 @@ def lock_and_build(project: Path, name: str) -> str:
 
 
 def derive_image(daemon: Daemon, context: Path, base_tag: str, tag: str, lines: list[str]) -> str:
-    """An image made of a few Dockerfile lines (as root) on top of `base_tag`, built with no network."""
-    (context / "Dockerfile").write_text("\n".join([f"FROM {base_tag}", "USER root", *lines]) + "\n")
+    """An image made of a few Dockerfile lines (as root) on top of `base_tag`, built with no network.
+
+    The base's user is restored after the lines, so the image differs from `base_tag` only by them."""
+    user = daemon.client.images.get(base_tag).attrs["Config"].get("User") or "root"
+    (context / "Dockerfile").write_text(
+        "\n".join([f"FROM {base_tag}", "USER root", *lines, f"USER {user}"]) + "\n"
+    )
     daemon.client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none")
     return tag

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from mlenv.build.artifacts import Progress, apt_artifacts, fetch, python_artifacts
 from mlenv.build.tarball import Entry, tree_entries, write_tar
+from mlenv.errors import BuildError
+from mlenv.model.ignore import ignore_match
 from mlenv.model.lock import Lock
 from mlenv.observe.fs.apptree import app_entries, model_entries
 from mlenv.render import CONTEXT_DIR, WHEELS_DIR, FetchMode, RenderedContext
@@ -75,3 +77,27 @@ def prepare_context(
     wheels = fetch(python_artifacts(lock, platform), store, progress) if fetch_mode == "host" else {}
     debs = fetch(apt_artifacts(lock), store, progress) if fetch_mode == "host" else {}
     assemble_context(lock, rendered, project_dir, destination, wheels=wheels, debs=debs)
+
+
+def refuse_secret_files(copy: tuple[str, ...], project_dir: Path, *, allow: tuple[str, ...] = ()) -> None:
+    """Refuse (one line naming the file) an app copy that holds a secret-like file or training data,
+    by the same rules the generated .dockerignore holds, unless the spec's [app] allow names the path
+    or a directory above it."""
+    allowed = {path.strip("/") for path in allow}
+    for relative in copy:
+        source = project_dir / relative
+        paths = [source, *sorted(source.rglob("*"))] if source.is_dir() else [source]
+        for path in paths:
+            name = path.relative_to(project_dir).as_posix()
+            match = ignore_match(name)
+            # A secret inside a directory the packer skips (__pycache__, .venv) is refused too: the
+            # rule is about the tree the spec names, and refusing is the safe side.
+            if match is None or match.kind == "noise":
+                continue
+            if any(name == a or name.startswith(a + "/") for a in allowed):
+                continue
+            what = "a secret-like file" if match.kind == "secret" else "training data"
+            raise BuildError(
+                f"app.copy would put {name} into the image: {what} (matches {match.pattern})",
+                hint=f'remove it from the app tree, or allow it: [app] allow = ["{name}"] in mlenv.toml',
+            )

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mlenv import __version__
+from mlenv.build.context import refuse_secret_files
 from mlenv.build.image import build_image, default_tag
 from mlenv.build.reproducible import check_reproducible as reproducible_build
 from mlenv.build.reproducible import format_text
@@ -47,6 +48,7 @@ def build(
             hint="drop --no-normalise",
         )
     current = fresh_project(project)
+    refuse_secret_files(current.lock.app.copy, current.directory, allow=current.spec.app.allow)
     name = tag or default_tag(current.lock, current.lock_digest)
     with engine.connect() as docker_engine:
         if check_reproducible:

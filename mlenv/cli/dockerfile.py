@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mlenv import __version__
-from mlenv.build.context import prepare_context
+from mlenv.build.context import prepare_context, refuse_secret_files
 from mlenv.cli.common import fresh_project, say
 from mlenv.errors import MlenvError
 from mlenv.render import FetchMode, render
@@ -42,6 +42,7 @@ def dockerfile(
     if output is None:
         sys.stdout.write(rendered.get("Dockerfile").decode())
         return
+    refuse_secret_files(current.lock.app.copy, current.directory, allow=current.spec.app.allow)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise MlenvError(f"{output}: exists and is not an empty directory", hint="choose a new directory")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
-from mlenv.verify.formats import FORMATS, ReportFormat, parse_format
+from mlenv.verify.formats import FORMATS, PolicyMode, ReportFormat, parse_format
 from mlenv.verify.image import verify_image
 
 
@@ -26,13 +26,22 @@ def verify(
     ),
     output_format: Annotated[str, typer.Option("--format", "-f", help="text, json or junit.")] = "text",
     platform: Annotated[str | None, typer.Option(help="Platform of a multi-platform image.")] = None,
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="warn: policy findings (root user, no HEALTHCHECK, secrets...) are reported, exit unchanged;"
+            " fail: a finding alone exits 1 too."
+        ),
+    ] = "warn",
 ) -> None:
-    """Check IMAGE against the lock, layer by layer. Exit 0 = reproduces it exactly, 1 = drift."""
+    """Check IMAGE against the lock, layer by layer. Exit 0 = reproduces it exactly, 1 = drift (or, with
+    --policy fail, a policy finding)."""
     chosen = parse_format(ReportFormat, output_format)
+    gate = parse_format(PolicyMode, policy, what="policy")
     data = read_lock_bytes(lock)
     report, _ = verify_image(
         loads(data.decode("utf-8"), path=str(lock)), image, lock_digest=lock_digest(data), platform=platform
     )
     sys.stdout.write(FORMATS[chosen](report))
-    if not report.ok:
+    if not report.ok or (gate is PolicyMode.FAIL and report.findings):
         raise typer.Exit(1)

@@ -5,6 +5,7 @@ observer (what is). Frozen, keyword-only, no IO.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,16 @@ class DistFact:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PthFact:
+    """A .pth file of a site directory."""
+
+    path: str
+    site: str
+    runs_code: bool  # it has an `import` line, which site.py executes at every interpreter start
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class InterpreterFact:
     path: str
     version: str
@@ -47,6 +58,59 @@ class InterpreterFact:
 class ArtifactFact:
     path: str
     sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthcheckFact:
+    """An image's HEALTHCHECK as its config holds it (durations in nanoseconds, as the engine writes them)."""
+
+    test: tuple[str, ...]  # ("CMD", argv...), ("CMD-SHELL", line) or ("NONE",)
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    retries: int = 0
+
+
+def argv_of(value: Any) -> tuple[str, ...] | None:
+    """A config's Cmd or Entrypoint (a list, a string, or null) as a tuple."""
+    if value is None:
+        return None
+    return tuple(str(v) for v in value) if isinstance(value, list) else (str(value),)
+
+
+def healthcheck_of(inner: Mapping[str, Any]) -> HealthcheckFact | None:
+    """The Healthcheck of a config's inner `config` object, or None."""
+    check = inner.get("Healthcheck")
+    if not check:
+        return None
+    return HealthcheckFact(
+        test=tuple(str(t) for t in check.get("Test") or ()),
+        interval=int(check.get("Interval") or 0),
+        timeout=int(check.get("Timeout") or 0),
+        start_period=int(check.get("StartPeriod") or 0),
+        retries=int(check.get("Retries") or 0),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigFact:
+    """The run-time part of an image config: what a container of the image starts as and with.
+
+    `env` and `labels` are sorted (key, value) pairs; `exposed_ports` and `volumes` sorted names
+    ("8000/tcp", "/models"). A field the config leaves out is None or empty, as the engine treats it."""
+
+    user: str = ""
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    working_dir: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    healthcheck: HealthcheckFact | None = None
+    volumes: tuple[str, ...] = ()
+    stop_signal: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    os: str | None = None
+    architecture: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +129,10 @@ class EnvFacts:
     artifacts: tuple[ArtifactFact, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    # The image config's run-time fields; None where there is no config (a directory tree) or, on
+    # the expected side, where the comparison does not state them.
+    config: ConfigFact | None = None
+    pth_files: tuple[PthFact, ...] = ()  # of every site directory found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,4 +150,7 @@ def facts_data(facts: EnvFacts) -> dict[str, Any]:
         del dist["record"]
     data["labels"] = dict(facts.labels)
     data["env"] = dict(facts.env)
+    if facts.config is not None:
+        data["config"]["env"] = dict(facts.config.env)
+        data["config"]["labels"] = dict(facts.config.labels)
     return data

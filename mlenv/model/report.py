@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 Layer = Literal[
-    "base", "os", "apt", "python-interpreter", "python", "python-files", "cuda", "models", "labels", "files"
+    "base",
+    "os",
+    "apt",
+    "python-interpreter",
+    "python",
+    "python-files",
+    "cuda",
+    "models",
+    "labels",
+    "files",
+    "config",
 ]
 # In the order a report lists them: from the bottom of the image up.
 LAYERS: tuple[Layer, ...] = get_args(Layer)
@@ -30,6 +40,7 @@ Kind = Literal[
     "pyc",  # a .pyc that is not the checked-hash byte code of its own source
     "reinstalled",  # a wheel installed again by a later layer (its byte code and records rewritten)
     "unverified",  # what the lock's expectation needs is not at hand (the project's app tree)
+    "changed",  # a config field (User, Cmd, an Env variable, ...) with another value than the lock's
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
@@ -39,7 +50,8 @@ class Drift:
     layer: Layer
     kind: Kind
     # What drifted: a package or distribution name, a path in the image, a label key, an os field
-    # ("os-version"), or which base layer ("layer 2 of 3", see base_layer_name).
+    # ("os-version"), which base layer ("layer 2 of 3", see base_layer_name), or a config field
+    # ("User", "Env PATH", "Labels a.b", "ExposedPorts 8000/tcp").
     subject: str
     expected: str | None = None  # the lock's value: a version, digest or sha256; None when it has none
     actual: str | None = None  # the image's value; None when the image has none
@@ -55,11 +67,33 @@ def base_layer_name(index: int, count: int) -> str:
     return f"layer {index} of {count}"
 
 
+Rule = Literal[
+    "root-user",  # the image runs as root (User empty, 0 or root)
+    "no-healthcheck",  # no HEALTHCHECK, or HEALTHCHECK NONE
+    "unpinned-base",  # the image does not name its base by digest (org.opencontainers.image.base.*)
+    "secret-file",  # a secret-like file (.env, *.pem, *.key, id_rsa*, config/secrets.yaml, ...)
+    "training-data",  # data/raw or data/processed in the image
+    "credentials",  # a user:password@ URL in an Env value or a label
+]
+RULES: tuple[Rule, ...] = get_args(Rule)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """A policy finding: a production rule the image breaks. Not a drift from the lock: an image can
+    reproduce its lock exactly and still run as root."""
+
+    rule: Rule
+    subject: str  # what breaks it: a path in the image, an Env variable or label name, a config field
+    detail: str  # one phrase saying how, never a secret's value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Report:
     subject: str  # what was checked, e.g. the image reference
     layers: tuple[Layer, ...]  # every layer that was compared, drift or not
     drifts: tuple[Drift, ...] = ()
+    findings: tuple[Finding, ...] = ()  # policy findings; they do not make the report drift
 
     @property
     def ok(self) -> bool:

@@ -79,6 +79,9 @@ class AppSpec:
     user: str = "app"
     env: tuple[tuple[str, str], ...] = ()
     models: tuple[ModelSpec, ...] = ()
+    # Project-relative paths of secret-like files or training data that app.copy may put into the
+    # image anyway (e.g. a public certificate "app/certs/ca.pem"); a directory allows what is under it.
+    allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mlenv.model.facts import ArtifactFact, EnvFacts
+from mlenv.model.facts import ArtifactFact, ConfigFact, EnvFacts, argv_of, healthcheck_of
 from mlenv.observe.fs.rootfs import ImageFS, Interest
 from mlenv.observe.probes import cuda, dpkg, libc, osrelease, python
 
@@ -28,7 +28,7 @@ _INTEREST = re.compile("(?:" + "|".join(_PATTERNS) + ")")
 # before the full pattern (about 13 µs a path) is tried.
 _NAMES = re.compile(
     r"os-release|debian_version|status|libc\.so\.6|libc-[0-9.]+\.so|python[0-9]+\.[0-9]+t?"
-    r"|libpython.*|patchlevel\.h|pyvenv\.cfg|METADATA|RECORD|INSTALLER|PKG-INFO|.*\.egg-info"
+    r"|libpython.*|patchlevel\.h|pyvenv\.cfg|METADATA|RECORD|INSTALLER|PKG-INFO|.*\.egg-info|.*\.pth"
     r"|version\.(?:json|txt)|cudnn_version.*\.h"
 )
 _PREFIXES = ("/etc/apt/", "/usr/share/keyrings/", "/var/lib/dpkg/status.d/")
@@ -59,6 +59,27 @@ def config_labels(config: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()}
 
 
+def config_fact(config: Mapping[str, Any] | None) -> ConfigFact | None:
+    """The run-time fields of an OCI (or docker) image config, every one of them; None without a config."""
+    if config is None:
+        return None
+    inner = config.get("config") or {}
+    return ConfigFact(
+        user=str(inner.get("User") or ""),
+        cmd=argv_of(inner.get("Cmd")),
+        entrypoint=argv_of(inner.get("Entrypoint")),
+        env=tuple(sorted(config_env(config).items())),
+        working_dir=str(inner.get("WorkingDir") or ""),
+        exposed_ports=tuple(sorted(str(p) for p in inner.get("ExposedPorts") or {})),
+        healthcheck=healthcheck_of(inner),
+        volumes=tuple(sorted(str(v) for v in inner.get("Volumes") or {})),
+        stop_signal=inner.get("StopSignal") or None,
+        labels=tuple(sorted(config_labels(config).items())),
+        os=config.get("os"),
+        architecture=config.get("architecture"),
+    )
+
+
 def observe_tree(
     fs: ImageFS,
     config: Mapping[str, Any] | None = None,
@@ -75,11 +96,9 @@ def observe_tree(
     path_dirs = [d for d in env.get("PATH", "").split(":") if d.startswith("/")]
     installs = python.find_interpreters(fs, path_dirs=path_dirs, apt=apt)
     venvs = python.find_venvs(fs, installs)
-    dists = [
-        dist
-        for site in python.site_directories(fs, installs, venvs)
-        for dist in python.read_dists(fs, site, check_files=check_files)
-    ]
+    python_path = [d for d in env.get("PYTHONPATH", "").split(":") if d.startswith("/")]
+    sites = python.site_directories(fs, installs, venvs, python_path=python_path)
+    dists = [dist for site in sites for dist in python.read_dists(fs, site, check_files=check_files)]
     found_artifacts = []
     for path in sorted(set(artifacts)):
         if fs.is_file(path):
@@ -98,6 +117,8 @@ def observe_tree(
         artifacts=tuple(found_artifacts),
         labels=tuple(sorted(config_labels(config).items())),
         env=tuple(sorted(env.items())),
+        config=config_fact(config),
+        pth_files=python.pth_files(fs, sites),
     )
 
 

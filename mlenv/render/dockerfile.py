@@ -22,17 +22,10 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Literal
 
-from mlenv.model.labels import (
-    LABEL_BASE_DIGEST,
-    LABEL_BASE_NAME,
-    LABEL_CREATED,
-    LABEL_LOCK,
-    LABEL_TITLE,
-    LABEL_VERSION,
-)
+from mlenv.model.facts import HealthcheckFact
 from mlenv.model.lock import Lock, LockedBase
-from mlenv.model.time import rfc3339
-from mlenv.render.entrypoint import ENTRYPOINT_PATH, needs_entrypoint
+from mlenv.render.config import image_settings, mount_dir
+from mlenv.render.entrypoint import needs_entrypoint
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
 APP_UID = 10001
@@ -201,9 +194,11 @@ def dockerfile_lines(
 
     yield "# Python packages: the venv built above."
     yield f"COPY --from=builder {STAGE}/ /"
-    path = f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    yield f"ENV VIRTUAL_ENV={venv} PATH={path} \\"
-    yield "    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1"
+    settings = image_settings(lock, lock_digest=lock_digest, mlenv_version=mlenv_version)
+    # The venv's variables on two lines; their values are plain words, so no quoting.
+    first, second = settings.venv_env[:2], settings.venv_env[2:]
+    yield "ENV " + " ".join(f"{k}={v}" for k, v in first) + " \\"
+    yield "    " + " ".join(f"{k}={v}" for k, v in second)
 
     user = lock.app.user
     yield "# A non-root user that owns nothing but what it must write; the workdir made here, not by WORKDIR"
@@ -219,12 +214,12 @@ def dockerfile_lines(
     user_steps += [f"mkdir -p {shlex.quote(lock.app.workdir)}", "rm -f $fresh", _clamp(epoch)]
     yield from _run(user_steps)
 
-    for key, value in sorted(lock.app.env):
+    for key, value in settings.app_env:
         yield f"ENV {key}={json.dumps(value)}"
     if lock.app.copy:
         yield "# Application code."
         yield f"ADD {context_dir}/{APP_TAR} /"
-    yield f"WORKDIR {lock.app.workdir}"
+    yield f"WORKDIR {settings.working_dir}"
 
     baked = sorted((m for m in lock.models if m.strategy == "bake"), key=lambda m: m.target)
     if baked:
@@ -234,20 +229,20 @@ def dockerfile_lines(
         yield f"RUN printf '%s\\n' {checks} | sha256sum --check --strict -"
     for model in sorted((m for m in lock.models if m.strategy == "mount"), key=lambda m: m.target):
         yield f"# Mount {model.target} read-only (docker run -v HOST:{model.target}:ro); checked at start-up."
-        yield f"VOLUME [{json.dumps(model.target.rsplit('/', 1)[0] or '/')}]"
+        yield f"VOLUME [{json.dumps(mount_dir(model))}]"
     if needs_entrypoint(lock):
         yield f"ADD {context_dir}/{ENTRYPOINT_TAR} /"
 
-    yield f"USER {user}"
-    if lock.app.port is not None:
-        yield f"EXPOSE {lock.app.port}"
-    if lock.app.healthcheck is not None:
-        yield f"HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 {_healthcheck(lock)}"
-    yield from _labels(lock, lock_digest=lock_digest, mlenv_version=mlenv_version)
-    if needs_entrypoint(lock):
-        yield f'ENTRYPOINT ["{venv}/bin/python", "{ENTRYPOINT_PATH}"]'
-    if lock.app.cmd:
-        yield f"CMD {_json(lock.app.cmd)}"
+    yield f"USER {settings.user}"
+    for port in settings.exposed_ports:
+        yield f"EXPOSE {port.removesuffix('/tcp')}"
+    if settings.healthcheck is not None:
+        yield _healthcheck(settings.healthcheck)
+    yield "LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in settings.labels)
+    if settings.entrypoint is not None:
+        yield f"ENTRYPOINT {_json(settings.entrypoint)}"
+    if settings.cmd is not None:
+        yield f"CMD {_json(settings.cmd)}"
 
 
 def _system_stage(
@@ -292,26 +287,9 @@ def _system_stage(
     yield from _run(steps)
 
 
-def _healthcheck(lock: Lock) -> str:
-    check = lock.app.healthcheck
-    assert check is not None
-    if check.startswith("/"):
-        url = f"http://127.0.0.1:{lock.app.port or 80}{check}"
-        code = f"import urllib.request; urllib.request.urlopen({url!r}, timeout=4)"
-        return f"CMD {_json([f'{lock.python.venv}/bin/python', '-c', code])}"
-    return f"CMD {check}"
-
-
-def _labels(lock: Lock, *, lock_digest: str, mlenv_version: str) -> Iterator[str]:
-    assert lock.base is not None
-    labels = {
-        LABEL_TITLE: lock.name,
-        LABEL_BASE_NAME: lock.base.reference,
-        LABEL_BASE_DIGEST: lock.base.digest,
-        LABEL_LOCK: lock_digest,
-        LABEL_VERSION: mlenv_version,
-    }
-    if lock.as_of is not None:
-        labels[LABEL_CREATED] = rfc3339(lock.as_of)
-    items = sorted(labels.items())
-    yield "LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in items)
+def _healthcheck(check: HealthcheckFact) -> str:
+    seconds = [check.interval // 10**9, check.timeout // 10**9, check.start_period // 10**9]
+    options = "--interval={}s --timeout={}s --start-period={}s".format(*seconds)
+    kind, *argv = check.test
+    command = f"CMD {_json(argv)}" if kind == "CMD" else f"CMD {argv[0]}"
+    return f"HEALTHCHECK {options} --retries={check.retries} {command}"

@@ -7,10 +7,12 @@ expectation still means "no packages"). Each difference is one typed Drift.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TypeVar
 
-from mlenv.model.facts import EnvFacts
+from mlenv.model.facts import ConfigFact, EnvFacts, HealthcheckFact
 from mlenv.model.report import LAYERS, Drift, Layer, Report, base_layer_name
 
 K = TypeVar("K", bound=Hashable)
@@ -27,9 +29,13 @@ def compare(expected: EnvFacts, actual: EnvFacts, *, subject: str) -> Report:
         *_keyed("cuda", {c.name: c.version for c in expected.cuda}, {c.name: c.version for c in actual.cuda}),
         *_models(expected, actual),
         *_labels(expected, actual),
+        *_config(expected, actual),
     ]
+    # The config layer is compared only where the expectation states a config (verify, not diff).
     # The files layer is verify's file accounting (verify.files), not a comparison of facts.
-    layers = tuple(layer for layer in LAYERS if layer != "files")
+    layers = tuple(
+        layer for layer in LAYERS if layer != "files" and (layer != "config" or expected.config is not None)
+    )
     return Report(subject=subject, layers=layers, drifts=tuple(sorted(drifts, key=_order)))
 
 
@@ -173,6 +179,67 @@ def _labels(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
             )
 
 
+def _shown(value: object) -> str | None:
+    """A config value as a report shows it: JSON for lists and healthchecks, None for an unset field."""
+    if value is None:
+        return None
+    if isinstance(value, HealthcheckFact):
+        return json.dumps(dataclasses.asdict(value), sort_keys=True)
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    return str(value)
+
+
+def _config(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
+    """Every run-time field of the image config against what the lock and the locked base's config
+    determine. Labels the labels layer checks are left to it, so a drift is reported once; the
+    architecture is the os layer's."""
+    want = expected.config
+    if want is None:
+        return
+    have = actual.config or ConfigFact()
+    for name, field in _SCALARS:
+        a, b = getattr(want, field), getattr(have, field)
+        if a != b:
+            yield Drift(layer="config", kind="changed", subject=name, expected=_shown(a), actual=_shown(b))
+    yield from _config_map("Env", dict(want.env), dict(have.env))
+    checked = {key for key, _ in expected.labels}
+    yield from _config_map(
+        "Labels",
+        {k: v for k, v in want.labels if k not in checked},
+        {k: v for k, v in have.labels if k not in checked},
+    )
+    for name, field in (("ExposedPorts", "exposed_ports"), ("Volumes", "volumes")):
+        a, b = set(getattr(want, field)), set(getattr(have, field))
+        for item in sorted(a - b):
+            yield Drift(layer="config", kind="missing", subject=f"{name} {item}", expected=item)
+        for item in sorted(b - a):
+            yield Drift(layer="config", kind="extra", subject=f"{name} {item}", actual=item)
+
+
+_SCALARS = (
+    ("User", "user"),
+    ("Cmd", "cmd"),
+    ("Entrypoint", "entrypoint"),
+    ("WorkingDir", "working_dir"),
+    ("Healthcheck", "healthcheck"),
+    ("StopSignal", "stop_signal"),
+    ("os", "os"),
+)
+
+
+def _config_map(name: str, want: Mapping[str, str], have: Mapping[str, str]) -> Iterable[Drift]:
+    for key in sorted(set(want) - set(have)):
+        yield Drift(layer="config", kind="missing", subject=f"{name} {key}", expected=want[key])
+    for key in sorted(set(have) - set(want)):
+        yield Drift(layer="config", kind="extra", subject=f"{name} {key}", actual=have[key])
+    for key in sorted(set(want) & set(have)):
+        if want[key] != have[key]:
+            yield Drift(
+                layer="config", kind="changed", subject=f"{name} {key}", expected=want[key], actual=have[key]
+            )
+
+
 # ---------------------------------------------------------------------------- how a drift reads
 
 
@@ -211,6 +278,8 @@ def drift_line(drift: Drift) -> str:
         detail = f"missing (expected {expected})"
     elif drift.kind == "extra":
         detail = f"extra (found {actual}, not in the lock)"
+    elif drift.kind == "changed":
+        detail = f"expected {expected or 'unset'}, found {actual or 'unset'}"
     elif drift.kind in ("modified", "deleted"):
         detail = f"{drift.kind} ({expected}; found {actual or 'nothing'})"
     else:

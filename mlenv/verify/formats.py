@@ -12,6 +12,7 @@ from xml.etree import ElementTree
 from mlenv.errors import MlenvError
 from mlenv.model.report import Drift, Report
 from mlenv.verify.compare import drift_line
+from mlenv.verify.policy import finding_line
 
 
 class ReportFormat(StrEnum):
@@ -27,6 +28,13 @@ class DataFormat(StrEnum):
 
     TEXT = "text"
     JSON = "json"
+
+
+class PolicyMode(StrEnum):
+    """What `mlenv verify --policy` does with policy findings: report them, or also fail on them."""
+
+    WARN = "warn"
+    FAIL = "fail"
 
 
 F = TypeVar("F", bound=StrEnum)
@@ -55,6 +63,10 @@ def as_text(report: Report) -> str:
         drifts = [d for d in report.drifts if d.layer == layer]
         lines.append(f"  [{'ok' if not drifts else 'DRIFT'}] {layer}")
         lines += [f"      {drift_line(d)}" for d in drifts]
+    if report.findings:
+        # Not drifts: the rules of production use an image breaks (verify.policy).
+        lines.append(f"  policy: {len(report.findings)} finding(s)")
+        lines += [f"      {finding_line(f)}" for f in report.findings]
     verdict = "matches the lock" if report.ok else f"{len(report.drifts)} drift(s) from the lock"
     lines.append(f"{report.subject}: {verdict}")
     return "\n".join(lines) + "\n"
@@ -69,6 +81,10 @@ def as_data(report: Report) -> dict[str, object]:
             {"name": layer, "ok": not any(d.layer == layer for d in report.drifts)} for layer in report.layers
         ],
         "drifts": [drift_data(d) for d in report.drifts],
+        "findings": [
+            {"rule": f.rule, "subject": f.subject, "detail": f.detail, "message": finding_line(f)}
+            for f in report.findings
+        ],
     }
 
 
@@ -113,6 +129,27 @@ def as_junit(report: Report) -> str:
             failure.text = "\n".join(drift_line(d) for d in drifts)
     suites = ElementTree.Element("testsuites")
     suites.append(suite)
+    if report.findings:
+        # Policy findings in a suite of their own, one failing case per rule, so a CI page shows them
+        # apart from the lock's drifts (whether they fail the job is `--policy`'s exit code).
+        policy = ElementTree.SubElement(
+            suites,
+            "testsuite",
+            {
+                "name": f"mlenv policy {report.subject}",
+                "tests": str(len({f.rule for f in report.findings})),
+                "failures": str(len({f.rule for f in report.findings})),
+                "errors": "0",
+                "skipped": "0",
+            },
+        )
+        for rule in sorted({f.rule for f in report.findings}):
+            case = ElementTree.SubElement(policy, "testcase", {"classname": "mlenv.policy", "name": rule})
+            found = [f for f in report.findings if f.rule == rule]
+            failure = ElementTree.SubElement(
+                case, "failure", {"message": f"{len(found)} finding(s): {rule}", "type": "policy"}
+            )
+            failure.text = "\n".join(finding_line(f) for f in found)
     ElementTree.indent(suites)
     body = ElementTree.tostring(suites, encoding="unicode")
     return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
 
-from mlenv.model.facts import AptFact, DistFact, InterpreterFact, RecordEntry
+from mlenv.model.facts import AptFact, DistFact, InterpreterFact, PthFact, RecordEntry
 from mlenv.observe.fs.rootfs import FileInfo, ImageFS, NotKeptError
 from mlenv.observe.probes.dpkg import upstream_version
 
@@ -30,7 +30,9 @@ INTEREST = (
     r"(/[^/]+)*/lib(64)?/([^/]+/)?libpython[0-9]+\.[0-9]+t?\.so[0-9.]*",
     r"(/[^/]+)*/include/python[0-9]+\.[0-9]+t?/patchlevel\.h",
     r"(/[^/]+)*/pyvenv\.cfg",
-    r"(/[^/]+)*/(site|dist)-packages/[^/]+\.dist-info/(METADATA|RECORD|INSTALLER)",
+    # Any directory: `pip install --target DIR` and PYTHONPATH folders hold dist-info outside a site.
+    r"(/[^/]+)*/[^/]+\.dist-info/(METADATA|RECORD|INSTALLER)",
+    r"(/[^/]+)*/(site|dist)-packages/[^/]+\.pth",
     r"(/[^/]+)*/(site|dist)-packages/[^/]+\.egg-info(/PKG-INFO)?",
 )
 
@@ -47,36 +49,8 @@ _BIN_DIRS = (
     "/root/.local/share/uv/python/*/bin",
     "/usr/local/python*/bin",
 )
-# Virtual environments: pyvenv.cfg is searched this deep (e.g. /opt/app/.venv/pyvenv.cfg).
-_VENV_DEPTH = 4
-_VENV_SKIP = frozenset(
-    {
-        "proc",
-        "sys",
-        "dev",
-        "run",
-        "tmp",
-        "var",
-        "boot",
-        "etc",
-        "lib",
-        "lib64",
-        "lib32",
-        "sbin",
-        "bin",
-        "site-packages",
-        "dist-packages",
-        "node_modules",
-        ".git",
-        "__pycache__",
-        "share",
-        "include",
-        "doc",
-        "man",
-        "locale",
-        "src",
-    }
-)
+# Mounted by the engine at run time, never part of an image's environment.
+_RUNTIME = ("/proc/", "/sys/", "/dev/")
 # PY_VERSION: digits after "X.Y.", an optional pre-release and "+", then NUL; the linker may merge it
 # into the tail of a longer string ("/usr/src/Python-3.11.7"), so only the left edge is a non-digit.
 _VERSION_TAIL = rb"(\d+(?:(?:a|b|rc)\d+)?\+?)\x00"
@@ -201,30 +175,12 @@ def parse_pyvenv_cfg(text: str) -> dict[str, str]:
 
 
 def _venv_dirs(fs: ImageFS) -> list[str]:
-    found: list[str] = []
-    level = ["/"]
-    for _ in range(_VENV_DEPTH + 1):
-        following = []
-        for directory in level:
-            try:
-                names = fs.listdir(directory)
-            except OSError:
-                continue
-            if "pyvenv.cfg" in names and fs.is_file(posixpath.join(directory, "pyvenv.cfg")):
-                found.append(directory)
-                continue
-            for name in names:
-                if name in _VENV_SKIP or (directory == "/" and name == "usr"):
-                    continue
-                child = posixpath.join(directory, name)
-                if not fs.is_symlink(child) and fs.is_dir(child):
-                    following.append(child)
-        level = following
-    # /usr/local is a common home for environments too, but /usr itself is the distribution.
-    for directory in fs.glob("/usr/local/*"):
-        if fs.is_file(posixpath.join(directory, "pyvenv.cfg")) and not fs.is_symlink(directory):
-            found.append(directory)
-    return sorted(set(found))
+    """Every directory with a pyvenv.cfg, at any depth (one walk of the tree's files)."""
+    return sorted(
+        posixpath.dirname(info.path)
+        for info in fs.iter_files("/")
+        if info.path.endswith("/pyvenv.cfg") and not info.path.startswith(_RUNTIME)
+    )
 
 
 def find_venvs(fs: ImageFS, installs: list[PythonInstall]) -> list[VirtualEnv]:
@@ -291,8 +247,16 @@ def interpreter_facts(
 # --------------------------------------------------------------------------- site directories and dists
 
 
-def site_directories(fs: ImageFS, installs: list[PythonInstall], venvs: list[VirtualEnv]) -> list[str]:
-    """Directories that hold installed distributions, canonical and sorted."""
+def site_directories(
+    fs: ImageFS,
+    installs: list[PythonInstall],
+    venvs: list[VirtualEnv],
+    *,
+    python_path: Iterable[str] = (),
+) -> list[str]:
+    """Directories that hold installed distributions, canonical and sorted: the interpreters' and
+    venvs' site directories, the directories on the image's PYTHONPATH (`python_path`), and any other
+    directory holding a *.dist-info (a `pip install --target` folder)."""
     patterns = [
         "/usr/lib/python3*/site-packages",
         "/usr/lib/python3*/dist-packages",
@@ -314,7 +278,37 @@ def site_directories(fs: ImageFS, installs: list[PythonInstall], venvs: list[Vir
         for path in fs.glob(pattern):
             if fs.is_dir(path):
                 sites.add(fs.realpath(path))
+    for directory in python_path:
+        if directory.startswith("/") and fs.is_dir(directory):
+            sites.add(fs.realpath(directory))
+    sites.update(dist_info_parents(fs))
     return sorted(sites)
+
+
+def dist_info_parents(fs: ImageFS) -> set[str]:
+    """Every directory that holds a *.dist-info with METADATA, wherever it is (one walk of the tree)."""
+    parents = set()
+    for info in fs.iter_files("/"):
+        if info.path.endswith(".dist-info/METADATA"):
+            parents.add(posixpath.dirname(posixpath.dirname(info.path)))
+    return parents
+
+
+def pth_files(fs: ImageFS, sites: Iterable[str]) -> tuple[PthFact, ...]:
+    """The .pth files of `sites`. site.py runs a line that starts with `import` at every interpreter
+    start, so such a file is code, not a path list."""
+    found = []
+    for site in sites:
+        for path in fs.glob(f"{site}/*.pth"):
+            if not fs.is_file(path):
+                continue
+            try:
+                text = fs.read_text(path)
+            except NotKeptError:
+                continue
+            runs = any(line.startswith(("import ", "import\t")) for line in text.splitlines())
+            found.append(PthFact(path=path, site=site, runs_code=runs, sha256=fs.sha256(path)))
+    return tuple(sorted(found, key=lambda p: p.path))
 
 
 def _headers(text: str) -> dict[str, str]:
