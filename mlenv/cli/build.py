@@ -80,7 +80,12 @@ def build(
             )
     say(f"built {built.tag} ({built.image_id})")
     if verify:
-        verdict, _ = verify_image(current.lock, f"docker-daemon:{built.tag}", lock_digest=current.lock_digest)
+        verdict, _ = verify_image(
+            current.lock,
+            f"docker-daemon:{built.tag}",
+            lock_digest=current.lock_digest,
+            project_dir=current.directory,
+        )
         if not verdict.ok:
             sys.stderr.write(as_text(verdict))
             raise typer.Exit(1)

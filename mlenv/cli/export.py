@@ -73,7 +73,7 @@ def export(
     )
     report = None
     if image is not None:
-        report, identity, facts = audit_image(locked, image, context)
+        report, identity, facts = audit_image(locked, image, context, lock_path.resolve().parent)
         context = dataclasses.replace(context, image=identity, facts=facts)
     content = render(chosen_format, locked, report, context)
     if output is None:
@@ -87,10 +87,12 @@ def export(
         say(f"wrote {chosen_format} to {output} (verdict: {verdict(report)})")
 
 
-def audit_image(lock: Lock, reference: str, context: ExportContext) -> tuple[Report, ImageIdentity, EnvFacts]:
+def audit_image(
+    lock: Lock, reference: str, context: ExportContext, project_dir: Path
+) -> tuple[Report, ImageIdentity, EnvFacts]:
     """The verify report of the image, and its identity (its digests) that an export names as its subject."""
     report, observed = verify_image(
-        lock, reference, lock_digest=context.lock_digest, platform=context.platform
+        lock, reference, lock_digest=context.lock_digest, platform=context.platform, project_dir=project_dir
     )
     assert observed.image is not None  # an image reference always loads an image, not a directory
     identity = ImageIdentity(

@@ -33,6 +33,12 @@ def verify(
             " fail: a finding alone exits 1 too."
         ),
     ] = "warn",
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            help="The project directory whose app tree the image's copy must equal (default: the lock's)."
+        ),
+    ] = None,
 ) -> None:
     """Check IMAGE against the lock, layer by layer. Exit 0 = reproduces it exactly, 1 = drift (or, with
     --policy fail, a policy finding)."""
@@ -40,7 +46,11 @@ def verify(
     gate = parse_format(PolicyMode, policy, what="policy")
     data = read_lock_bytes(lock)
     report, _ = verify_image(
-        loads(data.decode("utf-8"), path=str(lock)), image, lock_digest=lock_digest(data), platform=platform
+        loads(data.decode("utf-8"), path=str(lock)),
+        image,
+        lock_digest=lock_digest(data),
+        platform=platform,
+        project_dir=project if project is not None else lock.resolve().parent,
     )
     sys.stdout.write(FORMATS[chosen](report))
     if not report.ok or (gate is PolicyMode.FAIL and report.findings):

@@ -9,28 +9,29 @@ wheel's sha256, so a second verify reads no wheel.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import posixpath
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlenv.files import atomic_writer
 from mlenv.model.lock import Lock
-from mlenv.model.report import Drift
+from mlenv.model.report import LAYERS, Drift, Report
 from mlenv.model.target import python_tuple
 from mlenv.observe.fs.rootfs import LayerIndex
 from mlenv.sources.cas import ContentStore, cache_root
-from mlenv.verify.debfiles import AptContext, DebPackage, apt_layer, read_deb
+from mlenv.verify.debfiles import AptContext, Checker, DebPackage, apt_layer, read_deb
 from mlenv.verify.expected import ACCOUNT_FILES, Dist, ImageContents, expected_files
 from mlenv.verify.files import ContentCheck, FileView, Lookup, compare_files, file_view
 from mlenv.verify.manifest import ExpectedFile, FoundFile
-from mlenv.verify.pyc import check_pyc, code_checkable
-from mlenv.verify.wheelfiles import check_activate, venv_scaffolding, venv_wheel_files
+from mlenv.verify.pyc import check_pyc, code_comparison
+from mlenv.verify.wheelfiles import Expectation, venv_expectation, venv_wheel_expectation
 
 # Bumped whenever what is derived from a wheel changes, so an old cache entry is never read as new.
 DERIVED_VERSION = 1
@@ -47,13 +48,14 @@ class Plan:
     checks: dict[str, ContentCheck]
     unexplained: list[Drift]
     wheels: dict[str, Path]  # ExpectedFile.source of a wheel -> the cached wheel
+    renderings: dict[str, tuple[str, ...]]  # generated venv file -> the sha256 of each allowed rendering
     keep_paths: set[str]
     keep_prefixes: tuple[str, ...]
     venv: str
     python: str  # the image's minor, "3.11"
     version: str | None  # the base interpreter's X.Y.Z, as the lock pins it
     debs: list[DebPackage] = field(default_factory=list)
-    deb_checks: dict[str, Any] = field(default_factory=dict)
+    deb_checks: dict[str, Checker] = field(default_factory=dict)
 
     def keep(self, path: str) -> bool:
         return (
@@ -102,30 +104,34 @@ def plan(
     ]
     apt_files, deb_checks = apt_layer(debs, architecture=contents.architecture)
 
-    def wheel_files(dist: Dist) -> list[ExpectedFile]:
+    renderings: dict[str, tuple[str, ...]] = {}
+
+    def wheel_files(dist: Dist) -> tuple[ExpectedFile, ...]:
         if dist.file is None or not dist.file.name.endswith(".whl"):
-            return []  # an sdist: the hermetic build refuses it, so nothing of it is expected
+            return ()  # an sdist: the hermetic build refuses it, so nothing of it is expected
         source = f"wheel:{dist.file.name}"
         path = _artifact(store, dist.file.sha256, [dist.file.url], dist.file.name)
         wheels[source] = path
-        return _derived_wheel(
+        derived = _derived_wheel(
             path, dist.file.sha256, venv=venv, python=python, name=dist.pin.name, source=source
         )
+        renderings.update(derived.generated)
+        return derived.files
 
     expectation = expected_files(
-        lock, contents, project_dir=project_dir, wheel_files=wheel_files, deb_files=lambda _deb: ()
+        lock, contents, project_dir=project_dir, wheel_files=wheel_files, apt_files=apt_files
     )
-    files = [*apt_files, *expectation.files]
+    files = list(expectation.files)
     checks = dict(expectation.content_checks)
     keep_paths = set(ACCOUNT_FILES) | {f"{p}-" for p in ACCOUNT_FILES} | set(deb_checks)
-    # The venv's activate scripts are judged against the base's templates.
+    # The base's venv templates: the activate scripts' renderings are derived from them.
     templates = tuple(p.format(v=python) for p in VENV_SCRIPTS)
-    keep_paths |= {f"{venv}/bin/{n}" for n in ("activate", "activate.csh", "activate.fish", "Activate.ps1")}
     return Plan(
         files=files,
         checks=checks,
         unexplained=list(expectation.unexplained),
         wheels=wheels,
+        renderings=renderings,
         keep_paths=keep_paths,
         keep_prefixes=templates,
         venv=venv,
@@ -136,27 +142,30 @@ def plan(
     )
 
 
-def _derived_wheel(
-    path: Path, sha256: str, *, venv: str, python: str, name: str, source: str
-) -> list[ExpectedFile]:
-    """venv_wheel_files of the wheel, with the sha256 of each expected .pyc as this host compiles it
-    (when it runs the image's minor): cached by the wheel's sha256 and these parameters."""
+def _derived_wheel(path: Path, sha256: str, *, venv: str, python: str, name: str, source: str) -> Expectation:
+    """venv_wheel_expectation of the wheel, with the sha256 of each expected .pyc as this host compiles
+    it (when it runs the image's minor): cached by the wheel's sha256 and these parameters."""
     key = hashlib.sha256(
         json.dumps([DERIVED_VERSION, sha256, venv, python, name, source]).encode()
     ).hexdigest()
     cache = cache_root() / "derived" / "wheel-files" / f"{key}.json"
     try:
-        rows = json.loads(cache.read_text(encoding="utf-8"))
-        return [ExpectedFile(**row) for row in rows]
-    except (OSError, ValueError, TypeError):
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        return Expectation(
+            files=tuple(ExpectedFile(**row) for row in data["files"]),
+            generated=tuple((p, tuple(d)) for p, d in data["generated"]),
+        )
+    except (OSError, ValueError, TypeError, KeyError):
         pass
-    files = venv_wheel_files(path, venv=venv, python=python, requirement_name=name, source=source)
-    if code_checkable(python):
+    derived = venv_wheel_expectation(path, venv=venv, python=python, requirement_name=name, source=source)
+    files = list(derived.files)
+    if code_comparison(python) != "none":
         files = _with_pyc_hashes(path, files, venv=venv, python=python)
     cache.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(cache, durable=False) as out:
-        out.write(json.dumps([asdict(f) for f in files]).encode())
-    return files
+        rows = {"files": [asdict(f) for f in files], "generated": [list(g) for g in derived.generated]}
+        out.write(json.dumps(rows).encode())
+    return Expectation(files=tuple(files), generated=derived.generated)
 
 
 def _with_pyc_hashes(path: Path, files: list[ExpectedFile], *, venv: str, python: str) -> list[ExpectedFile]:
@@ -190,8 +199,6 @@ def _with_pyc_hashes(path: Path, files: list[ExpectedFile], *, venv: str, python
 
 
 def _replace(item: ExpectedFile, **changes: Any) -> ExpectedFile:
-    import dataclasses
-
     return dataclasses.replace(item, **changes)
 
 
@@ -205,7 +212,6 @@ def account(
     view = file_view(indexes, base_layers=base_layers, steps=steps, keep=the_plan.keep)
     files = [f for f in (_backup(f, view) for f in the_plan.files) if f is not None]
     checks = dict(the_plan.checks)
-    files += _venv_files(the_plan, view, checks)
     symlinks = {p: e.link for p, e in view.base.items() if e.kind == "symlink" and e.link}
     symlinks.update({p: f.link for p, f in view.files.items() if f.kind == "symlink" and f.link})
     context = AptContext(
@@ -231,19 +237,28 @@ def account(
         source = _source_of(item, the_plan, readers)
         if source is None:
             return f"no trusted source {item.pyc_source} to check it against"
-        problem = check_pyc(content, source, python=the_plan.python, source_path=item.pyc_source)
-        if problem is not None and "co_linetable differs" in problem and _other_patch(the_plan.version):
-            problem = _code_but_lines(content, source, item.pyc_source)
+        # The locked X.Y.Z: check_pyc compares line tables too only when this host runs that release.
+        python = the_plan.version or the_plan.python
+        problem = check_pyc(content, source, python=python, source_path=item.pyc_source)
         if problem is None:
             verified.add(found.sha256, item)
         return problem
 
+    renderings = dict(the_plan.renderings)
+    venv_files = _venv_files(the_plan, view)
+    if venv_files is not None:
+        files += venv_files.files
+        renderings.update(venv_files.generated)
     try:
-        drifts = compare_files(files, view, content_checks=checks, pyc_check=pyc)
+        drifts = compare_files(files, view, content_checks=checks, pyc_check=pyc, renderings=renderings)
     finally:
         for reader in readers.values():
             reader.close()
         verified.save()
+    # A missing baked model is the models layer's drift (the same locked sha256), reported there once; a
+    # changed one is reported by both, the files layer naming the layer that changed it.
+    models = {f.path for f in files if f.source.startswith("model:")}
+    drifts = [d for d in drifts if not (d.subject in models and d.kind == "missing")]
     return [*the_plan.unexplained, *drifts]
 
 
@@ -289,37 +304,6 @@ class _Verified:
             out.write(json.dumps(sorted(self.known)).encode())
 
 
-def _other_patch(version: str | None) -> bool:
-    """Whether this host's interpreter is another patch release than the image's (same minor)."""
-    import platform
-
-    return version is not None and platform.python_version() != version
-
-
-def _code_but_lines(pyc: bytes, source: bytes, path: str | None) -> str | None:
-    """check_pyc's code comparison without the line tables: CPython patch releases of one minor may
-    number lines differently (3.11.2 and 3.11.7 do, for some files), and a line table only changes what
-    a traceback or tracer reports, never what runs. The code, constants and names must still be equal."""
-    import marshal
-    import types
-
-    from mlenv.verify.pyc import HEADER_SIZE, _code_difference
-
-    def strip(code: types.CodeType) -> types.CodeType:
-        consts = tuple(strip(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
-        return code.replace(co_linetable=b"", co_consts=consts)
-
-    try:
-        found = marshal.loads(pyc[HEADER_SIZE:])
-        expected = compile(source, path or "<source>", "exec", dont_inherit=True, optimize=0)
-    except (EOFError, ValueError, TypeError, SyntaxError):
-        return "its code does not unmarshal or its source does not compile"
-    if not isinstance(found, types.CodeType):
-        return f"it holds a {type(found).__name__}, not a code object"
-    reason = _code_difference(strip(found), strip(expected), "<module>")
-    return f"its code is not what its source compiles to ({reason})" if reason else None
-
-
 def _backup(item: ExpectedFile, view: FileView) -> ExpectedFile | None:
     """useradd's `-` backup of an account file exists only where the base had one (the step removes the
     backups it created), and has the mode and owner of the file it copies."""
@@ -356,13 +340,13 @@ def _source_of(item: ExpectedFile, the_plan: Plan, readers: dict[str, zipfile.Zi
         return None
 
 
-def _venv_files(the_plan: Plan, view: FileView, checks: dict[str, ContentCheck]) -> list[ExpectedFile]:
+def _venv_files(the_plan: Plan, view: FileView) -> Expectation | None:
     """`python3 -m venv` of the builder stage: its interpreter, version and templates come from the
-    locked base (read in the same pass)."""
+    locked base (read in the same pass). None when the base has no python3 where the build finds it."""
     executable = next((p for p in PYTHONS if p in view.base), None)
-    if executable is None:
-        return []
-    real = view.canonical(executable)
+    if executable is None or the_plan.version is None:
+        return None
+    real = executable
     entry = view.base.get(executable)
     hops = 0
     while entry is not None and entry.kind == "symlink" and entry.link and hops < 40:
@@ -373,46 +357,33 @@ def _venv_files(the_plan: Plan, view: FileView, checks: dict[str, ContentCheck])
         real = posixpath.normpath(real)
         entry = view.base.get(real)
     templates: dict[str, tuple[bytes, int]] = {}
-    root = next(
-        (
-            p.format(v=the_plan.python)
-            for p in VENV_SCRIPTS
-            if p.format(v=the_plan.python) in {k + "/" for k in view.base}
-        ),
-        None,
-    )
-    if root is not None:
+    for root in (p.format(v=the_plan.python) for p in VENV_SCRIPTS):
         for path, found in view.base.items():
             if path.startswith(root) and found.kind == "file" and found.content is not None:
                 relative = path.removeprefix(root)
                 if relative.count("/") == 1 and relative.split("/")[0] in ("common", "posix"):
                     templates[relative] = (found.content, found.mode)
-    version = the_plan.version
-    if version is None:
-        return []
-    files = venv_scaffolding(
+        if templates:
+            break
+    return venv_expectation(
         venv=the_plan.venv,
-        version=version,
+        version=the_plan.version,
         base_executable=executable,
         base_realpath=real,
         templates=templates,
+        wheels=bool(the_plan.wheels),
     )
-    for relative, (template, _mode) in templates.items():
-        name = relative.split("/", 1)[1]
-        checks[f"{the_plan.venv}/bin/{name}"] = _activate_check(
-            template, name, the_plan.venv, executable, the_plan.python
-        )
-    return files
 
 
-def _activate_check(template: bytes, name: str, venv: str, executable: str, python: str) -> ContentCheck:
-    def check(found: bytes, base: Lookup, upper: Lookup) -> str | None:
-        return check_activate(
-            found, template, name=name, venv=venv, base_executable=executable, python=python
-        )
+def with_files(report: Report, drifts: Sequence[Drift]) -> Report:
+    """`report` with the file accounting's drifts, and the files layer listed as compared."""
+    layers = tuple(layer for layer in LAYERS if layer in report.layers or layer == "files")
+    # sorted() is stable: each layer's drifts keep their order.
+    merged = sorted([*report.drifts, *drifts], key=lambda d: LAYERS.index(d.layer))
+    return dataclasses.replace(report, layers=layers, drifts=tuple(merged))
 
-    return check
 
-
-def as_rows(drifts: Iterable[Drift]) -> list[Mapping[str, Any]]:
-    return [asdict(d) for d in drifts]
+def base_layer_count(lock: Lock, platform: str) -> int:
+    """How many bottom layers are the locked base's (their diff_ids are the base layer's to compare)."""
+    base = next((p for p in lock.base.platforms if p.platform == platform), None) if lock.base else None
+    return len(base.diff_ids) if base is not None else 0

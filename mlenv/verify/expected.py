@@ -265,16 +265,15 @@ def expected_files(
     *,
     project_dir: Path | None,
     wheel_files: Callable[[Dist], Iterable[ExpectedFile]],
-    deb_files: Callable[[Deb], Iterable[ExpectedFile]],
+    apt_files: Iterable[ExpectedFile],
 ) -> FileExpectation:
-    """The union of what each pinned source puts above the base: the locked .debs (`deb_files`, with the
-    files dpkg writes for them), the locked wheels in the venv (`wheel_files`), the app tree of the
-    project (`project_dir`, filtered by the build's own function), the models by their locked sha256,
-    and the files mlenv's own steps generate (`step_files`)."""
-    files: list[ExpectedFile] = []
+    """The union of what each pinned source puts above the base: the locked .debs (`apt_files`: their
+    files and what dpkg writes for them, verify.debfiles), the locked wheels in the venv (`wheel_files`
+    of each pin installed here), the app tree of the project (`project_dir`, filtered by the build's
+    own function), the models by their locked sha256, and the files mlenv's own steps generate
+    (`step_files`)."""
+    files: list[ExpectedFile] = list(apt_files)
     unexplained: list[Drift] = []
-    for deb in contents.apt:
-        files += deb_files(deb)
     for dist in contents.python:
         files += wheel_files(dist)
     steps, checks = step_files(lock)

@@ -15,7 +15,7 @@ Pure: no IO.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mlenv.model.report import Drift, Kind
@@ -168,8 +168,12 @@ def compare_files(
     *,
     content_checks: Mapping[str, ContentCheck],
     pyc_check: PycCheck,
+    renderings: Mapping[str, Collection[str]] | None = None,
 ) -> list[Drift]:
-    """Drifts (layer "files") between what the lock explains and what the upper layers hold."""
+    """Drifts (layer "files") between what the lock explains and what the upper layers hold. A generated
+    file is judged by its content rule (`content_checks`), or by the sha256 of every rendering its rule
+    allows (`renderings`, by path)."""
+    allowed = renderings or {}
     wanted: dict[str, ExpectedFile] = {}
     for item in expected:
         wanted.setdefault(view.canonical(item.path), item)
@@ -182,7 +186,7 @@ def compare_files(
         if found is None:
             drifts += _absent(path, item, view)
             continue
-        drifts += _judge(path, item, found, view, content_checks, pyc_check)
+        drifts += _judge(path, item, found, view, content_checks, pyc_check, allowed)
     parents = _ancestors(wanted)
     for path in sorted(set(view.files) - explained):
         found = view.files[path]
@@ -265,7 +269,11 @@ def _absent(path: str, item: ExpectedFile, view: FileView) -> list[_Finding]:
     """An expected path no upper layer holds: fine when the base holds it as expected (a locked .deb of
     the version the base already has is not unpacked again), else missing."""
     base = view.base.get(path)
-    if base is not None and path not in view.removed and not _problems(item, _as_found(base), view, {}, None):
+    if (
+        base is not None
+        and path not in view.removed
+        and not _problems(item, _as_found(base), view, {}, None, {})
+    ):
         return []
     return [_finding("missing", path, _expected_text(item), None, None, item.source)]
 
@@ -294,6 +302,7 @@ def _problems(
     view: FileView,
     content_checks: Mapping[str, ContentCheck],
     pyc_check: PycCheck | None,
+    renderings: Mapping[str, Collection[str]],
 ) -> list[tuple[Kind, str | None, str | None]]:
     """(kind, expected, found) of each way `found` is not `item`."""
     want_kind = "file" if item.kind in _REGULAR else item.kind
@@ -314,6 +323,12 @@ def _problems(
             problem = pyc_check(found, item, view) if pyc_check is not None else "not checked"
             if problem is not None:
                 problems.append(("pyc", f"checked-hash byte code of {item.pyc_source}", problem))
+        elif item.check == "generated" and item.path in renderings:
+            digests = renderings[item.path]
+            if found.sha256 not in digests:
+                problems.append(
+                    ("modified", f"one of the {len(digests)} renderings from {item.source}", None)
+                )
         elif item.check == "generated":
             rule = content_checks.get(item.path)
             content = view.content.get(found.path)
@@ -360,9 +375,10 @@ def _judge(
     view: FileView,
     content_checks: Mapping[str, ContentCheck],
     pyc_check: PycCheck,
+    renderings: Mapping[str, Collection[str]],
 ) -> list[_Finding]:
     findings = []
-    for kind, want, have in _problems(item, found, view, content_checks, pyc_check):
+    for kind, want, have in _problems(item, found, view, content_checks, pyc_check, renderings):
         actual = _found_text(found, view) if have is None else f"{have} in {view.where(found.layer)}"
         findings.append(_finding(kind, path, want, actual, found, item.source))
     return findings

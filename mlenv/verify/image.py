@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from mlenv.model.facts import ConfigFact, EnvFacts
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
 from mlenv.observe import Observation, inspect_image
+from mlenv.observe.image.layerfiles import layer_steps
 from mlenv.sources.cas import ContentStore
 from mlenv.sources.registry import RegistryClient
+from mlenv.verify.accounting import account, base_layer_count, plan, with_files
 from mlenv.verify.compare import compare
 from mlenv.verify.config import base_config, built_by, expected_config
-from mlenv.verify.expected import expected_facts
+from mlenv.verify.expected import expected_facts, image_contents
 from mlenv.verify.policy import image_findings
 
 
@@ -39,14 +42,22 @@ def verify_image(
     lock_digest: str,
     platform: str | None = None,
     docker_config: str | None = None,
+    project_dir: Path | None = None,
 ) -> tuple[Report, Observation]:
     """Observe `reference` (any transport) and compare it with the lock.
 
     The observation is returned whole: its facts, and the image's identity (config and manifest
-    digests) that an export names as its subject."""
+    digests) that an export names as its subject. Every file of every layer above the base is
+    accounted for (verify.files); `project_dir` holds the app tree the image's copy must equal (without
+    it, the app copy is reported unverified, never skipped)."""
     chosen = platform or lock.target.platforms[0]
     models = [m.target for m in lock.models if m.strategy == "bake"]
-    observed = inspect_image(reference, docker_config=docker_config, platform=chosen, artifacts=models)
+    # What the files must be is derived before the image is read, so the one pass keeps the few
+    # contents the checks need (generated files, byte code) and hashes the rest.
+    files = plan(lock, image_contents(lock, chosen, lock_digest=lock_digest), project_dir=project_dir)
+    observed = inspect_image(
+        reference, docker_config=docker_config, platform=chosen, artifacts=models, keep=files.keep
+    )
     config = None
     if lock.base is not None:
         base = base_config(lock, chosen, store=ContentStore(), registry=RegistryClient(docker_config))
@@ -62,4 +73,8 @@ def verify_image(
         lock, observed.facts, lock_digest=lock_digest, platform=chosen, subject=reference, config=config
     )
     report = dataclasses.replace(report, findings=image_findings(observed.facts, observed.fs))
-    return report, observed
+    assert observed.image is not None  # an image reference always loads an image
+    image = observed.image
+    steps = layer_steps(image.config)
+    file_drifts = account(files, image.indexes, base_layers=base_layer_count(lock, chosen), steps=steps)
+    return with_files(report, file_drifts), observed

@@ -6,9 +6,12 @@ import hashlib
 import io
 import tarfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+from mlenv.lockfile import loads
 from mlenv.model.report import Drift
 from mlenv.observe.fs.rootfs import LayerIndex, index_layer
+from mlenv.verify.expected import step_files
 from mlenv.verify.files import ContentCheck, FileView, Lookup, PycCheck, compare_files, file_view
 from mlenv.verify.manifest import ExpectedFile, FoundFile
 
@@ -234,3 +237,37 @@ def test_a_package_reinstalled_by_a_later_layer_is_one_drift() -> None:
     )
     kinds = sorted((d.kind, d.subject) for d in drifts(items, view(BASE, venv, patched), pyc=check))
     assert ("modified", "/opt/p/m.py") in kinds and ("reinstalled", "p-1-py3-none-any.whl") in kinds
+
+
+# ---------------------------------------------------------------------------- mlenv's own steps
+
+GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "golden" / "mlenv.lock"
+BASE_PASSWD = b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+BASE_GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+
+
+def test_useradd_s_files_are_the_base_s_plus_the_locked_user() -> None:
+    lock = loads(GOLDEN.read_text(), path=str(GOLDEN))
+    files, checks = step_files(lock)
+    assert {f.path for f in files} >= {"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/app"}
+    base = {"/etc/passwd": BASE_PASSWD, "/etc/group": BASE_GROUP}
+    group = BASE_GROUP + b"app:x:999:\n"
+    upper = {"/etc/group": group}
+    good = BASE_PASSWD + b"app:x:10001:999::/nonexistent:/usr/sbin/nologin\n"
+    assert checks["/etc/passwd"](good, base.get, upper.get) is None
+    assert checks["/etc/group"](group, base.get, upper.get) is None
+    assert checks["/etc/passwd-"](BASE_PASSWD, base.get, upper.get) is None
+    as_root = BASE_PASSWD + b"app:x:0:0::/nonexistent:/usr/sbin/nologin\n"
+    assert checks["/etc/passwd"](as_root, base.get, upper.get) == (
+        "last line 'app:x:0:0::/nonexistent:/usr/sbin/nologin' is not the locked user's"
+    )
+    two_users = good + b"evil:x:0:0::/root:/bin/sh\n"
+    assert "not the base's /etc/passwd plus one line" in (
+        checks["/etc/passwd"](two_users, base.get, upper.get) or ""
+    )
+    other_group = BASE_PASSWD + b"app:x:10001:0::/nonexistent:/usr/sbin/nologin\n"
+    assert (
+        checks["/etc/passwd"](other_group, base.get, upper.get)
+        == "the user's group id 0 is not its group's (999)"
+    )
+    assert checks["/etc/passwd-"](good, base.get, upper.get) == "not the base's /etc/passwd"
