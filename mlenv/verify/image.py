@@ -9,6 +9,7 @@ from mlenv.model.facts import ConfigFact, EnvFacts
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
 from mlenv.observe import Observation, inspect_image
+from mlenv.observe.image import check_present
 from mlenv.observe.image.layerfiles import layer_steps
 from mlenv.sources.cas import ContentStore
 from mlenv.sources.registry import RegistryClient
@@ -52,15 +53,22 @@ def verify_image(
     it, the app copy is reported unverified, never skipped)."""
     chosen = platform or lock.target.platforms[0]
     models = [m.target for m in lock.models if m.strategy == "bake"]
+    registry = RegistryClient(docker_config)
+    check_present(reference, docker_config=docker_config, platform=chosen, registry=registry)
     # What the files must be is derived before the image is read, so the one pass keeps the few
     # contents the checks need (generated files, byte code) and hashes the rest.
     files = plan(lock, image_contents(lock, chosen, lock_digest=lock_digest), project_dir=project_dir)
     observed = inspect_image(
-        reference, docker_config=docker_config, platform=chosen, artifacts=models, keep=files.keep
+        reference,
+        docker_config=docker_config,
+        platform=chosen,
+        artifacts=models,
+        keep=files.keep,
+        registry=registry,
     )
     config = None
     if lock.base is not None:
-        base = base_config(lock, chosen, store=ContentStore(), registry=RegistryClient(docker_config))
+        base = base_config(lock, chosen, store=ContentStore(), registry=registry)
         found = observed.facts.config
         config = expected_config(
             lock,

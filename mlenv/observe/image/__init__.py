@@ -56,6 +56,41 @@ def load_image(
         raise ImageError(f"{location}: {error}") from None
 
 
+def check_present(
+    reference: str | ImageLocation,
+    *,
+    docker_config: str | None = None,
+    platform: str | None = None,
+    registry: RegistryClient | None = None,
+) -> None:
+    """Fail now, with the loader's own error line, when `reference` names no image; read no layer.
+
+    For callers that do slow work before the one pass over the layers (verify derives what every
+    file must be first): a missing archive or image must be reported as that, not as whatever the
+    slow work ran into. docker:// resolves the manifest and config through `registry`, which keeps
+    them, so pass the same client to the load that follows."""
+    location = reference if isinstance(reference, ImageLocation) else parse_location(reference)
+    if location.transport == "docker-archive" and not os.path.isfile(location.target):
+        raise ImageError(f"{location}: no such file")
+    if location.transport == "oci" and not os.path.isfile(os.path.join(location.target, "index.json")):
+        raise ImageError(
+            f"{location}: no such directory"
+            if not os.path.isdir(location.target)
+            else f"{location}: not an OCI image layout (no index.json)"
+        )
+    if location.transport == "docker-daemon":
+        from mlenv.sources.engine import connect  # the docker SDK is imported only for a daemon image
+
+        with connect() as connected:
+            if connected.image_id(location.target) is None:
+                raise ImageError(f"docker-daemon:{location.target}: no such image in the Docker engine")
+    if location.transport == "docker":
+        from mlenv.sources.registry import ImageReference, RegistryClient
+
+        client = registry or RegistryClient(docker_config=docker_config)
+        client.resolve(ImageReference.parse(location.target), platform or DEFAULT_PLATFORM)
+
+
 def _from_save(
     location: ImageLocation, chunks: Iterator[Chunk], interest: Interest | None, wanted: str | None
 ) -> LoadedImage:
@@ -121,6 +156,7 @@ __all__ = [
     "ImageLocation",
     "LayerSummary",
     "LoadedImage",
+    "check_present",
     "SaveSource",
     "Transport",
     "load_image",
