@@ -43,7 +43,7 @@ def verify(
     """Check IMAGE against the lock, layer by layer. Exit 0 = reproduces it exactly, 1 = drift (or, with
     --policy fail, a policy finding)."""
     chosen = parse_format(ReportFormat, output_format)
-    gate = parse_format(PolicyMode, policy, what="policy")
+    gate = parse_format(PolicyMode, policy, what="policy", option="--policy")
     data = read_lock_bytes(lock)
     report, _ = verify_image(
         loads(data.decode("utf-8"), path=str(lock)),

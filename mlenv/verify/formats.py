@@ -41,16 +41,19 @@ F = TypeVar("F", bound=StrEnum)
 
 
 class UnknownFormatError(MlenvError):
-    def __init__(self, value: str, choices: type[StrEnum], *, what: str = "format") -> None:
-        super().__init__(f"--format: unknown {what} {value!r}; choose one of {', '.join(choices)}")
+    def __init__(
+        self, value: str, choices: type[StrEnum], *, what: str = "format", option: str = "--format"
+    ) -> None:
+        super().__init__(f"{option}: unknown {what} {value!r}; choose one of {', '.join(choices)}")
 
 
-def parse_format(choices: type[F], value: str, *, what: str = "format") -> F:
-    """`value` as one of `choices`, or the one error every command gives for a --format it lacks."""
+def parse_format(choices: type[F], value: str, *, what: str = "format", option: str = "--format") -> F:
+    """`value` as one of `choices`, or the one error every command gives for a choice it lacks,
+    naming the option it came from."""
     try:
         return choices(value)
     except ValueError:
-        raise UnknownFormatError(value, choices, what=what) from None
+        raise UnknownFormatError(value, choices, what=what, option=option) from None
 
 
 # 2: a drift's subject is the bare name; its architecture and file are fields of their own.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from xml.etree import ElementTree
 
 from mlenv.model.facts import ConfigFact, HealthcheckFact
@@ -11,6 +12,7 @@ from mlenv.model.report import Finding, Report
 from mlenv.model.schema import first_error
 from mlenv.verify.formats import as_data, as_junit, as_text
 from mlenv.verify.policy import config_findings, file_findings, finding_line, runs_as_root, searched_roots
+from tests.helpers import run_cli
 
 DIGEST = "sha256:" + "a" * 64
 GOOD = ConfigFact(
@@ -122,3 +124,9 @@ def test_findings_have_their_own_section_and_do_not_make_a_drift() -> None:
     assert names == ["mlenv verify img", "mlenv policy img"]
     assert [c.get("name") for c in suites[1]] == ["root-user", "secret-file"]
     assert suites[0].get("failures") == "0"
+
+
+def test_an_unknown_policy_mode_names_the_policy_option(tmp_path: Path) -> None:
+    result = run_cli("verify", "docker-archive:none.tar", "--policy", "bogus", cwd=tmp_path)
+    assert result.code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("mlenv: error: --policy: unknown policy 'bogus'; choose one of ")
