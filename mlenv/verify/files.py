@@ -398,24 +398,21 @@ def _expected_text(item: ExpectedFile) -> str:
     return " ".join(parts) if parts else item.kind
 
 
+def _what(entry: FoundFile | LayerEntry) -> str:
+    """A path's content as a drift line shows it: hash and size, a link's target, or its kind."""
+    if entry.kind in _REGULAR:
+        return f"sha256:{entry.sha256} {entry.size} bytes" if entry.sha256 else f"{entry.size} bytes"
+    if entry.kind == "symlink":
+        return f"symlink -> {entry.link}"
+    return entry.kind
+
+
 def _found_text(found: FoundFile, view: FileView) -> str:
-    if found.kind in _REGULAR:
-        what = f"sha256:{found.sha256} {found.size} bytes" if found.sha256 else f"{found.size} bytes"
-    elif found.kind == "symlink":
-        what = f"symlink -> {found.link}"
-    else:
-        what = found.kind
-    return f"{what} mode {found.mode:04o} in {view.where(found.layer)}"
+    return f"{_what(found)} mode {found.mode:04o} in {view.where(found.layer)}"
 
 
 def _base_text(entry: LayerEntry) -> str:
-    if entry.kind in _REGULAR:
-        what = f"sha256:{entry.sha256} {entry.size} bytes" if entry.sha256 else f"{entry.size} bytes"
-    elif entry.kind == "symlink":
-        what = f"symlink -> {entry.link}"
-    else:
-        what = entry.kind
-    return f"the base's {what} mode {entry.mode:04o}"
+    return f"the base's {_what(entry)} mode {entry.mode:04o}"
 
 
 def _fold_reinstalls(
