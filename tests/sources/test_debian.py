@@ -10,6 +10,7 @@ import lzma
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -98,6 +99,17 @@ def _agents(home: Path) -> list[int]:
     return found
 
 
+def _agents_gone(homes: tuple[Path, ...], *, seconds: float = 10.0) -> bool:
+    """True once no gpg-agent serves any of `homes`: `gpgconf --kill` signals the agent and returns before
+    it has exited (measured on a 2-core CI machine), so the check waits for the exit, up to a bound."""
+    deadline = time.monotonic() + seconds
+    while any(_agents(home) for home in homes):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _release(suite: str, files: dict[str, bytes], *, codename: str | None = None) -> str:
     names = (
         f"Suite: {suite}\nCodename: {suite}" if codename is None else f"Suite: testing\nCodename: {codename}"
@@ -172,7 +184,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
                 subprocess.run(
                     ["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=True
                 )
-    assert [home for home in homes if _agents(home)] == []
+    assert _agents_gone(homes), "a gpg-agent outlived gpgconf --kill"
 
     requests: list[str] = []
 
