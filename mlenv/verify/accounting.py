@@ -376,11 +376,35 @@ def _venv_files(the_plan: Plan, view: FileView) -> Expectation | None:
 
 
 def with_files(report: Report, drifts: Sequence[Drift]) -> Report:
-    """`report` with the file accounting's drifts, and the files layer listed as compared."""
+    """`report` with the file accounting's drifts, and the files layer listed as compared.
+
+    A package file that does not match its RECORD is also a files drift (the file or the RECORD is not
+    the locked wheel's), which names the absolute path, the layer and both hashes: it is reported there
+    once, and the python-files drift about the same path is dropped."""
     layers = tuple(layer for layer in LAYERS if layer in report.layers or layer == "files")
+    covered = {d.subject for d in drifts if d.layer == "files"}
+    sites = {site for site in (_site_of(path) for path in covered) if site is not None}
+    kept = [
+        d
+        for d in report.drifts
+        if not (
+            d.layer == "python-files"
+            and d.file is not None
+            and any(posixpath.normpath(f"{site}/{d.file}") in covered for site in sites)
+        )
+    ]
     # sorted() is stable: each layer's drifts keep their order.
-    merged = sorted([*report.drifts, *drifts], key=lambda d: LAYERS.index(d.layer))
+    merged = sorted([*kept, *drifts], key=lambda d: LAYERS.index(d.layer))
     return dataclasses.replace(report, layers=layers, drifts=tuple(merged))
+
+
+def _site_of(path: str) -> str | None:
+    """The site directory a path is under (`/opt/venv/lib/python3.11/site-packages`), if any."""
+    for name in ("/site-packages/", "/dist-packages/"):
+        head, found, _rest = path.partition(name)
+        if found:
+            return head + name.rstrip("/")
+    return None
 
 
 def base_layer_count(lock: Lock, platform: str) -> int:

@@ -419,31 +419,57 @@ def _fold_reinstalls(
     findings: list[_Finding], wanted: Mapping[str, ExpectedFile], view: FileView
 ) -> list[Drift]:
     """A wheel whose files were all written again by one later layer, differing only in the files an
-    install writes (.pyc, RECORD, INSTALLER, ...), is one drift: the package reinstalled there."""
+    install writes (.pyc, RECORD, INSTALLER, direct_url.json, ...), is one drift: the package
+    reinstalled there, naming its site directory and what the reinstall changed. A changed module in
+    the same layer is still its own drift (code, not install records)."""
     by_source: dict[str, list[str]] = {}
     for path, item in wanted.items():
         if item.source.startswith("wheel:"):
             by_source.setdefault(item.source, []).append(path)
+    # An extra file in a wheel's dist-info directory (pip's direct_url.json of a reinstall from a
+    # file) belongs to that wheel: the expectation has no source for it.
+    dist_infos = {
+        source: path.rpartition("/")[0]
+        for source, paths in sorted(by_source.items())
+        for path in sorted(paths)
+        if path.rpartition("/")[0].endswith(".dist-info")
+    }
+    records = {directory: source for source, directory in dist_infos.items()}
     folded: dict[tuple[str, int], list[_Finding]] = {}
     kept: list[_Finding] = []
     for finding in findings:
-        source, layer = finding.source, finding.layer
+        source = finding.source
+        if source is None and finding.drift.kind == "extra":
+            source = records.get(finding.drift.subject.rpartition("/")[0])
+        layer = finding.layer
         if source is not None and layer is not None and _reinstalled(finding, by_source.get(source), view):
             folded.setdefault((source, layer), []).append(finding)
         else:
             kept.append(finding)
     drifts = [f.drift for f in kept]
     for (source, layer), group in sorted(folded.items()):
+        site = f" into {dist_infos[source].rpartition('/')[0]}" if source in dist_infos else ""
         drifts.append(
             Drift(
                 layer="files",
                 kind="reinstalled",
                 subject=source.removeprefix("wheel:"),
                 expected=f"installed once, in the venv step, from {source}",
-                actual=f"installed again in {view.where(layer)} ({len(group)} files differ)",
+                actual=f"installed again in {view.where(layer)}{site}: {_changes(group)}",
             )
         )
     return sorted(drifts, key=lambda d: (d.subject, d.kind))
+
+
+def _changes(group: Sequence[_Finding]) -> str:
+    """What a reinstall rewrote, counted: `3 .pyc not the checked-hash byte code, RECORD modified`."""
+    pycs = sum(1 for f in group if f.drift.kind == "pyc" or f.drift.subject.endswith(".pyc"))
+    parts = [f"{pycs} .pyc not the checked-hash byte code"] if pycs else []
+    for finding in sorted(group, key=lambda f: f.drift.subject):
+        name = finding.drift.subject.rsplit("/", 1)[-1]
+        if not (finding.drift.kind == "pyc" or name.endswith(".pyc")):
+            parts.append(f"{name} {'added' if finding.drift.kind == 'extra' else finding.drift.kind}")
+    return ", ".join(parts)
 
 
 def _reinstalled(finding: _Finding, paths: list[str] | None, view: FileView) -> bool:

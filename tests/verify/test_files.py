@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlenv.lockfile import loads
-from mlenv.model.report import Drift
+from mlenv.model.report import Drift, Report
 from mlenv.observe.fs.rootfs import LayerIndex, index_layer
+from mlenv.verify.accounting import with_files
 from mlenv.verify.expected import step_files
 from mlenv.verify.files import ContentCheck, FileView, Lookup, PycCheck, compare_files, file_view
 from mlenv.verify.manifest import ExpectedFile, FoundFile
@@ -211,6 +212,7 @@ def test_a_package_reinstalled_by_a_later_layer_is_one_drift() -> None:
         ("opt/p/m.pyc", "file", b"timestamp"),
         ("opt/p.dist-info", "dir", None),
         ("opt/p.dist-info/RECORD", "file", b"rec2"),
+        ("opt/p.dist-info/direct_url.json", "file", b"{}"),
     )
     source = "wheel:p-1-py3-none-any.whl"
     items = [
@@ -225,7 +227,10 @@ def test_a_package_reinstalled_by_a_later_layer_is_one_drift() -> None:
     assert drifts(items, view(BASE, venv), pyc=check) == []
     (drift,) = drifts(items, view(BASE, venv, again), pyc=check)
     assert (drift.kind, drift.subject) == ("reinstalled", "p-1-py3-none-any.whl")
-    assert drift.actual == "installed again in layer 3 of 3 (STEP 2) (2 files differ)"
+    assert drift.actual == (
+        "installed again in layer 3 of 3 (STEP 2) into /opt:"
+        " 1 .pyc not the checked-hash byte code, RECORD modified, direct_url.json added"
+    )
     # A changed module in the same reinstall is still reported as what it is.
     patched = layer(
         ("opt", "dir", None),
@@ -271,3 +276,27 @@ def test_useradd_s_files_are_the_base_s_plus_the_locked_user() -> None:
         == "the user's group id 0 is not its group's (999)"
     )
     assert checks["/etc/passwd-"](good, base.get, upper.get) == "not the base's /etc/passwd"
+
+
+def test_a_package_file_drift_is_reported_once_by_the_files_layer() -> None:
+    site = "/opt/venv/lib/python3.11/site-packages"
+    report = Report(
+        subject="img",
+        layers=("python", "python-files"),
+        drifts=(
+            Drift(layer="python-files", kind="modified", subject="six", file="six.py"),
+            Drift(layer="python-files", kind="deleted", subject="six", file="../../../bin/six-tool"),
+            Drift(layer="python-files", kind="modified", subject="other", file="other.py"),
+        ),
+    )
+    files = [
+        Drift(layer="files", kind="modified", subject=f"{site}/six.py", expected="a", actual="b"),
+        Drift(layer="files", kind="missing", subject="/opt/venv/bin/six-tool", expected="a"),
+        Drift(layer="files", kind="extra", subject=f"{site}/zz.pth", actual="c"),
+    ]
+    merged = with_files(report, files)
+    assert [(d.layer, d.subject, d.file) for d in merged.drifts] == [
+        ("python-files", "other", "other.py"),
+        *[("files", d.subject, None) for d in files],
+    ]
+    assert merged.layers == ("python", "python-files", "files")
