@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from datetime import date, datetime, time
 from functools import cache
@@ -42,7 +43,10 @@ def as_json_value(value: Any) -> Any:
 def first_error(instance: Any, schema_name: str) -> tuple[str, str] | None:
     """(key path, message) of the most relevant schema violation, or None when valid."""
     # Imported here, not at the top: jsonschema's import builds format grammars (most of a second), and
-    # commands that never validate (`mlenv --version`, `--help`) must not pay for it.
+    # commands that never validate (`mlenv --version`, `--help`) must not pay for it. Of that, 1.0 s is
+    # rfc3987_syntax building its lark grammar for the iri formats, which no mlenv schema uses (only
+    # date-time): blocked unless already imported, so jsonschema leaves those two formats unchecked.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     import jsonschema
     from jsonschema.exceptions import best_match
 

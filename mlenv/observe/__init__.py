@@ -15,7 +15,14 @@ from mlenv.model.facts import EnvFacts
 from mlenv.observe.facts import combine, probe_interest
 from mlenv.observe.facts import observe_tree as _observe_tree
 from mlenv.observe.fs.rootfs import DirectoryFS, ImageFS, Interest, LayeredFS
-from mlenv.observe.image import ImageLocation, LoadedImage, SaveSource, load_image, parse_location
+from mlenv.observe.image import (
+    ImageLocation,
+    LayerMemory,
+    LoadedImage,
+    SaveSource,
+    load_image,
+    parse_location,
+)
 
 if TYPE_CHECKING:
     from mlenv.sources.registry import RegistryClient
@@ -40,12 +47,13 @@ def inspect_image(
     check_files: bool = True,
     registry: RegistryClient | None = None,
     engine: SaveSource | None = None,
+    memory: LayerMemory | None = None,
 ) -> Observation:
     """Read `reference` (docker-daemon:, docker-archive:, oci:, docker://, or a bare daemon name).
 
     `keep` adds paths whose content should stay readable through `fs.read_bytes` (every file's
     sha256 is always available); `artifacts` are paths to report with their sha256. `registry` and
-    `engine` are the sources to read through (see `load_image`)."""
+    `engine` are the sources to read through, `memory` the layers read before (see `load_image`)."""
     image = load_image(
         reference,
         interest=combine(probe_interest, keep),
@@ -53,6 +61,7 @@ def inspect_image(
         platform=platform,
         registry=registry,
         engine=engine,
+        memory=memory,
     )
     facts = _observe_tree(image.fs, image.config, artifacts=artifacts, check_files=check_files)
     return Observation(facts=facts, fs=image.fs, image=image)

@@ -8,7 +8,8 @@ and layers that only name an engine (build takes one as a parameter) do not pay 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,32 @@ class Engine:
 
         return chunks()
 
+    def start_save(self, name: str) -> tuple[list[str], Iterator[bytes]]:
+        """`save_image`, with the request sent now from a worker thread, so the caller works meanwhile:
+        dockerd's exporter writes the whole export to a temporary directory before it sends the first
+        byte (3.9 of the 4.6 s of `docker save` of the fraud image). A missing image fails here, at
+        once: the image is inspected first, on this connection, which also gives the layers' diff_ids
+        as the engine lists them."""
+        from docker.errors import ImageNotFound, NotFound
+
+        try:
+            image = self._client.images.get(name)
+            image_id = str(image.id)
+            diff_ids = [str(d) for d in (image.attrs.get("RootFS") or {}).get("Layers") or ()]
+        except (ImageNotFound, NotFound):
+            raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
+        except _failures() as error:
+            raise SourceError(f"docker save {name} failed: {error}") from None
+        pending = _Pending(lambda: self._client.api.get_image(image_id, CHUNK))
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from pending.result()
+            except _failures() as error:
+                raise SourceError(f"docker save {name} failed: {error}") from None
+
+        return diff_ids, chunks()
+
     def load_archive(self, data: bytes) -> None:
         """`docker load` a docker-archive tar held in memory (its manifest names the tags)."""
         from docker.errors import APIError
@@ -109,6 +136,28 @@ class Engine:
             self._client.images.remove(name, force=True, noprune=False)
         except (ImageNotFound, NotFound):
             pass
+
+
+class _Pending:
+    """A call running in a daemon thread (the HTTP request of a save, until its headers arrive)."""
+
+    def __init__(self, call: Callable[[], Iterable[bytes]]) -> None:
+        self._value: Iterable[bytes] = ()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True, name="docker-save")
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Iterable[bytes]]) -> None:
+        try:
+            self._value = call()
+        except BaseException as error:  # handed to the reader's thread, which raises it
+            self._error = error
+
+    def result(self) -> Iterable[bytes]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def connect() -> Engine:

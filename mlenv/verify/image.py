@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from mlenv.model.facts import ConfigFact, EnvFacts
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
 from mlenv.observe import Observation, inspect_image
-from mlenv.observe.image import check_present
+from mlenv.observe.image import open_image
 from mlenv.observe.image.layerfiles import layer_steps
 from mlenv.sources.cas import ContentStore
 from mlenv.sources.registry import RegistryClient
@@ -17,6 +18,8 @@ from mlenv.verify.accounting import account, base_layer_count, plan, with_files
 from mlenv.verify.compare import compare
 from mlenv.verify.config import base_config, built_by, expected_config
 from mlenv.verify.expected import expected_facts, image_contents
+from mlenv.verify.layermemo import LayerMemo
+from mlenv.verify.manifest import ExpectedFile
 from mlenv.verify.policy import image_findings
 
 
@@ -44,31 +47,38 @@ def verify_image(
     platform: str | None = None,
     docker_config: str | None = None,
     project_dir: Path | None = None,
+    memo: LayerMemo | None = None,
 ) -> tuple[Report, Observation]:
     """Observe `reference` (any transport) and compare it with the lock.
 
     The observation is returned whole: its facts, and the image's identity (config and manifest
     digests) that an export names as its subject. Every file of every layer above the base is
     accounted for (verify.files); `project_dir` holds the app tree the image's copy must equal (without
-    it, the app copy is reported unverified, never skipped)."""
+    it, the app copy is reported unverified, never skipped). The layers read are remembered in `memo`
+    (default: the user cache's) for this lock, and those remembered are hashed but not parsed again."""
     chosen = platform or lock.target.platforms[0]
     models = [m.target for m in lock.models if m.strategy == "bake"]
     registry = RegistryClient(docker_config)
-    check_present(reference, docker_config=docker_config, platform=chosen, registry=registry)
-    # What the files must be is derived before the image is read, so the one pass keeps the few
-    # contents the checks need (generated files, byte code) and hashes the rest.
-    files = plan(lock, image_contents(lock, chosen, lock_digest=lock_digest), project_dir=project_dir)
-    observed = inspect_image(
-        reference,
-        docker_config=docker_config,
-        platform=chosen,
-        artifacts=models,
-        keep=files.keep,
-        registry=registry,
-    )
+    memo = memo if memo is not None else LayerMemo()
+    with open_image(reference, docker_config=docker_config, platform=chosen, registry=registry) as opened:
+        memory = memo.for_lock(lock_digest)
+        memory.prefetch(opened.diff_ids)
+        # What the files must be is derived before the image is read (while dockerd exports it), so the
+        # one pass keeps the few contents the checks need (generated files, byte code) and hashes the rest.
+        files = plan(lock, image_contents(lock, chosen, lock_digest=lock_digest), project_dir=project_dir)
+        base = base_config(lock, chosen, store=ContentStore(), registry=registry) if lock.base else None
+        observed = inspect_image(
+            reference,
+            docker_config=docker_config,
+            platform=chosen,
+            artifacts=models,
+            keep=files.keep,
+            registry=registry,
+            engine=opened.engine,
+            memory=memory,
+        )
     config = None
-    if lock.base is not None:
-        base = base_config(lock, chosen, store=ContentStore(), registry=registry)
+    if base is not None:
         found = observed.facts.config
         config = expected_config(
             lock,
@@ -85,4 +95,13 @@ def verify_image(
     image = observed.image
     steps = layer_steps(image.config)
     file_drifts = account(files, image.indexes, base_layers=base_layer_count(lock, chosen), steps=steps)
+    memo.remember(lock_digest, image, _content_to_remember(files.files))
     return with_files(report, file_drifts), observed
+
+
+def _content_to_remember(expected: list[ExpectedFile]) -> Callable[[str, str | None], bool]:
+    """Every kept content is remembered, but for a .pyc whose sha256 is the one predicted from the locked
+    wheel: the pyc check accepts that on its hash before it reads content (most of the 97 MB of the
+    fraud image's byte code)."""
+    predicted = {f.path: f.sha256 for f in expected if f.check == "pyc" and f.sha256 is not None}
+    return lambda path, sha256: sha256 is None or predicted.get(path) != sha256

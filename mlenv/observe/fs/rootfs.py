@@ -13,7 +13,9 @@ absolute symlinks are resolved against that root, never against the host's.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import posixpath
 import stat as stat_module
@@ -119,9 +121,90 @@ class LayerIndex:
     whiteouts: list[str] = field(default_factory=list)
     opaque: list[str] = field(default_factory=list)
 
+    raw_digest: str | None = None  # sha256 of the blob as read (compressed or not), when asked for
+
     @property
     def file_count(self) -> int:
         return sum(1 for node in self.entries.values() if node.kind in (REGULAR, HARDLINK))
+
+
+MEMO_FORMAT = 1  # of dump_index; bumped when the fields change
+
+
+def dump_index(index: LayerIndex, keep_content: Callable[[str, str | None], bool]) -> bytes:
+    """The layer's own entries as JSON, for a memory of layers read (verify.layermemo). Content is
+    written only where `keep_content(absolute path, its sha256 hex)`. A hard link into a lower layer
+    is written as read, unresolved: merging resolves it against the lower layers of the image it is
+    recalled into."""
+    rows: list[list[object]] = []
+    for path, node in index.entries.items():
+        digest, size, content = node.digest, node.size, node.content
+        if node.kind == HARDLINK and (node.link or "/")[1:] not in index.entries:
+            digest, size, content = None, 0, None
+        if content is not None and not keep_content("/" + path, None if digest is None else digest.hex()):
+            content = None
+        rows.append(
+            [
+                path,
+                node.kind,
+                node.mode,
+                size,
+                node.link,
+                node.uid,
+                node.gid,
+                None if digest is None else digest.hex(),
+                None if content is None else base64.b64encode(content).decode("ascii"),
+            ]
+        )
+    data = {
+        "format": MEMO_FORMAT,
+        "diff_id": index.diff_id,
+        "size": index.size,
+        "compression": index.compression,
+        "raw_digest": index.raw_digest,
+        "whiteouts": index.whiteouts,
+        "opaque": index.opaque,
+        "entries": rows,
+    }
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def load_index(data: bytes) -> LayerIndex:
+    """A LayerIndex from dump_index's bytes; ValueError when they are not that."""
+    try:
+        found = json.loads(data)
+        if found["format"] != MEMO_FORMAT:
+            raise ValueError("another format")
+        entries: dict[str, _Node] = {}
+        for path, kind, mode, size, link, uid, gid, digest, content in found["entries"]:
+            node = _Node(kind, mode, size, link, uid, gid)
+            node.digest = None if digest is None else bytes.fromhex(digest)
+            node.content = None if content is None else base64.b64decode(content)
+            entries[path] = node
+        return LayerIndex(
+            diff_id=str(found["diff_id"]),
+            size=int(found["size"]),
+            compression=str(found["compression"]),
+            entries=entries,
+            whiteouts=[str(p) for p in found["whiteouts"]],
+            opaque=[str(p) for p in found["opaque"]],
+            raw_digest=found["raw_digest"],
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"not a remembered layer: {error}") from None
+
+
+def hash_only(chunks: Iterable[Chunk]) -> str:
+    """sha256 of a blob read to its end, nothing else done with it (a layer recalled from memory). A
+    worker thread reads (a socket, a file) while this one hashes: both release the GIL."""
+    hasher = hashlib.sha256()
+    background = Background(iter(chunks), name="mlenv-hash")
+    try:
+        for chunk in background:
+            hasher.update(chunk)
+    finally:
+        background.close()
+    return "sha256:" + hasher.hexdigest()
 
 
 def normalize(name: str) -> str:
@@ -150,19 +233,28 @@ def normalize(name: str) -> str:
 
 
 def index_layer(
-    chunks: Iterable[Chunk], *, interest: Interest | None = None, threaded: bool = True
+    chunks: Iterable[Chunk],
+    *,
+    interest: Interest | None = None,
+    threaded: bool = True,
+    raw_digest: bool = False,
 ) -> LayerIndex:
     """Read one layer blob (gzip, zstd, xz, bzip2 or plain tar) in a single pass.
 
     With `threaded`, a worker thread reads (and decompresses) while the caller's thread parses the
     tar and hashes every file. The diff_id hash goes to whichever side has less to do: the
     parser's for compressed layers (inflate is the slowest stage), the worker's for plain tar.
+    With `raw_digest`, the sha256 of the blob as read is taken too (for a compressed one, one more
+    hash in the worker), so a memory of this layer can recognise the same bytes without decompressing.
     """
     hasher = hashlib.sha256()
     counted = [0]
     head, source = peek_head(iter(chunks), 6)
     kind = compression_of(head)
     hash_in_worker = threaded and kind == "none"
+    raw = hashlib.sha256() if raw_digest and kind != "none" else None
+    if raw is not None:
+        source = _tee(source, raw.update)
 
     def hashed(stream: Iterable[Chunk]) -> Iterator[Chunk]:
         update = hasher.update
@@ -193,14 +285,22 @@ def index_layer(
             background.close()
         if threaded:
             sys.setswitchinterval(switch)
+    diff_id = "sha256:" + hasher.hexdigest()
     return LayerIndex(
-        diff_id="sha256:" + hasher.hexdigest(),
+        diff_id=diff_id,
         size=counted[0],
         compression=kind,
         entries=layer[0],
         whiteouts=layer[1],
         opaque=layer[2],
+        raw_digest=None if not raw_digest else diff_id if raw is None else "sha256:" + raw.hexdigest(),
     )
+
+
+def _tee(chunks: Iterable[Chunk], update: Callable[[Chunk], object]) -> Iterator[Chunk]:
+    for chunk in chunks:
+        update(chunk)
+        yield chunk
 
 
 def _read_entries(

@@ -36,6 +36,9 @@ class LoadedImage:
     # Each layer's own entries, whiteouts and opaque markers, as read (before merging): verify accounts
     # for every path of every layer above the base from these, without reading a layer twice.
     indexes: tuple[LayerIndex, ...] = ()
+    # What each layer's blob is called where it was read (a save member, a blob digest): a memory of
+    # layers read (verify.layermemo) knows a blob again by its name and its bytes' sha256.
+    layer_names: tuple[str, ...] = ()
 
 
 def check_layers(where: object, config: Mapping[str, Any], diff_ids: Sequence[str]) -> None:
@@ -55,6 +58,7 @@ def finish(
     *,
     config_digest: str | None,
     manifest_digest: str | None,
+    names: Sequence[str] = (),
 ) -> LoadedImage:
     check_layers(location, config, [layer.diff_id for layer in layers])
     summaries = tuple(
@@ -71,6 +75,7 @@ def finish(
         layers=summaries,
         fs=LayeredFS(layers),
         indexes=tuple(layers),
+        layer_names=tuple(names),
     )
 
 

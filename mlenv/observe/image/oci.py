@@ -6,9 +6,10 @@ import os
 from collections.abc import Iterator
 
 from mlenv.errors import ImageError
-from mlenv.observe.fs.rootfs import Interest, index_layer
+from mlenv.observe.fs.rootfs import Interest
 from mlenv.observe.image.loaded import LoadedImage, digest_of, finish, parse_json
 from mlenv.observe.image.location import ImageLocation
+from mlenv.observe.image.memory import LayerMemory, read_layer
 from mlenv.observe.stream.decompress import read_chunks
 from mlenv.sources.registry import INDEX_TYPES, platform_of, select_platform
 
@@ -27,7 +28,9 @@ def file_chunks(path: str) -> Iterator[bytes]:
         yield from read_chunks(file)
 
 
-def load_oci(location: ImageLocation, interest: Interest | None, platform: str) -> LoadedImage:
+def load_oci(
+    location: ImageLocation, interest: Interest | None, platform: str, *, memory: LayerMemory | None = None
+) -> LoadedImage:
     root = location.target
     index_path = os.path.join(root, "index.json")
     if not os.path.isdir(root):
@@ -93,5 +96,8 @@ def load_oci(location: ImageLocation, interest: Interest | None, platform: str) 
             raise ImageError(f"{location}: malformed layer digest {layer['digest']!r}") from None
         if not os.path.isfile(path):
             raise ImageError(f"{location}: layer blob {layer['digest']} is missing")
-        layers.append(index_layer(file_chunks(path), interest=interest))
-    return finish(location, config, layers, config_digest=config_digest, manifest_digest=manifest_digest)
+        layers.append(read_layer(location, layer["digest"], file_chunks(path), interest, memory))
+    names = [layer["digest"] for layer in manifest.get("layers") or []]
+    return finish(
+        location, config, layers, config_digest=config_digest, manifest_digest=manifest_digest, names=names
+    )
