@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import tomllib
 from dataclasses import asdict
 from datetime import UTC, date, datetime
@@ -18,6 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from mlenv.errors import SpecError
+from mlenv.files import inside
 from mlenv.model.schema import first_error
 from mlenv.model.spec import (
     DEFAULT_INDEX_URL,
@@ -38,6 +41,28 @@ from mlenv.model.time import rfc3339
 SPEC_FILE = "mlenv.toml"
 PYPROJECT_FILE = "pyproject.toml"
 
+# A quoted value in an error line is cut here: an error is one line a person reads, and a 200,000
+# character requirement would bury the file and key it names.
+QUOTE_LIMIT = 200
+
+# [app] env is written into the lock and baked into the image, where anyone who pulls it can read it.
+# Names and values that look like credentials are refused at lock, with a hint to pass them at run time.
+SECRET_NAME = re.compile(
+    r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)($|_)", re.IGNORECASE
+)
+SECRET_VALUE = re.compile(
+    r"[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@"  # a URL with user:password@
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|\b(AKIA|ASIA)[0-9A-Z]{16}\b"  # an AWS access key id
+    r"|\b(ghp|gho|ghs|ghu|github_pat|glpat|xox[abp]|sk|hf)_[A-Za-z0-9_-]{16,}",  # common token prefixes
+)
+
+
+def quoted(value: str) -> str:
+    """`value` as an error line quotes it: repr, cut at QUOTE_LIMIT characters."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT] + f"... ({len(value)} characters)"
+
 
 def find_spec_file(location: Path) -> Path:
     """The spec file for a path: the file itself, or mlenv.toml / pyproject.toml in a directory."""
@@ -49,7 +74,7 @@ def find_spec_file(location: Path) -> Path:
     if candidate.is_file():
         return candidate
     pyproject = location / PYPROJECT_FILE
-    if pyproject.is_file() and "mlenv" in _read_toml(pyproject).get("tool", {}):
+    if pyproject.is_file() and "mlenv" in _tool_table(_read_toml(pyproject), pyproject):
         return pyproject
     raise SpecError(
         str(location),
@@ -64,17 +89,22 @@ def load_spec(location: Path) -> Spec:
     path = find_spec_file(location)
     document = _read_toml(path)
     if path.name == PYPROJECT_FILE:
-        table = document.get("tool", {}).get("mlenv")
+        table = _tool_table(document, path).get("mlenv")
         if not isinstance(table, dict):
             raise SpecError(str(path), "tool.mlenv", "missing table")
         prefix = "tool.mlenv."
     else:
         table, prefix = document, ""
-    problem = first_error(table, "mlenv.toml")
+    try:
+        problem = first_error(table, "mlenv.toml")
+    except RecursionError:
+        raise SpecError(str(path), prefix.rstrip(".") or None, "nested too deeply to validate") from None
     if problem is not None:
         key, message = problem
         raise SpecError(
-            str(path), prefix + key if key != "(top level)" else prefix.rstrip(".") or None, message
+            str(path),
+            prefix + key if key != "(top level)" else prefix.rstrip(".") or None,
+            _first_line(message),
         )
     return _build_spec(table, path, prefix)
 
@@ -105,14 +135,37 @@ def _json_default(value: Any) -> str:
     raise TypeError(f"cannot hash {type(value).__name__}")
 
 
+def _tool_table(document: dict[str, Any], path: Path) -> dict[str, Any]:
+    """pyproject's [tool] table; another project's `tool = 5` is a mistake to name, not a crash."""
+    tool = document.get("tool", {})
+    if not isinstance(tool, dict):
+        raise SpecError(str(path), "tool", f"is a {type(tool).__name__}, not a table")
+    return tool
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
-        raise SpecError(str(path), None, f"not valid TOML: {error}") from None
+        raise SpecError(str(path), None, f"not valid TOML: {_first_line(str(error))}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(str(path), None, not_utf8(error)) from None
+    except RecursionError:
+        raise SpecError(str(path), None, "not valid TOML: nested too deeply") from None
     except OSError as error:
-        raise SpecError(str(path), None, f"cannot read: {error.strerror}") from None
+        raise SpecError(str(path), None, f"cannot read: {error.strerror or error}") from None
+
+
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """What a UnicodeDecodeError means to a user: the file is not text in UTF-8, and where it stops being."""
+    return f"not UTF-8: byte {error.object[error.start]:#04x} at offset {error.start}"
+
+
+def _first_line(text: str) -> str:
+    """The first line of a library's message, cut to QUOTE_LIMIT: the lines after it draw carets."""
+    line = text.strip().splitlines()[0] if text.strip() else text
+    return line if len(line) <= QUOTE_LIMIT else line[:QUOTE_LIMIT] + "..."
 
 
 def _parse_as_of(value: Any, path: Path, key: str) -> datetime | None:
@@ -126,7 +179,7 @@ def _parse_as_of(value: Any, path: Path, key: str) -> datetime | None:
         try:
             parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
-            raise SpecError(str(path), key, f"not an RFC 3339 date-time: {value!r}") from None
+            raise SpecError(str(path), key, f"not an RFC 3339 date-time: {quoted(str(value))}") from None
     if parsed.tzinfo is None:
         raise SpecError(str(path), key, "needs a timezone (e.g. 2025-06-01T00:00:00Z)")
     return parsed.astimezone(UTC).replace(microsecond=0)
@@ -136,32 +189,46 @@ def _normalise_requirement(text: str, path: str, key: str | None) -> str:
     try:
         requirement = Requirement(text)
     except InvalidRequirement as error:
-        raise SpecError(path, key, f"invalid requirement {text!r}: {error}") from None
+        raise SpecError(path, key, f"invalid requirement {quoted(text)}: {_first_line(str(error))}") from None
     requirement.name = canonicalize_name(requirement.name)
     return str(requirement)
 
 
-def read_requirements_file(path: Path, seen: frozenset[Path] = frozenset()) -> list[tuple[str, str, int]]:
-    """Requirement lines of a requirements file, following `-r` includes: (text, file, line number)."""
+def read_requirements_file(
+    path: Path, seen: frozenset[Path] = frozenset(), *, root: Path | None = None
+) -> list[tuple[str, str, int]]:
+    """Requirement lines of a requirements file, following `-r` includes: (text, file, line number).
+
+    With `root`, an include must stay inside that directory (the project), symlinks followed.
+    """
     if path in seen:
         raise SpecError(str(path), None, "includes itself through -r")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise SpecError(str(path), None, not_utf8(error)) from None
     except OSError as error:
-        raise SpecError(str(path), None, f"cannot read requirements file: {error.strerror}") from None
+        raise SpecError(
+            str(path), None, f"cannot read requirements file: {error.strerror or error}"
+        ) from None
     found: list[tuple[str, str, int]] = []
     for number, raw in enumerate(lines, start=1):
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith(("-r ", "--requirement ")):
-            included = path.parent / line.split(None, 1)[1].strip()
-            found.extend(read_requirements_file(included, seen | {path}))
+            named = line.split(None, 1)[1].strip()
+            included = path.parent / named
+            if root is not None:
+                within = inside(root, os.path.relpath(path.parent / named, root))
+                if within is None or os.path.isabs(named):
+                    raise SpecError(f"{path}:{number}", None, f"-r {quoted(named)} is outside the project")
+            found.extend(read_requirements_file(included, seen | {path}, root=root))
         elif line.startswith("-"):
             raise SpecError(
                 f"{path}:{number}",
                 None,
-                f"option {line.split()[0]!r} is not supported in requirements files",
+                f"option {quoted(line.split()[0])} is not supported in requirements files",
                 hint="put index URLs in [python] of the spec; hashes come from the lock",
             )
         else:
@@ -201,10 +268,11 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         _add_requirement(requirements, _normalise_requirement(text, file, key), file, key)
     requirement_files = tuple(python_table.get("requirements-files", []))
     for index, relative in enumerate(requirement_files):
-        req_path = project_dir / relative
+        key = f"{prefix}python.requirements-files[{index}]"
+        req_path = _project_path(project_dir, relative, file, key)
         if not req_path.is_file():
-            raise SpecError(file, f"{prefix}python.requirements-files[{index}]", f"no such file: {relative}")
-        for text, source, line in read_requirements_file(req_path):
+            raise SpecError(file, key, f"no such file: {quoted(relative)}")
+        for text, source, line in read_requirements_file(project_dir / relative, root=project_dir):
             where = f"{source}:{line}"
             _add_requirement(requirements, _normalise_requirement(text, where, None), where, None)
     python = PythonSpec(
@@ -235,6 +303,8 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
             raise SpecError(file, f"{key}.sha256", "missing: a model fetched from a URL needs its sha256")
         if strategy == "bake" and is_url:
             raise SpecError(file, f"{key}.source", "strategy 'bake' copies a file of the project, not a URL")
+        if not is_url:
+            _project_path(project_dir, source, file, f"{key}.source")
         models.append(
             ModelSpec(source=source, target=model["target"], strategy=strategy, sha256=model.get("sha256"))
         )
@@ -250,8 +320,12 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         allow=tuple(str(path).strip("/") for path in app_table.get("allow", [])),
     )
     for index, relative in enumerate(app.copy):
-        if not (project_dir / relative).exists():
-            raise SpecError(file, f"{prefix}app.copy[{index}]", f"no such file or directory: {relative}")
+        if not _project_path(project_dir, relative, file, f"{prefix}app.copy[{index}]").exists():
+            raise SpecError(
+                file, f"{prefix}app.copy[{index}]", f"no such file or directory: {quoted(relative)}"
+            )
+    for name, value in app.env:
+        _refuse_secret(name, value, file, f"{prefix}app.env.{name}")
 
     return Spec(
         path=file,
@@ -264,6 +338,29 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         cuda=cuda,
         app=app,
         as_of=_parse_as_of(table.get("as-of"), path, prefix + "as-of"),
+    )
+
+
+def _project_path(project_dir: Path, relative: str, file: str, key: str) -> Path:
+    """`relative` inside the project directory, or an error naming `key`: an absolute path, `..` out of
+    the project or a symlink pointing out would make mlenv read (and hash, and bake) a file of the host."""
+    resolved = inside(project_dir, relative)
+    if resolved is None:
+        raise SpecError(
+            file, key, f"{quoted(relative)} is outside the project directory", hint="use a path inside it"
+        )
+    return resolved
+
+
+def _refuse_secret(name: str, value: str, file: str, key: str) -> None:
+    """Refuse a credential in [app] env: it would be written into the lock and readable in the image."""
+    if SECRET_NAME.search(name) is None and SECRET_VALUE.search(value) is None:
+        return
+    raise SpecError(
+        file,
+        key,
+        "looks like a secret; [app] env is written into the lock and the image for anyone to read",
+        hint=f"leave it out and pass it at run time: docker run -e {name} ...",
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from mlenv.build.artifacts import Progress, apt_artifacts, fetch, python_artifacts
 from mlenv.build.tarball import Entry, tree_entries, write_tar
 from mlenv.errors import BuildError
+from mlenv.files import inside
 from mlenv.model.ignore import ignore_match
 from mlenv.model.lock import Lock
 from mlenv.observe.fs.apptree import app_entries, model_entries
@@ -27,6 +28,7 @@ def assemble_context(
     debs: dict[str, Path],
 ) -> None:
     """Write the build context: generated files, wheels, and reproducible tars of debs, app, models."""
+    _refuse_outside(lock, project_dir)
     epoch = source_date_epoch(lock)
     for relative, data in rendered.files:
         target = destination / relative
@@ -53,6 +55,18 @@ def assemble_context(
         write_tar(context_dir / APP_TAR, app_entries(lock, project_dir), mtime=epoch)
     if any(m.strategy == "bake" for m in lock.models):
         write_tar(context_dir / MODELS_TAR, model_entries(lock, project_dir), mtime=epoch)
+
+
+def _refuse_outside(lock: Lock, project_dir: Path) -> None:
+    """A lock edited by hand may name `/etc` or `../../.ssh` as app code or a model: the spec reader refuses
+    those, and so does the build, before a file of the host is packed into the context."""
+    named = [(f"app.copy[{i}]", relative) for i, relative in enumerate(lock.app.copy)]
+    named += [(f"models[{i}].source", m.source) for i, m in enumerate(lock.models) if m.strategy == "bake"]
+    for key, relative in named:
+        if inside(project_dir, relative) is None:
+            raise BuildError(
+                f"the lock's {key} {relative[:200]!r} is outside the project directory {project_dir}"
+            )
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
