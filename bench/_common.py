@@ -51,13 +51,34 @@ def timed(action: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - start, result
 
 
+PEAK_KIB: list[int] = []  # ru_maxrss of each command `run` waited for, in KiB, last one last
+
+
+def _run_measured(
+    command: Sequence[str], cwd: Path | None, env: dict[str, str] | None
+) -> subprocess.CompletedProcess[str]:
+    """subprocess.run, but reaped with wait4 so the child's own peak memory is known (getrusage of
+    RUSAGE_CHILDREN is the largest of all children so far, not this one's)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        PEAK_KIB.append(usage.ru_maxrss)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(
+            list(command),
+            process.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
+
+
 def run(
     command: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
     """Run a command with its output captured; the wall time includes its start-up, as a user sees it."""
-    seconds, result = timed(
-        lambda: subprocess.run(list(command), cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    )
+    seconds, result = timed(lambda: _run_measured(command, cwd, env))
     if check and result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
         raise RuntimeError(f"{' '.join(command)} exited {result.returncode}: {' | '.join(tail)}")
@@ -241,23 +262,38 @@ class BigImage:
 
 
 def big_image(infra: Stack, progress: Callable[[str], None] = print) -> BigImage:
-    """The fraud detector with heavy extras, locked and built by `mlenv build` once and then reused.
+    """The fraud detector with heavy extras, locked and built by `mlenv build` once and then reused."""
+    return _kept_image(infra, "big", BIG_RECIPE, BIG_EXTRAS, progress)
+
+
+FRAUD_RECIPE = "f1"
+
+
+def fraud_image(infra: Stack, progress: Callable[[str], None] = print) -> BigImage:
+    """The seed's fraud detector as it is (the image the tests verify), built once and then reused."""
+    return _kept_image(infra, "fraud", FRAUD_RECIPE, (), progress)
+
+
+def _kept_image(
+    infra: Stack, name: str, recipe: str, extras: Sequence[str], progress: Callable[[str], None]
+) -> BigImage:
+    """The fraud detector plus `extras`, locked and built by `mlenv build` once and then reused.
 
     The project (its spec names this run's registry port) and its lock are kept, so later runs find the
     same image by the lock's hash and skip the build; only a new recipe builds again."""
-    with cache_lock(f"bench-big-{BIG_RECIPE}"):
-        root = bench_dir(f"big-{BIG_RECIPE}")
+    with cache_lock(f"bench-{name}-{recipe}"):
+        root = bench_dir(f"{name}-{recipe}")
         project = root / "fraud-detector"
         lock = project / "mlenv.lock"
         if not lock.exists():
             shutil.rmtree(project, ignore_errors=True)
             project = copy_example("fraud-detector", root, base={"image": infra.base.ref})
             requirements = project / "requirements.txt"
-            requirements.write_text(requirements.read_text() + "".join(f"{name}\n" for name in BIG_EXTRAS))
+            requirements.write_text(requirements.read_text() + "".join(f"{extra}\n" for extra in extras))
             train_fraud_model(project)
-            progress(f"locking the big project {project}")
+            progress(f"locking the {name} project {project}")
             mlenv("lock", str(project))
-        tag = f"{TAG_PREFIX}big:{lock_prefix(lock)}"
+        tag = f"{TAG_PREFIX}{name}:{lock_prefix(lock)}"
         try:
             infra.daemon.client.images.get(tag)
         except docker.errors.ImageNotFound:

@@ -13,7 +13,6 @@ absolute symlinks are resolved against that root, never against the host's.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -128,21 +127,30 @@ class LayerIndex:
         return sum(1 for node in self.entries.values() if node.kind in (REGULAR, HARDLINK))
 
 
-MEMO_FORMAT = 1  # of dump_index; bumped when the fields change
+MEMO_FORMAT = 2  # of dump_index; bumped when the fields change
+_HEAD = 8  # bytes of the header's length, big-endian, before the JSON header and the contents after it
 
 
 def dump_index(index: LayerIndex, keep_content: Callable[[str, str | None], bool]) -> bytes:
-    """The layer's own entries as JSON, for a memory of layers read (verify.layermemo). Content is
+    """The layer's own entries, for a memory of layers read (verify.layermemo): a JSON header, then
+    the kept contents back to back (the header holds each one's offset and length). Content is
     written only where `keep_content(absolute path, its sha256 hex)`. A hard link into a lower layer
     is written as read, unresolved: merging resolves it against the lower layers of the image it is
     recalled into."""
     rows: list[list[object]] = []
+    contents: list[bytes] = []
+    offset = 0
     for path, node in index.entries.items():
         digest, size, content = node.digest, node.size, node.content
         if node.kind == HARDLINK and (node.link or "/")[1:] not in index.entries:
             digest, size, content = None, 0, None
         if content is not None and not keep_content("/" + path, None if digest is None else digest.hex()):
             content = None
+        where = None
+        if content is not None:
+            where = [offset, len(content)]
+            contents.append(content)
+            offset += len(content)
         rows.append(
             [
                 path,
@@ -153,10 +161,10 @@ def dump_index(index: LayerIndex, keep_content: Callable[[str, str | None], bool
                 node.uid,
                 node.gid,
                 None if digest is None else digest.hex(),
-                None if content is None else base64.b64encode(content).decode("ascii"),
+                where,
             ]
         )
-    data = {
+    header = {
         "format": MEMO_FORMAT,
         "diff_id": index.diff_id,
         "size": index.size,
@@ -166,20 +174,27 @@ def dump_index(index: LayerIndex, keep_content: Callable[[str, str | None], bool
         "opaque": index.opaque,
         "entries": rows,
     }
-    return json.dumps(data, separators=(",", ":")).encode()
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    return b"".join([len(encoded).to_bytes(_HEAD, "big"), encoded, *contents])
 
 
 def load_index(data: bytes) -> LayerIndex:
     """A LayerIndex from dump_index's bytes; ValueError when they are not that."""
     try:
-        found = json.loads(data)
+        length = int.from_bytes(data[:_HEAD], "big")
+        found = json.loads(data[_HEAD : _HEAD + length])
         if found["format"] != MEMO_FORMAT:
             raise ValueError("another format")
+        blob = memoryview(data)[_HEAD + length :]
         entries: dict[str, _Node] = {}
-        for path, kind, mode, size, link, uid, gid, digest, content in found["entries"]:
+        for path, kind, mode, size, link, uid, gid, digest, where in found["entries"]:
             node = _Node(kind, mode, size, link, uid, gid)
             node.digest = None if digest is None else bytes.fromhex(digest)
-            node.content = None if content is None else base64.b64decode(content)
+            if where is not None:
+                start, count = where
+                if start + count > len(blob):
+                    raise ValueError("truncated contents")
+                node.content = bytes(blob[start : start + count])
             entries[path] = node
         return LayerIndex(
             diff_id=str(found["diff_id"]),
