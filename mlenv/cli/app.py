@@ -1,14 +1,20 @@
 """The typer root and the one error boundary that maps errors to exit codes.
 
 0 = done / matches, 1 = a check ran and found differences (stale lock, drift), 2 = error. A user
-mistake gets one line on stderr; the traceback only with -v.
+mistake gets one line on stderr; the traceback only with -v. SIGINT and SIGTERM unwind the stack like an
+error does, so every temporary file and directory (and a resolver child) is cleaned up on the way out.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
+import signal
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -25,6 +31,49 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _state = {"verbose": False}
+
+# An error line is read by a person and grepped by CI: one line, cut here (a quoted value inside it is
+# already cut to 200 characters where it is made; this bounds what a library's message may add).
+LINE_LIMIT = 1000
+
+
+class Stopped(BaseException):
+    """A signal asked mlenv to stop. A BaseException, so no `except Exception` swallows it and click does
+    not turn it into its own Abort (which prints an empty line first); `finally` blocks and context
+    managers still run, removing temporary directories, and subprocess.run kills its child."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    # A second Ctrl-C while the first unwinds would interrupt the cleanup it is waiting for.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Stopped while a command runs; the previous handlers come back after."""
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {signum: signal.signal(signum, _stop) for signum in wanted}
+    except ValueError:  # not the main thread (an embedding program): leave signals to it
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def one_line(text: str) -> str:
+    """`text` as one bounded line: line breaks (a library's caret under a requirement) become spaces."""
+    line = re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
+    return line if len(line) <= LINE_LIMIT else line[:LINE_LIMIT] + "..."
 
 
 def _version(value: bool) -> None:
@@ -77,27 +126,30 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
     try:
-        register_commands(args)
-        code = app(args=argv, prog_name="mlenv", standalone_mode=False)
+        with _stop_on_signals():
+            register_commands(args)
+            code = app(args=argv, prog_name="mlenv", standalone_mode=False)
     except MlenvError as error:
         if verbose:
             traceback.print_exc()
-        typer.echo(f"mlenv: error: {error}", err=True)
+        typer.echo(f"mlenv: error: {one_line(str(error))}", err=True)
         sys.exit(error.exit_code)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("mlenv: interrupted", err=True)
-        sys.exit(130)
+    except (Stopped, typer.Abort, KeyboardInterrupt) as stopped:
+        signum = stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT
+        typer.echo("mlenv: interrupted" if signum == signal.SIGINT else "mlenv: terminated", err=True)
+        sys.exit(128 + signum)  # the shell's convention for "ended by signal N"
     except TyperException as error:  # usage mistakes: unknown command or option, bad value
         message = error.format_message() if hasattr(error, "format_message") else str(error)
-        typer.echo(f"mlenv: error: {message}", err=True)
+        typer.echo(f"mlenv: error: {one_line(message)}", err=True)
         sys.exit(2)
     except Exception as error:  # a bug in mlenv, not a user mistake: say so and how to report it
         if verbose:
             traceback.print_exc()
         typer.echo(
-            f"mlenv: internal error: {error.__class__.__name__}: {error} (re-run with -v for details)",
+            f"mlenv: internal error: {one_line(f'{error.__class__.__name__}: {error}')} "
+            "(re-run with -v for details)",
             err=True,
         )
         sys.exit(2)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import typer
 
-from mlenv.errors import MlenvError
+from mlenv.errors import LockfileError, MlenvError
 from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
 from mlenv.model.lock import Lock
 from mlenv.model.spec import Spec
 from mlenv.resolve.freshness import stale_reasons
-from mlenv.spec import load_spec
+from mlenv.spec import load_spec, not_utf8
 
 
 class StaleLockError(MlenvError):
@@ -38,11 +38,25 @@ def fresh_project(location: Path, lockfile: Path | None = None) -> Project:
     spec = load_spec(location)
     path = lockfile or Path(spec.project_dir, LOCK_FILE)
     data = read_lock_bytes(path)
-    lock = loads(data.decode("utf-8"), path=str(path))
+    lock = loads(lock_text(data, path), path=str(path))
     reasons = stale_reasons(spec, lock)
     if reasons:
         raise StaleLockError(f"{path} is stale: {reasons[0]}", hint="run `mlenv lock`")
     return Project(spec=spec, lock=lock, lock_path=path, lock_digest=lock_digest(data))
+
+
+def lock_text(data: bytes, path: Path) -> str:
+    """A lock's bytes as text; a lock that is not UTF-8 was not written by mlenv, and says where it breaks."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise LockfileError(str(path), None, not_utf8(error)) from None
+
+
+def refuse_directory(path: Path, option: str) -> None:
+    """One line for `-l DIR` before any work (a resolution, an image read) is done for nothing."""
+    if path.is_dir():
+        raise MlenvError(f"{option} {path}: is a directory; it takes a file path")
 
 
 def say(message: str) -> None:

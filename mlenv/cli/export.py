@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from mlenv import __version__
-from mlenv.cli.common import say
+from mlenv.cli.common import lock_text, refuse_directory, say
 from mlenv.errors import MlenvError
 from mlenv.export import ExportContext, ExportFormat, ImageIdentity, document_time, export_format
 from mlenv.export import export as render
@@ -42,7 +42,8 @@ def export(
         ),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here (atomically) instead of stdout.")
+        Path | None,
+        typer.Option("--output", "-o", help="Write here (atomically) instead of stdout; `-` is stdout."),
     ] = None,
     lock: Annotated[
         Path | None, typer.Option("--lock", "-l", help="The lockfile (default PROJECT/mlenv.lock).")
@@ -53,13 +54,16 @@ def export(
 ) -> None:
     """Export the lock, or an image verified against it, as CycloneDX, SPDX, in-toto, HTML, JSON or pylock."""
     chosen_format = export_format(output_format)
-    if output is not None and output.is_dir():
-        raise MlenvError(f"{output}: is a directory; -o takes a file path")
+    if output == Path("-"):
+        output = None
+    if output is not None:
+        refuse_directory(output, "--output")
     if lock is None and not project.exists():
         raise MlenvError(f"{project}: no such project directory or spec file")
     lock_path = lock or (project if project.is_dir() else project.parent) / LOCK_FILE
+    refuse_directory(lock_path, "--lock")
     data = read_lock_bytes(lock_path)
-    locked = loads(data.decode("utf-8"), path=str(lock_path))
+    locked = loads(lock_text(data, lock_path), path=str(lock_path))
     chosen = platform or locked.target.platforms[0]
     if chosen not in locked.target.platforms:
         raise MlenvError(
@@ -80,10 +84,7 @@ def export(
         sys.stdout.buffer.write(content)
         sys.stdout.flush()
     else:
-        try:
-            write_atomic(output, content)
-        except OSError as error:
-            raise MlenvError(f"{output}: cannot write: {error.strerror or error}") from None
+        write_atomic(output, content)
         say(f"wrote {chosen_format} to {output} (verdict: {verdict(report)})")
 
 

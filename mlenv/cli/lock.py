@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mlenv.cli.common import refuse_directory
 from mlenv.files import write_atomic
 from mlenv.lockfile import LOCK_FILE, dump_bytes, read_lock
 from mlenv.model.spec import ResolverName
@@ -50,6 +51,7 @@ def lock(
     """Resolve mlenv.toml into mlenv.lock (every layer pinned, Python files hashed for the target)."""
     spec = load_spec(project)
     path = lockfile or Path(spec.project_dir, LOCK_FILE)
+    refuse_directory(path, "--lockfile")
     if check:
         reasons = stale_reasons(spec, read_lock(path))
         for reason in reasons:
