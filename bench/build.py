@@ -1,7 +1,9 @@
 """`mlenv build` of examples/fraud-detector: a clean build, then a rebuild after editing one app source file.
 
-Targets (issue 5): rebuild / clean time <= 0.10, with every layer below the app layer reused (their
-diff_ids equal in both images); and the final image smaller than the seed's single-stage Dockerfile.
+Targets (issues 5 and 13): rebuild / clean time <= 0.10, the rebuild's self-verify included, with every
+layer below the app layer reused (their diff_ids equal in both images); and the final image smaller than
+the seed's single-stage Dockerfile. The rebuild's self-verify parses only the layers that changed: the
+clean build's verify remembered the others for this lock (verify.layermemo), so they are only hashed.
 
 Conditions: the artifact cache is warm for both builds (`mlenv dockerfile -o` fetches every wheel and .deb
 first), so the clean build measures the build, not PyPI; the clean build passes --no-cache; the rebuild uses

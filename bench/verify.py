@@ -80,62 +80,63 @@ def main() -> int:
     args = parser.parse_args()
     with infrastructure() as infra:
         image = big_image(infra) if args.big else fraud_image(infra)
-    lock = str(image.lock)
-    layers = image.oci_layers()
-    warm_page_cache([*layers, image.archive])
-    print(f"{image.tag}: {mib(image.uncompressed)} uncompressed in {len(layers)} layers; lock {lock}")
-    print(f"before: {load_note()}", flush=True)
-    verify_cli(f"docker-daemon:{image.tag}", lock, remembered=False, label="warm-up")  # derived caches
-    rows: list[tuple[str, str]] = []
-    ratios: list[tuple[str, float]] = []
-    sides = [
-        ("oci:", f"oci:{image.oci}", "gzip -dc each layer > /dev/null", lambda: decompress_only(layers)),
-        (
-            "docker-archive:",
-            f"docker-archive:{image.archive}",
-            "cat the archive > /dev/null",
-            lambda: decompress_only([image.archive]),
-        ),
-        (
-            "docker-daemon:",
-            f"docker-daemon:{image.tag}",
-            "docker save > /dev/null",
-            lambda: docker_save_only(image.tag),
-        ),
-    ]
-    for name, reference, anchor_name, anchor in sides:
-        anchors = []
-        for remembered in (False, True):
-            label = f"{name} {'remembered' if remembered else 'first read'}"
-            if remembered:
-                verify_cli(reference, lock, remembered=False, label="warm-up")  # fills the memory
-            measured, anchored = alternate(
-                lambda reference=reference, remembered=remembered, label=label: verify_cli(
-                    reference, lock, remembered=remembered, label=label
-                ),
-                anchor,
-                args.repeats,
-            )
-            anchors.append(anchored)
-            rows.append((f"mlenv verify {label}", f"{measured:7.2f}   {peak(label)}"))
-            ratios.append((f"verify {label} / {anchor_name.split(' ')[0]}", measured / anchored))
-        rows.append((anchor_name, f"{median(anchors):7.2f}"))
-    hashed = median([hash_only(image.archive) for _ in range(args.repeats)])
-    docker_run_listing(image.tag)  # the first run pays for creating the container's layer; not timed
-    in_container = median([docker_run_listing(image.tag) for _ in range(args.repeats)])
-    start_up = median([mlenv("--version")[0] for _ in range(args.repeats)])
-    rows += [
-        ("mlenv start-up (mlenv --version)", f"{start_up:7.2f}"),
-        ("sha256sum the archive (reference)", f"{hashed:7.2f}"),
-        ("docker run: pip list; dpkg-query -W (ref.)", f"{in_container:7.2f}"),
-    ]
-    print_table(f"seconds, median of {args.repeats} (page cache warm)", rows)
-    print("\nratios")
-    for label, value in ratios:
-        if label.startswith(("verify oci:", "verify docker-daemon:")):
-            report_ratio(label, value, at_most=1.3)
-        else:
-            print(f"  {label:<44} {value:8.3f}")
+        # Inside the block: DOCKER_HOST names the engine only while it is held.
+        lock = str(image.lock)
+        layers = image.oci_layers()
+        warm_page_cache([*layers, image.archive])
+        print(f"{image.tag}: {mib(image.uncompressed)} uncompressed in {len(layers)} layers; lock {lock}")
+        print(f"before: {load_note()}", flush=True)
+        verify_cli(f"docker-daemon:{image.tag}", lock, remembered=False, label="warm-up")  # derived caches
+        rows: list[tuple[str, str]] = []
+        ratios: list[tuple[str, float]] = []
+        sides = [
+            ("oci:", f"oci:{image.oci}", "gzip -dc each layer > /dev/null", lambda: decompress_only(layers)),
+            (
+                "docker-archive:",
+                f"docker-archive:{image.archive}",
+                "cat the archive > /dev/null",
+                lambda: decompress_only([image.archive]),
+            ),
+            (
+                "docker-daemon:",
+                f"docker-daemon:{image.tag}",
+                "docker save > /dev/null",
+                lambda: docker_save_only(image.tag),
+            ),
+        ]
+        for name, reference, anchor_name, anchor in sides:
+            anchors = []
+            for remembered in (False, True):
+                label = f"{name} {'remembered' if remembered else 'first read'}"
+                if remembered:
+                    verify_cli(reference, lock, remembered=False, label="warm-up")  # fills the memory
+                measured, anchored = alternate(
+                    lambda reference=reference, remembered=remembered, label=label: verify_cli(
+                        reference, lock, remembered=remembered, label=label
+                    ),
+                    anchor,
+                    args.repeats,
+                )
+                anchors.append(anchored)
+                rows.append((f"mlenv verify {label}", f"{measured:7.2f}   {peak(label)}"))
+                ratios.append((f"verify {label} / {anchor_name.split(' ')[0]}", measured / anchored))
+            rows.append((anchor_name, f"{median(anchors):7.2f}"))
+        hashed = median([hash_only(image.archive) for _ in range(args.repeats)])
+        docker_run_listing(image.tag)  # the first run pays for creating the container's layer; not timed
+        in_container = median([docker_run_listing(image.tag) for _ in range(args.repeats)])
+        start_up = median([mlenv("--version")[0] for _ in range(args.repeats)])
+        rows += [
+            ("mlenv start-up (mlenv --version)", f"{start_up:7.2f}"),
+            ("sha256sum the archive (reference)", f"{hashed:7.2f}"),
+            ("docker run: pip list; dpkg-query -W (ref.)", f"{in_container:7.2f}"),
+        ]
+        print_table(f"seconds, median of {args.repeats} (page cache warm)", rows)
+        print("\nratios")
+        for label, value in ratios:
+            if label.startswith(("verify oci:", "verify docker-daemon:")):
+                report_ratio(label, value, at_most=1.3)
+            else:
+                print(f"  {label:<44} {value:8.3f}")
     print(f"\nafter: {load_note()}; other sessions share this machine, so times are noisy")
     return 0
 
