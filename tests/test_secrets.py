@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlenv.build.context import refuse_secret_files
-from mlenv.errors import BuildError
+from mlenv.errors import BuildError, SpecError
 from mlenv.model.ignore import SECTIONS, ignore_match
 from mlenv.render.dockerignore import DOCKERIGNORE
 from mlenv.spec import load_spec, spec_hash
@@ -113,3 +113,45 @@ def test_the_spec_allow_key_and_its_hash(tmp_path: Path) -> None:
     assert allowing.app.allow == ("app/certs/public.pem",)
     # Allowing a path changes what may be built, so the lock goes stale; no key, no change of hash.
     assert spec_hash(allowing) != spec_hash(plain)
+
+
+SPEC_ENV = 'name = "demo"\n[target]\npython = "3.11.2"\nglibc = "2.36"\n[app.env]\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HF_TOKEN", "anything"),
+        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        ("DB_PASSWORD", "hunter2"),
+        ("CLIENT_SECRET", "x"),
+        ("OPENAI_API_KEY", "x"),
+        ("DATABASE_URL", "postgres://app:hunter2@db:5432/app"),
+        ("INDEX", "https://user:pw@example.invalid/simple"),
+        ("GH", "ghp_" + "a1B2" * 9),
+        ("AWS_ID", "AKIA" + "ABCDEFGHIJKLMNOP"),
+        ("KEY_PEM", "-----BEGIN RSA PRIVATE KEY-----"),
+    ],
+)
+def test_a_secret_in_app_env_is_refused_at_lock(tmp_path: Path, name: str, value: str) -> None:
+    (tmp_path / "mlenv.toml").write_text(SPEC_ENV + f'{name} = "{value}"\n')
+    with pytest.raises(SpecError) as caught:
+        load_spec(tmp_path)
+    message = str(caught.value)
+    assert f"mlenv.toml: app.env.{name}: looks like a secret" in message
+    assert f"docker run -e {name}" in message and value not in message  # the error does not echo it
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PYTHONUNBUFFERED", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("MODEL_URL", "https://models.example.invalid/model.bin"),
+        ("LOG_LEVEL", "info"),
+        ("KEYBOARD", "us"),
+    ],
+)
+def test_ordinary_app_env_is_kept(tmp_path: Path, name: str, value: str) -> None:
+    (tmp_path / "mlenv.toml").write_text(SPEC_ENV + f'{name} = "{value}"\n')
+    assert load_spec(tmp_path).app.env == ((name, value),)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import platform as host_platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlenv.errors import ResolutionError
+from mlenv.files import work_directory
 from mlenv.model.lock import PythonFile, PythonPin
 from mlenv.model.spec import ResolverName
 from mlenv.model.target import Target, machine, python_tuple, target_tags, wheel_installs
@@ -83,7 +83,7 @@ class PipToolsBackend:
         return pins
 
     def _compile(self, request: PythonRequest) -> dict[str, tuple[str, frozenset[str]]]:
-        with tempfile.TemporaryDirectory(prefix="mlenv-piptools-") as work:
+        with work_directory("piptools") as work:
             source = Path(work, "requirements.in")
             source.write_text("".join(f"{r}\n" for r in request.requirements), encoding="utf-8")
             output = Path(work, "requirements.txt")

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from mlenv.errors import ResolutionError, SourceError
+from mlenv.files import work_directory
 from mlenv.model.lock import PythonFile, PythonPin
 from mlenv.model.spec import ResolverName
 from mlenv.model.target import glibc_minor, machine
@@ -56,7 +56,7 @@ class UvBackend:
     name: ResolverName = "uv"
 
     def resolve(self, request: PythonRequest) -> list[PythonPin]:
-        with tempfile.TemporaryDirectory(prefix="mlenv-uv-") as work:
+        with work_directory("uv") as work:
             requirements = Path(work, "requirements.in")
             requirements.write_text("".join(f"{r}\n" for r in request.requirements), encoding="utf-8")
             output = Path(work, "pylock.toml")
