@@ -159,3 +159,12 @@ def test_a_drifted_image_from_memory_gives_the_fresh_report(
     assert remembered == fresh
     verify(memo, digest="sha256:" + "c" * 64)  # another lock: nothing is served from memory
     assert memo.recalled == []
+
+
+def test_beyond_its_limit_the_least_recently_used_layers_are_forgotten(tmp_path: Path) -> None:
+    archive = docker_archive(tmp_path / "a.tar", [BOTTOM, TOP], image_config([BOTTOM, TOP]))
+    memo = LayerMemo(tmp_path / "memo", limit=0)
+    memo.remember(LOCK_A, read(f"docker-archive:{archive}", memo, LOCK_A), lambda path, sha256: True)
+    assert memo.remembered and not list((tmp_path / "memo" / "layers").iterdir())
+    read(f"docker-archive:{archive}", memo, LOCK_A)
+    assert memo.recalled == []

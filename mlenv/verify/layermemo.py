@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -33,6 +34,9 @@ from mlenv.observe.image import LoadedImage
 from mlenv.sources.cas import cache_root
 
 MEMO_VERSION = 1  # bumped whenever what a remembered layer holds changes
+# The fraud image's venv layer is 45 MB remembered (the byte code that this host compiles differently
+# is kept to be checked); past this many bytes the least recently used layers are forgotten.
+LIMIT = 2 << 30
 
 
 def _digest(*parts: object) -> str:
@@ -43,8 +47,9 @@ class LayerMemo:
     """Layers remembered under `root` (default: <cache>/derived/layers). `recalled` lists the diff_ids
     served from memory by the last `for_lock` view; `remembered` those written by `remember`."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, limit: int = LIMIT) -> None:
         self.root = root if root is not None else cache_root() / "derived" / "layers"
+        self.limit = limit
         self.recalled: list[str] = []
         self.remembered: list[str] = []
 
@@ -60,8 +65,11 @@ class LayerMemo:
         return LockedMemo(self, lock_digest)
 
     def _load(self, lock_digest: str, diff_id: str) -> LayerIndex | None:
+        path = self._layer(lock_digest, diff_id)
         try:
-            return load_index(self._layer(lock_digest, diff_id).read_bytes())
+            index = load_index(path.read_bytes())
+            os.utime(path)  # recently used: forgotten last
+            return index
         except (OSError, ValueError):
             return None  # not remembered for this lock (or unreadable): the layer is read
 
@@ -103,6 +111,20 @@ class LayerMemo:
                 row = {"name": name, "raw": index.raw_digest, "diff_id": index.diff_id}
                 out.write(json.dumps(row).encode())
             self.remembered.append(index.diff_id)
+        if self.remembered:
+            self._forget_beyond_limit()
+
+    def _forget_beyond_limit(self) -> None:
+        try:
+            files = [(f.stat().st_mtime, f.stat().st_size, f) for f in (self.root / "layers").iterdir()]
+        except OSError:
+            return
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files, key=lambda row: row[0]):
+            if total <= self.limit:
+                break
+            path.unlink(missing_ok=True)  # its name hints stay: without the layer they serve nothing
+            total -= size
 
 
 class LockedMemo:
