@@ -54,3 +54,18 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
     result = run_cli("init", str(tmp_path))
     assert result.code == 2 and "already exists" in result.stderr
     assert (tmp_path / "mlenv.toml").read_text() == "keep me\n"
+
+
+def test_init_from_requirements_keeps_inside_the_project(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "host.txt").write_text("pandas==2.0.3\n")
+    outside = run_cli("init", str(project), "--from", str(tmp_path / "host.txt"))
+    assert outside.code == 2 and "must be inside the project directory" in outside.stderr
+    (project / "requirements.txt").write_text("-r ../host.txt\n")
+    included = run_cli("init", str(project), "--from", str(project / "requirements.txt"))
+    assert (
+        included.code == 2
+        and "requirements.txt:1: -r '../host.txt' is outside the project" in included.stderr
+    )
+    assert sorted(p.name for p in project.iterdir()) == ["requirements.txt"]

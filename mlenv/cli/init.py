@@ -77,10 +77,11 @@ def init(
         raise SpecError(str(target), None, "already exists", hint="use --force to overwrite it")
     relative = None
     if from_requirements is not None:
-        read_requirements_file(from_requirements)  # fail now, with the file and line, not at lock time
         try:
             relative = str(from_requirements.resolve().relative_to(directory.resolve()))
         except ValueError:
             raise SpecError(str(from_requirements), None, "must be inside the project directory") from None
+        # Fail now, with the file and line, not at lock time; its includes must stay in the project too.
+        read_requirements_file(from_requirements, root=directory)
     write_atomic(target, starter_spec(project_name(directory), relative).encode())
     typer.echo(f"wrote {target}")
