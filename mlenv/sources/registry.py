@@ -6,6 +6,10 @@ and never appear in a message. Content fetched by digest cannot change, so one c
 manifests and configs it has read: a base resolved for the lock and then read for its facts is
 fetched once. requests and the docker SDK are imported when a client is made, not with this module
 (the observer takes its platform selection from here).
+
+Whatever a registry answers is untrusted: a status, a body that is not JSON or not the shape a manifest
+has, a body too large, a redirect elsewhere, a stall. Each ends as one SourceError or ImageError that
+names the image and what the registry did; nothing it sent is printed beyond a status code.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
 
 from mlenv.errors import ImageError, SourceError
+from mlenv.sources.http import describe_failure, read_bounded, timeouts
 
 if TYPE_CHECKING:
     import requests
@@ -36,10 +42,18 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 TIMEOUT = (10, 120)
 CHUNK = 1 << 20
+# distribution refuses to store a manifest over 4 MiB; a larger answer is not a manifest.
+MAX_MANIFEST = 4 << 20
+# An image config is a few KiB (history grows it); 8 MiB leaves room and keeps a hostile answer small.
+MAX_CONFIG = 8 << 20
+# A bearer token is a few KiB; the token service's answer is bounded like a config.
+MAX_TOKEN_ANSWER = 1 << 20
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+# What a token may hold to be sent back in a header: printable ASCII, no whitespace (no header splitting).
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,16384}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +68,15 @@ class ImageReference:
         """Docker's naming: `python:3.11-slim` is registry-1.docker.io/library/python:3.11-slim."""
         original = text
         text = text.removeprefix("docker://")
+        at = text.find("@")
+        if at != -1 and "/" in text[at:]:
+            # `user:password@host/repo`: a digest holds no "/", so this "@" ends userinfo. The reference
+            # is echoed in every message about it; credentials belong in the docker config.
+            shown = "docker://" * original.startswith("docker://") + text[at + 1 :]
+            raise ImageError(
+                f"{shown}: an image reference carries no credentials",
+                hint="remove user:password@ and run `docker login` for the registry",
+            )
         digest = None
         if "@" in text:
             text, digest = text.split("@", 1)
@@ -129,6 +152,39 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """`raw` parsed when it is a JSON object; None for anything else (not JSON, another type, too deep)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _descriptors(ref: ImageReference, found: object, key: str) -> list[dict[str, Any]]:
+    """A manifest's descriptors (`key` names them), each with a sha256 digest, a media type and a size.
+
+    The digest goes into a URL path, so it must be exactly sha256:<64 hex>: anything else could ask
+    the registry for another path."""
+    if not isinstance(found, list) or not all(isinstance(item, dict) for item in found):
+        raise SourceError(f"the manifest of {ref} has no list of descriptors in {key!r}")
+    for item in found:
+        digest, media_type, size = item.get("digest"), item.get("mediaType", ""), item.get("size", 0)
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            raise SourceError(f"the manifest of {ref} has a descriptor in {key!r} without a sha256 digest")
+        platform = item.get("platform", {})
+        if (
+            not isinstance(media_type, str)
+            or type(size) is not int
+            or size < 0
+            or not isinstance(platform, dict)
+        ):
+            raise SourceError(f"the manifest of {ref} has a malformed descriptor {digest} in {key!r}")
+        item.setdefault("mediaType", media_type)
+        item.setdefault("size", size)
+    return found
+
+
 def _bearer_params(header: str) -> dict[str, str]:
     return dict(re.findall(r'(\w+)="([^"]*)"', header))
 
@@ -188,14 +244,20 @@ class RegistryClient:
         try:
             if key in self._tokens:
                 headers["Authorization"] = self._tokens[key]
-            response = self.session.get(url, headers=headers, timeout=TIMEOUT, stream=stream)
+            # requests drops Authorization when a redirect leads to another host (a blob store), so a
+            # token or password reaches only the registry it was issued for.
+            response = self.session.get(url, headers=headers, timeout=timeouts(TIMEOUT), stream=stream)
             if response.status_code == 401:
+                response.close()
                 self._tokens[key] = self._authorize(ref, response.headers.get("WWW-Authenticate", ""))
                 headers["Authorization"] = self._tokens[key]
-                response = self.session.get(url, headers=headers, timeout=TIMEOUT, stream=stream)
+                response = self.session.get(url, headers=headers, timeout=timeouts(TIMEOUT), stream=stream)
         except self._requests.RequestException as error:
-            raise SourceError(f"cannot reach registry {ref.registry}: {error.__class__.__name__}") from None
+            raise SourceError(
+                f"cannot reach registry {ref.registry} for {ref}: {describe_failure(error)}"
+            ) from None
         if response.status_code == 401:
+            response.close()
             raise SourceError(
                 f"registry {ref.registry} refused the credentials for {ref.repository}",
                 hint="check `docker login` or the docker config's credentials",
@@ -219,24 +281,39 @@ class RegistryClient:
         realm = params.get("realm")
         if not realm:
             raise SourceError(f"registry {ref.registry} sent a bearer challenge without a realm")
+        realm_url = urlsplit(realm)
+        # The realm receives the user's password: only over TLS, or plain HTTP to this machine (a test or
+        # a local mirror). The realm's URL is never printed.
+        if realm_url.scheme != "https" and not (
+            realm_url.scheme == "http" and is_loopback(realm_url.hostname or "")
+        ):
+            raise SourceError(
+                f"registry {ref.registry} names a token service that is not https for {ref.repository}"
+            )
         query = {"scope": params.get("scope") or f"repository:{ref.repository}:pull"}
         if "service" in params:
             query["service"] = params["service"]
         try:
-            answer = self.session.get(realm, params=query, auth=credentials, timeout=TIMEOUT)
+            answer = self.session.get(
+                realm, params=query, auth=credentials, timeout=timeouts(TIMEOUT), stream=True
+            )
+            with answer:
+                raw = read_bounded(answer, MAX_TOKEN_ANSWER)
         except self._requests.RequestException as error:
             raise SourceError(
-                f"cannot reach the token service of {ref.registry}: {error.__class__.__name__}"
+                f"cannot reach the token service of {ref.registry}: {describe_failure(error)}"
             ) from None
         if answer.status_code != 200:
             raise SourceError(
                 f"the token service of {ref.registry} answered {answer.status_code} for {ref.repository}",
                 hint="check `docker login` or the docker config's credentials",
             )
-        body = answer.json()
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            raise SourceError(f"the token service of {ref.registry} gave no token")
+        body = _json_object(raw) if raw is not None else None
+        token = (body.get("token") or body.get("access_token")) if body is not None else None
+        if not isinstance(token, str) or not token or not _TOKEN.match(token):
+            raise SourceError(
+                f"the token service of {ref.registry} gave no usable token for {ref.repository}"
+            )
         return f"Bearer {token}"
 
     # ----------------------------------------------------------------- API
@@ -246,20 +323,27 @@ class RegistryClient:
         cached = self._manifests.get((ref.registry, ref.repository, wanted))
         if cached is not None:
             return cached
-        response = self._get(ref, f"manifests/{wanted}", accept=ACCEPT)
-        if response.status_code == 404:
-            raise ImageError(f"image {ref} not found in registry {ref.registry}")
-        if response.status_code != 200:
-            raise SourceError(f"registry {ref.registry} answered {response.status_code} for {ref}")
-        raw = response.content
+        response = self._get(ref, f"manifests/{wanted}", accept=ACCEPT, stream=True)
+        with response:
+            if response.status_code == 404:
+                raise ImageError(f"image {ref} not found in registry {ref.registry}")
+            if response.status_code != 200:
+                raise SourceError(f"registry {ref.registry} answered {response.status_code} for {ref}")
+            raw = self._read_bounded(ref, response, MAX_MANIFEST, "manifest")
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         declared = response.headers.get("Docker-Content-Digest")
         if (declared and declared != digest) or (wanted.startswith("sha256:") and wanted != digest):
             raise SourceError(
                 f"registry {ref.registry} sent a manifest for {ref} whose digest does not match"
             )
-        data = json.loads(raw)
+        data = _json_object(raw)
+        if data is None:
+            raise SourceError(f"registry {ref.registry} sent a manifest for {ref} that is not a JSON object")
         media_type = data.get("mediaType") or response.headers.get("Content-Type", "").split(";")[0]
+        if not isinstance(media_type, str):
+            raise SourceError(
+                f"registry {ref.registry} sent a manifest for {ref} whose mediaType is not text"
+            )
         if data.get("schemaVersion") == 1:
             raise SourceError(
                 f"registry {ref.registry} answered a schema1 manifest for {ref}; mlenv needs v2/OCI"
@@ -272,33 +356,69 @@ class RegistryClient:
         top = self.get_manifest(ref)
         manifest = top
         if top.media_type in INDEX_TYPES or "manifests" in top.data:
-            descriptors = top.data.get("manifests") or []
+            descriptors = _descriptors(ref, top.data.get("manifests"), "manifests")
             chosen = select_platform(descriptors, platform)
             if chosen is None:
                 available = sorted({platform_of(m) for m in descriptors})
                 raise ImageError(f"image {ref} has no {platform} manifest (it has {', '.join(available)})")
             manifest = self.get_manifest(ref, chosen["digest"])
-        config_digest = manifest.data["config"]["digest"]
+            if manifest.media_type in INDEX_TYPES or "manifests" in manifest.data:
+                raise SourceError(f"registry {ref.registry} sent an index inside the index of {ref}")
+        config_digest = _descriptors(ref, [manifest.data.get("config")], "config")[0]["digest"]
         key = (ref.registry, ref.repository, config_digest)
         if key not in self._configs:
-            self._configs[key] = self.read_blob(ref, config_digest)
-        config = json.loads(self._configs[key])
+            self._configs[key] = self._read_config(ref, config_digest)
+        config = _json_object(self._configs[key])
+        if config is None:
+            raise SourceError(f"the config {config_digest} of {ref} is not a JSON object")
         image_platform = f"{config.get('os')}/{config.get('architecture')}"
         if manifest is top and image_platform != platform:
             raise ImageError(f"image {ref} is {image_platform}, not {platform}")
         layers = tuple(
-            Layer(digest=layer["digest"], media_type=layer.get("mediaType", ""), size=layer.get("size", 0))
-            for layer in manifest.data.get("layers", [])
+            Layer(digest=layer["digest"], media_type=layer["mediaType"], size=layer["size"])
+            for layer in _descriptors(ref, manifest.data.get("layers", []), "layers")
         )
+        rootfs = config.get("rootfs", {})
+        diff_ids = rootfs.get("diff_ids", []) if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or not all(
+            isinstance(d, str) and _DIGEST.match(d) for d in diff_ids
+        ):
+            raise SourceError(f"the config {config_digest} of {ref} has no list of sha256 rootfs.diff_ids")
         return ResolvedImage(
             digest=top.digest,
             manifest_digest=manifest.digest,
             config_digest=config_digest,
             config=config,
             layers=layers,
-            diff_ids=tuple(config.get("rootfs", {}).get("diff_ids", [])),
+            diff_ids=tuple(diff_ids),
             platform=platform,
         )
+
+    def _read_bounded(self, ref: ImageReference, response: requests.Response, limit: int, what: str) -> bytes:
+        try:
+            raw = read_bounded(response, limit)
+        except self._requests.RequestException as error:
+            raise SourceError(
+                f"registry {ref.registry} broke off the {what} of {ref}: {describe_failure(error)}"
+            ) from None
+        if raw is None:
+            raise SourceError(
+                f"registry {ref.registry} sent a {what} for {ref} over {limit >> 20} MiB; refused"
+            )
+        return raw
+
+    def _read_config(self, ref: ImageReference, digest: str) -> bytes:
+        """The config blob, bounded (it is held whole and parsed), its digest checked."""
+        response = self._get(ref, f"blobs/{digest}", stream=True)
+        with response:
+            if response.status_code != 200:
+                raise SourceError(
+                    f"registry {ref.registry} answered {response.status_code} for config {digest} of {ref}"
+                )
+            raw = self._read_bounded(ref, response, MAX_CONFIG, "config")
+        if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
+            raise SourceError(f"config {digest} of {ref} does not match its digest")
+        return raw
 
     def blob_chunks(self, ref: ImageReference, digest: str) -> Iterator[bytes]:
         """The blob's bytes in chunks, its sha256 checked at the end (a mismatch raises)."""
@@ -309,9 +429,14 @@ class RegistryClient:
             )
         hasher = hashlib.sha256()
         with response:
-            for chunk in response.iter_content(CHUNK):
-                hasher.update(chunk)
-                yield chunk
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    hasher.update(chunk)
+                    yield chunk
+            except self._requests.RequestException as error:
+                raise SourceError(
+                    f"registry {ref.registry} broke off blob {digest} of {ref}: {describe_failure(error)}"
+                ) from None
         if "sha256:" + hasher.hexdigest() != digest:
             raise SourceError(f"blob {digest} of {ref} does not match its digest")
 
