@@ -35,10 +35,15 @@ def leftovers(temp: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("signum", "code", "line"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+    ("signum", "code", "line", "group"),
+    [
+        (signal.SIGINT, 130, "interrupted", False),
+        (signal.SIGINT, 130, "interrupted", True),  # Ctrl-C in a terminal: uv gets it too
+        (signal.SIGTERM, 143, "terminated", False),
+    ],
 )
 def test_a_signal_during_lock_cleans_up(
-    tmp_path: Path, silent_index: str, signum: int, code: int, line: str
+    tmp_path: Path, silent_index: str, signum: int, code: int, line: str, group: bool
 ) -> None:
     project, temp = tmp_path / "project", tmp_path / "tmp"
     project.mkdir()
@@ -54,16 +59,34 @@ def test_a_signal_during_lock_cleans_up(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while not leftovers(temp) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     assert leftovers(temp), "uv's work directory never appeared"
     time.sleep(0.5)  # let uv itself start and block on the index
-    process.send_signal(signum)
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == code and stderr == f"mlenv: {line}\n" and stdout == ""
     assert leftovers(temp) == [] and not (project / "mlenv.lock").exists()
+    assert running_in(temp) == []  # subprocess.run killed uv on the way out
+
+
+def running_in(temp: Path) -> list[str]:
+    """Command lines of live processes that name `temp` (uv's arguments hold its work directory)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not a process
+            continue
+        if str(temp) in cmdline:
+            found.append(cmdline)
+    return found
 
 
 def test_work_directories_of_killed_runs_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
