@@ -12,6 +12,8 @@ from mlenv.build.context import _refuse_outside
 from mlenv.errors import BuildError, SpecError
 from mlenv.files import inside
 from mlenv.lockfile import loads
+from mlenv.model.spec import ModelSpec, Spec
+from mlenv.resolve.models import lock_model
 from mlenv.spec import load_spec
 from tests.helpers import run_cli
 
@@ -123,3 +125,12 @@ def test_a_hand_edited_lock_naming_a_host_path_is_not_packed(project: Path) -> N
     model = replace(lock, models=(replace(lock.models[0], source="models/out.bin"),))
     with pytest.raises(BuildError, match=r"the lock's models\[0\].source 'models/out.bin' is outside"):
         _refuse_outside(model, project)
+
+
+def test_the_model_locker_checks_again(tmp_path: Path) -> None:
+    """A Spec built by code, not read from a file, cannot get a host file hashed into the lock either."""
+    (tmp_path / "p").mkdir()
+    (tmp_path / "h").write_bytes(b"host")
+    spec = Spec(path="mlenv.toml", project_dir=str(tmp_path / "p"), name="x")
+    with pytest.raises(SpecError, match=r"app.models\[0\].source: '../h' is outside the project"):
+        lock_model(spec, 0, ModelSpec(source="../h", target="/m"))

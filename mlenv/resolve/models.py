@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlenv.errors import SpecError
-from mlenv.files import file_sha256
+from mlenv.files import file_sha256, inside
 from mlenv.model.lock import LockedModel
 from mlenv.model.spec import ModelSpec, Spec
+from mlenv.spec import quoted
 
 
 def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
@@ -16,7 +17,13 @@ def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
         return LockedModel(
             source=model.source, target=model.target, strategy=model.strategy, sha256=model.sha256
         )
-    path = Path(spec.project_dir, model.source)
+    # The spec reader refuses a source out of the project; checked again where the file is read, so a
+    # Spec built by other code cannot have a host file hashed into a lock either.
+    path = inside(Path(spec.project_dir), model.source)
+    if path is None:
+        raise SpecError(
+            spec.path, f"app.models[{index}].source", f"{quoted(model.source)} is outside the project"
+        )
     if not path.is_file():
         raise SpecError(
             spec.path,
