@@ -34,12 +34,6 @@ def inside(root: Path, relative: str) -> Path | None:
     return resolved if resolved == base or resolved.is_relative_to(base) else None
 
 
-def _write_target(path: Path) -> Path:
-    """Where a write to `path` lands: a symlink is written through to what it points at, so the link
-    (e.g. /dev/stdout, or a link into a shared folder) stays what it was."""
-    return path.resolve() if path.is_symlink() else path
-
-
 @contextmanager
 def atomic_writer(path: Path, *, mode: int | None = None, durable: bool = True) -> Iterator[BinaryIO]:
     """A handle on a temporary file beside `path` that replaces `path` when the block ends without error.
@@ -51,17 +45,19 @@ def atomic_writer(path: Path, *, mode: int | None = None, durable: bool = True) 
     A symlink is written through; a device or FIFO (`/dev/null`, a pipe) is written into directly, since
     renaming a regular file over it would replace the node itself.
     """
-    target = _write_target(path)
     try:
-        info = target.stat()
+        info = path.stat()  # through symlinks: what a write would land in
     except FileNotFoundError:
         info = None
     if info is not None and stat.S_ISDIR(info.st_mode):
         raise IsADirectoryError(21, "Is a directory", str(path))
     if info is not None and not stat.S_ISREG(info.st_mode):
-        with target.open("wb") as direct:
+        # Opened by its own name: /dev/stdout on a pipe resolves to no path (/proc/self/fd/pipe:[N]).
+        with path.open("wb") as direct:
             yield direct
         return
+    # A symlink to a file (or to where one will be) is written through: the link stays what it was.
+    target = path.resolve() if path.is_symlink() else path
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

@@ -78,6 +78,9 @@ def test_dash_is_stdout() -> None:
     plain = run_cli(*export_args())
     dashed = run_cli(*export_args("-o", "-"))
     assert plain.code == dashed.code == 0 and dashed.stdout == plain.stdout and plain.stdout.startswith("{")
+    # /dev/stdout on a pipe is a link to /proc/self/fd/1, which resolves to no path: written by its name.
+    linked = run_cli(*export_args("-o", "/dev/stdout"))
+    assert linked.code == 0 and linked.stdout == plain.stdout and Path("/dev/stdout").is_symlink()
     assert not Path("-").exists()
 
 
