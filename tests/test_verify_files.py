@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mlenv.lockfile import loads
+from mlenv.sources.cas import ContentStore
 from tests.helpers import Built, derive_image, lock_tag, run_cli
 from tools.localbase.dockerd import Daemon
 
@@ -116,6 +118,8 @@ def test_a_pth_beside_the_packages(fraud_image: Built, docker_daemon: Daemon, tm
     )
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert_drift(out, code, rf"files: {SITE}/zz-startup.pth: extra")
+    # and a policy finding: site.py runs its import line at every interpreter start
+    assert f"pth-import: {SITE}/zz-startup.pth: runs code at every interpreter start" in out, out
 
 
 def test_a_changed_py(fraud_image: Built, docker_daemon: Daemon, tmp_path: Path) -> None:
@@ -126,6 +130,46 @@ def test_a_changed_py(fraud_image: Built, docker_daemon: Daemon, tmp_path: Path)
     assert_drift(
         out, code, rf"files: {SITE}/six.py: modified \(sha256:[0-9a-f]{{64}} \d+ bytes .*found sha256:"
     )
+    # Reported once: by the files layer, not again as a file that does not match the image's RECORD.
+    assert [line for line in out.splitlines() if "six.py" in line] == [
+        line for line in out.splitlines() if line.strip().startswith(f"files: {SITE}/six.py: modified")
+    ], out
+
+
+def test_a_package_reinstalled_over_the_same_version(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    """pip (the base's, onto the venv) reinstalls the locked six wheel: the same files, rewritten with
+    timestamp byte code, a new RECORD and a direct_url.json. One drift, naming the package, its site and
+    what changed; no modified-file or pyc line about six."""
+    lock = loads(fraud_image.lock.read_text(), path=str(fraud_image.lock))
+    pin = next(p for p in lock.python.packages if p.name == "six")
+    wheel = pin.wheels[0]
+    cached = ContentStore().get(wheel.sha256)
+    assert cached is not None, "the good image's verify put the locked wheel in the content store"
+    context = tmp_path / "reinstalled"
+    context.mkdir()
+    shutil.copy(cached, context / wheel.name)
+    tag = derive_image(
+        docker_daemon,
+        context,
+        fraud_image.tag,
+        lock_tag("fraud", fraud_image.lock, "reinstalled"),
+        [
+            f"COPY {wheel.name} /tmp/{wheel.name}",
+            "RUN /usr/bin/python3 -m pip --python /opt/venv/bin/python install --force-reinstall"
+            f" --no-deps --no-index /tmp/{wheel.name} && rm /tmp/{wheel.name}",
+        ],
+    )
+    code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
+    assert_drift(
+        out,
+        code,
+        rf"files: {re.escape(wheel.name)}: reinstalled: expected installed once, in the venv step, .*"
+        rf"found installed again {LAYER} \(RUN .*\) into {SITE}: .*RECORD modified",
+    )
+    about_six = [line for line in out.splitlines() if "six" in line and not line.strip().startswith("[")]
+    assert len(about_six) == 1, out
 
 
 FORGE_RECORD = r"""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mlenv.export.redaction import mask_credentials
 from mlenv.model.facts import EnvFacts, facts_data
 from mlenv.observe import observe_image
 from mlenv.verify.formats import DataFormat, parse_format
@@ -37,7 +38,8 @@ def inspect(
 ) -> None:
     """Print what IMAGE contains (OS, apt packages, Python, CUDA, labels), read without running it."""
     chosen = parse_format(DataFormat, output_format)
-    facts = observe_image(image, platform=platform)
+    # An Env or Labels value holding a credential is shown masked, in text and JSON alike.
+    facts = mask_credentials(observe_image(image, platform=platform))
     if chosen is DataFormat.JSON:
         sys.stdout.write(json.dumps(facts_data(facts), indent=2, sort_keys=True) + "\n")
     else:

@@ -11,7 +11,9 @@ import dataclasses
 import re
 from typing import TypeVar
 
+from mlenv.model.facts import EnvFacts
 from mlenv.model.urls import redact
+from mlenv.verify.credentials import masked
 
 T = TypeVar("T")
 
@@ -45,3 +47,20 @@ def scrub(value: T) -> T:
         changes = {f.name: scrub(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
         return dataclasses.replace(value, **changes)
     return value
+
+
+def _masked_pairs(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((key, masked(key, value)) for key, value in pairs)
+
+
+def mask_credentials(facts: EnvFacts) -> EnvFacts:
+    """`facts` with every Env and Labels value that holds a credential (verify.credentials) masked:
+    what inspect prints names the variable, never the secret."""
+    config = facts.config
+    if config is not None:
+        config = dataclasses.replace(
+            config, env=_masked_pairs(config.env), labels=_masked_pairs(config.labels)
+        )
+    return dataclasses.replace(
+        facts, env=_masked_pairs(facts.env), labels=_masked_pairs(facts.labels), config=config
+    )

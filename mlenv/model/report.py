@@ -73,7 +73,8 @@ Rule = Literal[
     "unpinned-base",  # the image does not name its base by digest (org.opencontainers.image.base.*)
     "secret-file",  # a secret-like file (.env, *.pem, *.key, id_rsa*, config/secrets.yaml, ...)
     "training-data",  # data/raw or data/processed in the image
-    "credentials",  # a user:password@ URL in an Env value or a label
+    "credentials",  # a credential (URL password, cloud key, *_TOKEN value, ...) in an Env value or a label
+    "pth-import",  # a .pth file with an import line: code run at every interpreter start
 ]
 RULES: tuple[Rule, ...] = get_args(Rule)
 

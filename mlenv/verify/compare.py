@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from mlenv.model.facts import ConfigFact, EnvFacts, HealthcheckFact
 from mlenv.model.report import LAYERS, Drift, Layer, Report, base_layer_name
+from mlenv.verify.credentials import masked
 
 K = TypeVar("K", bound=Hashable)
 
@@ -229,14 +230,20 @@ _SCALARS = (
 
 
 def _config_map(name: str, want: Mapping[str, str], have: Mapping[str, str]) -> Iterable[Drift]:
+    """Env or Labels, key by key. A value that holds a credential is shown masked: the drift says the
+    variable changed, and a report never carries the secret (the policy finding names it too)."""
     for key in sorted(set(want) - set(have)):
-        yield Drift(layer="config", kind="missing", subject=f"{name} {key}", expected=want[key])
+        yield Drift(layer="config", kind="missing", subject=f"{name} {key}", expected=masked(key, want[key]))
     for key in sorted(set(have) - set(want)):
-        yield Drift(layer="config", kind="extra", subject=f"{name} {key}", actual=have[key])
+        yield Drift(layer="config", kind="extra", subject=f"{name} {key}", actual=masked(key, have[key]))
     for key in sorted(set(want) & set(have)):
         if want[key] != have[key]:
             yield Drift(
-                layer="config", kind="changed", subject=f"{name} {key}", expected=want[key], actual=have[key]
+                layer="config",
+                kind="changed",
+                subject=f"{name} {key}",
+                expected=masked(key, want[key]),
+                actual=masked(key, have[key]),
             )
 
 

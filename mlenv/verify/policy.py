@@ -14,16 +14,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from mlenv.model.facts import ConfigFact, EnvFacts
+from mlenv.model.facts import ConfigFact, EnvFacts, PthFact
 from mlenv.model.ignore import secret_like
 from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_BASE_NAME
 from mlenv.model.report import Finding
 from mlenv.observe.fs.rootfs import ImageFS
+from mlenv.verify.credentials import credential
 
-# scheme://user:password@host - a password in a URL (a bare user@host names no secret).
-_CREDENTIALS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 SEARCHED = ("/root", "/home")
+# setuptools' distutils-precedence.pth, as its releases ship it (python3-setuptools in Debian's base
+# images among them): the one import line nearly every Python image carries. It only switches which
+# distutils is imported; the module it calls is a file the base or the lock accounts for like any other.
+_DISTUTILS_SHIM = frozenset(
+    {
+        "2638ce9e2500e572a5e0de7faed6661eb569d1b696fcba07b0dd223da5f5d224",  # default 'local' (60+)
+        "7ea7ffef3fe2a117ee12c68ed6553617f0d7fd2f0590257c25c484959a3b7373",  # default 'stdlib' (49-59)
+    }
+)
 
 
 def runs_as_root(user: str) -> bool:
@@ -44,12 +52,11 @@ def config_findings(config: ConfigFact | None) -> Iterator[Finding]:
     if not (digest and _DIGEST.fullmatch(digest)) and not (name and "@sha256:" in name):
         said = f"base {name}" if name else f"no {LABEL_BASE_NAME} label"
         yield Finding(rule="unpinned-base", subject="Labels", detail=f"base not pinned by digest ({said})")
-    for key, value in config.env:
-        if _CREDENTIALS.search(value):
-            yield Finding(rule="credentials", subject=f"Env {key}", detail="a user:password@ URL")
-    for key, value in config.labels:
-        if _CREDENTIALS.search(value):
-            yield Finding(rule="credentials", subject=f"Labels {key}", detail="a user:password@ URL")
+    for field, pairs in (("Env", config.env), ("Labels", config.labels)):
+        for key, value in pairs:
+            what = credential(key, value)
+            if what is not None:
+                yield Finding(rule="credentials", subject=f"{field} {key}", detail=what)
 
 
 def file_findings(paths: Iterable[str]) -> Iterator[Finding]:
@@ -69,6 +76,18 @@ def file_findings(paths: Iterable[str]) -> Iterator[Finding]:
             yield Finding(rule="secret-file", subject=path, detail=f"a secret-like file ({match.pattern})")
 
 
+def pth_findings(pth_files: Iterable[PthFact]) -> Iterator[Finding]:
+    """A .pth file with an `import` line, on any site directory: site.py runs that line at every
+    interpreter start, before any of the application's code. Except setuptools' distutils shim."""
+    for pth in sorted(pth_files, key=lambda p: p.path):
+        if pth.runs_code and pth.sha256 not in _DISTUTILS_SHIM:
+            yield Finding(
+                rule="pth-import",
+                subject=pth.path,
+                detail=f"runs code at every interpreter start (an import line, site {pth.site})",
+            )
+
+
 def searched_roots(config: ConfigFact | None) -> tuple[str, ...]:
     workdir = config.working_dir if config is not None else ""
     roots = {*SEARCHED, *([workdir] if workdir not in ("", "/") else [])}
@@ -76,14 +95,13 @@ def searched_roots(config: ConfigFact | None) -> tuple[str, ...]:
 
 
 def image_findings(facts: EnvFacts, fs: ImageFS) -> tuple[Finding, ...]:
-    """Every policy finding of an image: its config, and the files under the searched roots. (A .pth
-    with an import line is not one: every python image's setuptools ships distutils-precedence.pth; one
-    above the base is a file the lock does not explain, a drift.)"""
+    """Every policy finding of an image: its config, its .pth files that run code, and the files under
+    the searched roots."""
     paths: list[str] = []
     for root in searched_roots(facts.config):
         if fs.is_dir(root):
             paths += [info.path for info in fs.iter_files(root)]
-    return (*config_findings(facts.config), *file_findings(paths))
+    return (*config_findings(facts.config), *pth_findings(facts.pth_files), *file_findings(paths))
 
 
 def finding_line(finding: Finding) -> str:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from xml.etree import ElementTree
 
-from mlenv.model.facts import ConfigFact, HealthcheckFact
+from mlenv.export.redaction import mask_credentials
+from mlenv.model.facts import ConfigFact, EnvFacts, HealthcheckFact, PthFact, facts_data
 from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_BASE_NAME
 from mlenv.model.report import Finding, Report
 from mlenv.model.schema import first_error
+from mlenv.verify.compare import compare
+from mlenv.verify.credentials import credential, masked
 from mlenv.verify.formats import as_data, as_junit, as_text
-from mlenv.verify.policy import config_findings, file_findings, finding_line, runs_as_root, searched_roots
+from mlenv.verify.policy import (
+    config_findings,
+    file_findings,
+    finding_line,
+    pth_findings,
+    runs_as_root,
+    searched_roots,
+)
 from tests.helpers import run_cli
 
 DIGEST = "sha256:" + "a" * 64
@@ -130,3 +141,78 @@ def test_an_unknown_policy_mode_names_the_policy_option(tmp_path: Path) -> None:
     result = run_cli("verify", "docker-archive:none.tar", "--policy", "bogus", cwd=tmp_path)
     assert result.code == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("mlenv: error: --policy: unknown policy 'bogus'; choose one of ")
+
+
+AWS_ID = "AKIA" + "ABCDEFGHIJKLMNOP"  # built here, so no scanner takes the test for a leak
+SECRET_VALUES = {
+    "AWS_ACCESS_KEY_ID": AWS_ID,
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzzzzzzzzz",
+    "GOOGLE_KEY_FOR_MAPS": "AIza" + "S" * 35,
+    "SA": '{"type": "service_account", "project_id": "p"}',
+    "HF_TOKEN": "hf_abcdefghijklmnop",
+    "DB_PASSWORD": "hunter2",
+    "SESSION_SECRET": "s3cr3t-value",
+    "PIP_INDEX_URL": "https://ci:pa55word@pypi.example/simple",
+}
+
+
+def test_cloud_keys_tokens_and_passwords_are_credentials_named_never_shown() -> None:
+    env = tuple(sorted(SECRET_VALUES.items())) + (("PATH", "/usr/bin"), ("EMPTY_TOKEN", ""))
+    config = ConfigFact(**{**GOOD.__dict__, "env": env, "labels": (*GOOD.labels, ("ci.api-key", "k-123"))})
+    found = lines(config)
+    assert found == [
+        "credentials: Env AWS_ACCESS_KEY_ID: an AWS access key id",
+        "credentials: Env AWS_SECRET_ACCESS_KEY: a value of a *_ACCESS_KEY variable",
+        "credentials: Env DB_PASSWORD: a value of a *_PASSWORD variable",
+        "credentials: Env GOOGLE_KEY_FOR_MAPS: a Google API key",
+        "credentials: Env HF_TOKEN: a value of a *_TOKEN variable",
+        "credentials: Env PIP_INDEX_URL: a user:password@ URL",
+        "credentials: Env SA: a GCP service account key",
+        "credentials: Env SESSION_SECRET: a value of a *_SECRET variable",
+        "credentials: Labels ci.api-key: a value of a *.API-KEY variable",
+    ]
+    assert credential("X", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl") == "a private key"
+    assert credential("PATH", "/usr/bin") is None and credential("EMPTY_TOKEN", "") is None
+    assert credential("TOKENIZERS_PARALLELISM", "false") is None
+    for key, value in SECRET_VALUES.items():
+        assert not any(value in line for line in found)
+        assert masked(key, value) == f"<masked: {credential(key, value)}>"
+    assert masked("PATH", "/usr/bin") == "/usr/bin"
+
+
+def test_inspect_and_config_drifts_mask_credential_values() -> None:
+    env = (("DB_PASSWORD", "hunter2"), ("PATH", "/usr/bin"))
+    facts = EnvFacts(
+        env=env, labels=(("token", AWS_ID),), config=ConfigFact(env=env, labels=(("token", AWS_ID),))
+    )
+    shown = json.dumps(facts_data(mask_credentials(facts)))
+    assert "hunter2" not in shown and AWS_ID not in shown and "/usr/bin" in shown
+    assert "<masked: a value of a *_PASSWORD variable>" in shown
+    drift_report = compare(
+        EnvFacts(config=ConfigFact(env=(("PATH", "/usr/bin"),))),
+        EnvFacts(config=ConfigFact(env=env)),
+        subject="img",
+    )
+    (drift,) = drift_report.drifts
+    assert (drift.subject, drift.actual) == ("Env DB_PASSWORD", "<masked: a value of a *_PASSWORD variable>")
+
+
+def test_a_pth_with_an_import_line_is_a_finding_except_setuptools_shim() -> None:
+    site = "/opt/venv/lib/python3.11/site-packages"
+    shim = (
+        "import os; var = 'SETUPTOOLS_USE_DISTUTILS'; enabled = os.environ.get(var, 'local') == 'local';"
+        " enabled and __import__('_distutils_hack').add_shim(); \n"
+    )
+    pths = [
+        PthFact(path=f"{site}/zz.pth", site=site, runs_code=True, sha256="b" * 64),
+        PthFact(path=f"{site}/paths.pth", site=site, runs_code=False, sha256="c" * 64),
+        PthFact(
+            path="/usr/lib/python3/dist-packages/distutils-precedence.pth",
+            site="/usr/lib/python3/dist-packages",
+            runs_code=True,
+            sha256=hashlib.sha256(shim.encode()).hexdigest(),
+        ),
+    ]
+    assert [finding_line(f) for f in pth_findings(pths)] == [
+        f"pth-import: {site}/zz.pth: runs code at every interpreter start (an import line, site {site})"
+    ]
