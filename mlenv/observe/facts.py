@@ -6,9 +6,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mlenv.errors import ImageError
 from mlenv.model.facts import ArtifactFact, ConfigFact, EnvFacts, argv_of, healthcheck_of
-from mlenv.observe.fs.rootfs import ImageFS, Interest
+from mlenv.observe.fs.rootfs import ImageFS, Interest, still_needed
 from mlenv.observe.probes import cuda, dpkg, libc, osrelease, python
+from mlenv.observe.stream.decompress import StreamError
 
 # Paths whose content the probes read, plus apt's configuration and keyrings for callers that
 # want to know where an image's packages come from.
@@ -42,8 +44,21 @@ def probe_interest(path: str) -> bool:
 
 
 def combine(*predicates: Interest | None) -> Interest:
-    chosen = [p for p in predicates if p is not None]
-    return lambda path: any(predicate(path) for predicate in chosen)
+    return _Combined([p for p in predicates if p is not None])
+
+
+class _Combined:
+    """Any of the predicates; a file's content stays needed once hashed unless every predicate that
+    wants it lets go of it (rootfs.still_needed)."""
+
+    def __init__(self, chosen: list[Interest]) -> None:
+        self.chosen = chosen
+
+    def __call__(self, path: str) -> bool:
+        return any(predicate(path) for predicate in self.chosen)
+
+    def needed(self, path: str, digest: bytes) -> bool:
+        return any(p(path) and still_needed(p, path.removeprefix("/"), digest) for p in self.chosen)
 
 
 def config_env(config: Mapping[str, Any] | None) -> dict[str, str]:
@@ -86,10 +101,21 @@ def observe_tree(
     *,
     artifacts: Iterable[str] = (),
     check_files: bool = True,
+    where: object = "the image tree",
 ) -> EnvFacts:
     """What the filesystem contains. `config` is an OCI image config (labels, env, architecture,
     diff_ids); `artifacts` are paths whose sha256 to report (models baked into the image).
-    `check_files=False` skips comparing RECORD hashes with the files."""
+    `check_files=False` skips comparing RECORD hashes with the files. A text file the probes cannot
+    parse (or that crosses a limit) is an ImageError starting with `where` and naming the file."""
+    try:
+        return _observe(fs, config, artifacts=artifacts, check_files=check_files)
+    except StreamError as error:
+        raise ImageError(f"{where}: {error}") from None
+
+
+def _observe(
+    fs: ImageFS, config: Mapping[str, Any] | None, *, artifacts: Iterable[str], check_files: bool
+) -> EnvFacts:
     env = config_env(config)
     os_release = osrelease.read_os_release(fs)
     apt = dpkg.read_dpkg(fs)

@@ -13,12 +13,12 @@ the one NVIDIA's wheels carry; then "cudnn", "cublas", "nccl", "nvjitlink".
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 
 from mlenv.model.facts import AptFact, CudaComponent, DistFact
 from mlenv.observe.fs.rootfs import ImageFS, NotKeptError
+from mlenv.observe.limits import load_json
 from mlenv.observe.probes.dpkg import upstream_version
 
 INTEREST = (
@@ -147,7 +147,7 @@ def _from_version_json(fs: ImageFS) -> dict[str, CudaComponent]:
     found: dict[str, CudaComponent] = {}
     for path in fs.glob("/usr/local/cuda*/version.json"):
         try:
-            data = json.loads(fs.read_bytes(path))
+            data = load_json(fs.read_bytes(path), path)  # bounded: deep nesting is refused
         except (OSError, NotKeptError, ValueError):
             continue
         if not isinstance(data, dict):

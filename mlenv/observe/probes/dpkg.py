@@ -8,6 +8,7 @@ from debian.deb822 import Deb822
 
 from mlenv.model.facts import AptFact
 from mlenv.observe.fs.rootfs import ImageFS, NotKeptError
+from mlenv.observe.limits import text_lines
 
 STATUS = "/var/lib/dpkg/status"
 STATUS_DIR = "/var/lib/dpkg/status.d"
@@ -19,7 +20,11 @@ _ABSENT = {"not-installed", "config-files"}
 
 
 def installed_stanzas(
-    data: bytes, *, fields: Iterable[str] = FACT_FIELDS, require_status: bool = True
+    data: bytes,
+    *,
+    fields: Iterable[str] = FACT_FIELDS,
+    require_status: bool = True,
+    what: str = STATUS,
 ) -> Iterator[dict[str, str]]:
     """The stanzas of a dpkg status file whose package is installed (or half-installed, unpacked...),
     each reduced to `fields` (with Package, Version and Status always kept).
@@ -28,7 +33,10 @@ def installed_stanzas(
     is not three words, is not an installed package. distroless' status.d files omit Status: every
     paragraph there is an installed package, so `require_status` is False for them."""
     wanted = list(dict.fromkeys(("Package", "Version", "Status", *fields)))
-    for paragraph in Deb822.iter_paragraphs(data.splitlines(keepends=True), fields=wanted):
+    # dpkg writes UTF-8; other bytes are replaced here, so the parser neither fails nor guesses an encoding.
+    text = data.decode("utf-8", "replace")
+    text_lines(text, what)  # a line past the limit is refused
+    for paragraph in Deb822.iter_paragraphs(text.splitlines(keepends=True), fields=wanted):
         if not paragraph.get("Package") or not paragraph.get("Version"):
             continue
         status = paragraph.get("Status")
@@ -42,11 +50,11 @@ def installed_stanzas(
         yield {key: str(value) for key, value in paragraph.items()}
 
 
-def parse_status(data: bytes, *, require_status: bool = True) -> list[AptFact]:
+def parse_status(data: bytes, *, require_status: bool = True, what: str = STATUS) -> list[AptFact]:
     """Installed packages of a dpkg status file (see installed_stanzas)."""
     return [
         AptFact(name=s["Package"], version=s["Version"], architecture=s.get("Architecture", ""))
-        for s in installed_stanzas(data, require_status=require_status)
+        for s in installed_stanzas(data, require_status=require_status, what=what)
     ]
 
 
@@ -67,7 +75,7 @@ def read_dpkg(fs: ImageFS) -> tuple[AptFact, ...]:
             data = fs.read_bytes(path)
         except (OSError, NotKeptError):
             continue
-        for fact in parse_status(data, require_status=require_status):
+        for fact in parse_status(data, require_status=require_status, what=path):
             facts[(fact.name, fact.architecture)] = fact
     return tuple(sorted(facts.values(), key=lambda f: (f.name, f.architecture)))
 

@@ -7,6 +7,7 @@ VERSION_CODENAME.
 from __future__ import annotations
 
 from mlenv.observe.fs.rootfs import ImageFS, NotKeptError
+from mlenv.observe.limits import text_lines
 
 INTEREST = (r"/etc/os-release", r"/usr/lib/os-release", r"/etc/debian_version")
 LOCATIONS = ("/etc/os-release", "/usr/lib/os-release")
@@ -15,7 +16,7 @@ LOCATIONS = ("/etc/os-release", "/usr/lib/os-release")
 _DOUBLE_QUOTE_ESCAPES = '"\\`$'
 
 
-def parse_os_release(text: str) -> dict[str, str]:
+def parse_os_release(text: str, what: str = "os-release") -> dict[str, str]:
     """KEY=value lines, comments (#) and blank lines skipped, values unquoted as os-release(5) says.
 
     Values follow shell quoting, as systemd reads them: '...' is literal, "..." unescapes \\" \\\\ \\` \\$,
@@ -23,7 +24,7 @@ def parse_os_release(text: str) -> dict[str, str]:
     unquoted value loses its trailing blanks. A later assignment of a key wins, as in the shell.
     """
     values: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text_lines(text, what):  # a line past the limit is refused, not parsed
         line = line.lstrip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -69,7 +70,7 @@ def _unquote(raw: str) -> str:
 def read_os_release(fs: ImageFS) -> dict[str, str]:
     for path in LOCATIONS:
         try:
-            return parse_os_release(fs.read_text(path))
+            return parse_os_release(fs.read_text(path), path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError, NotKeptError, OSError):
             continue
     return {}

@@ -23,7 +23,9 @@ from packaging.utils import canonicalize_name
 
 from mlenv.model.facts import AptFact, DistFact, InterpreterFact, PthFact, RecordEntry
 from mlenv.observe.fs.rootfs import FileInfo, ImageFS, NotKeptError
+from mlenv.observe.limits import text_lines
 from mlenv.observe.probes.dpkg import upstream_version
+from mlenv.observe.stream.decompress import StreamError
 
 INTEREST = (
     r"(/[^/]+)*/bin/python[0-9]+\.[0-9]+t?",
@@ -116,9 +118,9 @@ def _interpreter_version(
             return version
     header = _read(fs, f"{prefix.rstrip('/')}/include/python{major_minor}/patchlevel.h")
     if header is not None:
-        match = re.search(rb'#define\s+PY_VERSION\s+"([^"]+)"', header)
+        match = re.search(rb'#define\s+PY_VERSION\s+"([0-9A-Za-z.+]{1,40})"', header)
         if match:
-            return match.group(1).decode()
+            return match.group(1).decode("ascii")
     if prefix == "/usr":
         for package in (
             f"python{major_minor}-minimal",
@@ -165,9 +167,9 @@ def find_interpreters(
 # --------------------------------------------------------------------------- virtual environments
 
 
-def parse_pyvenv_cfg(text: str) -> dict[str, str]:
+def parse_pyvenv_cfg(text: str, what: str = "pyvenv.cfg") -> dict[str, str]:
     values = {}
-    for line in text.splitlines():
+    for line in text_lines(text, what):
         key, sep, value = line.partition("=")
         if sep:
             values[key.strip().lower()] = value.strip()
@@ -187,7 +189,11 @@ def find_venvs(fs: ImageFS, installs: list[PythonInstall]) -> list[VirtualEnv]:
     by_path = {install.path: install for install in installs}
     venvs = []
     for directory in _venv_dirs(fs):
-        config = parse_pyvenv_cfg(fs.read_text(posixpath.join(directory, "pyvenv.cfg")))
+        cfg = posixpath.join(directory, "pyvenv.cfg")
+        try:
+            config = parse_pyvenv_cfg(fs.read_text(cfg), cfg)
+        except (OSError, NotKeptError):
+            config = {}  # unreadable (a link out of the image, a loop): the version is told by bin/python
         base = None
         version = None
         for name in ("python", "python3"):
@@ -311,10 +317,11 @@ def pth_files(fs: ImageFS, sites: Iterable[str]) -> tuple[PthFact, ...]:
     return tuple(sorted(found, key=lambda p: p.path))
 
 
-def _headers(text: str) -> dict[str, str]:
+def _headers(text: str, what: str = "METADATA") -> dict[str, str]:
     """Name and Version from core metadata (RFC 822 headers up to the first blank line)."""
     values: dict[str, str] = {}
-    for line in text.splitlines():
+    head = text.split("\n\n", 1)[0]  # the body (a long description) is not parsed
+    for line in text_lines(head, what):
         if not line.strip():
             break
         key, sep, value = line.partition(":")
@@ -323,9 +330,17 @@ def _headers(text: str) -> dict[str, str]:
     return values
 
 
-def parse_record(text: str) -> tuple[RecordEntry, ...]:
+def parse_record(text: str, what: str = "RECORD") -> tuple[RecordEntry, ...]:
+    """RECORD's rows (path, hash, size). A row csv cannot read, or a NUL, makes the file malformed."""
+    if "\x00" in text:
+        raise StreamError(f"{what}: malformed RECORD (a NUL byte)")
+    text_lines(text, what)
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        raise StreamError(f"{what}: malformed RECORD ({error})") from None
     entries = []
-    for row in csv.reader(io.StringIO(text)):
+    for row in rows:
         if not row or not row[0]:
             continue
         path = row[0]
@@ -336,7 +351,7 @@ def parse_record(text: str) -> tuple[RecordEntry, ...]:
             RecordEntry(
                 path=path,
                 sha256=value if algorithm == "sha256" and value else None,
-                size=int(size) if size.strip().isdigit() else None,
+                size=int(size) if size.strip().isascii() and size.strip().isdigit() else None,
             )
         )
     return tuple(entries)
@@ -409,13 +424,14 @@ def read_dists(fs: ImageFS, site: str, *, check_files: bool = True) -> list[Dist
             record_text = None
         else:
             continue
-        headers = _headers(metadata.decode("utf-8", "replace")) if metadata else {}
+        headers = _headers(metadata.decode("utf-8", "replace"), f"{path}/METADATA") if metadata else {}
         fallback = _DIST_DIR.match(name)
         dist_name = headers.get("Name") or (fallback.group("name") if fallback else None)
         version = headers.get("Version") or (fallback.group("version") if fallback else None)
         if not dist_name or not version:
             continue
-        record = parse_record(record_text.decode("utf-8", "replace")) if record_text else ()
+        record_path = f"{path}/RECORD"
+        record = parse_record(record_text.decode("utf-8", "replace"), record_path) if record_text else ()
         checked = check_files and record and not _distro_packaged(fs, site, path)
         modified, missing = check_record(fs, site, record) if checked else ((), ())
         dists.append(

@@ -119,8 +119,12 @@ def decompressed(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
     bounded = kind != "zstd" or make.__module__.startswith("compression")
     decompressor = make()
     fed = False
+    taken = produced = 0
+    from mlenv.observe.limits import check_ratio  # limits builds on this module's StreamError
+
     try:
         for data in stream:
+            taken += len(data)
             while data:
                 if decompressor.eof:
                     if not bytes(data).strip(b"\x00"):
@@ -129,6 +133,8 @@ def decompressed(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
                 fed = True
                 out = decompressor.decompress(data, OUT_SIZE) if bounded else decompressor.decompress(data)
                 if out:
+                    produced += len(out)
+                    check_ratio(taken, produced, kind)
                     yield out
                 if decompressor.eof:
                     data = decompressor.unused_data
@@ -141,6 +147,8 @@ def decompressed(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
                         out = decompressor.decompress(b"", OUT_SIZE)
                         if not out:
                             break
+                        produced += len(out)
+                        check_ratio(taken, produced, kind)
                         yield out
                     if decompressor.eof:
                         data = decompressor.unused_data
@@ -214,11 +222,21 @@ class ChunkReader:
         self._view = memoryview(b"")
         self._pos = 0
         self.offset = 0  # bytes consumed so far, for error messages
+        self.member: str | None = None  # the tar member being read (set by the tar reader), for errors
+
+    def _next(self) -> Chunk | None:
+        try:
+            return next(self._chunks, None)
+        except StreamError as error:
+            # Decompression fails (or a limit is crossed) inside some member: say which.
+            if self.member is None or "member " in str(error):
+                raise
+            raise type(error)(f"member {self.member[:200]!r}: {error}") from None
 
     def _refill(self) -> bool:
-        chunk = next(self._chunks, None)
+        chunk = self._next()
         while chunk is not None and not chunk:
-            chunk = next(self._chunks, None)
+            chunk = self._next()
         if chunk is None:
             return False
         self._buf = chunk
@@ -228,6 +246,7 @@ class ChunkReader:
 
     def read(self, size: int) -> bytes:
         """Exactly `size` bytes, or fewer only at the end of the stream."""
+        _check_size(size)
         end = self._pos + size
         if end <= len(self._buf):
             data = bytes(self._buf[self._pos : end])
@@ -258,8 +277,9 @@ class ChunkReader:
 
     def views(self, size: int) -> Iterator[memoryview]:
         """`size` bytes as views into the chunks (valid until the next read); short only at EOF."""
+        _check_size(size)
         remaining = size
-        while remaining:
+        while remaining > 0:
             if self._pos >= len(self._buf) and not self._refill():
                 return
             take = min(remaining, len(self._buf) - self._pos)
@@ -272,6 +292,7 @@ class ChunkReader:
     def contiguous(self, size: int) -> memoryview | None:
         """A view of the next `size` bytes when they lie in the current chunk (the common case for
         small files), consumed; None otherwise, consuming nothing."""
+        _check_size(size)
         end = self._pos + size
         if end <= len(self._buf):
             view = self._view[self._pos : end]
@@ -290,3 +311,9 @@ class ChunkReader:
         while self._refill():
             self.offset += len(self._buf)
             self._pos = len(self._buf)
+
+
+def _check_size(size: int) -> None:
+    # A negative count from a crafted header would never reach the end of a read loop.
+    if size < 0:
+        raise StreamError(f"a negative length ({size}) to read")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from mlenv.observe.limits import MAX_ENTRIES, MAX_HEADER_DATA, LimitError, check_member
 from mlenv.observe.stream.decompress import ChunkReader, StreamError
 
 BLOCK = 512
@@ -57,24 +58,44 @@ def _number(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
+def _field(header: bytes, start: int, end: int, what: str, name: str) -> int:
+    try:
+        return _number(header[start:end])
+    except ValueError:
+        raise StreamError(f"member {name[:200]!r}: its {what} field is not a number") from None
+
+
+def _pax_int(records: dict[str, str], key: str, name: str) -> int:
+    value = records[key]
+    if not value.isascii() or not value.isdigit():
+        raise StreamError(f"member {name[:200]!r}: pax record {key}={value[:40]!r} is not a number")
+    return int(value)
+
+
 def _text(field: bytes) -> str:
     return field.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def _pax(data: bytes) -> dict[str, str]:
+    """Records "LEN key=value\n", LEN counting the whole record; anything else is a malformed header."""
     records: dict[str, str] = {}
     pos = 0
     while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            break
-        length = int(data[pos:space])
-        if length <= 0:
-            raise StreamError("malformed pax header")
-        record = data[space + 1 : pos + length - 1]  # without the trailing newline
-        key, _, value = record.partition(b"=")
+        if not data[pos:].strip(b"\x00"):
+            break  # some writers pad the header data with NULs
+        space = data.find(b" ", pos, pos + 24)
+        digits = data[pos:space] if space > pos else b""
+        if not digits.isdigit():
+            raise StreamError(f"malformed pax header (no record length at byte {pos})")
+        length = int(digits)
+        end = pos + length
+        if end <= space + 1 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise StreamError(f"malformed pax header (record length {length} at byte {pos})")
+        key, equals, value = data[space + 1 : end - 1].partition(b"=")
+        if not equals or not key:
+            raise StreamError(f"malformed pax header (a record without key=value at byte {pos})")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
+        pos = end
     return records
 
 
@@ -97,7 +118,9 @@ def members(reader: ChunkReader) -> Iterator[Member]:
     long_link: str | None = None
     pax: dict[str, str] = {}
     global_pax: dict[str, str] = {}
+    count = 0
     while True:
+        reader.member = None
         header = reader.read(BLOCK)
         if len(header) < BLOCK:
             if not header:
@@ -108,10 +131,20 @@ def members(reader: ChunkReader) -> Iterator[Member]:
         magic = header[257:263]
         if not magic.startswith(b"ustar") and not _checksum_ok(header):
             raise StreamError(f"not a tar stream (bad header at byte {reader.offset - BLOCK})")
+        count += 1
+        if count > MAX_ENTRIES:
+            raise LimitError(f"the layer has more than {MAX_ENTRIES} entries")
         typeflag = header[156:157]
-        size = _number(header[124:136])
+        raw_name = long_name if long_name is not None else _text(header[0:100])
+        size = _field(header, 124, 136, "size", raw_name)
         if typeflag in (b"L", b"K", b"x", b"g"):
+            if size < 0 or size > MAX_HEADER_DATA:
+                raise LimitError(
+                    f"member {raw_name[:200]!r}: extended header of {size} bytes (limit {MAX_HEADER_DATA})"
+                )
             data = reader.read(size)
+            if len(data) < size:
+                raise StreamError(f"member {raw_name[:200]!r}: truncated extended header")
             reader.skip(_padding(size))
             if typeflag == b"L":
                 long_name = _text(data)
@@ -136,7 +169,11 @@ def members(reader: ChunkReader) -> Iterator[Member]:
         if "linkpath" in merged:
             link = merged["linkpath"]
         if "size" in merged:
-            size = int(merged["size"])
+            size = _pax_int(merged, "size", name)
+        check_member(name, size)
+        if len(link) > MAX_HEADER_DATA:
+            raise LimitError(f"member {name[:200]!r}: a link target of {len(link)} characters")
+        reader.member = name
         long_name = long_link = None
         pax = {}
         kind = _KINDS.get(typeflag)
@@ -152,12 +189,12 @@ def members(reader: ChunkReader) -> Iterator[Member]:
             # Header-only types carry no data whatever the size field says (as Go's and Python's readers).
             data_size = 0
         # Owners are kept for verify's file accounting (pax records win for ids that overflow the field).
-        uid = int(merged["uid"]) if "uid" in merged else _number(header[108:116])
-        gid = int(merged["gid"]) if "gid" in merged else _number(header[116:124])
+        uid = _pax_int(merged, "uid", name) if "uid" in merged else _field(header, 108, 116, "uid", name)
+        gid = _pax_int(merged, "gid", name) if "gid" in merged else _field(header, 116, 124, "gid", name)
         yield Member(
             name=name,
             kind=kind,
-            mode=_number(header[100:108]) & 0o7777,
+            mode=_field(header, 100, 108, "mode", name) & 0o7777,
             size=data_size,
             link=link,
             uid=uid,
