@@ -63,7 +63,9 @@ def inspect_image(
         engine=engine,
         memory=memory,
     )
-    facts = _observe_tree(image.fs, image.config, artifacts=artifacts, check_files=check_files)
+    facts = _observe_tree(
+        image.fs, image.config, artifacts=artifacts, check_files=check_files, where=image.location
+    )
     return Observation(facts=facts, fs=image.fs, image=image)
 
 

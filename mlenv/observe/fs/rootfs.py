@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
+from mlenv.observe.limits import check_kept
 from mlenv.observe.stream.decompress import (
     Background,
     Chunk,
@@ -342,6 +343,8 @@ def _read_entries(
         node = _Node(kind, member.mode, member.size, uid=member.uid, gid=member.gid)
         if kind == REGULAR:
             keep = interest is not None and interest("/" + path)
+            if keep:
+                check_kept(path, member.size)  # content kept in memory is bounded
             view = reader.contiguous(member.size)
             if view is not None:
                 node.digest = sha256(view).digest()

@@ -5,7 +5,6 @@ taken in the same pass that parses the layer)."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from mlenv.errors import ImageError
 from mlenv.observe.fs.rootfs import LayeredFS, LayerIndex
 from mlenv.observe.image.location import ImageLocation
+from mlenv.observe.limits import LimitError, load_json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +81,9 @@ def finish(
 
 def parse_json(where: object, what: str, data: bytes) -> Any:
     try:
-        return json.loads(data)
+        return load_json(data, what)  # bounded in size and depth
+    except LimitError as error:
+        raise ImageError(f"{where}: {error}") from None
     except ValueError:
         raise ImageError(f"{where}: {what} is not valid JSON") from None
 

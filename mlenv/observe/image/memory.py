@@ -8,7 +8,7 @@ from typing import Protocol
 
 from mlenv.errors import ImageError
 from mlenv.observe.fs.rootfs import Interest, LayerIndex, hash_only, index_layer
-from mlenv.observe.stream.decompress import Chunk
+from mlenv.observe.stream.decompress import Chunk, StreamError
 
 
 class LayerMemory(Protocol):
@@ -25,7 +25,10 @@ def read_layer(
     hashed in any case (a stream cannot be left unread), but not parsed."""
     recalled = memory.recall(name) if memory is not None else None
     if recalled is None:
-        return index_layer(chunks, interest=interest, raw_digest=memory is not None)
+        try:
+            return index_layer(chunks, interest=interest, raw_digest=memory is not None)
+        except StreamError as error:  # a malformed layer: one line naming the image, the layer and the member
+            raise ImageError(f"{where}: layer {name}: {error}") from None
     raw, index = recalled
     found = hash_only(chunks)
     if found != raw:

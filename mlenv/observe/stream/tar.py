@@ -76,7 +76,14 @@ def _text(field: bytes) -> str:
     return field.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def _pax(data: bytes) -> dict[str, str]:
+def _pax(data: bytes, name: str) -> dict[str, str]:
+    try:
+        return _pax_records(data)
+    except StreamError as error:
+        raise StreamError(f"member {name[:200]!r}: {error}") from None
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
     """Records "LEN key=value\n", LEN counting the whole record; anything else is a malformed header."""
     records: dict[str, str] = {}
     pos = 0
@@ -151,9 +158,9 @@ def members(reader: ChunkReader) -> Iterator[Member]:
             elif typeflag == b"K":
                 long_link = _text(data)
             elif typeflag == b"x":
-                pax.update(_pax(data))
+                pax.update(_pax(data, raw_name))
             else:
-                global_pax.update(_pax(data))
+                global_pax.update(_pax(data, raw_name))
             continue
         name = _text(header[0:100])
         if magic == b"ustar\x00" and header[345] != 0:
