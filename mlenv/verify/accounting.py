@@ -56,13 +56,45 @@ class Plan:
     version: str | None  # the base interpreter's X.Y.Z, as the lock pins it
     debs: list[DebPackage] = field(default_factory=list)
     deb_checks: dict[str, Checker] = field(default_factory=dict)
+    # A venv .pyc whose sha256 is the expected one (as this host compiles it), or one check_pyc already
+    # accepted: its content is not needed, so the reader drops it once hashed (see `needed`).
+    pyc_sha256: dict[str, str] = field(default_factory=dict)
+    accepted: frozenset[str] = frozenset()
 
-    def keep(self, path: str) -> bool:
+    @property
+    def keep(self) -> _Keep:
+        """The layer reader's interest: which paths' content the checks may need."""
+        return _Keep(the_plan=self)
+
+    def wants(self, path: str) -> bool:
         return (
             path in self.keep_paths
             or path.startswith(self.keep_prefixes)
             or (path.endswith(".pyc") and path.startswith(self.venv + "/"))
         )
+
+    def needed(self, path: str, digest: bytes) -> bool:
+        """Whether the content of `path`, hashed to `digest`, is still needed: not for a .pyc whose
+        bytes are already known good. Without this the fraud image's 13,000 venv .pyc (126 MiB) stay
+        in memory until the layers are compared."""
+        expected = self.pyc_sha256.get(path)
+        if expected is None:
+            return True
+        found = digest.hex()
+        return found != expected and found not in self.accepted
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Keep:
+    """Plan.wants as the reader's interest, with Plan.needed for content once hashed (rootfs.still_needed)."""
+
+    the_plan: Plan
+
+    def __call__(self, path: str) -> bool:
+        return self.the_plan.wants(path)
+
+    def needed(self, path: str, digest: bytes) -> bool:
+        return self.the_plan.needed(path, digest)
 
 
 def _artifact(store: ContentStore, sha256: str, urls: Sequence[str], what: str) -> Path:
@@ -126,7 +158,10 @@ def plan(
     keep_paths = set(ACCOUNT_FILES) | {f"{p}-" for p in ACCOUNT_FILES} | set(deb_checks)
     # The base's venv templates: the activate scripts' renderings are derived from them.
     templates = tuple(p.format(v=python) for p in VENV_SCRIPTS)
+    pyc_sha256 = {f.path: f.sha256 for f in files if f.check == "pyc" and f.sha256 is not None}
     return Plan(
+        pyc_sha256=pyc_sha256,
+        accepted=_Verified.load().found_sha256s(),
         files=files,
         checks=checks,
         unexplained=list(expectation.unexplained),
@@ -209,7 +244,7 @@ def account(
     the_plan: Plan, indexes: Sequence[LayerIndex], *, base_layers: int, steps: Sequence[str]
 ) -> list[Drift]:
     """The file drifts of an image whose layers were read (with `the_plan.keep` as interest)."""
-    view = file_view(indexes, base_layers=base_layers, steps=steps, keep=the_plan.keep)
+    view = file_view(indexes, base_layers=base_layers, steps=steps, keep=the_plan.wants)
     files = [f for f in (_backup(f, view) for f in the_plan.files) if f is not None]
     checks = dict(the_plan.checks)
     symlinks = {p: e.link for p, e in view.base.items() if e.kind == "symlink" and e.link}
@@ -287,6 +322,11 @@ class _Verified:
     @staticmethod
     def _key(sha256: str | None, item: ExpectedFile) -> str:
         return f"{sha256} {item.source} {item.pyc_source}"
+
+    def found_sha256s(self) -> frozenset[str]:
+        """The sha256 of every .pyc accepted (for any source): the reader need not keep their bytes,
+        and `has` still decides, by sha256 and source, whether a found one is accepted."""
+        return frozenset(key.partition(" ")[0] for key in self.known)
 
     def has(self, sha256: str | None, item: ExpectedFile) -> bool:
         return sha256 is not None and self._key(sha256, item) in self.known

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from mlenv.lockfile import loads
 from mlenv.model.report import Drift, Report
+from mlenv.observe.facts import combine, probe_interest
 from mlenv.observe.fs.rootfs import LayerIndex, index_layer
+from mlenv.observe.image.layerfiles import layer_entries
 from mlenv.verify.accounting import with_files
 from mlenv.verify.expected import step_files
 from mlenv.verify.files import ContentCheck, FileView, Lookup, PycCheck, compare_files, file_view
@@ -300,3 +302,29 @@ def test_a_package_file_drift_is_reported_once_by_the_files_layer() -> None:
         *[("files", d.subject, None) for d in files],
     ]
     assert merged.layers == ("python", "python-files", "files")
+
+
+def test_a_pyc_hashed_to_its_expected_value_is_not_kept_in_memory() -> None:
+    """The reader asks the interest again once a file is hashed: verify keeps a .pyc's bytes only when
+    they are not already known good, so the venv's byte code is not held in memory whole."""
+    good, bad = b"good pyc", b"swapped pyc"
+
+    class Interest:
+        def __call__(self, path: str) -> bool:
+            return path.endswith(".pyc")
+
+        def needed(self, path: str, digest: bytes) -> bool:
+            return digest.hex() != sha(good)
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in (("a.pyc", good), ("b.pyc", bad), ("etc/os-release", b"ID=debian\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    for threaded in (False, True):
+        index = index_layer(
+            iter([buffer.getvalue()]), interest=combine(probe_interest, Interest()), threaded=threaded
+        )
+        kept = {e.path: e.content for e in layer_entries(index) if e.path != "/"}
+        assert kept == {"/a.pyc": None, "/b.pyc": bad, "/etc/os-release": b"ID=debian\n"}

@@ -44,6 +44,14 @@ OPAQUE = ".wh..wh..opq"
 Interest = Callable[[str], bool]
 
 
+def still_needed(interest: Interest | None, path: str, digest: bytes) -> bool:
+    """Whether a file the interest asked for is still wanted once hashed: an interest with a `needed(path,
+    sha256)` method can let go of content it only needs when the bytes are not the ones it expects
+    (verify's .pyc files, most of which hash to the expected value and need no further check)."""
+    needed = getattr(interest, "needed", None)
+    return needed is None or bool(needed("/" + path, digest))
+
+
 class NotKeptError(LookupError):
     """The file exists but its content was not kept in memory (no interest predicate matched it)."""
 
@@ -348,7 +356,7 @@ def _read_entries(
             view = reader.contiguous(member.size)
             if view is not None:
                 node.digest = sha256(view).digest()
-                if keep:
+                if keep and still_needed(interest, path, node.digest):
                     node.content = bytes(view)
             else:
                 hasher = sha256()
@@ -362,7 +370,7 @@ def _read_entries(
                 if got != member.size:
                     raise StreamError(f"truncated tar data for {path}")
                 node.digest = hasher.digest()
-                if keep:
+                if keep and still_needed(interest, path, node.digest):
                     node.content = b"".join(parts)
         elif kind == SYMLINK:
             node.link = member.link
