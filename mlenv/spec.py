@@ -203,6 +203,8 @@ def read_requirements_file(
     """
     if path in seen:
         raise SpecError(str(path), None, "includes itself through -r")
+    if path.exists() and not path.is_file():  # a FIFO would block the read, a device never end it
+        raise SpecError(str(path), None, "not a regular file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:

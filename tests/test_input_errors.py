@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,28 @@ def test_a_lock_not_utf8_names_the_lock(tmp_path: Path) -> None:
     lock.write_bytes(b"version = 1\nname = '\xff'\n")
     one_error_line(["export", "--format", "json", "--lock", str(lock)], f"{lock}: not UTF-8: byte 0xff")
     one_error_line(["export", "--format", "json", "--lock", str(tmp_path)], "--lock")
+
+
+def test_a_lock_that_is_no_regular_file_is_refused_without_reading(tmp_path: Path) -> None:
+    """A FIFO would block the read for ever and /dev/zero fill memory: refused by the option's name."""
+    fifo = tmp_path / "pipe.lock"
+    os.mkfifo(fifo)
+    (tmp_path / "mlenv.toml").write_text(SPEC)
+    cases = [
+        (["export", "--format", "json", "--lock", "/dev/zero"], "--lock /dev/zero: is not a regular file"),
+        (
+            ["verify", "docker-archive:/nonexistent.tar", "--lock", str(fifo)],
+            f"--lock {fifo}: is not a regular",
+        ),
+        (["check", "--host", "--lock", str(fifo)], f"--lock {fifo}: is not a regular file"),
+        (["lock", "--check", "-l", str(fifo), str(tmp_path)], f"--lockfile {fifo}: is not a regular file"),
+    ]
+    for args, expected in cases:
+        one_error_line(args, expected)
+
+
+def test_a_requirements_include_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "r.txt").write_text("-r pipe.txt\n")
+    (tmp_path / "mlenv.toml").write_text(SPEC + '[python]\nrequirements-files = ["r.txt"]\n')
+    one_error_line(["lock", "--check", str(tmp_path)], "pipe.txt: not a regular file")

@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
+from mlenv.cli.common import read_lock_input
 from mlenv.errors import MlenvError
-from mlenv.lockfile import LOCK_FILE, read_lock
+from mlenv.lockfile import LOCK_FILE
 from mlenv.resolve.cuda import driver_verdict
 from mlenv.sources.hostdriver import host_driver_version
 from mlenv.verify.formats import DataFormat, parse_format
@@ -30,7 +31,7 @@ def check(
     if not host:
         raise MlenvError("say what to check: --host (the NVIDIA driver of this machine)")
     chosen = parse_format(DataFormat, output_format)
-    cuda = read_lock(lock).cuda
+    cuda = read_lock_input(lock, "--lock")[1].cuda
     driver = host_driver_version()
     verdict = driver_verdict(cuda, driver)
     if chosen is DataFormat.JSON:

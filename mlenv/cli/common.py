@@ -37,8 +37,7 @@ def fresh_project(location: Path, lockfile: Path | None = None) -> Project:
     """The spec and its lock, refusing a stale lock (exit 1) before anything is built from it."""
     spec = load_spec(location)
     path = lockfile or Path(spec.project_dir, LOCK_FILE)
-    data = read_lock_bytes(path)
-    lock = loads(lock_text(data, path), path=str(path))
+    data, lock = read_lock_input(path, "--lockfile")
     reasons = stale_reasons(spec, lock)
     if reasons:
         raise StaleLockError(f"{path} is stale: {reasons[0]}", hint="run `mlenv lock`")
@@ -57,6 +56,16 @@ def refuse_directory(path: Path, option: str) -> None:
     """One line for `-l DIR` before any work (a resolution, an image read) is done for nothing."""
     if path.is_dir():
         raise MlenvError(f"{option} {path}: is a directory; it takes a file path")
+
+
+def read_lock_input(path: Path, option: str) -> tuple[bytes, Lock]:
+    """The bytes of the lock a command reads, and the lock. Only a regular file: a FIFO would block the
+    read forever and /dev/zero would fill memory, where one line naming the option is due."""
+    refuse_directory(path, option)
+    if path.exists() and not path.is_file():
+        raise MlenvError(f"{option} {path}: is not a regular file; a lock is read from a file")
+    data = read_lock_bytes(path)
+    return data, loads(lock_text(data, path), path=str(path))
 
 
 def say(message: str) -> None:

@@ -16,13 +16,13 @@ from typing import Annotated
 import typer
 
 from mlenv import __version__
-from mlenv.cli.common import lock_text, refuse_directory, say
+from mlenv.cli.common import read_lock_input, refuse_directory, say
 from mlenv.errors import MlenvError
 from mlenv.export import ExportContext, ExportFormat, ImageIdentity, document_time, export_format
 from mlenv.export import export as render
 from mlenv.export.context import verdict
 from mlenv.files import write_atomic
-from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
+from mlenv.lockfile import LOCK_FILE, lock_digest
 from mlenv.model.facts import EnvFacts
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
@@ -61,9 +61,7 @@ def export(
     if lock is None and not project.exists():
         raise MlenvError(f"{project}: no such project directory or spec file")
     lock_path = lock or (project if project.is_dir() else project.parent) / LOCK_FILE
-    refuse_directory(lock_path, "--lock")
-    data = read_lock_bytes(lock_path)
-    locked = loads(lock_text(data, lock_path), path=str(lock_path))
+    data, locked = read_lock_input(lock_path, "--lock")
     chosen = platform or locked.target.platforms[0]
     if chosen not in locked.target.platforms:
         raise MlenvError(

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from mlenv.cli.common import refuse_directory
+from mlenv.cli.common import read_lock_input, refuse_directory
 from mlenv.files import write_atomic
-from mlenv.lockfile import LOCK_FILE, dump_bytes, read_lock
+from mlenv.lockfile import LOCK_FILE, dump_bytes
 from mlenv.model.spec import ResolverName
 from mlenv.resolve import Sources, resolve_lock
 from mlenv.resolve.freshness import stale_reasons
@@ -53,7 +53,7 @@ def lock(
     path = lockfile or Path(spec.project_dir, LOCK_FILE)
     refuse_directory(path, "--lockfile")
     if check:
-        reasons = stale_reasons(spec, read_lock(path))
+        reasons = stale_reasons(spec, read_lock_input(path, "--lockfile")[1])
         for reason in reasons:
             typer.echo(f"stale: {reason}", err=True)
         if reasons:

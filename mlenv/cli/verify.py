@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from mlenv.lockfile import LOCK_FILE, loads, lock_digest, read_lock_bytes
+from mlenv.cli.common import read_lock_input
+from mlenv.lockfile import LOCK_FILE, lock_digest
 from mlenv.verify.formats import FORMATS, PolicyMode, ReportFormat, parse_format
 from mlenv.verify.image import verify_image
 
@@ -44,9 +45,9 @@ def verify(
     --policy fail, a policy finding)."""
     chosen = parse_format(ReportFormat, output_format)
     gate = parse_format(PolicyMode, policy, what="policy", option="--policy")
-    data = read_lock_bytes(lock)
+    data, locked = read_lock_input(lock, "--lock")
     report, _ = verify_image(
-        loads(data.decode("utf-8"), path=str(lock)),
+        locked,
         image,
         lock_digest=lock_digest(data),
         platform=platform,
