@@ -4,11 +4,12 @@ refused early, within the memory bound."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
 import tarfile
-import zlib
+import time
 from pathlib import Path
 
 import pytest
@@ -112,15 +113,11 @@ def test_a_malformed_layer_tar_is_one_line_naming_image_layer_and_member(tmp_pat
         assert member in text or (case == "pax-bad-size" and "etc/hostname" in text), text
 
 
-def _bomb(size: int) -> bytes:
-    """A gzip layer whose one file (a name the probes keep) inflates to `size` zero bytes."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    parts = [compressor.compress(header(b"etc/os-release", size=b"%011o\x00" % size))]
-    block = bytes(1 << 20)
-    for _ in range(size >> 20):
-        parts.append(compressor.compress(block))
-    parts.append(compressor.flush())
-    return b"".join(parts)
+def _bomb(size: int, name: bytes = b"etc/os-release") -> bytes:
+    """A gzip layer whose one file (by default a name the probes keep) inflates to `size` zero bytes
+    (a multiple of 64 MiB): concatenated gzip members, as pigz writes, one member made once and repeated."""
+    zeros = gzip.compress(bytes(64 << 20), compresslevel=9, mtime=0)
+    return gzip.compress(header(name, size=b"%011o\x00" % size), mtime=0) + zeros * (size >> 26)
 
 
 def test_a_gzip_bomb_is_refused_early_within_the_memory_bound(tmp_path: Path) -> None:
@@ -128,6 +125,16 @@ def test_a_gzip_bomb_is_refused_early_within_the_memory_bound(tmp_path: Path) ->
     archive = docker_archive(tmp_path / "bomb.tar", [bomb], image_config([bomb]))
     proc, rss = run_cli("inspect", f"docker-archive:{archive}", cwd=tmp_path)
     assert_one_line(proc, str(archive), "layer.tar", "etc/os-release")
+    assert rss < MEMORY_BOUND, rss
+
+
+def test_a_gzip_bomb_in_a_file_not_kept_is_refused_by_its_ratio_not_read_to_the_end(tmp_path: Path) -> None:
+    bomb = _bomb(8 << 30, b"usr/share/zeros")  # 8 GiB of zeros, ~8 MiB compressed
+    archive = docker_archive(tmp_path / "bomb.tar", [bomb], image_config([bomb]))
+    started = time.monotonic()
+    proc, rss = run_cli("inspect", f"docker-archive:{archive}", cwd=tmp_path)
+    text = assert_one_line(proc, str(archive), "layer.tar", "usr/share/zeros", "decompression bomb")
+    assert time.monotonic() - started < 30, text  # refused after ~1 GiB of output, not 8
     assert rss < MEMORY_BOUND, rss
 
 
