@@ -198,3 +198,35 @@ def test_a_root_image_built_outside_mlenv_reports_runs_as_root(
         "no-healthcheck",
         "unpinned-base",
     }
+
+
+def test_credentials_in_env_and_labels_are_findings_and_masked_everywhere(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    """ENV and LABEL values that are credentials: verify names each as a policy finding (and the Env one
+    as a config drift) and inspect shows the variable, in text and JSON, but never the value."""
+    password, key_id = "hunter2-" + "p" * 8, "AKIA" + "Q" * 16
+    tag = derive_image(
+        docker_daemon,
+        tmp_path,
+        fraud_image.tag,
+        lock_tag("fraud", fraud_image.lock, "credentials"),
+        [f"ENV DB_PASSWORD={password}", f"LABEL ci.deploy-key={key_id}"],
+    )
+    code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
+    assert code == 1, out
+    assert "      credentials: Env DB_PASSWORD: a value of a *_PASSWORD variable\n" in out, out
+    assert "      credentials: Labels ci.deploy-key: an AWS access key id\n" in out, out
+    assert "config: Env DB_PASSWORD: extra (found <masked: a value of a *_PASSWORD variable>" in out, out
+    for fmt in ("text", "json"):
+        result = run_cli("inspect", f"docker-daemon:{tag}", "--format", fmt)
+        assert result.code == 0, result.stderr
+        assert password not in result.stdout and key_id not in result.stdout, result.stdout
+    data = json.loads(run_cli("inspect", f"docker-daemon:{tag}", "--format", "json").stdout)
+    assert data["config"]["env"]["DB_PASSWORD"] == "<masked: a value of a *_PASSWORD variable>"
+    assert (
+        "label: ci.deploy-key=<masked: an AWS access key id>"
+        in run_cli("inspect", f"docker-daemon:{tag}").stdout
+    )
+    code, junit = verify(f"docker-daemon:{tag}", fraud_image.lock, "--format", "junit")
+    assert password not in junit and key_id not in junit
