@@ -5,6 +5,7 @@ refused early, within the memory bound."""
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.observe.layers import docker_archive, image_config, layer_tar
+from tests.observe.layers import docker_archive, image_config, layer_tar, oci_layout, sha
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORY_BOUND = 256 << 20
@@ -210,3 +211,44 @@ def test_the_standard_tar_writers_still_read(tmp_path: Path) -> None:
         archive = archive_of(tmp_path, layer)
         proc, _ = run_cli("inspect", f"docker-archive:{archive}", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_an_oci_blob_that_is_a_link_out_of_the_layout_is_refused_unread(tmp_path: Path) -> None:
+    layer = layer_tar([("file", "etc/os-release", b"ID=debian\n")])
+    layout = oci_layout(tmp_path / "layout", {"v1": ([layer], image_config([layer]))}, compress=False)
+    blob = layout / "blobs" / "sha256" / sha(layer).split(":")[1]
+    host = tmp_path / "host-secret"
+    host.write_bytes(blob.read_bytes())  # the same bytes: only the link, not the content, is wrong
+    blob.unlink()
+    blob.symlink_to(host)
+    proc, _ = run_cli("inspect", f"oci:{layout}", cwd=tmp_path)
+    assert_one_line(proc, str(layout), sha(layer), "link out of the layout")
+
+
+def test_a_config_nested_too_deep_is_one_line(tmp_path: Path) -> None:
+    layer = layer_tar([("file", "etc/os-release", b"ID=debian\n")])
+    config = image_config([layer])
+    deep: list[object] = []
+    for _ in range(500):
+        deep = [deep]
+    config["config"]["Labels"] = {"x": deep}
+    archive = docker_archive(tmp_path / "image.tar", [layer], config)
+    proc, _ = run_cli("inspect", f"docker-archive:{archive}", cwd=tmp_path)
+    assert_one_line(proc, str(archive), "nests", "levels deep")
+
+
+def test_json_members_kept_are_bounded_in_total(tmp_path: Path) -> None:
+    layer = layer_tar([("file", "etc/os-release", b"ID=debian\n")])
+    archive = docker_archive(tmp_path / "image.tar", [layer], image_config([layer]))
+    padded = tmp_path / "padded.tar"
+    with tarfile.open(archive) as source, tarfile.open(padded, "w") as out:
+        for number in range(6):  # 6 x 15 MiB of JSON-looking members before the real ones
+            data = b"[" + b" " * (15 << 20) + b"]"
+            info = tarfile.TarInfo(f"junk{number}.json")
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+        for member in source:
+            out.addfile(member, source.extractfile(member) if member.isfile() else None)
+    proc, rss = run_cli("inspect", f"docker-archive:{padded}", cwd=tmp_path)
+    assert_one_line(proc, str(padded), "junk4.json", "JSON members kept")
+    assert rss < MEMORY_BOUND, rss

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from mlenv.errors import ImageError
 from mlenv.observe.fs.rootfs import normalize
 from mlenv.observe.image.loaded import digest_of, parse_json
+from mlenv.observe.limits import MAX_JSON_SIZE, MAX_JSON_TOTAL, Budget
 from mlenv.observe.stream.decompress import Chunk, ChunkReader, StreamError
 from mlenv.observe.stream.tar import HARDLINK, REGULAR, SYMLINK, members
 
@@ -25,7 +26,7 @@ T = TypeVar("T")
 # (member name, the blob's bytes) -> what the caller keeps of the layer. Bytes it leaves unread are skipped.
 LayerReader = Callable[[str, Iterator[memoryview]], T]
 
-_JSON_LIMIT = 64 << 20  # configs and manifests are small; a blob this big is a layer
+_JSON_LIMIT = MAX_JSON_SIZE  # configs and manifests are small; a blob this big is a layer
 _LINK_DEPTH = 40
 
 
@@ -78,6 +79,7 @@ class _Members(Generic[T]):
 def _walk(chunks: Iterable[Chunk], read_layer: LayerReader[T]) -> _Members[T]:
     found: _Members[T] = _Members()
     reader = ChunkReader(chunks)
+    kept = Budget(MAX_JSON_TOTAL, "JSON members kept")
     for member in members(reader):
         name = normalize(member.name)
         if member.kind in (SYMLINK, HARDLINK):
@@ -91,6 +93,7 @@ def _walk(chunks: Iterable[Chunk], read_layer: LayerReader[T]) -> _Members[T]:
             reader.skip(member.size)
             continue
         if member.size <= _JSON_LIMIT and (name.endswith(".json") or reader.peek(1) in (b"{", b"[")):
+            kept.charge(member.size, name)
             found.json_files[name] = reader.read(member.size)
         elif name.endswith("layer.tar") or name.startswith("blobs/"):
             data = reader.views(member.size)

@@ -10,6 +10,7 @@ from mlenv.observe.fs.rootfs import Interest
 from mlenv.observe.image.loaded import LoadedImage, digest_of, finish, parse_json
 from mlenv.observe.image.location import ImageLocation
 from mlenv.observe.image.memory import LayerMemory, read_layer
+from mlenv.observe.limits import MAX_JSON_SIZE
 from mlenv.observe.stream.decompress import read_chunks
 from mlenv.sources.registry import INDEX_TYPES, platform_of, select_platform
 
@@ -20,7 +21,10 @@ def _blob_path(root: str, digest: str) -> str:
     algorithm, _, hex_digest = digest.partition(":")
     if not algorithm or not hex_digest or "/" in digest:
         raise ValueError(digest)
-    return os.path.join(root, "blobs", algorithm, hex_digest)
+    path = os.path.join(root, "blobs", algorithm, hex_digest)
+    if not os.path.realpath(path).startswith(os.path.join(os.path.realpath(root), "blobs", "")):
+        raise ValueError(digest)  # a blob that is a link could name any host file: refused, never read
+    return path
 
 
 def file_chunks(path: str) -> Iterator[bytes]:
@@ -42,9 +46,11 @@ def load_oci(
         try:
             path = _blob_path(root, digest)
             with open(path, "rb") as file:
-                data = file.read()
+                data = file.read(MAX_JSON_SIZE + 1)  # bounded: a bigger blob fails its digest check
         except (OSError, ValueError):
-            raise ImageError(f"{location}: {what} blob {digest} is missing") from None
+            raise ImageError(
+                f"{location}: {what} blob {digest} is missing or a link out of the layout"
+            ) from None
         if digest_of(data) != digest:
             raise ImageError(f"{location}: {what} blob {digest} does not match its digest")
         return data
@@ -93,7 +99,9 @@ def load_oci(
         try:
             path = _blob_path(root, layer["digest"])
         except ValueError:
-            raise ImageError(f"{location}: malformed layer digest {layer['digest']!r}") from None
+            raise ImageError(
+                f"{location}: layer digest {layer['digest']!r} is malformed or names a link out of the layout"
+            ) from None
         if not os.path.isfile(path):
             raise ImageError(f"{location}: layer blob {layer['digest']} is missing")
         layers.append(read_layer(location, layer["digest"], file_chunks(path), interest, memory))
