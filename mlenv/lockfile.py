@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from mlenv.model.lock import (
     PythonFile,
     PythonPin,
 )
-from mlenv.model.schema import first_error
+from mlenv.model.lockcheck import first_problem
+from mlenv.model.schema import first_error, key_path
 from mlenv.model.target import Target
 from mlenv.model.tomlitems import toml_array, toml_inline, toml_table
 
@@ -276,24 +277,65 @@ def _app_table(app: LockedApp) -> Table:
 # --------------------------------------------------------------------------- reading
 
 
-def loads(text: str, *, path: str = LOCK_FILE) -> Lock:
-    """Parse and validate lockfile text. Refuses an unknown lock-version with a clear error."""
+def loads(text: str | bytes, *, path: str = LOCK_FILE) -> Lock:
+    """Parse and validate lockfile text: the schema, then the grammar of what each field feeds
+    (model/lockcheck.py). Any malformed lock is a LockfileError naming `path` and the key."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise LockfileError(path, None, f"not UTF-8 (byte {error.start})") from None
     try:
         data = tomllib.loads(text)
+        _check_times(data, ())
+        version = data.get("lock-version")
+        if isinstance(version, int) and not isinstance(version, bool) and version != LOCK_VERSION:
+            raise LockfileError(
+                path,
+                "lock-version",
+                f"is {version}; this mlenv reads version {LOCK_VERSION}",
+                hint="upgrade mlenv" if version > LOCK_VERSION else "re-run `mlenv lock`",
+            )
+        problem = first_error(data, "mlenv.lock")
     except tomllib.TOMLDecodeError as error:
         raise LockfileError(path, None, f"not valid TOML: {error}") from None
-    version = data.get("lock-version")
-    if isinstance(version, int) and version != LOCK_VERSION:
-        raise LockfileError(
-            path,
-            "lock-version",
-            f"is {version}; this mlenv reads version {LOCK_VERSION}",
-            hint="upgrade mlenv" if version > LOCK_VERSION else "re-run `mlenv lock`",
-        )
-    problem = first_error(data, "mlenv.lock")
+    except RecursionError:
+        raise LockfileError(path, None, "nested too deeply to be a lock") from None
+    except _TimeError as error:
+        raise LockfileError(path, error.key, error.problem) from None
     if problem is not None:
         raise LockfileError(path, *problem)
-    return _lock_from_data(data)
+    lock = _lock_from_data(data)
+    problem = first_problem(lock)
+    if problem is not None:
+        raise LockfileError(path, *problem)
+    return lock
+
+
+class _TimeError(Exception):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key, self.problem = key, problem
+
+
+def _check_times(value: Any, where: tuple[str | int, ...]) -> None:
+    """TOML dates and times only at `as-of`, and there with a timezone: the schema sees them as
+    strings, so a date where a string belongs would otherwise reach the Lock as a date."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_times(item, (*where, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_times(item, (*where, index))
+    elif isinstance(value, datetime | date | time):
+        if where != ("as-of",):
+            raise _TimeError(key_path(where), f"is a TOML date/time ({value}); a string was expected")
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise _TimeError(
+                "as-of", f"{value} is not a date-time with a timezone (e.g. 2025-06-01T00:00:00Z)"
+            )
+    elif where == ("as-of",):
+        raise _TimeError("as-of", f"{value!r} is not a TOML date-time (e.g. 2025-06-01T00:00:00Z)")
 
 
 def read_lock_bytes(path: Path) -> bytes:
@@ -307,7 +349,7 @@ def read_lock_bytes(path: Path) -> bytes:
 
 
 def read_lock(path: Path) -> Lock:
-    return loads(read_lock_bytes(path).decode("utf-8"), path=str(path))
+    return loads(read_lock_bytes(path), path=str(path))
 
 
 def _file(data: Mapping[str, Any]) -> PythonFile:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from mlenv.errors import BuildError
 from mlenv.model.lock import Lock, PythonPin
+from mlenv.model.lockcheck import first_problem
 from mlenv.render.dockerfile import dockerfile_lines
 from mlenv.render.dockerignore import DOCKERIGNORE
 from mlenv.render.entrypoint import entrypoint_script, needs_entrypoint
@@ -51,6 +52,11 @@ def render(lock: Lock, *, lock_digest: str, mlenv_version: str, fetch: FetchMode
     """Every generated file of the build context for `lock`."""
     if lock.base is None:
         raise BuildError("the lock has no base image; add [base] image to the spec and run `mlenv lock`")
+    # The reader refuses such a lock; a Lock made some other way is held to the same grammar, since
+    # its values become Dockerfile instructions and shell words.
+    problem = first_problem(lock)
+    if problem is not None:
+        raise BuildError(f"the lock cannot be rendered: {problem[0]}: {problem[1]}")
     pins = requirement_lines(lock.python.packages, wheels_only=fetch == "host")
     requirements = "".join(f"{line}\n" for line in pins)
     dockerfile = "".join(

@@ -16,8 +16,6 @@ Every layer of the final image is bit-for-bit reproducible on the legacy builder
 
 from __future__ import annotations
 
-import json
-import shlex
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Literal
@@ -26,6 +24,7 @@ from mlenv.model.facts import HealthcheckFact
 from mlenv.model.lock import Lock, LockedBase
 from mlenv.render.config import image_settings, mount_dir
 from mlenv.render.entrypoint import needs_entrypoint
+from mlenv.render.quote import quote, quote_argv
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
 APP_UID = 10001
@@ -108,17 +107,13 @@ def _stage_parents(path: str) -> list[str]:
     parents = [str(p) for p in reversed(PurePosixPath(path).parents) if str(p) != "/"]
     steps = []
     for parent in parents:
-        staged = shlex.quote(STAGE + parent)
+        staged = quote(STAGE + parent, into="shell")
         steps += [
             f"mkdir -p {staged}",
-            f"chmod --reference={shlex.quote(parent)} {staged}",
-            f"chown --reference={shlex.quote(parent)} {staged}",
+            f"chmod --reference={quote(parent, into='shell')} {staged}",
+            f"chown --reference={quote(parent, into='shell')} {staged}",
         ]
     return steps
-
-
-def _json(values: list[str] | tuple[str, ...]) -> str:
-    return json.dumps(list(values))
 
 
 def _run(steps: list[str]) -> Iterator[str]:
@@ -140,7 +135,7 @@ def dockerfile_lines(
     assert lock.base is not None
     base = base_reference(lock.base)
     epoch = source_date_epoch(lock)
-    venv = lock.python.venv
+    venv = quote(lock.python.venv, into="shell")
     flavour = (
         "hermetic: every input was fetched on the host and hash-checked"
         if fetch == "host"
@@ -160,8 +155,8 @@ def dockerfile_lines(
         yield f"COPY {wheels_dir}/ /tmp/mlenv/wheels/"
         source = "--no-index --find-links /tmp/mlenv/wheels --only-binary :all:"
     else:
-        extra = "".join(f" --extra-index-url {shlex.quote(u)}" for u in lock.python.extra_index_urls)
-        source = f"--index-url {shlex.quote(lock.python.index_url)}{extra}"
+        extra = "".join(f" --extra-index-url {quote(u, into='shell')}" for u in lock.python.extra_index_urls)
+        source = f"--index-url {quote(lock.python.index_url, into='shell')}{extra}"
     locked = {p.name for p in lock.python.packages}
     bootstrap = sorted({"pip", "setuptools"} - locked)  # put there by ensurepip, not by the lock
     install = [
@@ -172,9 +167,9 @@ def dockerfile_lines(
     if bootstrap:
         install.append(f"{venv}/bin/python -m pip uninstall --yes {' '.join(bootstrap)}")
     install += [
-        f"{venv}/bin/python -c {shlex.quote(_COMPILE.format(venv=venv))}",
-        *_stage_parents(venv),
-        f"mv {venv} {shlex.quote(STAGE + venv)}",
+        f"{venv}/bin/python -c {quote(_COMPILE.format(venv=lock.python.venv), into='shell')}",
+        *_stage_parents(lock.python.venv),
+        f"mv {venv} {quote(STAGE + lock.python.venv, into='shell')}",
         f"find {STAGE} -newermt @{epoch} -exec touch --no-dereference --date=@{epoch} {{}} +",
     ]
     yield from _run(install)
@@ -200,7 +195,7 @@ def dockerfile_lines(
     yield "ENV " + " ".join(f"{k}={v}" for k, v in first) + " \\"
     yield "    " + " ".join(f"{k}={v}" for k, v in second)
 
-    user = lock.app.user
+    user = quote(lock.app.user, into="shell")
     yield "# A non-root user that owns nothing but what it must write; the workdir made here, not by WORKDIR"
     yield "# (which would stamp it with the build time)."
     writable = sorted({m.target.rsplit("/", 1)[0] or "/" for m in lock.models if m.strategy == "download"})
@@ -210,12 +205,12 @@ def dockerfile_lines(
         f"SOURCE_DATE_EPOCH={epoch} useradd --system --uid {APP_UID} --user-group --no-create-home "
         f"--home-dir /nonexistent --shell /usr/sbin/nologin {user}",
     ]
-    user_steps += [f"install -d -o {user} -g {user} {shlex.quote(d)}" for d in writable]
-    user_steps += [f"mkdir -p {shlex.quote(lock.app.workdir)}", "rm -f $fresh", _clamp(epoch)]
+    user_steps += [f"install -d -o {user} -g {user} {quote(d, into='shell')}" for d in writable]
+    user_steps += [f"mkdir -p {quote(lock.app.workdir, into='shell')}", "rm -f $fresh", _clamp(epoch)]
     yield from _run(user_steps)
 
     for key, value in settings.app_env:
-        yield f"ENV {key}={json.dumps(value)}"
+        yield f"ENV {key}={quote(value, into='word')}"
     if lock.app.copy:
         yield "# Application code."
         yield f"ADD {context_dir}/{APP_TAR} /"
@@ -225,11 +220,11 @@ def dockerfile_lines(
     if baked:
         yield "# Models baked into the image, checked against the lock."
         yield f"ADD {context_dir}/{MODELS_TAR} /"
-        checks = " ".join(f"'{m.sha256}  {m.target}'" for m in baked)
+        checks = " ".join(quote(f"{m.sha256}  {m.target}", into="shell") for m in baked)
         yield f"RUN printf '%s\\n' {checks} | sha256sum --check --strict -"
     for model in sorted((m for m in lock.models if m.strategy == "mount"), key=lambda m: m.target):
         yield f"# Mount {model.target} read-only (docker run -v HOST:{model.target}:ro); checked at start-up."
-        yield f"VOLUME [{json.dumps(mount_dir(model))}]"
+        yield f"VOLUME {quote_argv([mount_dir(model)])}"
     if needs_entrypoint(lock):
         yield f"ADD {context_dir}/{ENTRYPOINT_TAR} /"
 
@@ -238,11 +233,11 @@ def dockerfile_lines(
         yield f"EXPOSE {port.removesuffix('/tcp')}"
     if settings.healthcheck is not None:
         yield _healthcheck(settings.healthcheck)
-    yield "LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in settings.labels)
+    yield "LABEL " + " \\\n      ".join(f"{k}={quote(v, into='word')}" for k, v in settings.labels)
     if settings.entrypoint is not None:
-        yield f"ENTRYPOINT {_json(settings.entrypoint)}"
+        yield f"ENTRYPOINT {quote_argv(settings.entrypoint)}"
     if settings.cmd is not None:
-        yield f"CMD {_json(settings.cmd)}"
+        yield f"CMD {quote_argv(settings.cmd)}"
 
 
 def _system_stage(
@@ -261,16 +256,19 @@ def _system_stage(
         cleanup = [DEBS_DIR]
     else:
         pins = " ".join(
-            f"{p.name}:{p.architecture}={p.version}" if p.architecture != "all" else f"{p.name}={p.version}"
+            quote(
+                f"{p.name}:{p.architecture}={p.version}"
+                if p.architecture != "all"
+                else f"{p.name}={p.version}",
+                into="shell",
+            )
             for p in names
         )
         steps += ["apt-get update", f"apt-get install --yes --no-install-recommends {pins}"]
         cleanup = []
-    expected = " ".join(f"{p.name}={p.version}" for p in names)
-    steps.append(
-        f"dpkg-query -W -f '${{Package}}=${{Version}}\\n' {' '.join(p.name for p in names)} "
-        f"| sort > /tmp/mlenv-apt.txt"
-    )
+    expected = " ".join(quote(f"{p.name}={p.version}", into="shell") for p in names)
+    packages = " ".join(quote(p.name, into="shell") for p in names)
+    steps.append(f"dpkg-query -W -f '${{Package}}=${{Version}}\\n' {packages} | sort > /tmp/mlenv-apt.txt")
     steps.append(f"printf '%s\\n' {expected} | sort | diff - /tmp/mlenv-apt.txt")
     steps.append("rm -rf " + " ".join(cleanup + ["/tmp/mlenv-apt.txt", *VOLATILE]))
     steps += [
@@ -291,5 +289,5 @@ def _healthcheck(check: HealthcheckFact) -> str:
     seconds = [check.interval // 10**9, check.timeout // 10**9, check.start_period // 10**9]
     options = "--interval={}s --timeout={}s --start-period={}s".format(*seconds)
     kind, *argv = check.test
-    command = f"CMD {_json(argv)}" if kind == "CMD" else f"CMD {argv[0]}"
+    command = f"CMD {quote_argv(argv)}" if kind == "CMD" else f"CMD {quote(argv[0], into='line')}"
     return f"HEALTHCHECK {options} --retries={check.retries} {command}"

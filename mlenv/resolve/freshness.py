@@ -1,4 +1,10 @@
-"""Is a lock still the lock of its spec? Answered without the network, for `mlenv lock --check`."""
+"""Is a lock still the lock of its spec? Answered without the network, for `mlenv lock --check`.
+
+Two questions: did the spec change since the lock was made (its hash), and does the lock still say
+what the spec says? The second compares every field the spec determines (the lock's projection onto
+the spec) with what locking this spec would write there, so a hand edit of `name`, `app.user` or an
+index URL is stale even when `spec-hash` was left alone.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,85 @@ from pathlib import Path
 from mlenv.files import file_sha256
 from mlenv.model.lock import Lock
 from mlenv.model.spec import Spec
+from mlenv.model.urls import redact
+from mlenv.resolve.python import requested_names
 from mlenv.spec import spec_hash
+
+Projection = dict[str, object]
+
+
+def spec_projection(spec: Spec) -> Projection:
+    """What `mlenv lock` writes from the spec alone, by lock key (the resolver adds the rest)."""
+    projection: Projection = {
+        "name": spec.name,
+        "as-of": spec.as_of,
+        "target.source": "base-image" if spec.base is not None else "spec",
+        "target.platforms": sorted(spec.base.platforms if spec.base is not None else spec.target.platforms),
+        "base.reference": spec.base.image if spec.base is not None else None,
+        "python.resolver": spec.python.resolver,
+        "python.venv": spec.python.venv,
+        "python.index-url": redact(spec.python.index_url),
+        "python.extra-index-urls": [redact(u) for u in spec.python.extra_index_urls],
+        "python.packages (requested)": sorted(requested_names(spec.python)),
+        "cuda.requested": spec.cuda.version or "none",
+        "app.copy": sorted(spec.app.copy),
+        "app.workdir": spec.app.workdir,
+        "app.cmd": list(spec.app.cmd),
+        "app.port": spec.app.port,
+        "app.healthcheck": spec.app.healthcheck,
+        "app.user": spec.app.user,
+        "app.env": sorted(spec.app.env),
+        "models": sorted(
+            (m.target, m.source, m.strategy, m.sha256 if m.remote else None) for m in spec.app.models
+        ),
+    }
+    if spec.base is None:
+        # Without a base the target is the spec's own; with one it is read from the base.
+        projection["target.python"] = spec.target.python
+        projection["target.glibc"] = spec.target.glibc
+    return projection
+
+
+def lock_projection(lock: Lock, keys: set[str] | None = None) -> Projection:
+    """The same keys, read from the lock."""
+    projection: Projection = {
+        "name": lock.name,
+        "as-of": lock.as_of,
+        "target.source": lock.target.source,
+        "target.platforms": sorted(lock.target.platforms),
+        "base.reference": lock.base.reference if lock.base is not None else None,
+        "python.resolver": lock.python.resolver,
+        "python.venv": lock.python.venv,
+        "python.index-url": lock.python.index_url,
+        "python.extra-index-urls": list(lock.python.extra_index_urls),
+        "python.packages (requested)": sorted(p.name for p in lock.python.packages if p.requested),
+        "cuda.requested": lock.cuda.requested,
+        "app.copy": sorted(lock.app.copy),
+        "app.workdir": lock.app.workdir,
+        "app.cmd": list(lock.app.cmd),
+        "app.port": lock.app.port,
+        "app.healthcheck": lock.app.healthcheck,
+        "app.user": lock.app.user,
+        "app.env": sorted(lock.app.env),
+        "models": sorted(
+            (m.target, m.source, m.strategy, m.sha256 if m.remote else None) for m in lock.models
+        ),
+        "target.python": lock.target.python,
+        "target.glibc": lock.target.glibc,
+    }
+    return {k: v for k, v in projection.items() if keys is None or k in keys}
+
+
+def projection_reasons(spec: Spec, lock: Lock) -> list[str]:
+    """One line per spec-determined lock field that differs from what the spec says."""
+    wanted = spec_projection(spec)
+    found = lock_projection(lock, set(wanted))
+    name = Path(spec.path).name
+    return [
+        f"{key}: the lock says {found[key]!r}, {name} says {wanted[key]!r}"
+        for key in wanted
+        if found[key] != wanted[key]
+    ]
 
 
 def stale_reasons(spec: Spec, lock: Lock) -> list[str]:
@@ -15,6 +99,7 @@ def stale_reasons(spec: Spec, lock: Lock) -> list[str]:
     reasons = []
     if lock.spec_hash != spec_hash(spec):
         reasons.append(f"{Path(spec.path).name} changed since the lock was made (spec-hash differs)")
+    reasons += projection_reasons(spec, lock)
     locked = {m.target: m for m in lock.models}
     for model in spec.app.models:
         entry = locked.get(model.target)
