@@ -100,6 +100,8 @@ BAD_TARS = {
     "pax-huge-header": header(b"././@PaxHeader", size=b"77777777777\x00", typeflag=b"x") + bytes(1024),
     "truncated-data": header(b"etc/passwd", size=b"00000010000\x00") + b"x" * 700,
     "truncated-header": header(b"etc/passwd")[:300],
+    "zstd-garbage": b"\x28\xb5\x2f\xfd" + bytes(range(256)) * 2,
+    "gzip-truncated": gzip.compress(header(b"etc/passwd", size=b"00000010000\x00") + b"x" * 4096)[:-20],
 }
 
 
@@ -110,7 +112,9 @@ def test_a_malformed_layer_tar_is_one_line_naming_image_layer_and_member(tmp_pat
     text = assert_one_line(proc, str(archive), "layer.tar")
     # The member is the one whose header is broken: the pax header itself, or the file it describes.
     member = "PaxHeader" if case.startswith("pax-") and case != "pax-bad-size" else "etc/passwd"
-    if case != "truncated-header":  # a header cut short has no name yet; its byte offset is told
+    if case in ("zstd-garbage", "gzip-truncated"):  # the stream itself is broken, before or after a member
+        assert "corrupt zstd data" in text or "truncated gzip data" in text, text
+    elif case != "truncated-header":  # a header cut short has no name yet; its byte offset is told
         assert member in text or (case == "pax-bad-size" and "etc/hostname" in text), text
 
 

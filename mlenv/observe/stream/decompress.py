@@ -152,7 +152,10 @@ def decompressed(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
                         yield out
                     if decompressor.eof:
                         data = decompressor.unused_data
-    except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as error:
+    except StreamError:
+        raise  # a limit crossed (check_ratio): already the line to show
+    except Exception as error:
+        # zlib.error, lzma.LZMAError, OSError (bz2), zstandard.ZstdError: no common base; all mean corrupt.
         raise StreamError(f"corrupt {kind} data: {error}") from None
     if fed and not decompressor.eof:
         raise StreamError(f"truncated {kind} data")
