@@ -1,5 +1,8 @@
 """Lock <-> TOML. The writer is deterministic: the same Lock always gives the same bytes.
 
+Every URL is written without its userinfo (user:password@), whoever made the Lock; the reader refuses
+a lock that carries one (model/lockcheck.py).
+
 Every collection is written in a fixed order (packages by name, files by name, platforms by name;
 base layers keep their order because it is meaningful). The Python section uses PEP 751
 (pylock.toml) names so `mlenv export --format pylock` is a projection, not a translation.
@@ -39,6 +42,7 @@ from mlenv.model.lockcheck import first_problem
 from mlenv.model.schema import first_error, key_path
 from mlenv.model.target import Target
 from mlenv.model.tomlitems import toml_array, toml_inline, toml_table
+from mlenv.model.urls import redact
 
 LOCK_FILE = "mlenv.lock"
 HEADER = (
@@ -86,7 +90,7 @@ def dumps(lock: Lock) -> str:
             models.append(
                 toml_table(
                     {
-                        "source": model.source,
+                        "source": redact(model.source),
                         "target": model.target,
                         "strategy": model.strategy,
                         "sha256": model.sha256,
@@ -159,10 +163,10 @@ def _apt_table(apt: LockedApt) -> Table:
         sources.append(
             toml_table(
                 {
-                    "mirror": source.mirror,
+                    "mirror": redact(source.mirror),
                     "suite": source.suite,
                     "components": toml_array(list(source.components)),
-                    "snapshot": source.snapshot,
+                    "snapshot": redact(source.snapshot) if source.snapshot is not None else None,
                     "snapshot-timestamp": source.snapshot_timestamp,
                     "signed-by": source.signed_by,
                 }
@@ -194,7 +198,7 @@ def _file_inline(file: PythonFile) -> InlineTable:
     return toml_inline(
         {
             "name": file.name,
-            "url": file.url,
+            "url": redact(file.url),
             "size": file.size,
             "hashes": toml_inline({"sha256": file.sha256}),
             "hash-source": file.hash_source,
@@ -208,8 +212,8 @@ def _python_table(python: LockedPython) -> Table:
             "resolver": python.resolver,
             "requires-python": python.requires_python,
             "venv": python.venv,
-            "index-url": python.index_url,
-            "extra-index-urls": toml_array(list(python.extra_index_urls)),
+            "index-url": redact(python.index_url),
+            "extra-index-urls": toml_array([redact(u) for u in python.extra_index_urls]),
         }
     )
     packages = tomlkit.aot()
@@ -219,7 +223,7 @@ def _python_table(python: LockedPython) -> Table:
                 "name": pin.name,
                 "version": pin.version,
                 "marker": pin.marker,
-                "index": pin.index,
+                "index": redact(pin.index),
                 "requested": pin.requested,
             }
         )
@@ -244,7 +248,7 @@ def _cuda_table(cuda: LockedCuda) -> Table:
             "requested": cuda.requested,
             "min-driver": cuda.min_driver,
             "torch-label": cuda.torch_label,
-            "torch-index": cuda.torch_index,
+            "torch-index": redact(cuda.torch_index) if cuda.torch_index is not None else None,
         }
     )
     if cuda.components:
