@@ -338,3 +338,22 @@ def test_check_finds_every_spec_determined_field_edited(tmp_path: Path, edit: An
     reasons = stale_reasons(spec, edit(lock))
     assert [r for r in reasons if r.startswith(f"{key}: the lock says ")], reasons
     assert not any("spec-hash" in r for r in reasons)  # the hash was left alone: the projection found it
+
+
+def test_a_failed_fetch_names_the_file_without_the_mirror_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlenv.build import artifacts
+    from mlenv.sources import http
+    from mlenv.sources.cas import ContentStore
+
+    def refused(url: str) -> Any:
+        raise ConnectionError(f"cannot reach {url}")
+
+    monkeypatch.setattr(http, "download_chunks", refused)
+    artifact = artifacts.Artifact(
+        filename="curl.deb", sha256="c" * 64, urls=("http://u:secret@deb.example/pool/curl.deb",)
+    )
+    with pytest.raises(BuildError) as caught:
+        artifacts.fetch([artifact], ContentStore(tmp_path), lambda _: None)
+    assert str(caught.value) == "cannot fetch curl.deb: cannot reach http://deb.example/pool/curl.deb"

@@ -9,6 +9,7 @@ from pathlib import Path
 from mlenv.errors import BuildError
 from mlenv.model.lock import Lock
 from mlenv.model.target import target_tags, wheel_installs
+from mlenv.model.urls import redact_text
 from mlenv.sources.cas import ContentStore
 
 Progress = Callable[[str], None]
@@ -73,4 +74,5 @@ def _download_any(artifact: Artifact, store: ContentStore) -> Path:
             raise  # a hash mismatch is never retried from another mirror silently
         except Exception as error:  # try the next mirror, report the last failure
             last_error = error
-    raise BuildError(f"cannot fetch {artifact.filename}: {last_error}")
+    # The error may quote a URL; a mirror's credentials must not reach the error line.
+    raise BuildError(f"cannot fetch {artifact.filename}: {redact_text(str(last_error))}")
