@@ -61,6 +61,59 @@ class _Combined:
         return any(p(path) and still_needed(p, path.removeprefix("/"), digest) for p in self.chosen)
 
 
+# The types the image config's fields must have for the observer to read them (the OCI image spec's).
+_INNER_TYPES: dict[str, tuple[type, ...]] = {
+    "Env": (list,),
+    "Labels": (dict,),
+    "Cmd": (list, str),
+    "Entrypoint": (list, str),
+    "ExposedPorts": (dict,),
+    "Volumes": (dict,),
+    "Healthcheck": (dict,),
+    "User": (str,),
+    "WorkingDir": (str,),
+    "StopSignal": (str,),
+}
+_HEALTH_NUMBERS = ("Interval", "Timeout", "StartPeriod", "Retries")
+
+
+def config_problem(config: object) -> str | None:
+    """What makes an image config unreadable (a field of the wrong JSON type), or None. Checked once
+    when an image is loaded, so no reader of the config meets a list where an object belongs."""
+    if not isinstance(config, dict):
+        return "the image config is not a JSON object"
+    rootfs = config.get("rootfs")
+    if rootfs is not None and not isinstance(rootfs, dict):
+        return "the image config's rootfs is not an object"
+    diff_ids = (rootfs or {}).get("diff_ids")
+    if diff_ids is not None and not (
+        isinstance(diff_ids, list) and all(isinstance(d, str) for d in diff_ids)
+    ):
+        return "the image config's rootfs.diff_ids is not a list of strings"
+    for key in ("architecture", "os"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            return f"the image config's {key} is not a string"
+    if config.get("history") is not None and not isinstance(config["history"], list):
+        return "the image config's history is not a list"
+    inner = config.get("config")
+    if inner is None:
+        return None
+    if not isinstance(inner, dict):
+        return "the image config's config is not an object"
+    for key, types in _INNER_TYPES.items():
+        if inner.get(key) is not None and not isinstance(inner[key], types):
+            return f"the image config's config.{key} has the wrong type ({type(inner[key]).__name__})"
+    if not all(isinstance(item, str) for item in inner.get("Env") or ()):
+        return "the image config's config.Env holds a value that is not a string"
+    check = inner.get("Healthcheck") or {}
+    if check.get("Test") is not None and not isinstance(check["Test"], list):
+        return "the image config's config.Healthcheck.Test is not a list"
+    for key in _HEALTH_NUMBERS:
+        if check.get(key) is not None and (not isinstance(check[key], int) or isinstance(check[key], bool)):
+            return f"the image config's config.Healthcheck.{key} is not a number"
+    return None
+
+
 def config_env(config: Mapping[str, Any] | None) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in ((config or {}).get("config") or {}).get("Env") or ():

@@ -256,3 +256,24 @@ def test_json_members_kept_are_bounded_in_total(tmp_path: Path) -> None:
     proc, rss = run_cli("inspect", f"docker-archive:{padded}", cwd=tmp_path)
     assert_one_line(proc, str(padded), "junk4.json", "JSON members kept")
     assert rss < MEMORY_BOUND, rss
+
+
+CONFIGS = {
+    "labels-list": ("config", "Labels", [1, 2]),
+    "env-string": ("config", "Env", "A=1"),
+    "volumes-number": ("config", "Volumes", 3),
+    "healthcheck-list": ("config", "Healthcheck", [1]),
+    "rootfs-list": ("top", "rootfs", [1]),
+    "config-list": ("top", "config", [1]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_a_config_field_of_the_wrong_type_is_one_line_naming_it(tmp_path: Path, case: str) -> None:
+    where, key, value = CONFIGS[case]
+    layer = layer_tar([("file", "etc/os-release", b"ID=debian\n")])
+    config = image_config([layer])
+    (config["config"] if where == "config" else config)[key] = value
+    archive = docker_archive(tmp_path / "image.tar", [layer], config)
+    proc, _ = run_cli("inspect", f"docker-archive:{archive}", cwd=tmp_path)
+    assert_one_line(proc, str(archive), key)

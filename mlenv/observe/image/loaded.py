@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlenv.errors import ImageError
+from mlenv.observe.facts import config_problem
 from mlenv.observe.fs.rootfs import LayeredFS, LayerIndex
 from mlenv.observe.image.location import ImageLocation
 from mlenv.observe.limits import LimitError, load_json
@@ -60,6 +61,8 @@ def finish(
     manifest_digest: str | None,
     names: Sequence[str] = (),
 ) -> LoadedImage:
+    if (problem := config_problem(config)) is not None:  # one check of the shape for every reader
+        raise ImageError(f"{location}: {problem}")
     check_layers(location, config, [layer.diff_id for layer in layers])
     summaries = tuple(
         LayerSummary(

@@ -18,6 +18,7 @@ from mlenv.model.debian import (
 )
 from mlenv.observe.probes.dpkg import STATUS as DPKG_STATUS
 from mlenv.observe.probes.dpkg import installed_stanzas
+from mlenv.observe.stream.decompress import StreamError
 from mlenv.resolve.apt.sourceslist import parse_deb822_sources, parse_sources_list
 
 ReadFile = Callable[[str], "bytes | None"]
@@ -52,7 +53,10 @@ def read_base_state(read: ReadFile, listdir: ListDir) -> AptBaseState:
     status = read(DPKG_STATUS)
     if status is None:
         raise ResolutionError(f"the base image has no {DPKG_STATUS}: apt packages need a Debian-based base")
-    installed = installed_records(status)
+    try:
+        installed = installed_records(status)
+    except StreamError as error:  # a line past the observer's bound: the file is not a dpkg database
+        raise ResolutionError(f"the base image's {error}") from None
     architecture = native_architecture(installed)
     foreign = tuple(a for a in _lines(read(DPKG_ARCH_FILE)) if a != architecture)
 
