@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from datetime import date, datetime, time
 from functools import cache
 from importlib.resources import files
 from typing import Any
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @cache
@@ -25,7 +28,10 @@ def key_path(parts: Iterable[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            # A key outside TOML's bare-key grammar is quoted as TOML quotes it, so a hostile key (a
+            # newline, a dot) cannot break the one error line or pass for another path.
+            name = part if _BARE_KEY.fullmatch(part) else json.dumps(part)
+            out += f".{name}" if out else name
     return out
 
 
