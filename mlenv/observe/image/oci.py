@@ -15,6 +15,48 @@ from mlenv.observe.stream.decompress import read_chunks
 from mlenv.sources.registry import INDEX_TYPES, platform_of, select_platform
 
 OCI_REF_NAME = "org.opencontainers.image.ref.name"
+# The layer media types the reader can unpack (OCI image-spec, and Docker's as skopeo copies them); any
+# other is refused rather than guessed at.
+LAYER_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    }
+)
+
+
+def _object(location: ImageLocation, value: object, what: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ImageError(f"{location}: {what} is not a JSON object")
+    return value
+
+
+def _list(location: ImageLocation, value: object, what: str) -> list[object]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ImageError(f"{location}: {what} is not a JSON array")
+    return value
+
+
+def _descriptor(location: ImageLocation, value: object, what: str) -> dict[str, object]:
+    """A descriptor as the image-spec defines it: an object with a string digest and an integer size."""
+    descriptor = _object(location, value, what)
+    digest, size = descriptor.get("digest"), descriptor.get("size")
+    if not isinstance(digest, str):
+        raise ImageError(f"{location}: {what} has no digest")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ImageError(f"{location}: {what} {digest} has no valid size")
+    annotations = descriptor.get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        raise ImageError(f"{location}: {what} {digest}: annotations is not a JSON object")
+    return descriptor
 
 
 def _blob_path(root: str, digest: str) -> str:
@@ -56,14 +98,22 @@ def load_oci(
         return data
 
     with open(index_path, "rb") as file:
-        index = parse_json(location, "index.json", file.read())
-    descriptors = index.get("manifests") or []
+        index = _object(location, parse_json(location, "index.json", file.read()), "index.json")
+    descriptors = [
+        _descriptor(location, d, "index.json manifest")
+        for d in _list(location, index.get("manifests"), "index.json manifests")
+    ]
+
+    def tag(d: dict[str, object], default: str) -> str:
+        annotations = d.get("annotations") or {}
+        assert isinstance(annotations, dict)  # _descriptor checked it
+        name = annotations.get(OCI_REF_NAME, default)
+        return name if isinstance(name, str) else default
+
     if location.selector is not None:
-        chosen = [
-            d for d in descriptors if (d.get("annotations") or {}).get(OCI_REF_NAME) == location.selector
-        ]
+        chosen = [d for d in descriptors if tag(d, "") == location.selector]
         if not chosen:
-            names = sorted({(d.get("annotations") or {}).get(OCI_REF_NAME, "") for d in descriptors} - {""})
+            names = sorted({tag(d, "") for d in descriptors} - {""})
             raise ImageError(
                 f"{location}: no image tagged '{location.selector}' in the layout "
                 f"(tags: {', '.join(names) or 'none'})"
@@ -73,39 +123,58 @@ def load_oci(
     if len(chosen) != 1:
         if not chosen:
             raise ImageError(f"{location}: the layout holds no image")
-        names = sorted({(d.get("annotations") or {}).get(OCI_REF_NAME, "?") for d in chosen})
+        names = sorted({tag(d, "?") for d in chosen})
         raise ImageError(
             f"{location}: the layout holds {len(chosen)} images; name one as oci:PATH:TAG "
             f"(tags: {', '.join(names)})"
         )
-    descriptor = chosen[0]
-    manifest_digest = descriptor["digest"]
-    manifest = parse_json(location, "manifest", blob(manifest_digest, "manifest"))
+    manifest_digest = str(chosen[0]["digest"])
+    manifest = _object(
+        location, parse_json(location, "manifest", blob(manifest_digest, "manifest")), "the manifest"
+    )
     if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
-        offered = manifest.get("manifests") or []
+        offered = [
+            _descriptor(location, d, "index manifest")
+            for d in _list(location, manifest.get("manifests"), "the index's manifests")
+        ]
         picked = select_platform(offered, platform)
         if picked is None:
             names = sorted({platform_of(d) for d in offered})
             raise ImageError(
                 f"{location}: no image for platform {platform} (has: {', '.join(names) or 'none'})"
             )
-        descriptor = picked
-        manifest_digest = descriptor["digest"]
-        manifest = parse_json(location, "manifest", blob(manifest_digest, "manifest"))
-    config_digest = manifest["config"]["digest"]
+        manifest_digest = str(picked["digest"])
+        manifest = _object(
+            location, parse_json(location, "manifest", blob(manifest_digest, "manifest")), "the manifest"
+        )
+    config_digest = str(_descriptor(location, manifest.get("config"), "the manifest's config")["digest"])
     config = parse_json(location, "config", blob(config_digest, "config"))
+    descriptors = [
+        _descriptor(location, d, "layer") for d in _list(location, manifest.get("layers"), "layers")
+    ]
     layers = []
-    for layer in manifest.get("layers") or []:
+    for layer in descriptors:
+        digest = str(layer["digest"])
+        if layer.get("mediaType") not in LAYER_TYPES:
+            raise ImageError(
+                f"{location}: layer {digest} has media type {layer.get('mediaType')!r}, not a layer"
+            )
         try:
-            path = _blob_path(root, layer["digest"])
+            path = _blob_path(root, digest)
         except ValueError:
             raise ImageError(
-                f"{location}: layer digest {layer['digest']!r} is malformed or names a link out of the layout"
+                f"{location}: layer digest {digest!r} is malformed or names a link out of the layout"
             ) from None
         if not os.path.isfile(path):
-            raise ImageError(f"{location}: layer blob {layer['digest']} is missing")
-        layers.append(read_layer(location, layer["digest"], file_chunks(path), interest, memory))
-    names = [layer["digest"] for layer in manifest.get("layers") or []]
+            raise ImageError(f"{location}: layer blob {digest} is missing")
+        if os.path.getsize(path) != layer["size"]:
+            # The descriptor's size bounds what is read (image-spec); a blob of another size is not it.
+            raise ImageError(
+                f"{location}: layer blob {digest} holds {os.path.getsize(path)} bytes, "
+                f"its descriptor says {layer['size']}"
+            )
+        layers.append(read_layer(location, digest, file_chunks(path), interest, memory))
+    names = [str(layer["digest"]) for layer in descriptors]
     return finish(
         location, config, layers, config_digest=config_digest, manifest_digest=manifest_digest, names=names
     )
