@@ -51,7 +51,11 @@ PROJECT_PATH = re.compile(rf"(?:{_PATH_SEGMENT})(?:/(?:{_PATH_SEGMENT}))*")
 REGISTRY = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?")
 _REPO_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = re.compile(rf"{_REPO_PART}(?:/{_REPO_PART})*")
-REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@\[\]-]*")
+# [registry/]repository[:tag][@sha256:hex]: no room for a user:password@ in front of the host.
+REFERENCE = re.compile(
+    rf"(?:{REGISTRY.pattern}/)?{_REPO_PART}(?:/{_REPO_PART})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
 PLATFORM = re.compile(r"linux/[a-z0-9]+(?:/v[0-9]+)?")
 DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 WORD = re.compile(r"[A-Za-z0-9._~+-]*")  # os-id, os-version
@@ -166,7 +170,14 @@ def _target_and_base(lock: Lock) -> Iterator[Problem]:
     base = lock.base
     if base is None:
         return
-    yield from _match(REFERENCE, base.reference, "base.reference", "an image reference")
+    if "@" in base.reference.split("/", 1)[0]:
+        # Never echoed: what stands before the host is a credential (user:password@).
+        yield (
+            "base.reference",
+            "holds credentials before the registry host (user:password@); refused unprinted",
+        )
+    else:
+        yield from _match(REFERENCE, base.reference, "base.reference", "an image reference")
     yield from _match(REGISTRY, base.registry, "base.registry", "a registry host[:port]")
     yield from _match(REPOSITORY, base.repository, "base.repository", "a repository name")
     for p_index, locked in enumerate(base.platforms):
