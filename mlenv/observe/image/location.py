@@ -52,4 +52,11 @@ def parse_location(text: str) -> ImageLocation:
             if cut is not None:
                 path, selector = rest[:cut], rest[cut + 1 :] or None
         return ImageLocation(transport=transport, target=path, selector=selector)
+    scheme, sep, _ = text.partition("://")
+    if sep and "/" not in scheme:
+        # A daemon image name holds no "://": this is a transport mlenv does not read.
+        raise ImageError(
+            f"{text}: unknown transport '{scheme}://' "
+            "(use docker-daemon:NAME, docker-archive:PATH, oci:PATH or docker://REF)"
+        )
     return ImageLocation(transport="docker-daemon", target=text)
