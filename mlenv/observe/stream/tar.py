@@ -115,7 +115,10 @@ def _checksum_ok(header: bytes) -> bool:
         stored = _number(header[148:156])
     except ValueError:
         return False
-    return stored == sum(header[:148]) + 256 + sum(header[156:])
+    rest = header[:148] + header[156:]
+    unsigned = sum(rest) + 256  # the checksum field itself counts as eight spaces
+    signed = sum(b - 256 if b > 127 else b for b in rest) + 256  # what some old tar writers summed
+    return stored in (unsigned, signed)
 
 
 def members(reader: ChunkReader) -> Iterator[Member]:
@@ -135,9 +138,10 @@ def members(reader: ChunkReader) -> Iterator[Member]:
             raise StreamError(f"truncated tar header at byte {reader.offset}")
         if header == ZERO_BLOCK:
             return
-        magic = header[257:263]
-        if not magic.startswith(b"ustar") and not _checksum_ok(header):
-            raise StreamError(f"not a tar stream (bad header at byte {reader.offset - BLOCK})")
+        # Every header's checksum is checked, ustar or not (as Go's archive/tar and Python's tarfile
+        # do): a header that fails it is corrupt, and its fields are not to be believed.
+        if not _checksum_ok(header):
+            raise StreamError(f"not a tar stream (bad header checksum at byte {reader.offset - BLOCK})")
         count += 1
         if count > MAX_ENTRIES:
             raise LimitError(f"the layer has more than {MAX_ENTRIES} entries")
@@ -163,7 +167,7 @@ def members(reader: ChunkReader) -> Iterator[Member]:
                 global_pax.update(_pax(data, raw_name))
             continue
         name = _text(header[0:100])
-        if magic == b"ustar\x00" and header[345] != 0:
+        if header[257:263] == b"ustar\x00" and header[345] != 0:
             name = _text(header[345:500]) + "/" + name
         link = _text(header[157:257])
         merged = {**global_pax, **pax} if global_pax else pax
