@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 
 from mlenv.errors import SpecError
 from mlenv.files import inside
+from mlenv.model.lockcheck import IMAGE_PATH, REFERENCE
 from mlenv.model.schema import first_error
 from mlenv.model.spec import (
     DEFAULT_INDEX_URL,
@@ -245,6 +246,7 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
     base_table = table.get("base")
     base = None
     if base_table is not None:
+        _check_reference(base_table["image"], file, prefix + "base.image")
         base = BaseSpec(
             image=base_table["image"],
             platforms=tuple(base_table.get("platforms", [DEFAULT_PLATFORM])),
@@ -307,6 +309,7 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
             raise SpecError(file, f"{key}.source", "strategy 'bake' copies a file of the project, not a URL")
         if not is_url:
             _project_path(project_dir, source, file, f"{key}.source")
+        _check_image_path(model["target"], file, f"{key}.target")
         models.append(
             ModelSpec(source=source, target=model["target"], strategy=strategy, sha256=model.get("sha256"))
         )
@@ -328,6 +331,8 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
             )
     for name, value in app.env:
         _refuse_secret(name, value, file, f"{prefix}app.env.{name}")
+    _check_image_path(app.workdir, file, f"{prefix}app.workdir")
+    _check_image_path(python.venv, file, f"{prefix}python.venv")
 
     return Spec(
         path=file,
@@ -341,6 +346,27 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         app=app,
         as_of=_parse_as_of(table.get("as-of"), path, prefix + "as-of"),
     )
+
+
+def _check_reference(reference: str, file: str, key: str) -> None:
+    """The base image as the lock will hold it (model.lockcheck's grammar), refused with the spec's key."""
+    if "@" in reference.split("/", 1)[0]:
+        # Never echoed: what stands before the host is a credential.
+        raise SpecError(
+            file, key, "holds credentials before the registry host (user:password@); use docker login instead"
+        )
+    if not REFERENCE.fullmatch(reference):
+        raise SpecError(
+            file, key, f"not an image reference ([registry/]name[:tag][@sha256:hex]): {quoted(reference)}"
+        )
+
+
+def _check_image_path(value: str, file: str, key: str) -> None:
+    """A path inside the image that a Dockerfile line will name: absolute plain segments, no `..`."""
+    if not IMAGE_PATH.fullmatch(value):
+        raise SpecError(
+            file, key, f"not an absolute path of plain segments inside the image: {quoted(value)}"
+        )
 
 
 def _project_path(project_dir: Path, relative: str, file: str, key: str) -> Path:
