@@ -8,11 +8,14 @@ index URL is stale even when `spec-hash` was left alone.
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 
 from mlenv.files import file_sha256
 from mlenv.model.lock import Lock
 from mlenv.model.spec import Spec
+from mlenv.model.time import rfc3339
 from mlenv.model.urls import redact
 from mlenv.resolve.python import requested_names
 from mlenv.spec import spec_hash
@@ -88,7 +91,7 @@ def projection_reasons(spec: Spec, lock: Lock) -> list[str]:
     found = lock_projection(lock, set(wanted))
     name = Path(spec.path).name
     return [
-        f"{key}: the lock says {found[key]!r}, {name} says {wanted[key]!r}"
+        f"{key}: the lock says {_shown(found[key])}, {name} says {_shown(wanted[key])}"
         for key in wanted
         if found[key] != wanted[key]
     ]
@@ -111,3 +114,17 @@ def stale_reasons(spec: Spec, lock: Lock) -> list[str]:
         elif file_sha256(path) != entry.sha256:
             reasons.append(f"model file {model.source} changed (sha256 differs from the lock)")
     return reasons
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _shown(value: object) -> str:
+    """A projected value as the lock's reader would write it (JSON): `"2024-07-01T00:00:00Z"`, `null`,
+    lists for tuples; a newline in a hand-edited value stays an escape inside the one line."""
+    return json.dumps(_plain(value), ensure_ascii=False)
