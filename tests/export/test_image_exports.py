@@ -228,9 +228,14 @@ def test_no_credential_from_a_docker_config_or_an_index_url_is_exported(
     assert lock.read_text().count(auth_registry.password) > 1
     env = {**os.environ, "DOCKER_CONFIG": str(auth_registry.docker_config)}
     token = base64.b64encode(f"{auth_registry.username}:{auth_registry.password}".encode())
+    pair = f"{auth_registry.username}:{auth_registry.password}".encode()
     image = f"docker://{auth_registry.host}/mlenv-test/export:good"
     for fmt in FORMATS:
-        data = export(lock, fmt, image, env=env)  # reading the image needs the docker config's credentials
+        # A lock never records credentials (the writer strips them): one carrying them is refused,
+        # naming the key and never the secret.
+        refused = run_cli("export", "--lock", str(lock), "--format", fmt, "--image", image, env=env)
+        assert refused.code == 2 and "python.index-url" in refused.stderr, (fmt, refused.stderr)
+        assert auth_registry.password not in refused.stderr + refused.stdout, fmt
+        data = export(fraud_image.lock, fmt, image, env=env)  # read with the config's credentials
         assert auth_registry.password.encode() not in data, fmt
-        pair = f"{auth_registry.username}:{auth_registry.password}".encode()
         assert token not in data and pair not in data, fmt
