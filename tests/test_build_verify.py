@@ -9,6 +9,7 @@ verify is only ever given the first lock.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -223,7 +224,14 @@ def test_edited_site_packages_file_is_drift(
     )
     code, out = verify(f"docker-daemon:{tag}", fraud_image.lock)
     assert code == 1
-    assert "python-files: pandas: pandas/__init__.py: modified" in out
+    # Judged against the locked wheel's RECORD, and reported once: by the files layer, with both hashes.
+    path = "/opt/venv/lib/python3.11/site-packages/pandas/__init__.py"
+    assert re.search(
+        rf"files: {re.escape(path)}: modified \(sha256:[0-9a-f]{{64}} .*sha256:[0-9a-f]{{64}}", out
+    ), out
+    assert [line for line in out.splitlines() if "pandas/__init__.py" in line and "modified" in line] == [
+        next(line for line in out.splitlines() if f"files: {path}: modified" in line)
+    ], out
 
 
 def test_missing_model_is_drift_and_junit_shows_it(

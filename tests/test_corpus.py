@@ -27,6 +27,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -126,33 +127,55 @@ class Ran:
     max_rss_mib: float
 
 
+# A child's ru_maxrss starts at its parent's RSS when it is spawned (Linux copies the high-water mark
+# at fork and exec), so a case spawned straight from a pytest process that has grown to 500 MiB reports
+# 500 MiB. A small launcher process spawns mlenv instead and reports mlenv's own peak (os.wait4).
+LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])  # close_fds: mlenv does not inherit the report pipe
+_, status, usage = os.wait4(child.pid, 0)
+os.write(int(sys.argv[1]), str(usage.ru_maxrss).encode())
+code = os.waitstatus_to_exitcode(status)
+sys.exit(128 - code if code < 0 else code)
+"""
+
+
 def run_case(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float, scratch: Path) -> Ran:
-    """`python -m mlenv ARGV` with its own rusage (os.wait4), killed at `timeout`."""
+    """`python -m mlenv ARGV` with its own peak memory (through LAUNCHER), killed at `timeout`."""
     out, err = scratch / "stdout", scratch / "stderr"
+    # The launcher reports through a pipe, not a file: a file it wrote would count as a write outside.
+    report, report_end = os.pipe()
     with out.open("wb") as stdout, err.open("wb") as stderr:
         started = time.monotonic()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlenv", *argv],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-        )
-        killer = threading.Timer(timeout, process.kill)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", LAUNCHER, str(report_end), sys.executable, "-m", "mlenv", *argv],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                pass_fds=(report_end,),
+                start_new_session=True,  # the timeout kills the launcher and mlenv together
+            )
+        finally:
+            os.close(report_end)
+        killer = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
         killer.start()
         try:
-            _, status, usage = os.wait4(process.pid, 0)
+            process.wait()
         finally:
             killer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - started
+    with os.fdopen(report, "rb") as pipe:
+        peak = pipe.read()
     return Ran(
         code=process.returncode,
         stdout=out.read_text(errors="replace"),
         stderr=err.read_text(errors="replace"),
         seconds=seconds,
-        max_rss_mib=usage.ru_maxrss / 1024,
+        # No report: the launcher was killed (the time bound fails the case); the memory is unknown.
+        max_rss_mib=int(peak) / 1024 if peak else 0.0,
     )
 
 
