@@ -13,6 +13,7 @@ import os
 import tarfile
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from tests.observe.layers import docker_archive, gz, image_config, layer_tar, oci_layout, sha, write_blob
@@ -98,50 +99,25 @@ def _with_manifest(project: Path, manifest: bytes, extra: dict[str, bytes | str]
     (project / "image.tar").write_bytes(_tar({**(extra or {}), "manifest.json": manifest}))
 
 
-@generator
-def archive_manifest_not_json(project: Path) -> None:
-    _with_manifest(project, b"{not json")
-
-
-@generator
-def archive_manifest_dict(project: Path) -> None:
-    _with_manifest(project, b'{"Config": "c.json"}')
-
-
-@generator
-def archive_manifest_strings(project: Path) -> None:
-    _with_manifest(project, b'["c.json"]')
-
-
-@generator
-def archive_manifest_empty_list(project: Path) -> None:
-    _with_manifest(project, b"[]")
-
-
-@generator
-def archive_manifest_no_config(project: Path) -> None:
-    _with_manifest(project, b'[{"Layers": []}]')
-
-
-@generator
-def archive_manifest_config_missing(project: Path) -> None:
-    _with_manifest(project, b'[{"Config": "absent.json", "Layers": []}]')
+# Archives whose manifest.json alone is wrong: one generator per manifest text.
+MANIFESTS: dict[str, bytes] = {
+    "archive_manifest_not_json": b"{not json",
+    "archive_manifest_dict": b'{"Config": "c.json"}',
+    "archive_manifest_strings": b'["c.json"]',
+    "archive_manifest_empty_list": b"[]",
+    "archive_manifest_no_config": b'[{"Layers": []}]',
+    "archive_manifest_config_missing": b'[{"Config": "absent.json", "Layers": []}]',
+    "archive_manifest_config_int": b'[{"Config": 5, "Layers": []}]',
+    "archive_manifest_deep": b"[" * 100_000 + b"]" * 100_000,
+}
+for _name, _manifest in MANIFESTS.items():
+    GENERATORS[_name] = partial(_with_manifest, manifest=_manifest)
 
 
 @generator
 def archive_manifest_layers_string(project: Path) -> None:
     config = json.dumps(image_config([])).encode()
     _with_manifest(project, b'[{"Config": "c.json", "Layers": "l.tar"}]', {"c.json": config})
-
-
-@generator
-def archive_manifest_config_int(project: Path) -> None:
-    _with_manifest(project, b'[{"Config": 5, "Layers": []}]')
-
-
-@generator
-def archive_manifest_deep(project: Path) -> None:
-    _with_manifest(project, b"[" * 100_000 + b"]" * 100_000)
 
 
 @generator
