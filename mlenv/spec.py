@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 from mlenv.errors import SpecError
 from mlenv.files import inside
-from mlenv.model.lockcheck import IMAGE_PATH, REFERENCE
+from mlenv.model.lockcheck import IMAGE_PATH, reference_problem
 from mlenv.model.schema import first_error
 from mlenv.model.spec import (
     DEFAULT_INDEX_URL,
@@ -246,7 +246,9 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
     base_table = table.get("base")
     base = None
     if base_table is not None:
-        _check_reference(base_table["image"], file, prefix + "base.image")
+        problem = reference_problem(base_table["image"])
+        if problem is not None:
+            raise SpecError(file, prefix + "base.image", problem)
         base = BaseSpec(
             image=base_table["image"],
             platforms=tuple(base_table.get("platforms", [DEFAULT_PLATFORM])),
@@ -346,19 +348,6 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         app=app,
         as_of=_parse_as_of(table.get("as-of"), path, prefix + "as-of"),
     )
-
-
-def _check_reference(reference: str, file: str, key: str) -> None:
-    """The base image as the lock will hold it (model.lockcheck's grammar), refused with the spec's key."""
-    if "@" in reference.split("/", 1)[0]:
-        # Never echoed: what stands before the host is a credential.
-        raise SpecError(
-            file, key, "holds credentials before the registry host (user:password@); use docker login instead"
-        )
-    if not REFERENCE.fullmatch(reference):
-        raise SpecError(
-            file, key, f"not an image reference ([registry/]name[:tag][@sha256:hex]): {quoted(reference)}"
-        )
 
 
 def _check_image_path(value: str, file: str, key: str) -> None:

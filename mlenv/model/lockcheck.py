@@ -159,6 +159,17 @@ def _control_characters(lock: Lock) -> Iterator[Problem]:
             yield f"app.env.{key!r}", "contains a control character (newline, tab, NUL, ...)"
 
 
+def reference_problem(reference: str) -> str | None:
+    """Why `reference` is not an image reference as a lock holds it, or None. The spec reader asks the
+    same question of `[base] image`, so both refuse the same references in the same words."""
+    if "@" in reference.split("/", 1)[0]:
+        # Never echoed: what stands before the host is a credential (user:password@).
+        return "holds credentials before the registry host (user:password@); refused unprinted"
+    if not REFERENCE.fullmatch(reference):
+        return f"{reference[:200]!r} is not an image reference ([registry/]name[:tag][@sha256:hex])"
+    return None
+
+
 def _match(pattern: re.Pattern[str], value: str | None, key: str, what: str) -> Iterator[Problem]:
     if value is not None and not pattern.fullmatch(value):
         yield key, f"{value!r} is not {what}"
@@ -170,14 +181,9 @@ def _target_and_base(lock: Lock) -> Iterator[Problem]:
     base = lock.base
     if base is None:
         return
-    if "@" in base.reference.split("/", 1)[0]:
-        # Never echoed: what stands before the host is a credential (user:password@).
-        yield (
-            "base.reference",
-            "holds credentials before the registry host (user:password@); refused unprinted",
-        )
-    else:
-        yield from _match(REFERENCE, base.reference, "base.reference", "an image reference")
+    problem = reference_problem(base.reference)
+    if problem is not None:
+        yield "base.reference", problem
     yield from _match(REGISTRY, base.registry, "base.registry", "a registry host[:port]")
     yield from _match(REPOSITORY, base.repository, "base.repository", "a repository name")
     for p_index, locked in enumerate(base.platforms):
