@@ -149,11 +149,11 @@ def load_oci(
         )
     config_digest = str(_descriptor(location, manifest.get("config"), "the manifest's config")["digest"])
     config = parse_json(location, "config", blob(config_digest, "config"))
-    descriptors = [
+    layer_descriptors = [
         _descriptor(location, d, "layer") for d in _list(location, manifest.get("layers"), "layers")
     ]
     layers = []
-    for layer in descriptors:
+    for layer in layer_descriptors:
         digest = str(layer["digest"])
         if layer.get("mediaType") not in LAYER_TYPES:
             raise ImageError(
@@ -174,7 +174,7 @@ def load_oci(
                 f"its descriptor says {layer['size']}"
             )
         layers.append(read_layer(location, digest, file_chunks(path), interest, memory))
-    names = [str(layer["digest"]) for layer in descriptors]
+    names = [str(layer["digest"]) for layer in layer_descriptors]
     return finish(
         location, config, layers, config_digest=config_digest, manifest_digest=manifest_digest, names=names
     )
