@@ -95,7 +95,7 @@ def root(
 
 
 # Command name -> the module that implements it (a function of the same name). Listed in help order.
-COMMANDS = ("init", "lock", "dockerfile", "build", "verify", "inspect", "check", "export")
+COMMANDS = ("init", "lock", "dockerfile", "build", "verify", "inspect", "check", "diff", "export")
 
 
 def _requested_command(argv: list[str]) -> str | None:
