@@ -1,0 +1,651 @@
+"""A pickle stream walked opcode by opcode, never executed: what it imports and what it says about itself.
+
+Unpickling runs whatever the file names (`os.system` through REDUCE), so the reader interprets the
+opcodes on a symbolic stack instead: globals become `Global` values, calls become `Obj` values, and
+only what the facts need is kept (short strings, small tuples, the few dict keys looked up later).
+That keeps memory proportional to the stack and the memo, never to the file: a multi-GB model is
+mostly array bytes, skipped as they stream past.
+
+joblib writes each numpy array's raw bytes into the stream right after the BUILD of its
+NumpyArrayWrapper (the wrapper's state says the shape, dtype and order: how many bytes to skip);
+an object array is a whole nested pickle there instead. `walk` follows both, as joblib's loader does.
+"""
+
+from __future__ import annotations
+
+import pickletools
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mlenv.observe.stream.decompress import ChunkReader
+
+# A string is kept (for memo lookups, dict keys, global names) up to this many bytes; a longer one is
+# data (protocol 2 numpy arrays are latin-1 strings of their bytes), skipped as it streams past.
+MAX_KEPT_STRING = 4096
+# Stack and memo sizes: a real model's stack is its nesting depth plus one batch of 1000 items, its memo
+# one entry per distinct string or object (a 1M-word vectorizer vocabulary is ~1M); each entry costs ~100
+# bytes, so these bound the walk's memory near 512 MiB in the worst hostile case.
+MAX_STACK = 1_000_000
+MAX_MEMO = 4_000_000
+# Tuples longer than this are data (not a shape, a dtype's arguments or a reduce's arguments).
+MAX_KEPT_TUPLE = 32
+# A text-protocol argument (protocol 0 lines): longer lines are data, skipped.
+MAX_LINE = 1 << 16
+# Nested pickles (joblib's object arrays) inside nested pickles: joblib writes one level.
+MAX_NESTING = 4
+# An array's declared size: joblib arrays are at most tens of GiB; a bigger one is a crafted header.
+MAX_ARRAY_BYTES = 1 << 40
+
+# The dict keys `walk` looks up in BUILD states; every other key's value is dropped.
+KEPT_KEYS = frozenset(
+    {
+        "_sklearn_version",
+        "shape",
+        "dtype",
+        "order",
+        "numpy_array_alignment_bytes",
+        "subclass",
+    }
+)
+
+_NUMPY_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+_DTYPE_SIZE = re.compile(r"[<>|=]?[a-zA-Z]+(\d+)")
+
+
+class PickleError(Exception):
+    """The stream is not a pickle a loader would read (truncated, unknown opcode, malformed)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Global:
+    module: str
+    name: str
+
+
+class Obj:
+    """The result of a call (REDUCE, NEWOBJ, INST, OBJ): what was called, on what, and its BUILD state."""
+
+    __slots__ = ("callee", "args", "state")
+
+    def __init__(self, callee: object, args: object) -> None:
+        self.callee = callee
+        self.args = args
+        self.state: object = None
+
+    def cls(self) -> Global | None:
+        # copyreg._reconstructor(cls, base, state) is how protocols 0 and 1 make an instance of cls.
+        if self.callee == Global(module="copyreg", name="_reconstructor") and isinstance(self.args, tuple):
+            first = self.args[0] if self.args else None
+            return first if isinstance(first, Global) else None
+        return self.callee if isinstance(self.callee, Global) else None
+
+
+class Dict:
+    """A dict, keeping only the entries whose key `walk` looks up."""
+
+    __slots__ = ("kept",)
+
+    def __init__(self) -> None:
+        self.kept: dict[str, object] = {}
+
+    def set(self, key: object, value: object) -> None:
+        if isinstance(key, str) and key in KEPT_KEYS:
+            self.kept[key] = value
+
+
+class _Opaque:
+    """Any value the facts never look into (lists, sets, long strings, numbers as data)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+OPAQUE = _Opaque()
+_MARK = object()
+
+
+@dataclass(kw_only=True)
+class PickleFacts:
+    """What one walk found (mutable while walking; read_model turns it into ModelFacts)."""
+
+    globals: set[tuple[str, str]] = field(default_factory=set)  # (module, name) of every import
+    # The `_sklearn_version` of each estimator state that records one.
+    sklearn_versions: set[str] = field(default_factory=set)
+    arrays: int = 0  # joblib NumpyArrayWrapper arrays skipped
+    array_bytes: int = 0
+    persistent_ids: int = 0  # torch's data.pkl names its storages by persistent id
+    pickles: int = 0  # streams walked (a joblib file with object arrays holds nested ones)
+    protocol: int | None = None  # the outermost stream's PROTO (None for protocols 0 and 1)
+
+
+def _read_exact(reader: ChunkReader, size: int, what: str) -> bytes:
+    data = reader.read(size)
+    if len(data) != size:
+        raise PickleError(f"truncated pickle: {what} at byte {reader.offset} ends early")
+    return data
+
+
+def _skip_exact(reader: ChunkReader, size: int, what: str) -> None:
+    if reader.skip(size) != size:
+        raise PickleError(f"truncated pickle: {what} at byte {reader.offset} ends early")
+
+
+def _line(reader: ChunkReader) -> bytes | None:
+    """A protocol-0 argument line without its newline; None when longer than MAX_LINE (skipped)."""
+    parts: list[bytes] = []
+    have = 0
+    while True:
+        chunk = reader.peek(4096)
+        if not chunk:
+            raise PickleError(f"truncated pickle: a text argument at byte {reader.offset} has no newline")
+        end = chunk.find(b"\n")
+        take = len(chunk) if end < 0 else end + 1
+        data = reader.read(take)
+        if have <= MAX_LINE:
+            parts.append(data)
+        have += take
+        if end >= 0:
+            break
+    if have - 1 > MAX_LINE:
+        return None
+    return b"".join(parts)[:-1]
+
+
+def _text(data: bytes | None, what: str) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PickleError(f"{what} is not UTF-8") from None
+
+
+def _sized_string(reader: ChunkReader, size: int, what: str, *, text: bool) -> object:
+    """A length-prefixed string or bytes argument: kept when short, skipped (OPAQUE) when data."""
+    if size > MAX_KEPT_STRING:
+        _skip_exact(reader, size, what)
+        return OPAQUE
+    data = _read_exact(reader, size, what)
+    if not text:
+        return data
+    try:
+        return data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise PickleError(f"{what} at byte {reader.offset} is not UTF-8") from None
+
+
+def _py2_string(data: bytes) -> object:
+    # Python 2 str: unpickled as ASCII text by default; anything else stays data.
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        return OPAQUE
+
+
+def _unquote(line: bytes | None) -> object:
+    # STRING's argument is a quoted repr ('abc' or "abc"); only simple ones matter (dtype strings).
+    if line is None or len(line) < 2 or line[:1] not in (b"'", b'"') or line[-1:] != line[:1]:
+        return OPAQUE
+    body = line[1:-1]
+    return OPAQUE if b"\\" in body else _py2_string(body)
+
+
+def _dtype_itemsize(dtype: object) -> tuple[int, bool]:
+    """(bytes per element, holds Python objects) of a pickled numpy.dtype, or PickleError."""
+    if not (isinstance(dtype, Obj) and dtype.cls() == Global(module="numpy", name="dtype")):
+        raise PickleError("a joblib array wrapper's dtype is not a numpy dtype")
+    args, state = dtype.args, dtype.state
+    if not (isinstance(args, tuple) and args and isinstance(args[0], str)):
+        raise PickleError("a joblib array wrapper's dtype has no type string")
+    # dtype.__reduce__'s state: (version, byteorder, subarray, names, fields, elsize, alignment, flags);
+    # flags bit 0 is NPY_ITEM_REFCOUNT (holds objects), elsize is set for flexible and structured types.
+    if isinstance(state, tuple) and len(state) >= 8:
+        elsize, flags = state[5], state[7]
+        objects = isinstance(flags, int) and bool(flags & 1)
+        if isinstance(elsize, int) and elsize > 0:
+            return elsize, objects
+        if objects:
+            return 8, True
+    typestr = args[0]
+    if typestr.lstrip("<>|=").startswith("O"):
+        return 8, True
+    match = _DTYPE_SIZE.fullmatch(typestr)
+    if match is None:
+        raise PickleError(f"a joblib array wrapper's dtype {typestr[:40]!r} has no size")
+    return int(match.group(1)), False
+
+
+class _Walker:
+    def __init__(self, reader: ChunkReader, facts: PickleFacts, *, joblib: bool, depth: int) -> None:
+        self.reader = reader
+        self.facts = facts
+        self.joblib = joblib
+        self.depth = depth
+        self.stack: list[object] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, object] = {}
+
+    # -- stack helpers ------------------------------------------------------------------------------
+
+    def push(self, value: object) -> None:
+        if len(self.stack) >= MAX_STACK:
+            raise PickleError(f"the pickle stack grows past {MAX_STACK} items")
+        self.stack.append(value)
+
+    def pop(self) -> object:
+        if not self.stack or (self.marks and len(self.stack) <= self.marks[-1]):
+            raise PickleError(f"a pickle opcode at byte {self.reader.offset} pops an empty stack")
+        return self.stack.pop()
+
+    def top(self) -> object:
+        if not self.stack or (self.marks and len(self.stack) <= self.marks[-1]):
+            raise PickleError(f"a pickle opcode at byte {self.reader.offset} reads an empty stack")
+        return self.stack[-1]
+
+    def pop_mark(self) -> list[object]:
+        if not self.marks:
+            raise PickleError(f"a pickle opcode at byte {self.reader.offset} has no MARK before it")
+        start = self.marks.pop()
+        items = self.stack[start:]
+        del self.stack[start:]
+        return items
+
+    def put(self, index: int | None) -> None:
+        if index is None or index < 0:
+            raise PickleError(f"a negative memo index at byte {self.reader.offset}")
+        if len(self.memo) >= MAX_MEMO and index not in self.memo:
+            raise PickleError(f"the pickle memo grows past {MAX_MEMO} entries")
+        self.memo[index] = self.top()
+
+    def get(self, index: int | None) -> None:
+        if index is None or index not in self.memo:
+            raise PickleError(f"a memo get at byte {self.reader.offset} names an index never put")
+        self.push(self.memo[index])
+
+    def note_global(self, module: object, name: object) -> Global:
+        if not (isinstance(module, str) and isinstance(name, str)):
+            raise PickleError(f"a global at byte {self.reader.offset} is not named by two strings")
+        self.facts.globals.add((module, name))
+        return Global(module=module, name=name)
+
+    # -- the walk -----------------------------------------------------------------------------------
+
+    def run(self) -> object:
+        read = self.reader.read
+        while True:
+            code = read(1)
+            if not code:
+                raise PickleError(f"truncated pickle: no STOP before the end at byte {self.reader.offset}")
+            op = _OPCODES.get(code[0])
+            if op is None:
+                raise PickleError(f"byte {self.reader.offset - 1} is not a pickle opcode ({code!r})")
+            arg = self.argument(op)
+            if op.name == "STOP":
+                return self.pop()
+            self.step(op.name, arg)
+
+    def argument(self, op: pickletools.OpcodeInfo) -> object:
+        reader, kind = self.reader, op.arg
+        if kind is None:
+            return None
+        name = kind.name
+        fixed = _FIXED.get(name)
+        if fixed is not None:
+            size, fmt = fixed
+            return struct.unpack(fmt, _read_exact(reader, size, op.name))[0]
+        if name in _SIZED:
+            prefix, fmt, text = _SIZED[name]
+            size = struct.unpack(fmt, _read_exact(reader, prefix, op.name))[0]
+            if size < 0:
+                raise PickleError(f"{op.name} at byte {reader.offset} declares a negative length")
+            return _sized_string(reader, size, op.name, text=text)
+        if name in ("long1", "long4"):
+            prefix, fmt = (1, "<B") if name == "long1" else (4, "<i")
+            size = struct.unpack(fmt, _read_exact(reader, prefix, op.name))[0]
+            if size < 0:
+                raise PickleError(f"{op.name} at byte {reader.offset} declares a negative length")
+            if size > 64:
+                _skip_exact(reader, size, op.name)
+                return OPAQUE
+            return int.from_bytes(_read_exact(reader, size, op.name), "little", signed=True)
+        if name == "stringnl_noescape_pair":
+            return (_text(_line(reader), op.name), _text(_line(reader), op.name))
+        line = _line(reader)
+        if name == "stringnl_noescape":
+            return _text(line, op.name)
+        if name == "stringnl":
+            return _unquote(line)
+        if name == "unicodestringnl":
+            if line is None:
+                return OPAQUE
+            try:
+                return line.decode("raw-unicode-escape")
+            except UnicodeDecodeError:
+                raise PickleError(f"UNICODE at byte {reader.offset} is malformed") from None
+        if name in ("decimalnl_short", "decimalnl_long"):
+            if line is None:
+                return OPAQUE
+            digits = line.decode("latin-1").rstrip("L")
+            if digits in ("00", "01"):
+                return digits == "01"  # protocol 0 spells True and False as INT 01 and 00
+            try:
+                return int(digits)
+            except ValueError:
+                raise PickleError(f"{op.name} at byte {reader.offset} is not a number") from None
+        if name == "floatnl":
+            return OPAQUE
+        raise PickleError(f"{op.name}: an argument kind this reader does not know ({name})")
+
+    def step(self, name: str, arg: object) -> None:
+        handler = _HANDLERS.get(name)
+        if handler is not None:
+            handler(self, arg)
+            return
+        if name in _PUSH_CONSTANT:
+            self.push(arg if _PUSH_CONSTANT[name] is _ARG else _PUSH_CONSTANT[name])
+            return
+        raise PickleError(f"the pickle opcode {name} is not supported")
+
+    # -- opcodes with effects beyond a push ---------------------------------------------------------
+
+    def op_mark(self, _: object) -> None:
+        self.marks.append(len(self.stack))
+
+    def op_pop(self, _: object) -> None:
+        if self.stack and not (self.marks and len(self.stack) == self.marks[-1]):
+            self.stack.pop()
+        else:
+            self.pop_mark()  # POP on a mark pops the mark, as pickle's loader does
+
+    def op_pop_mark(self, _: object) -> None:
+        self.pop_mark()
+
+    def op_dup(self, _: object) -> None:
+        self.push(self.top())
+
+    def op_tuple(self, _: object) -> None:
+        self.push(_tuple(self.pop_mark()))
+
+    def op_tuple_n(self, count: int) -> None:
+        items = [self.pop() for _ in range(count)][::-1]
+        self.push(_tuple(items))
+
+    def op_list(self, _: object) -> None:
+        self.pop_mark()
+        self.push(OPAQUE)
+
+    def op_dict(self, _: object) -> None:
+        items = self.pop_mark()
+        if len(items) % 2:
+            raise PickleError(f"DICT at byte {self.reader.offset} has an odd number of items")
+        result = Dict()
+        for key, value in zip(items[::2], items[1::2], strict=True):
+            result.set(key, value)
+        self.push(result)
+
+    def op_append(self, _: object) -> None:
+        self.pop()
+        self.top()
+
+    def op_appends(self, _: object) -> None:
+        self.pop_mark()
+        self.top()
+
+    def op_setitem(self, _: object) -> None:
+        value, key = self.pop(), self.pop()
+        target = self.top()
+        if isinstance(target, Dict):
+            target.set(key, value)
+
+    def op_setitems(self, _: object) -> None:
+        items = self.pop_mark()
+        if len(items) % 2:
+            raise PickleError(f"SETITEMS at byte {self.reader.offset} has an odd number of items")
+        target = self.top()
+        if isinstance(target, Dict):
+            for key, value in zip(items[::2], items[1::2], strict=True):
+                target.set(key, value)
+
+    def op_additems(self, _: object) -> None:
+        self.pop_mark()
+        self.top()
+
+    def op_frozenset(self, _: object) -> None:
+        self.pop_mark()
+        self.push(OPAQUE)
+
+    def op_global(self, arg: object) -> None:
+        module, name = arg if isinstance(arg, tuple) else (None, None)
+        self.push(self.note_global(module, name))
+
+    def op_stack_global(self, _: object) -> None:
+        name = self.pop()
+        module = self.pop()
+        self.push(self.note_global(module, name))
+
+    def op_inst(self, arg: object) -> None:
+        module, name = arg if isinstance(arg, tuple) else (None, None)
+        cls = self.note_global(module, name)
+        self.push(Obj(cls, _tuple(self.pop_mark())))
+
+    def op_obj(self, _: object) -> None:
+        items = self.pop_mark()
+        if not items:
+            raise PickleError(f"OBJ at byte {self.reader.offset} has no class")
+        self.push(Obj(items[0], _tuple(items[1:])))
+
+    def op_newobj(self, _: object) -> None:
+        args = self.pop()
+        self.push(Obj(self.pop(), args))
+
+    def op_newobj_ex(self, _: object) -> None:
+        self.pop()  # keyword arguments
+        args = self.pop()
+        self.push(Obj(self.pop(), args))
+
+    def op_reduce(self, _: object) -> None:
+        args = self.pop()
+        self.push(Obj(self.pop(), args))
+
+    def op_build(self, _: object) -> None:
+        state = self.pop()
+        target = self.top()
+        if not isinstance(target, Obj):
+            return
+        target.state = state
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], Dict):
+            state = state[0]  # (dict state, slot state)
+        if not isinstance(state, Dict):
+            return
+        version = state.kept.get("_sklearn_version")
+        if isinstance(version, str):
+            self.facts.sklearn_versions.add(version)
+        cls = target.cls()
+        if self.joblib and cls is not None and (cls.module, cls.name) == _NUMPY_WRAPPER:
+            self.skip_array(state)
+
+    def op_persid(self, _: object) -> None:
+        self.facts.persistent_ids += 1
+        self.push(OPAQUE)
+
+    def op_binpersid(self, _: object) -> None:
+        self.pop()
+        self.facts.persistent_ids += 1
+        self.push(OPAQUE)
+
+    def op_put(self, arg: object) -> None:
+        self.put(arg if isinstance(arg, int) else None)
+
+    def op_memoize(self, _: object) -> None:
+        self.put(len(self.memo))
+
+    def op_get(self, arg: object) -> None:
+        self.get(arg if isinstance(arg, int) else None)
+
+    def op_ext(self, _: object) -> None:
+        # An extension code names a global through copyreg's registry, which is empty unless the loading
+        # program fills it: unloadable as a plain file, and not a name this reader can report.
+        self.push(OPAQUE)
+
+    def op_nop(self, _: object) -> None:
+        pass
+
+    def op_proto(self, arg: object) -> None:
+        if self.depth == 0 and self.facts.protocol is None and isinstance(arg, int):
+            self.facts.protocol = arg
+
+    # -- joblib's in-band arrays --------------------------------------------------------------------
+
+    def skip_array(self, state: Dict) -> None:
+        shape, order = state.kept.get("shape"), state.kept.get("order")
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise PickleError("a joblib array wrapper's shape is not a tuple of sizes")
+        if order not in ("C", "F"):
+            raise PickleError("a joblib array wrapper's order is neither C nor F")
+        itemsize, objects = _dtype_itemsize(state.kept.get("dtype"))
+        self.facts.arrays += 1
+        if objects:
+            # An object array is pickled on its own (protocol 2) right here; its globals count too.
+            if self.depth >= MAX_NESTING:
+                raise PickleError(f"pickles nested more than {MAX_NESTING} deep")
+            walk(self.reader, self.facts, joblib=False, depth=self.depth + 1)
+            return
+        count = 1
+        for size in shape:
+            count *= size
+            if count * itemsize > MAX_ARRAY_BYTES:
+                raise PickleError(f"a joblib array declares more than {MAX_ARRAY_BYTES >> 30} GiB")
+        if "numpy_array_alignment_bytes" in state.kept:
+            # joblib >= 1.2 writes one byte with the padding length, then that many padding bytes.
+            padding = _read_exact(self.reader, 1, "joblib array padding")[0]
+            _skip_exact(self.reader, padding, "joblib array padding")
+        _skip_exact(self.reader, count * itemsize, "joblib array data")
+        self.facts.array_bytes += count * itemsize
+
+
+def _tuple(items: list[object]) -> object:
+    return tuple(items) if len(items) <= MAX_KEPT_TUPLE else OPAQUE
+
+
+_OPCODES = {ord(op.code): op for op in pickletools.opcodes}
+_ARG = object()
+_FIXED = {
+    "uint1": (1, "<B"),
+    "uint2": (2, "<H"),
+    "uint4": (4, "<I"),
+    "uint8": (8, "<Q"),
+    "int4": (4, "<i"),
+    "float8": (8, ">d"),
+}
+# Length-prefixed arguments: (prefix bytes, prefix format, decoded as UTF-8 text).
+_SIZED = {
+    "string1": (1, "<B", False),
+    "string4": (4, "<i", False),
+    "bytes1": (1, "<B", False),
+    "bytes4": (4, "<I", False),
+    "bytes8": (8, "<Q", False),
+    "bytearray8": (8, "<Q", False),
+    "unicodestring1": (1, "<B", True),
+    "unicodestring4": (4, "<I", True),
+    "unicodestring8": (8, "<Q", True),
+}
+# Opcodes that push one value: their argument (_ARG) or a constant.
+_PUSH_CONSTANT: dict[str, object] = {
+    "INT": _ARG,
+    "BININT": _ARG,
+    "BININT1": _ARG,
+    "BININT2": _ARG,
+    "LONG": _ARG,
+    "LONG1": _ARG,
+    "LONG4": _ARG,
+    "FLOAT": OPAQUE,
+    "BINFLOAT": OPAQUE,
+    "BINBYTES": _ARG,
+    "SHORT_BINBYTES": _ARG,
+    "BINBYTES8": _ARG,
+    "BYTEARRAY8": OPAQUE,
+    "UNICODE": _ARG,
+    "SHORT_BINUNICODE": _ARG,
+    "BINUNICODE": _ARG,
+    "BINUNICODE8": _ARG,
+    "NONE": None,
+    "NEWTRUE": True,
+    "NEWFALSE": False,
+    "EMPTY_TUPLE": (),
+    "EMPTY_LIST": OPAQUE,
+    "EMPTY_SET": OPAQUE,
+    "NEXT_BUFFER": OPAQUE,
+}
+
+
+def _string_arg(self: _Walker, arg: object) -> None:
+    self.push(_py2_string(arg) if isinstance(arg, bytes) else arg)
+
+
+def _empty_dict(self: _Walker, _: object) -> None:
+    self.push(Dict())
+
+
+_HANDLERS: dict[str, Callable[[_Walker, object], None]] = {
+    "MARK": _Walker.op_mark,
+    "POP": _Walker.op_pop,
+    "POP_MARK": _Walker.op_pop_mark,
+    "DUP": _Walker.op_dup,
+    "STRING": _string_arg,
+    "BINSTRING": _string_arg,
+    "SHORT_BINSTRING": _string_arg,
+    "EMPTY_DICT": _empty_dict,
+    "TUPLE": _Walker.op_tuple,
+    "TUPLE1": lambda self, _: self.op_tuple_n(1),
+    "TUPLE2": lambda self, _: self.op_tuple_n(2),
+    "TUPLE3": lambda self, _: self.op_tuple_n(3),
+    "LIST": _Walker.op_list,
+    "DICT": _Walker.op_dict,
+    "APPEND": _Walker.op_append,
+    "APPENDS": _Walker.op_appends,
+    "SETITEM": _Walker.op_setitem,
+    "SETITEMS": _Walker.op_setitems,
+    "ADDITEMS": _Walker.op_additems,
+    "FROZENSET": _Walker.op_frozenset,
+    "GLOBAL": _Walker.op_global,
+    "STACK_GLOBAL": _Walker.op_stack_global,
+    "INST": _Walker.op_inst,
+    "OBJ": _Walker.op_obj,
+    "NEWOBJ": _Walker.op_newobj,
+    "NEWOBJ_EX": _Walker.op_newobj_ex,
+    "REDUCE": _Walker.op_reduce,
+    "BUILD": _Walker.op_build,
+    "PERSID": _Walker.op_persid,
+    "BINPERSID": _Walker.op_binpersid,
+    "PUT": _Walker.op_put,
+    "BINPUT": _Walker.op_put,
+    "LONG_BINPUT": _Walker.op_put,
+    "MEMOIZE": _Walker.op_memoize,
+    "GET": _Walker.op_get,
+    "BINGET": _Walker.op_get,
+    "LONG_BINGET": _Walker.op_get,
+    "EXT1": _Walker.op_ext,
+    "EXT2": _Walker.op_ext,
+    "EXT4": _Walker.op_ext,
+    "PROTO": _Walker.op_proto,
+    "FRAME": _Walker.op_nop,
+    "READONLY_BUFFER": _Walker.op_nop,
+}
+
+
+def walk(reader: ChunkReader, facts: PickleFacts, *, joblib: bool, depth: int = 0) -> None:
+    """Walk one pickle stream from the reader's position to its STOP (PickleError when malformed)."""
+    facts.pickles += 1
+    _Walker(reader, facts, joblib=joblib, depth=depth).run()
+
+
+def walk_all(reader: ChunkReader, facts: PickleFacts, *, joblib: bool) -> None:
+    """Walk the stream and every pickle that directly follows it (PROTO first), as legacy torch files
+    and hand-made archives concatenate them: a loader may read each, so each one's globals count."""
+    walk(reader, facts, joblib=joblib)
+    while reader.peek(1) == b"\x80":
+        walk(reader, facts, joblib=joblib)
