@@ -251,9 +251,7 @@ def diff(a: Side, b: Side) -> EnvDiff:
 def _unstated(layer: DiffLayer, a: Side, b: Side, what: str, missing: Iterable[Side]) -> LayerDiff:
     names = [f"{'A' if side is a else 'B'} ({side.kind})" for side in missing]
     verb = "state" if len(names) > 1 else "states"
-    return LayerDiff(
-        layer=layer, compared=False, note=f"not compared: {' and '.join(names)} {verb} no {what}"
-    )
+    return LayerDiff(layer=layer, compared=False, note=f"{' and '.join(names)} {verb} no {what}")
 
 
 def _base(a: Side, b: Side) -> LayerDiff:
@@ -262,7 +260,9 @@ def _base(a: Side, b: Side) -> LayerDiff:
     x, y = a.base, b.base
     changes: list[Change] = []
     if x.digest is not None and y.digest is not None and x.digest != y.digest:
-        changes.append(Change(kind="changed", subject="digest", a=x.digest, b=y.digest))
+        named = x.reference is not None and y.reference is not None and x.reference != y.reference
+        detail = f"the spec names {x.reference} -> {y.reference}" if named else None
+        changes.append(Change(kind="changed", subject="digest", a=x.digest, b=y.digest, detail=detail))
     changes += _layers(x, y)
     for field in ("os_id", "os_version", "architecture", "glibc"):
         old, new = getattr(x, field), getattr(y, field)
@@ -308,7 +308,8 @@ def _apt(a: Side, b: Side) -> LayerDiff:
         names = {key for side, keys in ((a, old), (b, new)) if not side.apt_complete for key in keys}
         old = {k: v for k, v in old.items() if k in names}
         new = {k: v for k, v in new.items() if k in names}
-        note = "only the packages a lock without a base pins were compared"
+        pinned = plural(len(names), "package") if names else "no packages"
+        note = f"{pinned} that a lock without a base pins, compared alone"
     changes: list[Change] = []
     for key in sorted(set(old) | set(new)):
         subject = f"{key[0]}:{key[1]}"
@@ -375,6 +376,9 @@ def version_step(old: str, new: str) -> tuple[ChangeKind, Step | None]:
         x, y = Version(old), Version(new)
     except InvalidVersion:
         return "changed", None
+    if Version(x.public) == Version(y.public):
+        # Local labels (+cu121, +cpu) name builds of one release; their order means nothing.
+        return "changed", "build" if x.local != y.local else None
     kind: ChangeKind = "upgraded" if y > x else "downgraded" if y < x else "changed"
     width = max(len(x.release), len(y.release))
     left = x.release + (0,) * (width - len(x.release))
@@ -383,9 +387,7 @@ def version_step(old: str, new: str) -> tuple[ChangeKind, Step | None]:
         if first != second:
             steps: tuple[Step, ...] = ("major", "minor", "patch")
             return kind, steps[min(index, 2)]
-    if (x.epoch, x.pre, x.post, x.dev) != (y.epoch, y.pre, y.post, y.dev):
-        return kind, "pre-release"
-    return kind, "build" if x.local != y.local else None
+    return kind, "pre-release" if (x.pre, x.post, x.dev) != (y.pre, y.post, y.dev) else None
 
 
 def _cuda(a: Side, b: Side) -> LayerDiff:
@@ -422,8 +424,9 @@ def _consequences(a: Side, b: Side, old: Mapping[str, str], new: Mapping[str, st
                 a=before,
                 b=after,
                 step=step,
-                detail=f"CUDA {before} -> {after}"
-                + (": kernels built for one major do not run on the other" if step == "major" else ""),
+                detail="kernels built for one CUDA major do not run on the other"
+                if step == "major"
+                else None,
             )
         )
     x, y = _major(old.get("cudnn")), _major(new.get("cudnn"))
@@ -436,7 +439,7 @@ def _consequences(a: Side, b: Side, old: Mapping[str, str], new: Mapping[str, st
                 a=x,
                 b=y,
                 step="major",
-                detail=f"cuDNN {x} -> {y}: libcudnn.so.{x} and libcudnn.so.{y} are not interchangeable; "
+                detail=f"libcudnn.so.{x} and libcudnn.so.{y} are not interchangeable: "
                 f"code built against cuDNN {x} (custom ops, TensorRT engines) must be rebuilt",
             )
         )
@@ -469,7 +472,7 @@ def _models(a: Side, b: Side) -> LayerDiff:
         return LayerDiff(
             layer="models",
             compared=False,
-            note="not compared: an image states models only at the paths a lock names",
+            note="an image states models only at the paths a lock names",
         )
     old, new = _comparable(a, b), _comparable(b, a)
     changes: list[Change] = []
@@ -487,7 +490,7 @@ def _models(a: Side, b: Side) -> LayerDiff:
             changes.append(Change(kind="changed", subject=f"{path} strategy", a=x.strategy, b=y.strategy))
         if x.producers is not None and y.producers is not None:
             changes += _producers(path, x.producers, y.producers)
-    note = None if changes else plural(len(old), "model")
+    note = None if changes else plural(len(old), "model") if old else "no models on either side"
     return LayerDiff(layer="models", compared=True, changes=tuple(changes), note=note)
 
 
@@ -553,7 +556,7 @@ def diff_text(result: EnvDiff) -> str:
     lines = [_side_line("A", result.a), _side_line("B", result.b)]
     for layer in result.layers:
         if not layer.compared:
-            lines.append(f"{layer.layer}: {layer.note}")
+            lines.append(f"{layer.layer}: not compared: {layer.note}")
             continue
         if not layer.changes:
             lines.append(f"{layer.layer}: same" + (f" ({layer.note})" if layer.note else ""))
