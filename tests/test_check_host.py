@@ -74,9 +74,10 @@ def test_no_driver(gpu_lock: Path, cpu_lock: Path, tmp_path: Path) -> None:
 
 
 def test_usage_errors_are_one_line(gpu_lock: Path, tmp_path: Path) -> None:
-    result = run_cli("check", "-l", str(gpu_lock))
+    # Without --host, check reads the Python environment (tests/test_check_env.py); the two do not mix.
+    result = run_cli("check", "--host", "--venv", str(tmp_path), "-l", str(gpu_lock))
     assert result.code == 2 and result.stderr.strip().splitlines() == [
-        "mlenv: error: say what to check: --host (the NVIDIA driver of this machine)"
+        "mlenv: error: --host checks this machine's NVIDIA driver; it takes no --python, --venv or --files"
     ]
     missing = run_cli("check", "--host", "-l", str(tmp_path / "nope.lock"))
     assert missing.code == 2 and "nope.lock: no such file" in missing.stderr

@@ -106,7 +106,7 @@ def _libpython_candidates(fs: ImageFS, prefix: str, major_minor: str) -> list[st
     return found
 
 
-def _interpreter_version(
+def interpreter_version(
     fs: ImageFS, binary: str, prefix: str, major_minor: str, apt: Mapping[str, str]
 ) -> str:
     data = _read(fs, binary)
@@ -159,7 +159,7 @@ def find_interpreters(
                 path=path,
                 prefix=prefix,
                 major_minor=major_minor,
-                version=_interpreter_version(fs, path, prefix, major_minor, packages),
+                version=interpreter_version(fs, path, prefix, major_minor, packages),
             )
     return sorted(installs.values(), key=lambda install: install.path)
 
