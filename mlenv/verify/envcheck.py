@@ -12,11 +12,13 @@ Rules, each stated where it applies:
   (`TOOLING`) when the lock does not pin it: `python -m venv` and virtualenv seed it, mlenv's build
   uninstalls it from the image's venv, and it is listed in a note, never dropped silently.
 - `--files`: each distribution's files against its own RECORD; and where the installed wheel is a file
-  the lock pins (the same name, version and tags as the WHEEL file says, which names one file on an index
-  that never takes a filename twice), every file the wheel installs into the site directory against the
-  locked wheel's bytes, so a file changed together with its RECORD line is caught. A distribution the
-  laptop got another wheel of (another platform, or built from an sdist) is named in a note: it could
-  only be checked against its own RECORD.
+  the lock pins, every file the wheel installs into the site directory against the locked wheel's bytes,
+  so a file changed together with its RECORD line is caught. The installed wheel is the locked file when
+  its name, version and WHEEL tags are a locked wheel's filename (an index never takes a filename twice)
+  and its WHEEL file is that wheel's byte for byte (a wheel built here from the sdist has the same tags,
+  not the same WHEEL). A distribution the laptop got another wheel of (another platform's, or one built
+  from the sdist) is named in a note with why: it could only be checked against its own RECORD.
+  Scripts in bin/ and byte code are the installer's work and are held to RECORD alone.
 """
 
 from __future__ import annotations
