@@ -39,6 +39,7 @@ from mlenv.model.lock import (
     PythonPin,
 )
 from mlenv.model.lockcheck import first_problem
+from mlenv.model.modelfacts import ModelFacts, Producer
 from mlenv.model.schema import first_error, key_path
 from mlenv.model.target import Target
 from mlenv.model.tomlitems import toml_array, toml_inline, toml_table
@@ -87,17 +88,7 @@ def dumps(lock: Lock) -> str:
     if lock.models:
         models = tomlkit.aot()
         for model in sorted(lock.models, key=lambda m: m.target):
-            models.append(
-                toml_table(
-                    {
-                        "source": redact(model.source),
-                        "target": model.target,
-                        "strategy": model.strategy,
-                        "sha256": model.sha256,
-                        "size": model.size,
-                    }
-                )
-            )
+            models.append(_model_table(model))
         doc.add("models", models)
     return tomlkit.dumps(doc)
 
@@ -259,6 +250,52 @@ def _cuda_table(cuda: LockedCuda) -> Table:
             )
         table.add("components", components)
     return table
+
+
+def _model_table(model: LockedModel) -> Table:
+    """A [[models]] entry: the file, then what reading it found (absent when it was not read)."""
+    table = toml_table(
+        {
+            "source": redact(model.source),
+            "target": model.target,
+            "strategy": model.strategy,
+            "sha256": model.sha256,
+            "size": model.size,
+        }
+    )
+    facts = model.facts
+    if facts is not None:
+        table.add("format", facts.format)
+        table.add(
+            "producers",
+            toml_array(
+                [
+                    toml_inline({"library": p.library, "version": p.version})
+                    for p in sorted(facts.producers, key=lambda p: (p.library, p.version or ""))
+                ]
+            ),
+        )
+        if facts.details:
+            table.add("details", _details_inline(facts.details))
+        if facts.note is not None:
+            table.add("note", facts.note)
+    if model.accept_producer:
+        table.add("accept-producer", toml_inline(dict(sorted(model.accept_producer))))
+    return table
+
+
+def _details_inline(details: tuple[tuple[str, str], ...]) -> InlineTable:
+    """Format facts as `{ir_version = "9", needs = ["joblib", "numpy"]}`: a name the reader gives more
+    than once (a pickle `needs` several libraries) holds its values as a sorted array."""
+    grouped: dict[str, list[str]] = {}
+    for key, value in sorted(details):
+        grouped.setdefault(key, []).append(value)
+    return toml_inline({k: v[0] if len(v) == 1 else toml_array(v) for k, v in grouped.items()})
+
+
+def _details(table: Mapping[str, str | list[str]]) -> tuple[tuple[str, str], ...]:
+    pairs = [(k, v) for k, values in table.items() for v in ([values] if isinstance(values, str) else values)]
+    return tuple(sorted(pairs))
 
 
 def _app_table(app: LockedApp) -> Table:
@@ -482,7 +519,27 @@ def _lock_from_data(data: Mapping[str, Any]) -> Lock:
                 strategy=m["strategy"],
                 sha256=m["sha256"],
                 size=m.get("size"),
+                facts=_model_facts(m),
+                accept_producer=tuple(sorted(m.get("accept-producer", {}).items())),
             )
             for m in data.get("models", [])
         ),
+    )
+
+
+def _model_facts(data: Mapping[str, Any]) -> ModelFacts | None:
+    """What the lock recorded of a model file; None for an entry that records no `format` (a remote
+    model, or a lock from before producers were recorded)."""
+    if "format" not in data:
+        return None
+    return ModelFacts(
+        format=data["format"],
+        producers=tuple(
+            sorted(
+                (Producer(library=p["library"], version=p.get("version")) for p in data.get("producers", [])),
+                key=lambda p: (p.library, p.version or ""),
+            )
+        ),
+        details=_details(data.get("details", {})),
+        note=data.get("note"),
     )

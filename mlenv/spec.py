@@ -122,6 +122,9 @@ def spec_hash(spec: Spec) -> str:
     data["python"].pop("requirements_files")
     data["python"]["requirements"] = sorted(data["python"]["requirements"])
     data["apt"]["packages"] = sorted(data["apt"]["packages"])
+    for model in data["app"]["models"]:
+        if not model["accept_producer"]:
+            del model["accept_producer"]  # a model without the key hashes as it did before the key existed
     if not data["app"]["allow"]:
         del data["app"]["allow"]  # a spec without the key hashes as it did before the key existed
     else:
@@ -313,7 +316,13 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
             _project_path(project_dir, source, file, f"{key}.source")
         _check_image_path(model["target"], file, f"{key}.target")
         models.append(
-            ModelSpec(source=source, target=model["target"], strategy=strategy, sha256=model.get("sha256"))
+            ModelSpec(
+                source=source,
+                target=model["target"],
+                strategy=strategy,
+                sha256=model.get("sha256"),
+                accept_producer=_accept_producer(model.get("accept-producer", {}), file, key),
+            )
         )
     app = AppSpec(
         copy=tuple(app_table.get("copy", [])),
@@ -348,6 +357,17 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         app=app,
         as_of=_parse_as_of(table.get("as-of"), path, prefix + "as-of"),
     )
+
+
+def _accept_producer(table: dict[str, str], file: str, key: str) -> tuple[tuple[str, str], ...]:
+    """accept-producer = { LIBRARY = "VERSION" }: names as PyPI normalises them, each named once."""
+    accepted: dict[str, str] = {}
+    for name, version in table.items():
+        library = canonicalize_name(name)
+        if library in accepted:
+            raise SpecError(file, f"{key}.accept-producer", f"names {library} twice ({quoted(name)})")
+        accepted[library] = version
+    return tuple(sorted(accepted.items()))
 
 
 def _check_image_path(value: str, file: str, key: str) -> None:

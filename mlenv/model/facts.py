@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlenv.model.modelfacts import ModelFacts
+
 
 @dataclass(frozen=True, kw_only=True)
 class AptFact:
@@ -58,6 +60,9 @@ class InterpreterFact:
 class ArtifactFact:
     path: str
     sha256: str
+    # A model file's own account of its producer (read, never executed); None when not read.
+    model: ModelFacts | None = None
+    accept_producer: tuple[tuple[str, str], ...] = ()  # the lock's side: mismatches the spec accepts
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from mlenv.model.facts import AptFact, CudaComponent
+from mlenv.model.modelfacts import ModelFacts
 from mlenv.model.spec import ModelStrategy, ResolverName, is_remote
 from mlenv.model.target import Target
 
@@ -117,6 +118,14 @@ class LockedModel:
     strategy: ModelStrategy
     sha256: str
     size: int | None = None
+    # What the file says about itself (format, producers, details, note), read at lock without executing
+    # it. None when it was not read: a remote model (not fetched at lock), or a lock written before
+    # mlenv recorded producers (`lock --check` calls that stale). `imports` and `unsafe` are not
+    # recorded: a lock refuses an unsafe pickle, and the rest is the reader's business.
+    facts: ModelFacts | None = None
+    # The spec's accept-producer: (library, the written version accepted), sorted. verify holds the
+    # image by the same acceptance, so a mismatch accepted at lock is not a drift forever after.
+    accept_producer: tuple[tuple[str, str], ...] = ()
 
     @property
     def remote(self) -> bool:

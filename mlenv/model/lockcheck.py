@@ -19,7 +19,7 @@ from packaging.markers import InvalidMarker, Marker
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import VERSION_PATTERN
 
-from mlenv.model.lock import AptPin, Lock, PythonFile
+from mlenv.model.lock import AptPin, Lock, LockedModel, PythonFile
 from mlenv.model.schema import key_path
 
 Problem = tuple[str, str]  # (key path, what is wrong)
@@ -63,6 +63,15 @@ SUITE = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
 COMPONENT = re.compile(r"[A-Za-z0-9._-]+")
 TIMESTAMP = re.compile(r"[0-9][0-9TZ:.+-]*")
 URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
+
+# Model facts (model/modelfacts.py): a format name, PEP 503 project names, a version as a file records
+# it (not always PEP 440: a format may write "v4"), a detail name such as `opset:ai.onnx`.
+MODEL_FORMAT = re.compile(r"[a-z0-9][a-z0-9+._-]{0,63}")
+PY_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+PRODUCER_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+!_-]{0,63}")
+DETAIL_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
+MAX_DETAIL = 200
+MAX_NOTE = 500
 
 SCHEMES = frozenset({"https", "http", "file"})
 
@@ -311,3 +320,26 @@ def _models(lock: Lock) -> Iterator[Problem]:
         else:
             yield from _match(PROJECT_PATH, model.source, f"{where}.source", "a path inside the project")
         yield from _match(IMAGE_PATH, model.target, f"{where}.target", "an absolute path of plain segments")
+        yield from _model_facts(model, where)
+
+
+def _model_facts(model: LockedModel, where: str) -> Iterator[Problem]:
+    """What a model file said of itself. Never fed to a Dockerfile, but printed in reports and
+    compared by verify: each value is one plain word of the kind it claims to be."""
+    facts = model.facts
+    if facts is not None:
+        yield from _match(MODEL_FORMAT, facts.format, f"{where}.format", "a model format name")
+        for index, producer in enumerate(facts.producers):
+            at = f"{where}.producers[{index}]"
+            yield from _match(PY_NAME, producer.library, f"{at}.library", "a normalised PyPI project name")
+            yield from _match(PRODUCER_VERSION, producer.version, f"{at}.version", "a version")
+        for key, value in facts.details:
+            yield from _match(DETAIL_KEY, key, f"{where}.details", "a detail name")
+            if len(value) > MAX_DETAIL:
+                yield f"{where}.details.{key}", f"is {len(value)} characters (at most {MAX_DETAIL})"
+        if facts.note is not None and len(facts.note) > MAX_NOTE:
+            yield f"{where}.note", f"is {len(facts.note)} characters (at most {MAX_NOTE})"
+    for library, version in model.accept_producer:
+        at = f"{where}.accept-producer"
+        yield from _match(PY_NAME, library, at, "a normalised PyPI project name")
+        yield from _match(PRODUCER_VERSION, version, f"{at}.{library}", "a version")

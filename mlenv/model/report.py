@@ -41,6 +41,7 @@ Kind = Literal[
     "reinstalled",  # a wheel installed again by a later layer (its byte code and records rewritten)
     "unverified",  # what the lock's expectation needs is not at hand (the project's app tree)
     "changed",  # a config field (User, Cmd, an Env variable, ...) with another value than the lock's
+    "producer",  # a model its environment cannot load (written by another version, an unsafe pickle)
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 

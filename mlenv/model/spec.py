@@ -63,6 +63,9 @@ class ModelSpec:
     target: str  # absolute path inside the image
     strategy: ModelStrategy = "bake"
     sha256: str | None = None  # required for URLs; computed for local files
+    # accept-producer: (library, version) pairs, sorted; the lock accepts this model although the
+    # library named wrote it at that exact version and the lock pins another (model/producers.py).
+    accept_producer: tuple[tuple[str, str], ...] = ()
 
     @property
     def remote(self) -> bool:

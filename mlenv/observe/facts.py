@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mlenv.errors import ImageError
+from mlenv.errors import ImageError, MlenvError
 from mlenv.model.facts import ArtifactFact, ConfigFact, EnvFacts, argv_of, healthcheck_of
+from mlenv.model.modelfacts import ModelFacts
 from mlenv.observe.fs.rootfs import ImageFS, Interest, still_needed
+from mlenv.observe.limits import MAX_KEPT_FILE
+from mlenv.observe.models import read_model
 from mlenv.observe.probes import cuda, dpkg, libc, osrelease, python
 from mlenv.observe.stream.decompress import StreamError
 
@@ -22,6 +26,7 @@ _PATTERNS = (
     *cuda.INTEREST,
     r"/etc/apt/.*",
     r"/usr/share/keyrings/[^/]+",
+    r"/etc/ld\.so\.conf(?:\.d/[^/]+)?",  # the loader's directories (verify.native)
 )
 _INTEREST = re.compile("(?:" + "|".join(_PATTERNS) + ")")
 
@@ -33,7 +38,7 @@ _NAMES = re.compile(
     r"|libpython.*|patchlevel\.h|pyvenv\.cfg|METADATA|RECORD|INSTALLER|PKG-INFO|.*\.egg-info|.*\.pth"
     r"|version\.(?:json|txt)|cudnn_version.*\.h"
 )
-_PREFIXES = ("/etc/apt/", "/usr/share/keyrings/", "/var/lib/dpkg/status.d/")
+_PREFIXES = ("/etc/apt/", "/usr/share/keyrings/", "/var/lib/dpkg/status.d/", "/etc/ld.so.conf")
 
 
 def probe_interest(path: str) -> bool:
@@ -181,7 +186,9 @@ def _observe(
     found_artifacts = []
     for path in sorted(set(artifacts)):
         if fs.is_file(path):
-            found_artifacts.append(ArtifactFact(path=path, sha256=fs.sha256(path)))
+            found_artifacts.append(
+                ArtifactFact(path=path, sha256=fs.sha256(path), model=_model_facts(fs, path))
+            )
     rootfs = (config or {}).get("rootfs") or {}
     return EnvFacts(
         layer_diff_ids=tuple(rootfs.get("diff_ids") or ()),
@@ -199,6 +206,22 @@ def _observe(
         config=config_fact(config),
         pth_files=python.pth_files(fs, sites),
     )
+
+
+def _model_facts(fs: ImageFS, path: str) -> ModelFacts | None:
+    """What the model file at `path` says about its producer, read by the reader the lock used (never
+    unpickled). None when its content was not kept (the caller did not ask for it, or it is larger
+    than a kept file may be). A file the reader refuses is a fact too: its format is "unreadable"."""
+    if fs.size(path) > MAX_KEPT_FILE:
+        return None
+    try:
+        data = fs.read_bytes(path)
+    except LookupError:
+        return None
+    try:
+        return read_model(io.BytesIO(data), name=path)
+    except MlenvError as error:
+        return ModelFacts(format="unreadable", note=error.message)
 
 
 def _dpkg_architecture(apt: Iterable[dpkg.AptFact]) -> str | None:

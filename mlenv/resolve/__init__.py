@@ -151,5 +151,5 @@ def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = 
         python=python,
         cuda=resolve_cuda(spec, python, target, cuda_base, sources.wheel_requires, warn),
         app=locked_app(spec.app),
-        models=lock_models(spec),
+        models=lock_models(spec, python, warn=warn),
     )

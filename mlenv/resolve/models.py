@@ -1,13 +1,20 @@
-"""Model artifacts of the lock: local files are hashed, remote ones carry the spec's sha256."""
+"""Model artifacts of the lock: local files are hashed and read (never executed), remote ones carry the
+spec's sha256. What a file says about its producer is held against the Python pins (model/producers.py):
+a model the locked environment cannot load is refused here, before anything is built."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
-from mlenv.errors import SpecError
+from mlenv.errors import MlenvError, SpecError
 from mlenv.files import file_sha256, inside
-from mlenv.model.lock import LockedModel
+from mlenv.model.lock import LockedModel, LockedPython
+from mlenv.model.modelfacts import ModelFacts
+from mlenv.model.producers import ONNX_RUNTIMES, ProducerProblem, producer_problems
 from mlenv.model.spec import ModelSpec, Spec
+from mlenv.observe.models import read_model
 from mlenv.spec import quoted
 
 
@@ -15,7 +22,11 @@ def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
     if model.remote:
         assert model.sha256 is not None  # the spec reader requires it for URLs
         return LockedModel(
-            source=model.source, target=model.target, strategy=model.strategy, sha256=model.sha256
+            source=model.source,
+            target=model.target,
+            strategy=model.strategy,
+            sha256=model.sha256,
+            accept_producer=model.accept_producer,
         )
     # The spec reader refuses a source out of the project; checked again where the file is read, so a
     # Spec built by other code cannot have a host file hashed into a lock either.
@@ -40,8 +51,67 @@ def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
         strategy=model.strategy,
         sha256=digest,
         size=path.stat().st_size,
+        facts=_read(spec, index, model, path),
+        accept_producer=model.accept_producer,
     )
 
 
-def lock_models(spec: Spec) -> tuple[LockedModel, ...]:
-    return tuple(lock_model(spec, index, model) for index, model in enumerate(spec.app.models))
+def _read(spec: Spec, index: int, model: ModelSpec, path: Path) -> ModelFacts:
+    """The file's own account of itself. A file the reader refuses (malformed, hostile) is a spec
+    error naming the model: the lock would otherwise vouch for a file nobody could check."""
+    try:
+        with path.open("rb") as stream:
+            facts = read_model(stream, name=model.source)
+    except OSError as error:
+        raise SpecError(
+            spec.path, f"app.models[{index}].source", f"cannot read {model.source}: {error.strerror}"
+        ) from None
+    except MlenvError as error:
+        raise SpecError(spec.path, f"app.models[{index}].source", error.message) from None
+    return facts
+
+
+def recorded(facts: ModelFacts) -> ModelFacts:
+    """The part of `facts` a lock records (see LockedModel.facts)."""
+    return ModelFacts(format=facts.format, producers=facts.producers, details=facts.details, note=facts.note)
+
+
+def lock_models(
+    spec: Spec, python: LockedPython, *, warn: Callable[[str], None] = lambda _: None
+) -> tuple[LockedModel, ...]:
+    """Every model of the spec, locked and held against the Python pins: a refusal is a SpecError
+    naming the model, the version that wrote it and the one the lock pins; a patch difference, a format
+    without a producer version or a remote model not read is one warning each."""
+    pins = {pin.name: pin.version for pin in python.packages}
+    locked = []
+    for index, model in enumerate(spec.app.models):
+        entry = lock_model(spec, index, model)
+        key = f"app.models[{index}]"
+        if entry.facts is None:
+            warn(
+                f"{spec.path}: {key}: {model.source} is fetched where it runs, not at lock, so which "
+                "library version wrote it is not checked"
+            )
+            locked.append(entry)
+            continue
+        for problem in producer_problems(entry.facts, pins, accepted=dict(entry.accept_producer)):
+            if problem.severity == "refuse":
+                raise SpecError(spec.path, key, f"{model.source}: {problem.text}", hint=_hint(problem))
+            warn(f"{spec.path}: {key}: {model.source}: {problem.text}")
+        locked.append(dataclasses.replace(entry, facts=recorded(entry.facts)))
+    return tuple(locked)
+
+
+def _hint(problem: ProducerProblem) -> str | None:
+    """How to resolve a refusal: re-save, pin the writer's version, or accept this one mismatch."""
+    library, written, pinned = problem.library, problem.written, problem.pinned
+    if library is None:
+        return "never load this file; save the model again from a trusted training run"
+    if library in ONNX_RUNTIMES:
+        return f"pin a newer {library}, or export the model for an older opset"
+    if written is None:
+        return f"add {library} to the requirements"
+    accept = f'or accept it in the spec: accept-producer = {{ {library} = "{written}" }}'
+    if pinned is None:
+        return f"add {library}=={written} to the requirements, {accept}"
+    return f"re-save it with {library} {pinned}, pin {library}=={written}, {accept}"

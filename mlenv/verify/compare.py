@@ -13,6 +13,8 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import TypeVar
 
 from mlenv.model.facts import ConfigFact, EnvFacts, HealthcheckFact
+from mlenv.model.modelfacts import ModelFacts
+from mlenv.model.producers import producer_problems
 from mlenv.model.report import LAYERS, Drift, Layer, Report, base_layer_name
 from mlenv.verify.credentials import masked
 
@@ -154,17 +156,53 @@ def _python_files(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
 
 
 def _models(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
-    found = {a.path: a.sha256 for a in actual.artifacts}
+    """Each model by its sha256, then by what wrote it: the image's copy against the library the image
+    installs (the rule `mlenv lock` refuses by, model/producers.py, with the lock's accept-producer),
+    and against the producers the lock recorded."""
+    found = {a.path: a for a in actual.artifacts}
+    sites = _sites(expected)
+    installed = {d.name: d.version for d in actual.python_dists if d.site in sites}
     for artifact in sorted(expected.artifacts, key=lambda a: a.path):
         have = found.get(artifact.path)
-        if have != artifact.sha256:
+        if have is None or have.sha256 != artifact.sha256:
             yield Drift(
                 layer="models",
                 kind="missing" if have is None else "modified",
                 subject=artifact.path,
                 expected=artifact.sha256,
-                actual=have,
+                actual=None if have is None else have.sha256,
             )
+        if have is None:
+            continue
+        # The same bytes say the same: a copy too large to keep is judged by the lock's reading of it.
+        model = have.model or (artifact.model if have.sha256 == artifact.sha256 else None)
+        if model is None:
+            continue
+        accepted = dict(artifact.accept_producer)
+        for problem in producer_problems(model, installed, accepted=accepted, where="image"):
+            if problem.severity == "refuse":
+                said, _, against = problem.text.partition("; ")
+                yield Drift(
+                    layer="models",
+                    kind="producer",
+                    subject=artifact.path,
+                    expected=against or None,
+                    actual=said,
+                )
+        if artifact.model is not None and _writers(model) != _writers(artifact.model):
+            yield Drift(
+                layer="models",
+                kind="version",
+                subject=f"{artifact.path} producers",
+                expected=_writers(artifact.model),
+                actual=_writers(model),
+            )
+
+
+def _writers(model: ModelFacts) -> str:
+    """`lightgbm, scikit-learn 1.4.2`: who wrote a model, as a drift shows it."""
+    names = [f"{p.library} {p.version}" if p.version else p.library for p in model.producers]
+    return ", ".join(names) if names else f"{model.format} (no producer recorded)"
 
 
 def _labels(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
@@ -287,6 +325,8 @@ def drift_line(drift: Drift) -> str:
         detail = f"extra (found {actual}, not in the lock)"
     elif drift.kind == "changed":
         detail = f"expected {expected or 'unset'}, found {actual or 'unset'}"
+    elif drift.kind == "producer":
+        detail = f"{actual}; {expected}" if expected else f"{actual}"
     elif drift.kind in ("modified", "deleted"):
         detail = f"{drift.kind} ({expected}; found {actual or 'nothing'})"
     else:

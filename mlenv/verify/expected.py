@@ -89,7 +89,12 @@ class Model:
         """A baked model is a file of the image; one downloaded or mounted at start is not (yet)."""
         if self.locked.strategy != "bake":
             return None
-        return ArtifactFact(path=self.locked.target, sha256=self.locked.sha256)
+        return ArtifactFact(
+            path=self.locked.target,
+            sha256=self.locked.sha256,
+            model=self.locked.facts,
+            accept_producer=self.locked.accept_producer,
+        )
 
     @property
     def download(self) -> str | None:

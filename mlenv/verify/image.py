@@ -10,8 +10,10 @@ from mlenv.model.facts import ConfigFact, EnvFacts
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
 from mlenv.observe import Observation, inspect_image
+from mlenv.observe.facts import combine
 from mlenv.observe.image import open_image
 from mlenv.observe.image.layerfiles import layer_steps
+from mlenv.observe.limits import MAX_KEPT_FILE
 from mlenv.sources.cas import ContentStore
 from mlenv.sources.registry import RegistryClient
 from mlenv.verify.accounting import account, base_layer_count, plan, with_files
@@ -20,6 +22,7 @@ from mlenv.verify.config import base_config, built_by, expected_config
 from mlenv.verify.expected import expected_facts, image_contents
 from mlenv.verify.layermemo import LayerMemo
 from mlenv.verify.manifest import ExpectedFile
+from mlenv.verify.native import with_native_findings
 from mlenv.verify.policy import image_findings
 
 
@@ -58,6 +61,11 @@ def verify_image(
     (default: the user cache's) for this lock, and those remembered are hashed but not parsed again."""
     chosen = platform or lock.target.platforms[0]
     models = [m.target for m in lock.models if m.strategy == "bake"]
+    # The baked models' bytes are kept for the model reader, which says which library version wrote the
+    # image's copy; one larger than a kept file may be is judged by its sha256 and the lock's record.
+    readable = frozenset(
+        m.target for m in lock.models if m.strategy == "bake" and (m.size or 0) <= MAX_KEPT_FILE
+    )
     registry = RegistryClient(docker_config)
     memo = memo if memo is not None else LayerMemo()
     with open_image(reference, docker_config=docker_config, platform=chosen, registry=registry) as opened:
@@ -72,7 +80,7 @@ def verify_image(
             docker_config=docker_config,
             platform=chosen,
             artifacts=models,
-            keep=files.keep,
+            keep=combine(files.keep, readable.__contains__),
             registry=registry,
             engine=opened.engine,
             memory=memory,
@@ -91,6 +99,7 @@ def verify_image(
         lock, observed.facts, lock_digest=lock_digest, platform=chosen, subject=reference, config=config
     )
     report = dataclasses.replace(report, findings=image_findings(observed.facts, observed.fs))
+    report = with_native_findings(report, lock, observed, platform=chosen)
     assert observed.image is not None  # an image reference always loads an image
     image = observed.image
     steps = layer_steps(image.config)

@@ -213,7 +213,9 @@ def test_json_bundle_follows_its_schema(report, context) -> None:  # type: ignor
     assert bundle["verdict"] == ("not-verified" if report is None else "drift")
     if report is not None:
         assert bundle["report"] == as_data(report)
-        assert bundle["facts"]["artifacts"] == [{"path": "/app/models/model.joblib", "sha256": "0" * 64}]
+        assert bundle["facts"]["artifacts"] == [
+            {"path": "/app/models/model.joblib", "sha256": "0" * 64, "model": None, "accept_producer": []}
+        ]
 
 
 def test_json_schema_rejects_a_bundle_with_a_wrong_verdict() -> None:
