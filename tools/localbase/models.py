@@ -36,19 +36,47 @@ SKLEARN = {
 FORMATS = "1.5.2"
 
 # A Pipeline of several estimators: two scikit-learn steps and LightGBM's, as the fraud example has.
+# String labels make the classes_ object arrays, which joblib stores as nested pickles.
+# argv: out, how ("joblib" or "pickle"), joblib compressor or "none", pickle protocol.
 _PIPELINE = """
-import sys, joblib, numpy as np
+import sys, pickle, joblib, numpy as np
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.decomposition import PCA
 from lightgbm import LGBMClassifier
 rng = np.random.default_rng(7)
-x = rng.normal(size=(200, 4)); y = (x[:, 0] + x[:, 1] > 0).astype(int)
+x = rng.normal(size=(200, 4))
+y = np.where(x[:, 0] + x[:, 1] > 0, "fraud", "ok").astype(object)
 model = make_pipeline(StandardScaler(), PCA(n_components=3),
                       LGBMClassifier(n_estimators=5, num_leaves=4, verbose=-1, n_jobs=1))
 model.fit(x, y)
-compress = sys.argv[2]
-joblib.dump(model, sys.argv[1], compress=(compress, 3) if compress != "none" else 0)
+out, how, compress, protocol = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if how == "pickle":
+    with open(out, "wb") as handle:
+        pickle.dump(model, handle, protocol=protocol)
+else:
+    joblib.dump(model, out, compress=(compress, 3) if compress != "none" else 0)
+"""
+# An object whose unpickling would run a shell command (argv: out, command, compressor or "none").
+_MALICIOUS = """
+import os, sys, joblib
+class Payload:
+    def __reduce__(self):
+        return (os.system, (sys.argv[2],))
+compress = sys.argv[3]
+joblib.dump({"model": Payload()}, sys.argv[1], compress=(compress, 3) if compress != "none" else 0)
+"""
+# A fitted scaler beside a large random array (argv: out, MiB, compressor or "none"): random bytes do
+# not compress, so the file is as large as the array.
+_LARGE = """
+import sys, joblib, numpy as np
+from sklearn.preprocessing import StandardScaler
+rng = np.random.default_rng(7)
+weights = rng.random((int(sys.argv[2]) << 20) // 8)
+compress = sys.argv[3]
+model = {"scaler": StandardScaler().fit(rng.normal(size=(10, 2))), "weights": weights,
+         "fortran": np.asfortranarray(rng.random((300, 7))), "scalar": np.float32(1.5)}
+joblib.dump(model, sys.argv[1], compress=(compress, 1) if compress != "none" else 0)
 """
 _XGBOOST = """
 import sys, numpy as np, xgboost
@@ -114,21 +142,54 @@ def model_python(requirements: tuple[str, ...]) -> Path:
 
 
 def _write(directory: Path, filename: str, script: str, *args: str, version: str = FORMATS) -> Path:
+    """Run `script` in the venv of scikit-learn `version` to write `filename`; the file is kept in the
+    cache under a key of everything that decides its bytes, and copied into `directory`."""
+    requirements = SKLEARN[version]
+    key = hashlib.sha256(repr((requirements, script, filename, args)).encode()).hexdigest()[:16]
+    kept = cache_dir("models", key) / filename
+    with cache_lock(f"model-file-{key}"):
+        if not kept.exists():
+            python = model_python(requirements)
+            # Written under its own name (XGBoost picks the format by suffix) in a side directory, then
+            # renamed: the cached file is whole or absent.
+            partial = kept.parent / "partial" / filename
+            partial.parent.mkdir(exist_ok=True)
+            result = subprocess.run(
+                [str(python), "-c", script, str(partial), *args], capture_output=True, text=True
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"writing {filename} failed:\n{result.stderr[-2000:]}")
+            partial.rename(kept)
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / filename
-    python = model_python(SKLEARN[version])
-    result = subprocess.run([str(python), "-c", script, str(out), *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"writing {filename} failed:\n{result.stderr[-2000:]}")
+    shutil.copyfile(kept, out)
     return out
 
 
-def sklearn_model(directory: Path, *, version: str = "1.5.2", compress: str | None = None) -> Path:
-    """A joblib file of a fitted Pipeline (StandardScaler, PCA, LGBMClassifier) written by scikit-learn
-    `version` (1.4.2 or 1.5.2) with joblib 1.4.2; `compress` is a joblib compressor name or None."""
+def sklearn_model(
+    directory: Path, *, version: str = "1.5.2", compress: str | None = None, protocol: int | None = None
+) -> Path:
+    """A fitted Pipeline (StandardScaler, PCA, LGBMClassifier) written by scikit-learn `version` (1.4.2
+    or 1.5.2): with joblib 1.4.2 (`compress` a joblib compressor name or None), or with pickle.dump at
+    `protocol` when one is given."""
+    if protocol is not None:
+        name = f"pipeline-{version}.p{protocol}.pkl"
+        return _write(directory, name, _PIPELINE, "pickle", "none", str(protocol), version=version)
     suffix = "" if compress is None else f".{compress}"
     name = f"pipeline-{version}{suffix}.joblib"
-    return _write(directory, name, _PIPELINE, compress or "none", version=version)
+    return _write(directory, name, _PIPELINE, "joblib", compress or "none", "0", version=version)
+
+
+def malicious_model(directory: Path, command: str, *, compress: str | None = None) -> Path:
+    """A joblib file whose loading would run `command` through os.system (compressed or not)."""
+    name = f"malicious{'' if compress is None else '.' + compress}.joblib"
+    return _write(directory, name, _MALICIOUS, command, compress or "none")
+
+
+def large_model(directory: Path, megabytes: int, *, compress: str | None = None) -> Path:
+    """A joblib file holding a `megabytes` MiB random float64 array (and a Fortran-ordered one)."""
+    name = f"large-{megabytes}{'' if compress is None else '.' + compress}.joblib"
+    return _write(directory, name, _LARGE, str(megabytes), compress or "none")
 
 
 def xgboost_model(directory: Path, *, ubj: bool = False) -> Path:

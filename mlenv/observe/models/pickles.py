@@ -13,6 +13,7 @@ an object array is a whole nested pickle there instead. `walk` follows both, as 
 
 from __future__ import annotations
 
+import _compat_pickle
 import pickletools
 import re
 import struct
@@ -115,6 +116,7 @@ class PickleFacts:
     globals: set[tuple[str, str]] = field(default_factory=set)  # (module, name) of every import
     # The `_sklearn_version` of each estimator state that records one.
     sklearn_versions: set[str] = field(default_factory=set)
+    versioned_states: int = 0  # BUILD states that carry a `_sklearn_version`
     arrays: int = 0  # joblib NumpyArrayWrapper arrays skipped
     array_bytes: int = 0
     persistent_ids: int = 0  # torch's data.pkl names its storages by persistent id
@@ -228,6 +230,7 @@ class _Walker:
         self.stack: list[object] = []
         self.marks: list[int] = []
         self.memo: dict[int, object] = {}
+        self.protocol = 0  # this stream's PROTO; below 3 the loader maps Python 2 names (fix_imports)
 
     # -- stack helpers ------------------------------------------------------------------------------
 
@@ -269,6 +272,12 @@ class _Walker:
     def note_global(self, module: object, name: object) -> Global:
         if not (isinstance(module, str) and isinstance(name, str)):
             raise PickleError(f"a global at byte {self.reader.offset} is not named by two strings")
+        if self.protocol < 3:
+            # What pickle's find_class resolves with fix_imports (the default): the name that is imported.
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
         self.facts.globals.add((module, name))
         return Global(module=module, name=name)
 
@@ -353,6 +362,8 @@ class _Walker:
     # -- opcodes with effects beyond a push ---------------------------------------------------------
 
     def op_mark(self, _: object) -> None:
+        if len(self.marks) >= MAX_STACK:
+            raise PickleError(f"more than {MAX_STACK} pickle MARKs open")
         self.marks.append(len(self.stack))
 
     def op_pop(self, _: object) -> None:
@@ -464,6 +475,7 @@ class _Walker:
         version = state.kept.get("_sklearn_version")
         if isinstance(version, str):
             self.facts.sklearn_versions.add(version)
+            self.facts.versioned_states += 1
         cls = target.cls()
         if self.joblib and cls is not None and (cls.module, cls.name) == _NUMPY_WRAPPER:
             self.skip_array(state)
@@ -495,6 +507,8 @@ class _Walker:
         pass
 
     def op_proto(self, arg: object) -> None:
+        if isinstance(arg, int):
+            self.protocol = arg
         if self.depth == 0 and self.facts.protocol is None and isinstance(arg, int):
             self.facts.protocol = arg
 
