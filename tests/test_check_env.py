@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from mlenv.lockfile import read_lock, write_lock
+from mlenv.verify.envcheck import lock_platform
 from mlenv.verify.wheelfiles import record_hash
 from tests.helpers import CliResult, run_cli
 from tests.lockdata import full_lock
@@ -345,3 +346,42 @@ def test_an_unreadable_lock(tmp_path: Path, content: bytes | None) -> None:
     result = run_cli("check", "-l", str(lock), "--venv", str(venv))
     assert result.code == 2
     assert str(lock) in one_error_line(result)
+
+
+# ---------------------------------------------------------------------------- without the network
+
+
+def test_a_venv_with_system_site_packages_reads_the_base_sites_too(small_lock: Path, tmp_path: Path) -> None:
+    """Such a venv imports from the base interpreter's site-packages as well: its bin/python is asked."""
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True
+    )
+    result = run_cli("check", "-l", str(small_lock), "--venv", str(venv), "--format", "json")
+    assert result.code == 1, result.stderr  # the small lock's pandas is installed in neither
+    report = json.loads(result.stdout)
+    sites = report["environment"]["sites"]
+    assert (
+        str(
+            venv.resolve()
+            / "lib"
+            / f"python{sys.version_info.major}.{sys.version_info.minor}"
+            / "site-packages"
+        )
+        in sites
+    )
+    assert any(not site.startswith(str(venv.resolve())) for site in sites)
+    assert any("include-system-site-packages = true" in note for note in report["notes"])
+    assert "python: pandas: missing (expected 2.0.3)" in [d["message"] for d in report["drifts"]]
+
+
+def test_the_lock_platform_is_this_machines_else_named_in_a_note() -> None:
+    lock = full_lock()  # linux/arm64 and linux/amd64
+    assert lock_platform(lock, system="Linux", machine="aarch64") == ("linux/arm64", None)
+    assert lock_platform(lock, system="Linux", machine="x86_64") == ("linux/amd64", None)
+    chosen, note = lock_platform(lock, system="Darwin", machine="arm64")
+    assert chosen == "linux/arm64"
+    assert note == (
+        "this machine is Darwin arm64, which the lock does not target: pins and their markers were judged "
+        "for linux/arm64"
+    )
