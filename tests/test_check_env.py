@@ -25,6 +25,7 @@ from mlenv.verify.wheelfiles import record_hash
 from tests.helpers import CliResult, run_cli
 from tests.lockdata import full_lock
 from tools.localbase.cache import cache_dir, cache_lock
+from tools.localbase.images import BaseImage
 
 SPEC = """\
 name = "check-env"
@@ -174,6 +175,27 @@ def test_another_minor_python_is_a_drift(project: Path, pins: list[str], tmp_pat
         f"  [DRIFT] python-interpreter\n      python-interpreter: {venv}/bin/python: version: "
         f"expected 3.12.1, found {here}\n" in result.stdout
     )
+
+
+@pytest.mark.network
+@pytest.mark.docker
+@pytest.mark.registry
+def test_a_lock_made_against_the_test_base_image(
+    base_image_python: BaseImage, pins: list[str], tmp_path: Path
+) -> None:
+    """The same spec with the bookworm python base instead of a [target]: the lock takes 3.11.2 and glibc
+    2.36 from the image and pins the same versions, so the venv that matched still matches."""
+    spec = SPEC.replace(
+        '[target]\npython = "3.11.2"\nglibc = "2.36"\n', f'[base]\nimage = "{base_image_python.ref}"\n'
+    )
+    (tmp_path / "mlenv.toml").write_text(spec)
+    locked = run_cli("lock", str(tmp_path))
+    assert locked.code == 0, locked.stderr
+    lock = read_lock(tmp_path / "mlenv.lock")
+    assert (lock.target.source, lock.target.python, lock.target.glibc) == ("base-image", "3.11.2", "2.36")
+    assert sorted(f"{p.name}=={p.version}" for p in lock.python.packages) == pins
+    result = check(tmp_path, "--venv", str(cached_venv("match", pins, seed_pip=True)), "--files")
+    assert result.code == 0, result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------------------- --files
