@@ -1,6 +1,7 @@
-"""Model artifacts of the lock: local files are hashed and read (never executed), remote ones carry the
-spec's sha256. What a file says about its producer is held against the Python pins (model/producers.py):
-a model the locked environment cannot load is refused here, before anything is built."""
+"""Model artifacts of the lock: local files are hashed and read (never executed); remote ones carry the
+spec's sha256 and are fetched into the artifact cache to be read the same way. What a file says about its
+producer is held against the Python pins (model/producers.py): a model the locked environment cannot
+load is refused here, before anything is built."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from mlenv.errors import MlenvError, SpecError
+from mlenv.errors import BuildError, MlenvError, SourceError, SpecError
 from mlenv.files import file_sha256, inside
 from mlenv.model.lock import LockedModel, LockedPython
 from mlenv.model.modelfacts import ModelFacts
 from mlenv.model.producers import ONNX_RUNTIMES, ProducerProblem, producer_problems
 from mlenv.model.spec import ModelSpec, Spec
+from mlenv.model.urls import redact
 from mlenv.observe.models import read_model
+from mlenv.sources.cas import ContentStore
+from mlenv.sources.http import download_chunks
 from mlenv.spec import quoted
 
 
@@ -56,6 +60,24 @@ def lock_model(spec: Spec, index: int, model: ModelSpec) -> LockedModel:
     )
 
 
+def fetch_remote(
+    spec: Spec, index: int, model: LockedModel, *, store: ContentStore, warn: Callable[[str], None]
+) -> LockedModel:
+    """A remote model fetched into the content-addressed cache (once per sha256; the spec's sha256 is
+    checked before the file is used) and read like a local one. A model that cannot be fetched from
+    here (a URL only production reaches) is locked unread, with one warning: its producer is unchecked."""
+    key = f"app.models[{index}]"
+    try:
+        path = store.fetch(model.sha256, lambda: download_chunks(model.source), what=redact(model.source))
+    except SourceError as error:
+        warn(f"{spec.path}: {key}: {error.message}; which library version wrote it is not checked")
+        return model
+    except BuildError as error:
+        raise SpecError(spec.path, f"{key}.sha256", error.message) from None
+    spec_model = spec.app.models[index]
+    return dataclasses.replace(model, size=path.stat().st_size, facts=_read(spec, index, spec_model, path))
+
+
 def _read(spec: Spec, index: int, model: ModelSpec, path: Path) -> ModelFacts:
     """The file's own account of itself. A file the reader refuses (malformed, hostile) is a spec
     error naming the model: the lock would otherwise vouch for a file nobody could check."""
@@ -77,21 +99,24 @@ def recorded(facts: ModelFacts) -> ModelFacts:
 
 
 def lock_models(
-    spec: Spec, python: LockedPython, *, warn: Callable[[str], None] = lambda _: None
+    spec: Spec,
+    python: LockedPython,
+    *,
+    warn: Callable[[str], None] = lambda _: None,
+    store: ContentStore | None = None,
 ) -> tuple[LockedModel, ...]:
     """Every model of the spec, locked and held against the Python pins: a refusal is a SpecError
     naming the model, the version that wrote it and the one the lock pins; a patch difference, a format
-    without a producer version or a remote model not read is one warning each."""
+    without a producer version or a remote model that cannot be fetched is one warning each. Remote
+    models are fetched into `store` (default: the artifact cache, where `mlenv build` looks too)."""
     pins = {pin.name: pin.version for pin in python.packages}
     locked = []
     for index, model in enumerate(spec.app.models):
         entry = lock_model(spec, index, model)
         key = f"app.models[{index}]"
+        if entry.remote:
+            entry = fetch_remote(spec, index, entry, store=store or ContentStore(), warn=warn)
         if entry.facts is None:
-            warn(
-                f"{spec.path}: {key}: {model.source} is fetched where it runs, not at lock, so which "
-                "library version wrote it is not checked"
-            )
             locked.append(entry)
             continue
         for problem in producer_problems(entry.facts, pins, accepted=dict(entry.accept_producer)):
