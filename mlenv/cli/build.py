@@ -19,6 +19,7 @@ from mlenv.errors import MlenvError
 from mlenv.sources import engine
 from mlenv.verify.formats import as_text
 from mlenv.verify.image import verify_image
+from mlenv.verify.native import refuse_unmet_libraries
 
 
 def build(
@@ -49,6 +50,7 @@ def build(
         )
     current = fresh_project(project)
     refuse_secret_files(current.lock.app.copy, current.directory, allow=current.spec.app.allow)
+    refuse_unmet_libraries(current.lock, progress=say)  # before the engine is called: nothing is sent to it
     name = tag or default_tag(current.lock, current.lock_digest)
     with engine.connect() as docker_engine:
         if check_reproducible:

@@ -76,6 +76,7 @@ Rule = Literal[
     "training-data",  # data/raw or data/processed in the image
     "credentials",  # a credential (URL password, cloud key, *_TOKEN value, ...) in an Env value or a label
     "pth-import",  # a .pth file with an import line: code run at every interpreter start
+    "missing-library",  # an ELF object of site-packages needs a shared library the loader finds nowhere
 ]
 RULES: tuple[Rule, ...] = get_args(Rule)
 
