@@ -14,7 +14,7 @@ import pytest
 
 from mlenv.lockfile import read_lock, write_lock
 from mlenv.model.facts import AptFact, CudaComponent, InterpreterFact
-from mlenv.model.modelfacts import Producer
+from mlenv.model.modelfacts import ModelFacts, Producer
 from mlenv.verify.envdiff import (
     BaseSide,
     Change,
@@ -259,7 +259,9 @@ def test_cli_formats_of_a_lock_with_another_pin(tmp_path: Path) -> None:
 
 def test_cli_models_and_cuda_of_two_written_locks(tmp_path: Path) -> None:
     lock = full_lock()
-    model = dataclasses.replace(lock.models[0], sha256="e" * 64)
+    wrote = ModelFacts(format="joblib", producers=(Producer(library="scikit-learn", version="1.4.2"),))
+    newer = ModelFacts(format="joblib+zlib", producers=(Producer(library="scikit-learn", version="1.5.2"),))
+    model = dataclasses.replace(lock.models[0], sha256="e" * 64, facts=newer)
     cuda = dataclasses.replace(
         lock.cuda,
         components=(
@@ -267,12 +269,14 @@ def test_cli_models_and_cuda_of_two_written_locks(tmp_path: Path) -> None:
             CudaComponent(name="runtime", version="12.4.127", source="wheel:nvidia-cuda-runtime-cu12"),
         ),
     )
-    a = written(tmp_path, "a.lock")
+    a = written(tmp_path, "a.lock", models=(dataclasses.replace(lock.models[0], facts=wrote),))
     b = written(tmp_path, "b.lock", models=(model,), cuda=cuda)
     result = run_cli("diff", str(a), str(b))
     assert result.code == 1, result.stderr
     lines = result.stdout.splitlines()
     assert f"  /app/models/model.joblib: changed {'f' * 64} -> {'e' * 64}" in lines
+    assert "  /app/models/model.joblib format: changed joblib -> joblib+zlib" in lines
+    assert "  /app/models/model.joblib written by scikit-learn: upgraded 1.4.2 -> 1.5.2 (minor)" in lines
     # The floor comes from resolve's driver table, the same way on both sides.
     assert any(
         line.startswith(

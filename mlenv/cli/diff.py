@@ -19,6 +19,7 @@ from mlenv.model.facts import CudaComponent
 from mlenv.model.lock import Lock
 from mlenv.observe import inspect_image
 from mlenv.observe.image import parse_location
+from mlenv.observe.limits import MAX_KEPT_FILE
 from mlenv.resolve.cuda import driver_floors, major_minor, toolkit_floor, version_key
 from mlenv.sources.registry import RegistryClient
 from mlenv.verify.envdiff import Side, diff_data, diff_markdown, diff_text, image_side, lock_side
@@ -102,10 +103,18 @@ def _side(given: LockInput | ImageInput, other: LockInput | ImageInput, platform
     # An image is read for what the other side names: its venv's site and the paths of its baked models.
     lock = other.lock if isinstance(other, LockInput) else None
     models = [m.target for m in lock.models if m.strategy == "bake"] if lock is not None else None
+    # The models' bytes are kept for the model reader (which library wrote the image's copy); one larger
+    # than a kept file may be is compared by its sha256 alone.
+    readable = frozenset(
+        m.target
+        for m in (lock.models if lock else ())
+        if m.strategy == "bake" and (m.size or 0) <= MAX_KEPT_FILE
+    )
     observed = inspect_image(
         given.subject,
         platform=platform,
         artifacts=models or (),
+        keep=readable.__contains__,
         check_files=False,  # RECORD hashes are verify's; a diff compares versions
         registry=RegistryClient(),
     )

@@ -44,7 +44,7 @@ from packaging.version import InvalidVersion, Version
 from mlenv.model.facts import AptFact, CudaComponent, EnvFacts, InterpreterFact
 from mlenv.model.labels import LABEL_BASE_DIGEST
 from mlenv.model.lock import Lock
-from mlenv.model.modelfacts import Producer
+from mlenv.model.modelfacts import ModelFacts, Producer
 from mlenv.verify.expected import image_contents, venv_site
 
 SideKind = Literal["lock", "image"]
@@ -75,6 +75,7 @@ class ModelSide:
     path: str  # where the model is in the image (the lock's target)
     sha256: str | None  # None: an image has no file at the path
     strategy: str | None = None  # a lock's: bake, download, mount
+    format: str | None = None  # the container format the model reader found ("joblib+zlib", "onnx")
     producers: tuple[Producer, ...] | None = None  # None: this side does not state them
 
 
@@ -146,6 +147,9 @@ def lock_side(lock: Lock, *, subject: str, platform: str, lock_digest: str, driv
             path=m.locked.target,
             sha256=m.locked.sha256,
             strategy=m.locked.strategy,
+            # A remote model, or a lock written before producers were recorded, states none.
+            format=m.locked.facts.format if m.locked.facts is not None else None,
+            producers=m.locked.facts.producers if m.locked.facts is not None else None,
         )
         for m in contents.models
     )
@@ -172,18 +176,19 @@ def image_side(
     driver_floor: str | None,
     site: str | None = None,
     model_paths: Iterable[str] | None = None,
-    producers: Mapping[str, tuple[Producer, ...]] | None = None,
 ) -> Side:
     """What the observer read from an image. `site`: the site directory to compare (the other side's
     venv), else the one with the most distributions. `model_paths`: the paths a lock names (None: this
-    side states no models); `producers`: what each model file there says wrote it, where it was read."""
+    side states no models); their producers are what the observer's model reader found in each file."""
     labels = dict(facts.labels)
     chosen = _app_site(facts, site)
-    found = {a.path: a.sha256 for a in facts.artifacts}
+    found = {a.path: a for a in facts.artifacts}
     models = None
     if model_paths is not None:
         models = tuple(
-            ModelSide(path=path, sha256=found.get(path), producers=(producers or {}).get(path))
+            _image_model(path, found[path].sha256, found[path].model)
+            if path in found
+            else ModelSide(path=path, sha256=None)
             for path in sorted(set(model_paths))
         )
     return Side(
@@ -208,6 +213,13 @@ def image_side(
         driver_floor=driver_floor,
         models=models,
     )
+
+
+def _image_model(path: str, sha256: str, model: ModelFacts | None) -> ModelSide:
+    """Format and producers stated only where the reader read the file (not too big to keep, readable)."""
+    if model is None or model.format == "unreadable":
+        return ModelSide(path=path, sha256=sha256)
+    return ModelSide(path=path, sha256=sha256, format=model.format, producers=model.producers)
 
 
 def _app_site(facts: EnvFacts, preferred: str | None) -> str | None:
@@ -488,6 +500,8 @@ def _models(a: Side, b: Side) -> LayerDiff:
             changes.append(Change(kind="changed", subject=path, a=x.sha256, b=y.sha256))
         if x.strategy is not None and y.strategy is not None and x.strategy != y.strategy:
             changes.append(Change(kind="changed", subject=f"{path} strategy", a=x.strategy, b=y.strategy))
+        if x.format is not None and y.format is not None and x.format != y.format:
+            changes.append(Change(kind="changed", subject=f"{path} format", a=x.format, b=y.format))
         if x.producers is not None and y.producers is not None:
             changes += _producers(path, x.producers, y.producers)
     note = None if changes else plural(len(old), "model") if old else "no models on either side"
