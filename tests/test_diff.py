@@ -305,6 +305,8 @@ def test_cli_bad_inputs_are_one_line_exit_2(tmp_path: Path) -> None:
         (str(lock), "ftp://example.org/x"): "unknown transport 'ftp://'",
         (str(lock), f"oci:{tmp_path / 'no-layout'}"): str(tmp_path / "no-layout"),
         (str(lock), "docker-archive:"): "nothing after 'docker-archive:'",
+        # A transport's path that does not exist is the image reader's to name, not a missing lock.
+        (str(lock), f"docker-archive:{tmp_path / 'absent.tar'}"): f"docker-archive:{tmp_path / 'absent.tar'}",
     }
     for (a, b), needle in cases.items():
         result = run_cli("diff", a, b)

@@ -63,9 +63,10 @@ def read_input(text: str, name: str) -> LockInput | ImageInput:
             raise MlenvError(f"{name} {text}: a directory without {LOCK_FILE}", hint="run `mlenv lock` there")
         path = lock_path
     elif not path.exists():
-        if text.endswith(_FILE_SUFFIXES) or text.startswith(_PATH_PREFIXES):
+        location = parse_location(text)  # an unknown transport or an empty name: one line, before any work
+        bare = location.transport == "docker-daemon" and not text.startswith("docker-daemon:")
+        if bare and (text.endswith(_FILE_SUFFIXES) or text.startswith(_PATH_PREFIXES)):
             raise MlenvError(f"{name} {text}: no such file or directory")
-        parse_location(text)  # an unknown transport or an empty name is one line before any work
         return ImageInput(subject=text)
     data, lock = read_lock_input(path, name)
     return LockInput(subject=text, lock=lock, digest=lock_digest(data))
@@ -127,13 +128,19 @@ def _side(given: LockInput | ImageInput, other: LockInput | ImageInput, platform
     )
 
 
-def _platform(chosen: str | None, inputs: Iterable[LockInput | ImageInput]) -> str:
-    if chosen is not None:
-        return chosen
-    for given in inputs:
-        if isinstance(given, LockInput) and given.lock.target.platforms:
-            return given.lock.target.platforms[0]
-    return DEFAULT_PLATFORM
+def _platform(chosen: str | None, inputs: Iterable[tuple[str, LockInput | ImageInput]]) -> str:
+    """`--platform`, else the first lock's first platform; a lock that does not target it is refused
+    (its projection for another platform would name packages its build never installs)."""
+    locks = [(name, given) for name, given in inputs if isinstance(given, LockInput)]
+    where = chosen or next((g.lock.target.platforms[0] for _, g in locks if g.lock.target.platforms), None)
+    for name, given in locks:
+        if where is not None and where not in given.lock.target.platforms:
+            raise MlenvError(
+                f"{name} {given.subject}: the lock does not target {where}; "
+                f"it targets {', '.join(given.lock.target.platforms)}",
+                hint="pass --platform a platform both sides target",
+            )
+    return where or DEFAULT_PLATFORM
 
 
 def diff(
@@ -155,7 +162,7 @@ def diff(
     both state, 1 = different."""
     chosen = parse_format(DiffFormat, output_format)
     first, second = read_input(a, "A"), read_input(b, "B")
-    where = _platform(platform, (first, second))
+    where = _platform(platform, (("A", first), ("B", second)))
     result = compare_sides(_side(first, second, where), _side(second, first, where))
     if chosen is DiffFormat.JSON:
         sys.stdout.write(json.dumps(diff_data(result), indent=2, sort_keys=True) + "\n")
