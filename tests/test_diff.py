@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mlenv.lockfile import read_lock, write_lock
-from mlenv.model.facts import AptFact, CudaComponent, InterpreterFact
+from mlenv.model.facts import AptFact, CudaComponent, DistFact, EnvFacts, InterpreterFact
 from mlenv.model.modelfacts import ModelFacts, Producer
 from mlenv.verify.envdiff import (
     BaseSide,
@@ -23,6 +23,7 @@ from mlenv.verify.envdiff import (
     diff,
     diff_markdown,
     diff_text,
+    image_side,
     version_step,
 )
 from tests.helpers import Built, derive_image, lock_tag, run_cli, session_tag
@@ -148,6 +149,30 @@ def test_a_lock_s_base_layers_must_be_the_image_s_first_layers() -> None:
     unlabelled = diff(side("image", base=dataclasses.replace(above, digest=None)), side("image", base=other))
     base = next(layer for layer in unlabelled.layers if layer.layer == "base")
     assert base.note == "digest not compared: A has no org.opencontainers.image.base.digest label"
+
+
+def test_an_image_s_base_label_is_read_from_its_facts_and_a_credential_in_it_masked() -> None:
+    secret = "https://user:hunter2@registry.example.org/base@sha256:" + "1" * 64
+    facts = EnvFacts(
+        layer_diff_ids=("sha256:" + "a" * 64,),
+        labels=(("org.opencontainers.image.base.digest", secret),),
+        python_dists=(
+            DistFact(name="pip", version="23.0.1", site="/usr/lib/python3/dist-packages"),
+            DistFact(name="numpy", version="1.26.4", site="/opt/venv/lib/python3.11/site-packages"),
+            DistFact(name="pandas", version="2.0.3", site="/opt/venv/lib/python3.11/site-packages"),
+        ),
+        interpreters=(InterpreterFact(path="/opt/venv/bin/python3.11", version="3.11.2"),),
+    )
+    image = image_side(facts, subject="img", driver_floor=None)
+    assert image.base is not None and image.base.digest == "<masked: a user:password@ URL>"
+    # The app's site: the one holding the most distributions, with its own interpreter.
+    assert image.site == "/opt/venv/lib/python3.11/site-packages"
+    assert image.python == (("numpy", "1.26.4"), ("pandas", "2.0.3"))
+    assert image.interpreter == InterpreterFact(path="/opt/venv/bin/python3.11", version="3.11.2")
+    assert "hunter2" not in diff_text(diff(side(), image))
+    # Beside a lock, the lock's venv is the site compared, however few it holds.
+    system = image_side(facts, subject="img", driver_floor=None, site="/usr/lib/python3/dist-packages")
+    assert system.python == (("pip", "23.0.1"),)
 
 
 def test_cuda_consequences_cudnn_major_and_driver_floor() -> None:

@@ -45,6 +45,7 @@ from mlenv.model.facts import AptFact, CudaComponent, EnvFacts, InterpreterFact
 from mlenv.model.labels import LABEL_BASE_DIGEST
 from mlenv.model.lock import Lock
 from mlenv.model.modelfacts import ModelFacts, Producer
+from mlenv.verify.credentials import masked
 from mlenv.verify.expected import image_contents, venv_site
 
 SideKind = Literal["lock", "image"]
@@ -181,6 +182,7 @@ def image_side(
     venv), else the one with the most distributions. `model_paths`: the paths a lock names (None: this
     side states no models); their producers are what the observer's model reader found in each file."""
     labels = dict(facts.labels)
+    label = labels.get(LABEL_BASE_DIGEST)
     chosen = _app_site(facts, site)
     found = {a.path: a for a in facts.artifacts}
     models = None
@@ -195,7 +197,8 @@ def image_side(
         subject=subject,
         kind="image",
         base=BaseSide(
-            digest=labels.get(LABEL_BASE_DIGEST),
+            # A label is the image's own text: a credential put there is shown masked, as inspect shows it.
+            digest=masked(LABEL_BASE_DIGEST, label) if label is not None else None,
             reference=None,
             layers=facts.layer_diff_ids,
             layers_continue=True,
