@@ -12,7 +12,6 @@ import tomlkit
 from mlenv import lockfile
 from mlenv.errors import BuildError, LockfileError
 from mlenv.model.lock import Lock
-from mlenv.model.modelfacts import ModelFacts, Producer
 from mlenv.model.spec import AppSpec, BaseSpec, ModelSpec, PythonSpec, Spec
 from mlenv.model.urls import redact, redact_text
 from mlenv.render import render
@@ -277,9 +276,7 @@ def _fresh(tmp_path: Path) -> tuple[Spec, Lock]:
     import hashlib
 
     lock = full_lock()
-    # What `mlenv lock` records of the file: its sha256 and what it says about its producer.
-    facts = ModelFacts(format="joblib", producers=(Producer(library="scikit-learn", version="1.4.2"),))
-    models = (dataclasses.replace(lock.models[0], sha256=hashlib.sha256(b"m").hexdigest(), facts=facts),)
+    models = (dataclasses.replace(lock.models[0], sha256=hashlib.sha256(b"m").hexdigest()),)
     return spec, dataclasses.replace(
         lock, spec_hash=spec_hash(spec), models=models, cuda=dataclasses.replace(lock.cuda, requested="none")
     )

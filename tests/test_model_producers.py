@@ -311,7 +311,7 @@ def test_mlenv_lock_of_the_fraud_example_refuses_a_1_5_2_model_then_accepts_it(
     assert "written by scikit-learn 1.5.2; the lock pins scikit-learn 1.4.2" in line
     assert not (directory / "mlenv.lock").exists()
     spec = tomlkit.parse((directory / "mlenv.toml").read_text())
-    spec["app"]["models"][0]["accept-producer"] = {"scikit-learn": "1.5.2"}  # type: ignore[index]
+    spec["app"]["models"][0]["accept-producer"] = {"scikit-learn": "1.5.2"}
     (directory / "mlenv.toml").write_text(tomlkit.dumps(spec))
     accepted = run_cli("lock", str(directory))
     assert accepted.code == 0, accepted.stderr

@@ -294,7 +294,9 @@ def test_a_model_too_large_to_keep_is_judged_by_the_locks_reading_of_the_same_by
     assert [d.kind for d in report.drifts if d.layer == "models"] == ["producer"]
 
 
-def test_lock_check_calls_a_lock_without_producers_stale(tmp_path: Path) -> None:
+def test_a_lock_without_producers_is_not_stale(tmp_path: Path) -> None:
+    # Locks written before producers were recorded still build: verify holds the image's model against
+    # the library installed there either way, and the next `mlenv lock` records and checks them.
     (tmp_path / "mlenv.toml").write_text(SPEC)
     (tmp_path / "model.joblib").write_bytes(b"m")
     spec = load_spec(tmp_path)
@@ -305,10 +307,7 @@ def test_lock_check_calls_a_lock_without_producers_stale(tmp_path: Path) -> None
         sha256=hashlib.sha256(b"m").hexdigest(),
     )
     lock = dataclasses.replace(full_lock(), models=(old,))
-    reason = "model file model.joblib: the lock records no producer (locked by an older mlenv)"
-    assert reason in stale_reasons(spec, lock)
-    relocked = dataclasses.replace(lock, models=(dataclasses.replace(old, facts=sklearn("1.4.2")),))
-    assert reason not in stale_reasons(spec, relocked)
+    assert not [r for r in stale_reasons(spec, lock) if "model" in r]
 
 
 def test_a_format_mlenv_cannot_read_is_one_warning() -> None:

@@ -113,10 +113,6 @@ def stale_reasons(spec: Spec, lock: Lock) -> list[str]:
             reasons.append(f"model file {model.source} is missing")
         elif file_sha256(path) != entry.sha256:
             reasons.append(f"model file {model.source} changed (sha256 differs from the lock)")
-        elif entry.facts is None:
-            reasons.append(
-                f"model file {model.source}: the lock records no producer (locked by an older mlenv)"
-            )
     return reasons
 
 
