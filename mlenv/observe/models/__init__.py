@@ -134,10 +134,10 @@ _OLD_PROTOCOL_STARTS = b"(c}])i"
 
 
 def _looks_like_pickle(head: bytes, lower: str) -> bool:
-    if head[0] == 0x80:
-        return len(head) > 1 and head[1] <= 5
     if lower.endswith((".pkl", ".pickle", ".joblib", ".pck", ".sav")):
         return True  # named a pickle: read as one, so a malformed one is an error rather than "unknown"
+    if head[0] == 0x80:
+        return len(head) > 1 and head[1] <= 5
     return head[:1] in [bytes([c]) for c in _OLD_PROTOCOL_STARTS]
 
 

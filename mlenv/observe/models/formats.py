@@ -56,6 +56,9 @@ def _xgboost_facts(fmt: str, top: dict[str, object]) -> ModelFacts:
 
 # A string (closed, or cut by the end of the buffer: no `close`) or one structural character.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*(?P<close>")?|[{}\[\],:]')
+# Below the top level only strings and brackets matter: commas between numbers are most of XGBoost's
+# JSON, and skipping them keeps the Python loop to one step per string or bracket.
+_DEEP_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*(?P<close>")?|[{}\[\]]')
 
 
 class _JsonScan:
@@ -74,7 +77,11 @@ class _JsonScan:
     def feed(self, buffer: bytes) -> bytes:
         """Consume `buffer`; returns the bytes to put before the next one (a string still open)."""
         position = 0
-        for match in _TOKENS.finditer(buffer):
+        while True:
+            deep = self.depth >= 2 and self.capture is None
+            match = (_DEEP_TOKENS if deep else _TOKENS).search(buffer, position)
+            if match is None:
+                break
             self.text(buffer[position : match.start()])
             token = match.group()
             if token[:1] == b'"' and match.group("close") is None:
@@ -386,8 +393,10 @@ def _fields(reader: ChunkReader, end: int | None, keep: frozenset[int]) -> Itera
                 if len(data) != size:
                     raise ModelFormatError(f"truncated protobuf field at byte {reader.offset}")
                 yield number, data
-            elif reader.skip(size) != size:
-                raise ModelFormatError(f"truncated protobuf field at byte {reader.offset}")
+            else:
+                if reader.skip(size) != size:
+                    raise ModelFormatError(f"truncated protobuf field at byte {reader.offset}")
+                yield number, None
         else:
             raise ModelFormatError(f"protobuf wire type {wire} at byte {reader.offset} (not a message)")
         if end is not None and reader.offset > end:
@@ -409,8 +418,11 @@ def onnx(reader: ChunkReader) -> ModelFacts:
     ir_version: int | None = None
     producer_name = producer_version = ""
     opsets: dict[str, int] = {}
+    graph = False
     for number, value in _fields(reader, None, frozenset({2, 3, 8})):
-        if number == 1 and isinstance(value, int):
+        if number == 7:
+            graph = True
+        elif number == 1 and isinstance(value, int):
             ir_version = value
         elif number == 2:
             producer_name = _proto_text(value, "producer_name")
@@ -429,6 +441,8 @@ def onnx(reader: ChunkReader) -> ModelFacts:
             opsets[domain or "ai.onnx"] = version
     if ir_version is None:
         raise ModelFormatError("no ir_version: not an ONNX model")
+    if not graph:
+        raise ModelFormatError("no graph: not a complete ONNX model (truncated?)")
     details = [("ir_version", str(ir_version))]
     details += [(f"opset:{domain}", str(version)) for domain, version in opsets.items()]
     if producer_name:

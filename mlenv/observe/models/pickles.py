@@ -14,6 +14,7 @@ an object array is a whole nested pickle there instead. `walk` follows both, as 
 from __future__ import annotations
 
 import _compat_pickle
+import pickle
 import pickletools
 import re
 import struct
@@ -507,8 +508,9 @@ class _Walker:
         pass
 
     def op_proto(self, arg: object) -> None:
-        if isinstance(arg, int):
-            self.protocol = arg
+        if not isinstance(arg, int) or arg > pickle.HIGHEST_PROTOCOL:
+            raise PickleError(f"pickle protocol {arg} is newer than any Python reads")
+        self.protocol = arg
         if self.depth == 0 and self.facts.protocol is None and isinstance(arg, int):
             self.facts.protocol = arg
 
