@@ -9,6 +9,7 @@ ModelError naming the file.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from typing import BinaryIO
 
@@ -67,12 +68,14 @@ def _read(stream: BinaryIO, name: str) -> ModelFacts:
             # joblib inflates once: a compressed stream inside is not a pickle it can load (and nesting
             # is how a small file hides a large expansion).
             raise ModelFormatError(f"a {again} stream inside the {kind} stream: joblib decompresses once")
+        if not _looks_like_pickle(inner.peek(16) or b"\x00", lower):
+            return ModelFacts(format="unknown", note=f"a {kind}-compressed file that holds no pickle")
         return _pickle_facts(inner, f"joblib+{kind}")
     if _looks_like_pickle(head, lower):
         return _pickle_facts(reader, "joblib" if lower.endswith(".joblib") else "pickle")
     if lower.endswith(".safetensors") or _looks_like_safetensors(head):
         return formats.safetensors(reader)
-    if lower.endswith(".onnx") or (head[0] == 0x08 and head[1] < 0x80 and not lower.endswith(".json")):
+    if lower.endswith(".onnx") or _looks_like_onnx(head):
         return formats.onnx(reader)
     if head.startswith(b"tree\n") or head.startswith(b"tree\r\n"):
         return formats.lightgbm_text(reader)
@@ -96,6 +99,14 @@ def _seekable(stream: BinaryIO) -> bool:
         return bool(stream.seekable())
     except (AttributeError, OSError, ValueError):
         return False
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    # ir_version (field 1, a one-byte varint), then another ModelProto field: producer_name (2),
+    # producer_version (3), domain (4), model_version (5), doc_string (6), graph (7) or opset_import (8).
+    return (
+        len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in b"\x12\x1a\x22\x28\x32\x3a\x42"
+    )
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -129,8 +140,12 @@ class _ReaderFile:
         return self._reader.read(size)
 
 
-# Opcodes a protocol 0 or 1 pickle of a model starts with: MARK, GLOBAL, EMPTY_DICT/LIST/TUPLE, INST.
-_OLD_PROTOCOL_STARTS = b"(c}])i"
+# How a protocol 0 or 1 pickle of a model starts: a GLOBAL line (copy_reg._reconstructor, a class), a
+# MARK before a dict, list, tuple item or global (`(dp0`, `(K`), or an empty container with its memo
+# put; text files rarely start so (a CSV's "col,..." is no GLOBAL line).
+_OLD_PROTOCOL_START = re.compile(
+    rb"c[A-Za-z_][\w.]*\n[A-Za-z_]|\((dp|lp|tp|[IKJLSVXUFGNcT(\]}])|[}\])](\.|[(q\x94]|p\d)"
+)
 
 
 def _looks_like_pickle(head: bytes, lower: str) -> bool:
@@ -138,7 +153,7 @@ def _looks_like_pickle(head: bytes, lower: str) -> bool:
         return True  # named a pickle: read as one, so a malformed one is an error rather than "unknown"
     if head[0] == 0x80:
         return len(head) > 1 and head[1] <= 5
-    return head[:1] in [bytes([c]) for c in _OLD_PROTOCOL_STARTS]
+    return _OLD_PROTOCOL_START.match(head) is not None
 
 
 def _pickle_facts(reader: ChunkReader, container: str) -> ModelFacts:

@@ -41,7 +41,9 @@ def _version_text(value: object) -> str | None:
 
 def _xgboost_facts(fmt: str, top: dict[str, object]) -> ModelFacts:
     if "learner" not in top:
-        raise ModelFormatError("no top-level 'learner': not an XGBoost model")
+        # Well-formed, but some other document (a tokenizer, a config): not a model format mlenv knows.
+        kind = "JSON" if fmt == "xgboost-json" else "UBJSON"
+        return ModelFacts(format="unknown", note=f"a {kind} document that is not an XGBoost model")
     version = _version_text(top.get("version"))
     if version is None:
         return ModelFacts(

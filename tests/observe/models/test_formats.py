@@ -175,3 +175,19 @@ def test_unknown_files_say_so(tmp_path: Path) -> None:
     with zipfile.ZipFile(other_zip, "w") as archive:
         archive.writestr("README", "hello")
     assert read(other_zip).format == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("data", "note"),
+    [
+        (b'{"model": {"vocab": {"a": 1}}, "version": "1.0"}', "a JSON document that is not an XGBoost model"),
+        (b"{U\x05vocab{U\x01aU\x01}}", "a UBJSON document that is not an XGBoost model"),
+        (__import__("gzip").compress(b"id,amount\n1,2\n"), "a gzip-compressed file that holds no pickle"),
+        (b"\x89HDF\r\n\x1a\n" + b"\x00" * 64, "not a format mlenv reads"),
+        (b"\x08\x01\x00\x00", "not a format mlenv reads"),
+    ],
+)
+def test_well_formed_files_of_no_model_format_are_unknown(data: bytes, note: str) -> None:
+    facts = read_model(io.BytesIO(data), name="models/other.bin")
+    assert facts.format == "unknown" and facts.producers == ()
+    assert facts.note is not None and facts.note.startswith(note)
