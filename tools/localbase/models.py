@@ -85,6 +85,21 @@ x = rng.normal(size=(200, 4)); y = (x[:, 0] > 0).astype(int)
 booster = xgboost.train({"max_depth": 2, "nthread": 1}, xgboost.DMatrix(x, label=y), num_boost_round=3)
 booster.save_model(sys.argv[1])
 """
+# XGBoost's scikit-learn estimator in a Pipeline (argv: out, "joblib" or a pickle protocol).
+_XGBOOST_PIPELINE = """
+import sys, pickle, joblib, numpy as np, xgboost
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+rng = np.random.default_rng(7)
+x = rng.normal(size=(200, 4)); y = (x[:, 0] > 0).astype(int)
+model = make_pipeline(StandardScaler(), xgboost.XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1))
+model.fit(x, y)
+if sys.argv[2] == "joblib":
+    joblib.dump(model, sys.argv[1])
+else:
+    with open(sys.argv[1], "wb") as handle:
+        pickle.dump(model, handle, protocol=int(sys.argv[2]))
+"""
 _LIGHTGBM = """
 import sys, numpy as np, lightgbm
 rng = np.random.default_rng(7)
@@ -195,6 +210,13 @@ def large_model(directory: Path, megabytes: int, *, compress: str | None = None)
 def xgboost_model(directory: Path, *, ubj: bool = False) -> Path:
     """An XGBoost Booster saved as JSON (model.json) or UBJSON (model.ubj), by xgboost-cpu 3.2.0."""
     return _write(directory, "model.ubj" if ubj else "model.json", _XGBOOST)
+
+
+def xgboost_pipeline_model(directory: Path, *, protocol: int | None = None) -> Path:
+    """A Pipeline of StandardScaler and XGBClassifier (xgboost-cpu 3.2.0, scikit-learn 1.5.2), saved by
+    joblib, or by pickle.dump at `protocol`."""
+    name = "xgboost-pipeline.joblib" if protocol is None else f"xgboost-pipeline.p{protocol}.pkl"
+    return _write(directory, name, _XGBOOST_PIPELINE, "joblib" if protocol is None else str(protocol))
 
 
 def lightgbm_model(directory: Path) -> Path:

@@ -47,8 +47,9 @@ def pickle_model_facts(
     unversioned: list[str] = []
     for top in sorted(tops & ESTIMATOR_LIBRARIES.keys()):
         library = ESTIMATOR_LIBRARIES[top]
-        if top == "sklearn" and facts.sklearn_versions:
-            producers += [Producer(library=library, version=v) for v in sorted(facts.sklearn_versions)]
+        versions = facts.sklearn_versions if top == "sklearn" else facts.library_versions.get(library)
+        if versions:
+            producers += [Producer(library=library, version=v) for v in sorted(versions)]
         else:
             producers.append(Producer(library=library))
             unversioned.append(library)
@@ -67,7 +68,7 @@ def pickle_model_facts(
     if unversioned:
         note = (
             f"the file records no version of {', '.join(unversioned)} "
-            "(a pickle records only scikit-learn's, in each estimator's state)"
+            "(a pickle records scikit-learn's in each estimator's state, and XGBoost's in its booster)"
         )
     elif not producers:
         note = "the pickle stores no estimator of a known library, so it records no producer version"

@@ -333,6 +333,18 @@ class _Ubj:
             raise ModelFormatError(f"a UBJSON key at byte {self.reader.offset} is not UTF-8") from None
 
 
+def ubj_version_in_tail(tail: bytes) -> str | None:
+    """The `version` array at the end of an XGBoost UBJSON serialization, from its last bytes."""
+    at = tail.rfind(b"\x07version[")
+    if at < 0:
+        return None
+    parser = _Ubj(ChunkReader([tail[at + len(b"\x07version[") :]]))
+    try:
+        return _version_text(parser.container(b"[", 1, keep=True))
+    except ModelFormatError:
+        return None
+
+
 def xgboost_ubj(reader: ChunkReader) -> ModelFacts:
     parser = _Ubj(reader)
     if parser.marker() != b"{":

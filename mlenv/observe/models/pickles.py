@@ -21,6 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mlenv.observe.models.formats import ubj_version_in_tail
 from mlenv.observe.stream.decompress import ChunkReader
 
 # A string is kept (for memo lookups, dict keys, global names) up to this many bytes; a longer one is
@@ -31,6 +32,8 @@ MAX_KEPT_STRING = 4096
 # bytes, so these bound the walk's memory near 512 MiB in the worst hostile case.
 MAX_STACK = 1_000_000
 MAX_MEMO = 4_000_000
+# The last bytes kept of a long bytes value: XGBoost's UBJSON ends with its `version` array.
+BLOB_TAIL = 64
 # Tuples longer than this are data (not a shape, a dtype's arguments or a reduce's arguments).
 MAX_KEPT_TUPLE = 32
 # A text-protocol argument (protocol 0 lines): longer lines are data, skipped.
@@ -49,6 +52,7 @@ KEPT_KEYS = frozenset(
         "order",
         "numpy_array_alignment_bytes",
         "subclass",
+        "handle",  # an XGBoost Booster's serialized model
     }
 )
 
@@ -97,6 +101,24 @@ class Dict:
             self.kept[key] = value
 
 
+class Blob:
+    """A string or bytes too long to keep (a serialized booster, raw weights): only their last
+    BLOB_TAIL bytes (UTF-8 for a string), where XGBoost's serialization puts its version."""
+
+    __slots__ = ("tail", "text")
+
+    def __init__(self, tail: bytes, *, text: bool) -> None:
+        self.tail = tail
+        self.text = text
+
+    def latin1_tail(self) -> bytes:
+        """The last bytes of the data a latin-1 string stands for (protocol 2 writes bytes so)."""
+        if not self.text:
+            return self.tail
+        # The tail may start inside a UTF-8 sequence: drop the partial character.
+        return self.tail.decode("utf-8", "ignore").encode("latin-1", "ignore")
+
+
 class _Opaque:
     """Any value the facts never look into (lists, sets, long strings, numbers as data)."""
 
@@ -118,6 +140,8 @@ class PickleFacts:
     # The `_sklearn_version` of each estimator state that records one.
     sklearn_versions: set[str] = field(default_factory=set)
     versioned_states: int = 0  # BUILD states that carry a `_sklearn_version`
+    # Versions other libraries record in their estimators' state (XGBoost's Booster): PyPI name -> versions.
+    library_versions: dict[str, set[str]] = field(default_factory=dict)
     arrays: int = 0  # joblib NumpyArrayWrapper arrays skipped
     array_bytes: int = 0
     persistent_ids: int = 0  # torch's data.pkl names its storages by persistent id
@@ -168,10 +192,17 @@ def _text(data: bytes | None, what: str) -> str | None:
 
 
 def _sized_string(reader: ChunkReader, size: int, what: str, *, text: bool) -> object:
-    """A length-prefixed string or bytes argument: kept when short, skipped (OPAQUE) when data."""
+    """A length-prefixed string or bytes argument: kept when short; when data, skipped (OPAQUE for
+    text, a Blob of its last bytes for bytes)."""
     if size > MAX_KEPT_STRING:
-        _skip_exact(reader, size, what)
-        return OPAQUE
+        tail = b""
+        seen = 0
+        for view in reader.views(size):
+            seen += len(view)
+            tail = (tail + bytes(view[-BLOB_TAIL:]))[-BLOB_TAIL:]
+        if seen != size:
+            raise PickleError(f"truncated pickle: {what} at byte {reader.offset} ends early")
+        return Blob(tail, text=text)
     data = _read_exact(reader, size, what)
     if not text:
         return data
@@ -480,6 +511,16 @@ class _Walker:
         cls = target.cls()
         if self.joblib and cls is not None and (cls.module, cls.name) == _NUMPY_WRAPPER:
             self.skip_array(state)
+        elif cls is not None and cls.module.split(".")[0] == "xgboost" and cls.name == "Booster":
+            self.xgboost_version(state.kept.get("handle"))
+
+    def xgboost_version(self, handle: object) -> None:
+        # Booster.__getstate__ keeps the model as a bytearray (BYTEARRAY8, or bytearray(bytes) below
+        # protocol 5) of XGBoost's UBJSON serialization, whose last field is `version`.
+        tail = _bytes_tail(handle, 0)
+        version = ubj_version_in_tail(tail) if tail is not None else None
+        if version is not None:
+            self.facts.library_versions.setdefault("xgboost", set()).add(version)
 
     def op_persid(self, _: object) -> None:
         self.facts.persistent_ids += 1
@@ -543,6 +584,24 @@ class _Walker:
         self.facts.array_bytes += count * itemsize
 
 
+_BYTES_MAKERS = (Global(module="builtins", name="bytearray"), Global(module="_codecs", name="encode"))
+
+
+def _bytes_tail(value: object, depth: int) -> bytes | None:
+    """The last bytes of a bytes-like value as pickled: bytes, BYTEARRAY8, bytearray(bytes), and
+    protocol 2's bytearray(text, 'latin-1') and _codecs.encode(text, 'latin1')."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, Blob):
+        return value.latin1_tail()
+    if isinstance(value, str):
+        return value.encode("latin-1", "ignore")
+    if isinstance(value, Obj) and value.callee in _BYTES_MAKERS and depth < 2:
+        args = value.args
+        return _bytes_tail(args[0], depth + 1) if isinstance(args, tuple) and args else None
+    return None
+
+
 def _tuple(items: list[object]) -> object:
     return tuple(items) if len(items) <= MAX_KEPT_TUPLE else OPAQUE
 
@@ -583,7 +642,7 @@ _PUSH_CONSTANT: dict[str, object] = {
     "BINBYTES": _ARG,
     "SHORT_BINBYTES": _ARG,
     "BINBYTES8": _ARG,
-    "BYTEARRAY8": OPAQUE,
+    "BYTEARRAY8": _ARG,
     "UNICODE": _ARG,
     "SHORT_BINUNICODE": _ARG,
     "BINUNICODE": _ARG,

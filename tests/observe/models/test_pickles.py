@@ -161,3 +161,15 @@ def test_a_pickle_after_the_first_is_walked_too() -> None:
     # Two pickles back to back (legacy torch files are several): a loader may read the second one.
     data = pickle.dumps([1, 2], protocol=4) + pickle.dumps(_Call(os.system, "id"), protocol=4)
     assert read_model(io.BytesIO(data), name="two.pkl").unsafe == ("posix.system",)
+
+
+@pytest.mark.parametrize("protocol", [None, 2, 4, 5])
+def test_xgboost_in_a_pipeline_records_its_version_in_the_booster(made: Made, protocol: int | None) -> None:
+    # The Booster's state is its UBJSON serialization as a bytearray: its last field is the version.
+    facts = read(made.get("xgboost_pipeline", protocol=protocol))
+    assert facts.producers == (
+        Producer(library="scikit-learn", version="1.5.2"),
+        Producer(library="xgboost", version="3.2.0"),
+    )
+    assert "xgboost.sklearn.XGBClassifier" in facts.imports and facts.unsafe == ()
+    assert facts.note is None
