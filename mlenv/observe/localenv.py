@@ -33,6 +33,7 @@ from mlenv.observe.stream.decompress import StreamError
 from mlenv.sources.interpreter import InterpreterAnswer, ask_interpreter
 
 _BINARY = re.compile(r"python(\d+\.\d+t?)$")
+MAX_PYVENV_CFG = 64 << 10  # bytes: venv, virtualenv and uv write a few lines; a larger file is not one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +103,10 @@ def read_venv(fs: ImageFS, directory: str, *, chosen_by: str) -> LocalEnv:
     if not fs.is_file(cfg_path):
         raise MlenvError(f"{chosen_by} {directory}: not a virtual environment (no pyvenv.cfg)")
     try:
+        if fs.size(cfg_path) > MAX_PYVENV_CFG:
+            raise MlenvError(
+                f"{chosen_by} {directory}: {cfg_path} is {fs.size(cfg_path)} bytes, not a pyvenv.cfg"
+            )
         config = parse_pyvenv_cfg(fs.read_text(cfg_path), cfg_path)
     except (OSError, NotKeptError, UnicodeDecodeError, StreamError) as error:
         raise MlenvError(f"{chosen_by} {directory}: cannot read {cfg_path} ({error})") from None
