@@ -14,6 +14,7 @@ import pytest
 
 from mlenv.lockfile import read_lock, write_lock
 from mlenv.model.facts import AptFact, CudaComponent, DistFact, EnvFacts, InterpreterFact
+from mlenv.model.lock import PythonFile, PythonPin
 from mlenv.model.modelfacts import ModelFacts, Producer
 from mlenv.verify.envdiff import (
     BaseSide,
@@ -311,6 +312,42 @@ def test_cli_models_and_cuda_of_two_written_locks(tmp_path: Path) -> None:
     ), result.stdout
 
 
+def test_cli_a_model_the_same_on_both_sides_that_b_s_pins_cannot_load(tmp_path: Path) -> None:
+    """The seed's story: the model is unchanged, but B moved the library that wrote it a minor release."""
+    lock = full_lock()
+    wrote = ModelFacts(format="joblib", producers=(Producer(library="scikit-learn", version="1.4.2"),))
+    model = dataclasses.replace(lock.models[0], facts=wrote)
+    pandas = next(p for p in lock.python.packages if p.name == "pandas")
+
+    def pinned(version: str) -> object:
+        sdist = PythonFile(
+            name=f"scikit_learn-{version}.tar.gz",
+            url=f"https://files.example.org/scikit_learn-{version}.tar.gz",
+            size=None,
+            sha256="a" * 64,
+        )
+        sklearn = PythonPin(
+            name="scikit-learn", version=version, index=pandas.index, requested=True, sdist=sdist
+        )
+        return dataclasses.replace(lock.python, packages=(*lock.python.packages, sklearn))
+
+    a = written(tmp_path, "a.lock", models=(model,), python=pinned("1.4.2"))
+    b = written(tmp_path, "b.lock", models=(model,), python=pinned("1.5.0"))
+    result = run_cli("diff", str(a), str(b))
+    assert result.code == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert "  scikit-learn: upgraded 1.4.2 -> 1.5.0 (minor)" in lines
+    assert (
+        "  /app/models/model.joblib load refusal: added "
+        "written by scikit-learn 1.4.2; the lock pins scikit-learn 1.5.0"
+    ) in lines, result.stdout
+    back = run_cli("diff", str(b), str(a)).stdout.splitlines()
+    assert (
+        "  /app/models/model.joblib load refusal: removed "
+        "(A has written by scikit-learn 1.4.2; the lock pins scikit-learn 1.5.0)"
+    ) in back
+
+
 def one_error_line(result_stderr: str) -> str:
     lines = result_stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mlenv: error: "), result_stderr
@@ -412,7 +449,12 @@ def test_two_fraud_locks_name_each_change_with_its_step(fraud_locks: tuple[Path,
     assert not any(line.startswith("  layer") or line.startswith("  os-") for line in lines)
     assert any(line.startswith("apt: same (") for line in lines)
     assert "python-interpreter: same (3.11.2 at /opt/venv/bin/python3.11)" in lines
-    assert "models: same (1 model)" in lines
+    # The same model file, but B pins the library that wrote it a patch release away: lock's warning.
+    assert "models: 1 change" in lines
+    assert (
+        "  /app/models/model.joblib load warning: added written by scikit-learn 1.4.2; "
+        "the lock pins scikit-learn 1.4.0, a patch release apart"
+    ) in lines, result.stdout
 
     data = json.loads(run_cli("diff", str(a), str(b), "--format", "json").stdout)
     assert data["equal"] is False

@@ -125,6 +125,7 @@ def _side(given: LockInput | ImageInput, other: LockInput | ImageInput, platform
         driver_floor=driver_floor(observed.facts.cuda),
         site=venv_site(lock) if lock is not None else None,
         model_paths=models,
+        accepted={m.target: dict(m.accept_producer) for m in lock.models} if lock is not None else None,
     )
 
 

@@ -45,6 +45,7 @@ from mlenv.model.facts import AptFact, CudaComponent, EnvFacts, InterpreterFact
 from mlenv.model.labels import LABEL_BASE_DIGEST
 from mlenv.model.lock import Lock
 from mlenv.model.modelfacts import ModelFacts, Producer
+from mlenv.model.producers import ProducerProblem, producer_problems
 from mlenv.verify.credentials import masked
 from mlenv.verify.expected import image_contents, venv_site
 
@@ -78,6 +79,9 @@ class ModelSide:
     strategy: str | None = None  # a lock's: bake, download, mount
     format: str | None = None  # the container format the model reader found ("joblib+zlib", "onnx")
     producers: tuple[Producer, ...] | None = None  # None: this side does not state them
+    # Why this side's own packages may not load the model (model.producers, the rule `mlenv lock`
+    # refuses by): stated where `format` is.
+    problems: tuple[ProducerProblem, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +147,7 @@ def lock_side(lock: Lock, *, subject: str, platform: str, lock_digest: str, driv
             glibc=chosen.glibc if chosen else None,
         )
     apt = sorted((*contents.base_packages, *contents.apt), key=lambda d: (d.fact.name, d.fact.architecture))
+    pins = {d.fact.name: d.fact.version for d in contents.python}
     models = tuple(
         ModelSide(
             path=m.locked.target,
@@ -151,6 +156,9 @@ def lock_side(lock: Lock, *, subject: str, platform: str, lock_digest: str, driv
             # A remote model, or a lock written before producers were recorded, states none.
             format=m.locked.facts.format if m.locked.facts is not None else None,
             producers=m.locked.facts.producers if m.locked.facts is not None else None,
+            problems=producer_problems(m.locked.facts, pins, accepted=dict(m.locked.accept_producer))
+            if m.locked.facts is not None
+            else (),
         )
         for m in contents.models
     )
@@ -177,18 +185,24 @@ def image_side(
     driver_floor: str | None,
     site: str | None = None,
     model_paths: Iterable[str] | None = None,
+    accepted: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Side:
     """What the observer read from an image. `site`: the site directory to compare (the other side's
     venv), else the one with the most distributions. `model_paths`: the paths a lock names (None: this
-    side states no models); their producers are what the observer's model reader found in each file."""
+    side states no models); their producers are what the observer's model reader found in each file,
+    judged against the site's packages with the lock's accept-producer (`accepted`, by path), as verify
+    judges them."""
     labels = dict(facts.labels)
     label = labels.get(LABEL_BASE_DIGEST)
     chosen = _app_site(facts, site)
     found = {a.path: a for a in facts.artifacts}
+    python = tuple(sorted((d.name, d.version) for d in facts.python_dists if d.site == chosen))
     models = None
     if model_paths is not None:
         models = tuple(
-            _image_model(path, found[path].sha256, found[path].model)
+            _image_model(
+                path, found[path].sha256, found[path].model, dict(python), (accepted or {}).get(path)
+            )
             if path in found
             else ModelSide(path=path, sha256=None)
             for path in sorted(set(model_paths))
@@ -211,18 +225,30 @@ def image_side(
         apt_complete=True,
         interpreter=_site_interpreter(facts, chosen),
         site=chosen,
-        python=tuple(sorted((d.name, d.version) for d in facts.python_dists if d.site == chosen)),
+        python=python,
         cuda=tuple(sorted(facts.cuda, key=lambda c: c.name)),
         driver_floor=driver_floor,
         models=models,
     )
 
 
-def _image_model(path: str, sha256: str, model: ModelFacts | None) -> ModelSide:
+def _image_model(
+    path: str,
+    sha256: str,
+    model: ModelFacts | None,
+    pins: Mapping[str, str],
+    accepted: Mapping[str, str] | None,
+) -> ModelSide:
     """Format and producers stated only where the reader read the file (not too big to keep, readable)."""
     if model is None or model.format == "unreadable":
         return ModelSide(path=path, sha256=sha256)
-    return ModelSide(path=path, sha256=sha256, format=model.format, producers=model.producers)
+    return ModelSide(
+        path=path,
+        sha256=sha256,
+        format=model.format,
+        producers=model.producers,
+        problems=producer_problems(model, pins, accepted=accepted, where="image"),
+    )
 
 
 def _app_site(facts: EnvFacts, preferred: str | None) -> str | None:
@@ -507,6 +533,8 @@ def _models(a: Side, b: Side) -> LayerDiff:
             changes.append(Change(kind="changed", subject=f"{path} format", a=x.format, b=y.format))
         if x.producers is not None and y.producers is not None:
             changes += _producers(path, x.producers, y.producers)
+        if x.format is not None and y.format is not None:
+            changes += _loading(path, x.problems, y.problems)
     note = None if changes else plural(len(old), "model") if old else "no models on either side"
     return LayerDiff(layer="models", compared=True, changes=tuple(changes), note=note)
 
@@ -519,6 +547,32 @@ def _comparable(side: Side, other: Side) -> dict[str, ModelSide]:
         for m in side.models
         if not (side.kind == "lock" and other.kind == "image" and m.strategy != "bake")
     }
+
+
+def _problem_key(problem: ProducerProblem) -> tuple[str, str, str, str]:
+    # Compared by what they say, not their wording: a lock's "the lock pins" is an image's "the image has".
+    return (problem.severity, problem.library or "", problem.written or "", problem.pinned or "")
+
+
+def _loading(path: str, old: tuple[ProducerProblem, ...], new: tuple[ProducerProblem, ...]) -> list[Change]:
+    """A model the same on both sides may still not load on one: its writer's library moved there (the
+    seed's 1.4 model under scikit-learn 1.3). Each reason one side has and the other has not."""
+    x = {_problem_key(p): p for p in old}
+    y = {_problem_key(p): p for p in new}
+    changes: list[Change] = []
+    for key in sorted(set(x) | set(y)):
+        if key in x and key in y:
+            continue
+        problem = y.get(key) or x[key]
+        changes.append(
+            Change(
+                kind="added" if key in y else "removed",
+                subject=f"{path} load {'refusal' if problem.severity == 'refuse' else 'warning'}",
+                a=problem.text if key in x else None,
+                b=problem.text if key in y else None,
+            )
+        )
+    return changes
 
 
 def _producers(path: str, old: tuple[Producer, ...], new: tuple[Producer, ...]) -> list[Change]:
