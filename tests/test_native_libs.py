@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mlenv.errors import SourceError
 from mlenv.lockfile import loads
 from mlenv.model.labels import LABEL_LOCK
 from mlenv.observe.elf import (
@@ -389,3 +390,29 @@ def test_verify_reports_an_image_whose_libgomp_was_removed(
     ], findings
     text = run_cli("verify", f"docker-daemon:{tag}", "--lock", str(fraud_image.lock))
     assert f"missing-library: {SITE}/lightgbm/lib/lib_lightgbm.so: needs libgomp.so.1" in text.stdout
+
+
+def test_the_contents_index_keeps_shared_objects_in_the_loaders_directories_only() -> None:
+    import gzip
+
+    from mlenv.sources.debian.contents import _parse
+
+    text = (
+        "usr/lib/x86_64-linux-gnu/libgomp.so.1                   libs/libgomp1\n"
+        "usr/lib32/libgomp.so.1                                  libs/lib32gomp1\n"
+        "usr/lib/x86_64-linux-gnu/libfoo.so.2   libs/libfoo2,oldlibs/libfoo2-compat\n"
+        "usr/share/doc/libgomp1/changelog.Debian.gz              doc/libgomp1\n"
+        "usr/lib/x86_64-linux-gnu/libbroken.so.1\n"
+    )
+    index = _parse(gzip.compress(text.encode()), {"usr/lib/x86_64-linux-gnu"}, what="Contents-amd64.gz")
+    assert index == {"libgomp.so.1": ["libgomp1"], "libfoo.so.2": ["libfoo2", "libfoo2-compat"]}
+    with pytest.raises(SourceError) as caught:
+        _parse(b"not gzip", {"usr/lib"}, what="Contents-amd64.gz")
+    assert "Contents-amd64.gz" in str(caught.value)
+
+
+def test_wheel_members_land_in_site_packages_or_nowhere() -> None:
+    assert installed_path("lightgbm/lib/lib_lightgbm.so", SITE) == f"{SITE}/lightgbm/lib/lib_lightgbm.so"
+    assert installed_path("x-1.0.data/platlib/x/_y.so", SITE) == f"{SITE}/x/_y.so"
+    assert installed_path("x-1.0.data/scripts/tool.so", SITE) is None
+    assert installed_path("../../../usr/lib/evil.so", SITE) is None
