@@ -6,7 +6,8 @@ projection, verify.expected.image_contents), or what the observer read from an i
 Python interpreter; the Python packages added, removed, upgraded or downgraded, with the step
 (major, minor, patch by packaging.version; "build" when only a local label such as +cu121 moved;
 "pre-release" for a pre, post or dev change); the CUDA stack with its consequences (a CUDA or
-cuDNN major change, the NVIDIA driver floor each side implies); the models (sha256, producers).
+cuDNN major change, the NVIDIA driver floor each side implies); the models (sha256, format, producers,
+and whether each side's own pins load them by the lock's rule, model.producers).
 
 How a lock and an image compare fairly. An image states more than a lock, and a lock states some
 things an image cannot show, so a layer is compared only as far as both sides state it, and a layer
