@@ -314,3 +314,15 @@ def test_a_format_mlenv_cannot_read_is_one_warning() -> None:
     facts = ModelFacts(format="unknown", note="not a format mlenv reads")
     (problem,) = producer_problems(facts, {})
     assert problem.severity == "warn" and "not a format mlenv reads" in problem.text
+
+
+def test_verify_reports_an_unsafe_pickle_put_into_the_image() -> None:
+    expected = facts_with(sklearn("1.4.2"), "1.4.2")
+    evil = ModelFacts(format="pickle", imports=("posix.system",), unsafe=("posix.system",))
+    report = compare(expected, facts_with(evil, "1.4.2", sha256="c" * 64), subject="i")
+    lines = [drift_line(d) for d in report.drifts]
+    assert (
+        "models: /app/model.joblib: an unsafe pickle: it imports posix.system, which can run code on load"
+        in lines
+    )
+    assert any(line.startswith("models: /app/model.joblib: modified") for line in lines)
