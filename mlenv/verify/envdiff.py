@@ -28,7 +28,8 @@ one side does not state is listed as not compared, with the reason (never as a d
 - models: a lock states every model (sha256; its producers when the lock records them). An image
   states a model only at the paths a lock names, and only baked ones (a model downloaded or mounted
   at start is not in the image); two images do not compare models. Producers are compared only
-  where both sides state them.
+  where both sides state them, and so are load problems (where both files were read), by library and
+  versions, not by their wording ("the lock pins" on a lock is "the image has" on an image).
 Files above the base and the image config are not diffed: proving those against a lock is verify's.
 """
 
