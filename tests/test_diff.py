@@ -266,6 +266,7 @@ def test_cli_formats_of_a_lock_with_another_pin(tmp_path: Path) -> None:
     assert "  pandas: upgraded 2.0.3 -> 2.1.0 (minor)" in text.stdout.splitlines()
     data = json.loads(run_cli("diff", str(a), str(b), "--format", "json").stdout)
     assert data["equal"] is False and data["a"] == {"subject": str(a), "kind": "lock"}
+    assert data["platform"] == "linux/amd64"  # the lock's first platform, as the lock file lists them
     python = next(layer for layer in data["layers"] if layer["layer"] == "python")
     assert python["changes"] == [
         {"kind": "upgraded", "subject": "pandas", "a": "2.0.3", "b": "2.1.0", "step": "minor", "detail": None}

@@ -164,7 +164,7 @@ def diff(
     chosen = parse_format(DiffFormat, output_format)
     first, second = read_input(a, "A"), read_input(b, "B")
     where = _platform(platform, (("A", first), ("B", second)))
-    result = compare_sides(_side(first, second, where), _side(second, first, where))
+    result = compare_sides(_side(first, second, where), _side(second, first, where), platform=where)
     if chosen is DiffFormat.JSON:
         sys.stdout.write(json.dumps(diff_data(result), indent=2, sort_keys=True) + "\n")
     elif chosen is DiffFormat.MARKDOWN:

@@ -124,6 +124,7 @@ class EnvDiff:
     a: Side
     b: Side
     layers: tuple[LayerDiff, ...]
+    platform: str | None = None  # the platform both sides were read for
 
     @property
     def equal(self) -> bool:
@@ -283,10 +284,11 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def diff(a: Side, b: Side) -> EnvDiff:
+def diff(a: Side, b: Side, *, platform: str | None = None) -> EnvDiff:
     return EnvDiff(
         a=a,
         b=b,
+        platform=platform,
         layers=(_base(a, b), _apt(a, b), _interpreter(a, b), _python(a, b), _cuda(a, b), _models(a, b)),
     )
 
@@ -627,6 +629,8 @@ def _side_line(name: str, side: Side) -> str:
 
 def diff_text(result: EnvDiff) -> str:
     lines = [_side_line("A", result.a), _side_line("B", result.b)]
+    if result.platform is not None:
+        lines.append(f"platform: {result.platform}")
     for layer in result.layers:
         if not layer.compared:
             lines.append(f"{layer.layer}: not compared: {layer.note}")
@@ -649,6 +653,7 @@ def diff_data(result: EnvDiff) -> dict[str, object]:
     """The diff as JSON data: each layer with its changes, each change with its fields."""
     return {
         "diff_version": DIFF_VERSION,
+        "platform": result.platform,
         "a": _side_data(result.a),
         "b": _side_data(result.b),
         "equal": result.equal,
