@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mlenv.cli.diff import driver_floor
 from mlenv.lockfile import read_lock, write_lock
 from mlenv.model.facts import AptFact, CudaComponent, DistFact, EnvFacts, InterpreterFact
 from mlenv.model.lock import PythonFile, PythonPin
@@ -204,6 +205,19 @@ def test_cuda_consequences_cudnn_major_and_driver_floor() -> None:
     assert floor.detail is not None and "B needs an NVIDIA driver >= 550.54.14" in floor.detail
     back = {c.subject: c for c in changes_of(b, a, "cuda")}
     assert back["driver floor"].kind == "lowered" and back["cuDNN major"].kind == "downgraded"
+
+
+def test_driver_floor_from_the_driver_table() -> None:
+    def component(name: str, version: str) -> CudaComponent:
+        return CudaComponent(name=name, version=version, source="test")
+
+    assert driver_floor([component("runtime", "12.1.105")]) == "530.30.02"  # the runtime is CUDA 12.1
+    assert driver_floor([component("cuda", "12.4.1")]) == "550.54.15"  # an update with a floor of its own
+    # The highest of the toolkit's and the runtime's, compared as versions (not as text).
+    assert driver_floor([component("cuda", "12.1.1"), component("runtime", "12.4.127")]) == "550.54.14"
+    # A release the table lacks: its major's minor-version-compatibility floor.
+    assert driver_floor([component("runtime", "12.7.0")]) == "525.60.13"
+    assert driver_floor([component("cudnn", "9.1.0.70")]) is None and driver_floor([]) is None
 
 
 def test_models_by_hash_and_producer_where_both_state_them() -> None:

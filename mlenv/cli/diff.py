@@ -76,7 +76,8 @@ def driver_floor(components: Iterable[CudaComponent]) -> str | None:
     """The NVIDIA driver a CUDA stack needs: the highest floor of its toolkit and runtime releases in
     resolve's driver table (a release the table lacks: its major's minor-version-compatibility floor)."""
     versions = {c.name: c.version for c in components}
-    releases = [versions[name] for name in ("cuda",) if name in versions]
+    # The toolkit's release as it is (12.4.1 has a floor of its own); the runtime library's by major.minor.
+    releases = [versions["cuda"]] if "cuda" in versions else []
     if "runtime" in versions:
         releases.append(major_minor(versions["runtime"]))
     floors = driver_floors()
@@ -93,11 +94,12 @@ def driver_floor(components: Iterable[CudaComponent]) -> str | None:
 
 def _side(given: LockInput | ImageInput, other: LockInput | ImageInput, platform: str) -> Side:
     if isinstance(given, LockInput):
-        contents_platform = platform
+        # The floor is derived from the components as on an image side (not the lock's min-driver), so a
+        # lock and its image imply the same driver.
         return lock_side(
             given.lock,
             subject=given.subject,
-            platform=contents_platform,
+            platform=platform,
             lock_digest=given.digest,
             driver_floor=driver_floor(given.lock.cuda.components),
         )
