@@ -1,8 +1,9 @@
 """`mlenv export --format FORMAT [--image IMAGE] [-o PATH]`: SBOMs, provenance and audit reports.
 
 Without --image the export describes the lock; with it, the image is verified against the lock and
-the verdict (and the image's digest) goes into the export. A drifted image still exports (exit 0):
-the document records the drift; `mlenv verify` is the gate that fails.
+the verdict (and the image's digest) goes into the export. The file is always written, with its verdict
+in it; then the exit code is 1 when the lock is stale (its spec, found beside it, changed since) or the
+image drifted, 0 otherwise, and 2 for bad input. A lock with no spec beside it is exported unjudged.
 """
 
 from __future__ import annotations
@@ -14,18 +15,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from mlenv import __version__
 from mlenv.cli.common import read_lock_input, refuse_directory, say
 from mlenv.errors import MlenvError
 from mlenv.export import ExportContext, ExportFormat, ImageIdentity, document_time, export_format
 from mlenv.export import export as render
-from mlenv.export.context import verdict
+from mlenv.export.context import freshness, verdict
 from mlenv.files import write_atomic
 from mlenv.lockfile import LOCK_FILE, lock_digest
 from mlenv.model.facts import EnvFacts
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
+from mlenv.model.spec import Spec
+from mlenv.resolve.freshness import stale_reasons
+from mlenv.spec import PYPROJECT_FILE, SPEC_FILE, find_spec_file, load_spec
 from mlenv.verify.image import verify_image
 
 
@@ -52,7 +58,8 @@ def export(
         str | None, typer.Option(help="Platform to describe (default: the lock's first).")
     ] = None,
 ) -> None:
-    """Export the lock, or an image verified against it, as CycloneDX, SPDX, in-toto, HTML, JSON or pylock."""
+    """Export the lock, or an image verified against it: CycloneDX, SPDX, in-toto, HTML, JSON, pylock or a
+    hashed requirements.txt. Exit 1 (after writing) when the lock is stale or the image drifted."""
     chosen_format = export_format(output_format)
     if output == Path("-"):
         output = None
@@ -67,11 +74,14 @@ def export(
         raise MlenvError(
             f"--platform {chosen}: {lock_path} is locked for {', '.join(locked.target.platforms)}"
         )
+    spec = spec_beside(lock_path.parent if lock is not None and project == Path(".") else project)
     context = ExportContext(
         lock_digest=lock_digest(data),
         platform=chosen,
         mlenv_version=__version__,
         created=document_time(locked.as_of, os.environ.get("SOURCE_DATE_EPOCH")),
+        stale=None if spec is None else tuple(stale_reasons(spec, locked)),
+        extras=() if spec is None else requested_extras(spec, locked),
     )
     report = None
     if image is not None:
@@ -83,7 +93,41 @@ def export(
         sys.stdout.flush()
     else:
         write_atomic(output, content)
-        say(f"wrote {chosen_format} to {output} (verdict: {verdict(report)})")
+        say(f"wrote {chosen_format} to {output} (lock: {freshness(context)}; image: {verdict(report)})")
+    failed = False
+    if context.stale:
+        say(f"{lock_path} is stale: {context.stale[0]}; run `mlenv lock`")
+        failed = True
+    if report is not None and not report.ok:
+        say(f"{image}: {len(report.drifts)} drift(s) from the lock, recorded in the export")
+        failed = True
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def spec_beside(location: Path) -> Spec | None:
+    """The spec the lock was made from, when the project has one: a lock copied alone is exported unjudged.
+    A spec that is there but broken is bad input (exit 2), not a reason to skip the judgement."""
+    folder = location if location.is_dir() else location.parent
+    if location.is_dir() and not any((folder / name).is_file() for name in (SPEC_FILE, PYPROJECT_FILE)):
+        return None
+    try:
+        path = find_spec_file(location)
+    except MlenvError:  # a pyproject.toml without [tool.mlenv]: not an mlenv project
+        return None
+    return load_spec(path)
+
+
+def requested_extras(spec: Spec, lock: Lock) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The extras the spec's requirements name, by locked package: the lock keeps pins, not extras."""
+    locked = {pin.name for pin in lock.python.packages}
+    found: dict[str, set[str]] = {}
+    for text in spec.python.requirements:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        if requirement.extras and name in locked:
+            found.setdefault(name, set()).update(canonicalize_name(e) for e in requirement.extras)
+    return tuple((name, tuple(sorted(extras))) for name, extras in sorted(found.items()))
 
 
 def audit_image(

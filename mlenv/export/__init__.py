@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
-from mlenv.export import cyclonedx, html, intoto, json, pylock, spdx
+from mlenv.export import cyclonedx, html, intoto, json, pylock, requirements, spdx
 from mlenv.export.context import ExportContext, ImageIdentity, document_time
 from mlenv.export.redaction import scrub
 from mlenv.model.lock import Lock
@@ -29,6 +29,7 @@ class ExportFormat(StrEnum):
     HTML = "html"
     JSON = "json"
     PYLOCK = "pylock"
+    REQUIREMENTS = "requirements"
 
 
 FORMATS: dict[ExportFormat, Exporter] = {
@@ -38,6 +39,7 @@ FORMATS: dict[ExportFormat, Exporter] = {
     ExportFormat.HTML: html.export,
     ExportFormat.JSON: json.export,
     ExportFormat.PYLOCK: pylock.export,
+    ExportFormat.REQUIREMENTS: requirements.export,
 }
 
 

@@ -42,6 +42,10 @@ class ExportContext:
     created: datetime | None = None  # the lock's as-of, else SOURCE_DATE_EPOCH; never the clock
     image: ImageIdentity | None = None  # set with --image
     facts: EnvFacts | None = None  # what the image holds, set with --image
+    # Why the lock no longer matches its spec (empty: fresh); None when no spec was found to judge by.
+    stale: tuple[str, ...] | None = None
+    # Extras the spec asks for, by normalised name: the lock records pins, not how they were asked for.
+    extras: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def document_time(as_of: datetime | None, source_date_epoch: str | None) -> datetime | None:
@@ -58,6 +62,13 @@ def document_time(as_of: datetime | None, source_date_epoch: str | None) -> date
         raise MlenvError(
             f"SOURCE_DATE_EPOCH: {source_date_epoch!r} is not a number of seconds since 1970"
         ) from None
+
+
+def freshness(context: ExportContext) -> str:
+    """`fresh`, `stale: REASON`, or `not checked` when no spec was found beside the lock."""
+    if context.stale is None:
+        return "not checked (no spec found)"
+    return f"stale: {context.stale[0]}" if context.stale else "fresh"
 
 
 def verdict(report: Report | None) -> str:

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mlenv.errors import BuildError
-from mlenv.model.lock import Lock, PythonPin
+from mlenv.model.lock import Lock
 from mlenv.model.lockcheck import first_problem
 from mlenv.render.dockerfile import dockerfile_lines
 from mlenv.render.dockerignore import DOCKERIGNORE
 from mlenv.render.entrypoint import entrypoint_script, needs_entrypoint
+from mlenv.render.requirements import requirement_lines, requirements_file
 
 FetchMode = Literal["host", "build"]
 CONTEXT_DIR = "mlenv"  # everything mlenv adds to the build context lives under this directory
@@ -31,23 +32,6 @@ class RenderedContext:
         return dict(self.files)[path]
 
 
-def requirement_lines(pins: tuple[PythonPin, ...], *, wheels_only: bool) -> list[str]:
-    """`name==version ; marker --hash=...` per pin, sorted: the input of `pip --require-hashes`."""
-    lines = []
-    for pin in sorted(pins, key=lambda p: p.name):
-        files = list(pin.wheels) + ([] if wheels_only or pin.sdist is None else [pin.sdist])
-        if not files:
-            raise BuildError(
-                f"{pin.name}=={pin.version} has no wheel for the target; a hermetic build "
-                "installs wheels only",
-                hint="pin a version with wheels, or use --fetch build",
-            )
-        marker = f" ; {pin.marker}" if pin.marker else ""
-        hashes = " ".join(f"--hash=sha256:{h}" for h in sorted({f.sha256 for f in files}))
-        lines.append(f"{pin.name}=={pin.version}{marker} {hashes}")
-    return lines
-
-
 def render(lock: Lock, *, lock_digest: str, mlenv_version: str, fetch: FetchMode = "host") -> RenderedContext:
     """Every generated file of the build context for `lock`."""
     if lock.base is None:
@@ -58,7 +42,7 @@ def render(lock: Lock, *, lock_digest: str, mlenv_version: str, fetch: FetchMode
     if problem is not None:
         raise BuildError(f"the lock cannot be rendered: {problem[0]}: {problem[1]}")
     pins = requirement_lines(lock.python.packages, wheels_only=fetch == "host")
-    requirements = "".join(f"{line}\n" for line in pins)
+    requirements = requirements_file(pins)
     dockerfile = "".join(
         f"{line}\n"
         for line in dockerfile_lines(

@@ -320,9 +320,12 @@ def test_no_credential_reaches_any_export(name: str) -> None:
         out = export(name, lock, report, context)
         token = base64.b64encode(f"{USER}:{SECRET}".encode())
         assert SECRET.encode() not in out and token not in out and f"{USER}%3A".encode() not in out
-    # The URLs themselves survive, without their user-info (pylock has no models; it names the index).
+    # The URLs themselves survive, without their user-info (pylock and requirements have no models; they
+    # name the index).
     survivor = (
-        b"https://pypi.corp.example/simple" if name == "pylock" else b"https://models.corp.example/m.joblib"
+        b"https://pypi.corp.example/simple"
+        if name in ("pylock", "requirements")
+        else b"https://models.corp.example/m.joblib"
     )
     assert survivor in export(name, lock, None, context)
 

@@ -117,7 +117,8 @@ def test_drifted_image_report_renders_in_chromium_without_network(
         "-o",
         str(page),
     )
-    assert result.code == 0, result.stderr
+    # A drifted image exits 1, after the report is written.
+    assert result.code == 1 and "2 drift(s) from the lock" in result.stderr, result.stderr
 
     dom = chromium(page, tmp_path / "profile", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
