@@ -491,8 +491,14 @@ def test_two_fraud_locks_name_each_change_with_its_step(fraud_locks: tuple[Path,
 @pytest.mark.docker
 @pytest.mark.registry
 @pytest.mark.network
-def test_a_lock_and_its_built_image_are_the_same(fraud_image: Built) -> None:
-    for image in (f"docker-daemon:{fraud_image.tag}", fraud_image.tag):
+def test_a_lock_and_its_built_image_are_the_same(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    archive = tmp_path / "fraud.tar"
+    with archive.open("wb") as handle:
+        for chunk in docker_daemon.client.images.get(fraud_image.tag).save(named=True):
+            handle.write(chunk)
+    for image in (f"docker-daemon:{fraud_image.tag}", fraud_image.tag, f"docker-archive:{archive}"):
         result = run_cli("diff", str(fraud_image.lock), image)
         assert result.code == 0, result.stdout + result.stderr
         assert "models: same (1 model)" in result.stdout.splitlines()
