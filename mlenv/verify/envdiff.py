@@ -53,7 +53,6 @@ from mlenv.verify.expected import image_contents, venv_site
 
 SideKind = Literal["lock", "image"]
 DiffLayer = Literal["base", "apt", "python-interpreter", "python", "cuda", "models"]
-DIFF_LAYERS: tuple[DiffLayer, ...] = ("base", "apt", "python-interpreter", "python", "cuda", "models")
 # added / removed: only B or only A has it; upgraded / downgraded: both, B's version is newer / older;
 # changed: both, with other values that have no order (a digest, a sha256, a path); raised / lowered:
 # a consequence that moved (the driver floor).
