@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_auth_registry_with_docker_config(
 ) -> None:
     project = copy_example("fraud-detector", tmp_path, base={"image": auth_base_image.ref}, apt=None)
     (project / "models").mkdir(exist_ok=True)
-    (project / "models" / "model.joblib").write_bytes(b"stand-in\n")
+    (project / "models" / "model.joblib").write_bytes(pickle.dumps("stand-in"))
     denied = run_cli("lock", str(project), env=_env(DOCKER_CONFIG=str(tmp_path / "no-config")))
     assert denied.code == 2 and auth_registry.host in denied.stderr and "credentials" in denied.stderr
     assert auth_registry.password not in denied.stderr

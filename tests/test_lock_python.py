@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import platform
 import shutil
 import sys
@@ -47,7 +48,7 @@ def fraud_lock(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "fraud-detector", tmp_path_factory.mktemp("lock"), base=None, apt=None, target=TARGET
     )
     (project / "models").mkdir(exist_ok=True)
-    (project / "models" / "model.joblib").write_bytes(b"a stand-in model for locking\n")
+    (project / "models" / "model.joblib").write_bytes(pickle.dumps("a stand-in model for locking"))
     result = run_cli("lock", str(project))
     assert result.code == 0, result.stderr
     return project

@@ -8,6 +8,7 @@ is named) must select the same name==version set as the lock.
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def project_without_cutoff(tmp_path: Path, **changes: object) -> Path:
     """The example without `as-of`: pip has no upload cut-off, so both resolve against today's index."""
     project = copy_example("fraud-detector", tmp_path, base=None, apt=None, as_of=None, **changes)
     (project / "models").mkdir(exist_ok=True)
-    (project / "models" / "model.joblib").write_bytes(b"stand-in\n")
+    (project / "models" / "model.joblib").write_bytes(pickle.dumps("stand-in"))
     return project
 
 

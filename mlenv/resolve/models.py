@@ -83,10 +83,10 @@ def _read(spec: Spec, index: int, model: ModelSpec, path: Path) -> ModelFacts:
     error naming the model: the lock would otherwise vouch for a file nobody could check."""
     try:
         with path.open("rb") as stream:
-            facts = read_model(stream, name=model.source)
+            facts = read_model(stream, name=redact(model.source))
     except OSError as error:
         raise SpecError(
-            spec.path, f"app.models[{index}].source", f"cannot read {model.source}: {error.strerror}"
+            spec.path, f"app.models[{index}].source", f"cannot read {redact(model.source)}: {error.strerror}"
         ) from None
     except MlenvError as error:
         raise SpecError(spec.path, f"app.models[{index}].source", error.message) from None
@@ -113,7 +113,7 @@ def lock_models(
     locked = []
     for index, model in enumerate(spec.app.models):
         entry = lock_model(spec, index, model)
-        key = f"app.models[{index}]"
+        key, shown = f"app.models[{index}]", redact(model.source)
         if entry.remote:
             entry = fetch_remote(spec, index, entry, store=store or ContentStore(), warn=warn)
         if entry.facts is None:
@@ -121,8 +121,8 @@ def lock_models(
             continue
         for problem in producer_problems(entry.facts, pins, accepted=dict(entry.accept_producer)):
             if problem.severity == "refuse":
-                raise SpecError(spec.path, key, f"{model.source}: {problem.text}", hint=_hint(problem))
-            warn(f"{spec.path}: {key}: {model.source}: {problem.text}")
+                raise SpecError(spec.path, key, f"{shown}: {problem.text}", hint=_hint(problem))
+            warn(f"{spec.path}: {key}: {shown}: {problem.text}")
         locked.append(dataclasses.replace(entry, facts=recorded(entry.facts)))
     return tuple(locked)
 
