@@ -28,10 +28,21 @@ from mlenv.observe.stream.decompress import ChunkReader
 # data (protocol 2 numpy arrays are latin-1 strings of their bytes), skipped as it streams past.
 MAX_KEPT_STRING = 4096
 # Stack and memo sizes: a real model's stack is its nesting depth plus one batch of 1000 items, its memo
-# one entry per distinct string or object (a 1M-word vectorizer vocabulary is ~1M); each entry costs ~100
-# bytes, so these bound the walk's memory near 512 MiB in the worst hostile case.
+# one entry per distinct string or object (a 1M-word vectorizer vocabulary is ~1M). Measured at these
+# limits (tests/observe/models/test_hostile.py): 2M memoized 30-character strings peak near 200 MiB.
 MAX_STACK = 1_000_000
-MAX_MEMO = 4_000_000
+MAX_MEMO = 2_000_000
+# PUT indices out of sequence (no pickler writes them): kept apart, in a dict, and fewer.
+MAX_SPARSE_MEMO = 100_000
+# Strings and bytes kept in all: a million-word vocabulary is ~10 MB; past this budget a string is a
+# Blob (its tail only), so a memo of millions of long strings cannot fill memory.
+MAX_KEPT_BYTES = 64 << 20
+# Tuples, dicts and calls made while walking: each is ~100 bytes while reachable. The largest real
+# models (a forest of thousands of trees, a vocabulary of a million words) make a few million; a
+# crafted flood of objects is refused here rather than grown into gigabytes.
+MAX_OBJECTS = 2_000_000
+# Distinct globals one file imports: models import tens; each name kept costs ~150 bytes.
+MAX_GLOBALS = 100_000
 # The last bytes kept of a long bytes value: XGBoost's UBJSON ends with its `version` array.
 BLOB_TAIL = 64
 # Tuples longer than this are data (not a shape, a dtype's arguments or a reduce's arguments).
@@ -91,14 +102,20 @@ class Obj:
 class Dict:
     """A dict, keeping only the entries whose key `walk` looks up."""
 
-    __slots__ = ("kept",)
+    __slots__ = ("entries",)
 
     def __init__(self) -> None:
-        self.kept: dict[str, object] = {}
+        self.entries: dict[str, object] | None = None  # made on the first kept key: most dicts have none
+
+    @property
+    def kept(self) -> dict[str, object]:
+        return self.entries or {}
 
     def set(self, key: object, value: object) -> None:
         if isinstance(key, str) and key in KEPT_KEYS:
-            self.kept[key] = value
+            if self.entries is None:
+                self.entries = {}
+            self.entries[key] = value
 
 
 class Blob:
@@ -145,6 +162,8 @@ class PickleFacts:
     arrays: int = 0  # joblib NumpyArrayWrapper arrays skipped
     array_bytes: int = 0
     persistent_ids: int = 0  # torch's data.pkl names its storages by persistent id
+    objects: int = 0  # tuples, dicts and calls made (MAX_OBJECTS)
+    kept_bytes: int = 0  # of strings and bytes kept (MAX_KEPT_BYTES)
     pickles: int = 0  # streams walked (a joblib file with object arrays holds nested ones)
     protocol: int | None = None  # the outermost stream's PROTO (None for protocols 0 and 1)
 
@@ -191,10 +210,10 @@ def _text(data: bytes | None, what: str) -> str | None:
         raise PickleError(f"{what} is not UTF-8") from None
 
 
-def _sized_string(reader: ChunkReader, size: int, what: str, *, text: bool) -> object:
+def _sized_string(reader: ChunkReader, size: int, what: str, *, text: bool, facts: PickleFacts) -> object:
     """A length-prefixed string or bytes argument: kept when short; when data, skipped (OPAQUE for
     text, a Blob of its last bytes for bytes)."""
-    if size > MAX_KEPT_STRING:
+    if size > MAX_KEPT_STRING or facts.kept_bytes + size > MAX_KEPT_BYTES:
         tail = b""
         seen = 0
         for view in reader.views(size):
@@ -204,6 +223,7 @@ def _sized_string(reader: ChunkReader, size: int, what: str, *, text: bool) -> o
             raise PickleError(f"truncated pickle: {what} at byte {reader.offset} ends early")
         return Blob(tail, text=text)
     data = _read_exact(reader, size, what)
+    facts.kept_bytes += size
     if not text:
         return data
     try:
@@ -261,7 +281,9 @@ class _Walker:
         self.depth = depth
         self.stack: list[object] = []
         self.marks: list[int] = []
-        self.memo: dict[int, object] = {}
+        # The memo as picklers write it, index by index (8 bytes a slot), and PUTs out of sequence.
+        self.memo: list[object] = []
+        self.sparse: dict[int, object] = {}
         self.protocol = 0  # this stream's PROTO; below 3 the loader maps Python 2 names (fix_imports)
 
     # -- stack helpers ------------------------------------------------------------------------------
@@ -292,14 +314,37 @@ class _Walker:
     def put(self, index: int | None) -> None:
         if index is None or index < 0:
             raise PickleError(f"a negative memo index at byte {self.reader.offset}")
-        if len(self.memo) >= MAX_MEMO and index not in self.memo:
-            raise PickleError(f"the pickle memo grows past {MAX_MEMO} entries")
-        self.memo[index] = self.top()
+        value = self.top()
+        if index < len(self.memo):
+            self.memo[index] = value
+        elif index == len(self.memo) and not self.sparse:
+            if len(self.memo) >= MAX_MEMO:
+                raise PickleError(f"the pickle memo grows past {MAX_MEMO} entries")
+            self.memo.append(value)
+        else:
+            if len(self.sparse) >= MAX_SPARSE_MEMO and index not in self.sparse:
+                raise PickleError(f"more than {MAX_SPARSE_MEMO} memo entries out of sequence")
+            self.sparse[index] = value
 
     def get(self, index: int | None) -> None:
-        if index is None or index not in self.memo:
+        if index is not None and 0 <= index < len(self.memo):
+            self.push(self.memo[index])
+        elif index is not None and index in self.sparse:
+            self.push(self.sparse[index])
+        else:
             raise PickleError(f"a memo get at byte {self.reader.offset} names an index never put")
-        self.push(self.memo[index])
+
+    def made(self, value: object) -> object:
+        """Counts a tuple, dict or call made by the walk against MAX_OBJECTS."""
+        self.facts.objects += 1
+        if self.facts.objects > MAX_OBJECTS:
+            raise PickleError(f"the pickle makes more than {MAX_OBJECTS} objects (more than any model)")
+        return value
+
+    def tuple_of(self, items: list[object]) -> object:
+        if not items:
+            return ()
+        return self.made(tuple(items)) if len(items) <= MAX_KEPT_TUPLE else OPAQUE
 
     def note_global(self, module: object, name: object) -> Global:
         if not (isinstance(module, str) and isinstance(name, str)):
@@ -311,23 +356,29 @@ class _Walker:
             elif module in _compat_pickle.IMPORT_MAPPING:
                 module = _compat_pickle.IMPORT_MAPPING[module]
         self.facts.globals.add((module, name))
+        if len(self.facts.globals) > MAX_GLOBALS:
+            raise PickleError(f"the pickle imports more than {MAX_GLOBALS} distinct globals")
         return Global(module=module, name=name)
 
     # -- the walk -----------------------------------------------------------------------------------
 
     def run(self) -> object:
-        read = self.reader.read
+        read, table, push = self.reader.read, _DISPATCH, self.push
         while True:
             code = read(1)
             if not code:
                 raise PickleError(f"truncated pickle: no STOP before the end at byte {self.reader.offset}")
-            op = _OPCODES.get(code[0])
-            if op is None:
+            entry = table[code[0]]
+            if entry is None:
                 raise PickleError(f"byte {self.reader.offset - 1} is not a pickle opcode ({code!r})")
-            arg = self.argument(op)
-            if op.name == "STOP":
+            op, handler, constant = entry
+            arg = None if op.arg is None else self.argument(op)
+            if handler is not None:
+                handler(self, arg)
+            elif constant is _STOP:
                 return self.pop()
-            self.step(op.name, arg)
+            else:
+                push(arg if constant is _ARG else constant)
 
     def argument(self, op: pickletools.OpcodeInfo) -> object:
         reader, kind = self.reader, op.arg
@@ -343,7 +394,7 @@ class _Walker:
             size = struct.unpack(fmt, _read_exact(reader, prefix, op.name))[0]
             if size < 0:
                 raise PickleError(f"{op.name} at byte {reader.offset} declares a negative length")
-            return _sized_string(reader, size, op.name, text=text)
+            return _sized_string(reader, size, op.name, text=text, facts=self.facts)
         if name in ("long1", "long4"):
             prefix, fmt = (1, "<B") if name == "long1" else (4, "<i")
             size = struct.unpack(fmt, _read_exact(reader, prefix, op.name))[0]
@@ -381,16 +432,6 @@ class _Walker:
             return OPAQUE
         raise PickleError(f"{op.name}: an argument kind this reader does not know ({name})")
 
-    def step(self, name: str, arg: object) -> None:
-        handler = _HANDLERS.get(name)
-        if handler is not None:
-            handler(self, arg)
-            return
-        if name in _PUSH_CONSTANT:
-            self.push(arg if _PUSH_CONSTANT[name] is _ARG else _PUSH_CONSTANT[name])
-            return
-        raise PickleError(f"the pickle opcode {name} is not supported")
-
     # -- opcodes with effects beyond a push ---------------------------------------------------------
 
     def op_mark(self, _: object) -> None:
@@ -411,11 +452,11 @@ class _Walker:
         self.push(self.top())
 
     def op_tuple(self, _: object) -> None:
-        self.push(_tuple(self.pop_mark()))
+        self.push(self.tuple_of(self.pop_mark()))
 
     def op_tuple_n(self, count: int) -> None:
         items = [self.pop() for _ in range(count)][::-1]
-        self.push(_tuple(items))
+        self.push(self.tuple_of(items))
 
     def op_list(self, _: object) -> None:
         self.pop_mark()
@@ -426,6 +467,7 @@ class _Walker:
         if len(items) % 2:
             raise PickleError(f"DICT at byte {self.reader.offset} has an odd number of items")
         result = Dict()
+        self.made(result)
         for key, value in zip(items[::2], items[1::2], strict=True):
             result.set(key, value)
         self.push(result)
@@ -473,26 +515,26 @@ class _Walker:
     def op_inst(self, arg: object) -> None:
         module, name = arg if isinstance(arg, tuple) else (None, None)
         cls = self.note_global(module, name)
-        self.push(Obj(cls, _tuple(self.pop_mark())))
+        self.push(self.made(Obj(cls, self.tuple_of(self.pop_mark()))))
 
     def op_obj(self, _: object) -> None:
         items = self.pop_mark()
         if not items:
             raise PickleError(f"OBJ at byte {self.reader.offset} has no class")
-        self.push(Obj(items[0], _tuple(items[1:])))
+        self.push(self.made(Obj(items[0], self.tuple_of(items[1:]))))
 
     def op_newobj(self, _: object) -> None:
         args = self.pop()
-        self.push(Obj(self.pop(), args))
+        self.push(self.made(Obj(self.pop(), args)))
 
     def op_newobj_ex(self, _: object) -> None:
         self.pop()  # keyword arguments
         args = self.pop()
-        self.push(Obj(self.pop(), args))
+        self.push(self.made(Obj(self.pop(), args)))
 
     def op_reduce(self, _: object) -> None:
         args = self.pop()
-        self.push(Obj(self.pop(), args))
+        self.push(self.made(Obj(self.pop(), args)))
 
     def op_build(self, _: object) -> None:
         state = self.pop()
@@ -535,7 +577,7 @@ class _Walker:
         self.put(arg if isinstance(arg, int) else None)
 
     def op_memoize(self, _: object) -> None:
-        self.put(len(self.memo))
+        self.put(len(self.memo) + len(self.sparse))  # pickle's MEMOIZE: the next index, len(memo)
 
     def op_get(self, arg: object) -> None:
         self.get(arg if isinstance(arg, int) else None)
@@ -602,12 +644,8 @@ def _bytes_tail(value: object, depth: int) -> bytes | None:
     return None
 
 
-def _tuple(items: list[object]) -> object:
-    return tuple(items) if len(items) <= MAX_KEPT_TUPLE else OPAQUE
-
-
-_OPCODES = {ord(op.code): op for op in pickletools.opcodes}
 _ARG = object()
+_STOP = object()
 _FIXED = {
     "uint1": (1, "<B"),
     "uint2": (2, "<H"),
@@ -662,7 +700,7 @@ def _string_arg(self: _Walker, arg: object) -> None:
 
 
 def _empty_dict(self: _Walker, _: object) -> None:
-    self.push(Dict())
+    self.push(self.made(Dict()))
 
 
 _HANDLERS: dict[str, Callable[[_Walker, object], None]] = {
@@ -724,3 +762,25 @@ def walk_all(reader: ChunkReader, facts: PickleFacts, *, joblib: bool) -> None:
     walk(reader, facts, joblib=joblib)
     while reader.peek(1) == b"\x80":
         walk(reader, facts, joblib=joblib)
+
+
+_Entry = tuple[pickletools.OpcodeInfo, Callable[[_Walker, object], None] | None, object]
+
+
+def _dispatch() -> list[_Entry | None]:
+    """Per opcode byte: (its description, its handler or None, the value a plain push pushes)."""
+    table: list[_Entry | None] = [None] * 256
+    for op in pickletools.opcodes:
+        if op.name == "STOP":
+            table[ord(op.code)] = (op, None, _STOP)
+        elif op.name in _HANDLERS:
+            table[ord(op.code)] = (op, _HANDLERS[op.name], None)
+        elif op.name in _PUSH_CONSTANT:
+            table[ord(op.code)] = (op, None, _PUSH_CONSTANT[op.name])
+        else:
+            # An opcode a newer Python added: the walk must learn its meaning before it can read it.
+            raise AssertionError(f"pickle opcode {op.name} has no meaning in the walk")
+    return table
+
+
+_DISPATCH = _dispatch()

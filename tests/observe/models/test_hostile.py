@@ -17,7 +17,7 @@ from pathlib import Path
 import lz4.frame
 import pytest
 
-from mlenv.observe.models import ModelError, read_model
+from mlenv.observe.models import ModelError, pickles, read_model
 from tests.observe.models.conftest import Made
 
 REPO = Path(__file__).resolve().parents[3]
@@ -204,30 +204,39 @@ def test_every_real_format_truncated_is_refused(made: Made, kind: str, options: 
 # -- memory: a model far larger than what the reader may hold --------------------------------------
 
 _MEASURE = """
-import pickle, resource, sys
+import pickle, sys
 for name in ("load", "loads", "Unpickler"):
     setattr(pickle, name, None)  # the reader must not need them
 from mlenv.observe.models import read_model
-with open(sys.argv[1], "rb") as handle:
-    facts = read_model(handle, name=sys.argv[1])
-print(facts.format, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
+if len(sys.argv) > 1:
+    with open(sys.argv[1], "rb") as handle:
+        print(read_model(handle, name=sys.argv[1]).format)
+"""
+# A child's ru_maxrss starts at its parent's (Linux keeps the high-water mark across fork and exec): a
+# child of this pytest would report pytest's size. A small launcher runs the reader and reports the
+# reader's own peak (os.wait4), as tests/test_corpus.py measures mlenv.
+_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+out = child.stdout.read()
+_, status, usage = os.wait4(child.pid, 0)
+print(out.strip() or "-", usage.ru_maxrss >> 10, os.waitstatus_to_exitcode(status))
 """
 
 
-def _peak_mib(path: Path) -> tuple[str, int]:
+def _peak_mib(*argv: str) -> tuple[str, int]:
+    """The format the reader found in argv[0] (none given: only the import) and its peak RSS in MiB."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, env=env, check=True
-    )
-    fmt, peak = result.stdout.split()
+    command = [sys.executable, "-c", _LAUNCHER, sys.executable, "-c", _MEASURE, *argv]
+    fmt, peak, code = subprocess.run(
+        command, capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
+    assert code == "0", f"the reader failed on {argv}"
     return fmt, int(peak)
 
 
 def _baseline_mib() -> int:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    code = "import resource, mlenv.observe.models\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    return int(result.stdout) >> 10
+    return _peak_mib()[1]
 
 
 @pytest.mark.network
@@ -235,7 +244,7 @@ def _baseline_mib() -> int:
 def test_a_large_model_is_read_in_bounded_memory(made: Made, compress: str | None) -> None:
     path = made.get("large", megabytes=320, compress=compress)
     assert path.stat().st_size > 300 << 20
-    fmt, peak = _peak_mib(path)
+    fmt, peak = _peak_mib(str(path))
     assert fmt == ("joblib" if compress is None else "joblib+gzip")
     # The walk keeps a few chunks (1 MiB each) and the symbolic stack: far below the file's 320 MiB.
     assert peak - _baseline_mib() < 48, f"peak {peak} MiB reading a {path.stat().st_size >> 20} MiB model"
@@ -249,8 +258,38 @@ def test_a_large_json_model_is_scanned_in_bounded_memory(tmp_path: Path) -> None
         for _ in range((300 << 20) // len(row)):
             out.write(row)
         out.write(b'{}]}, "version": [2, 1, 4]}')
-    fmt, peak = _peak_mib(path)
+    fmt, peak = _peak_mib(str(path))
     assert fmt == "xgboost-json"
     assert peak - _baseline_mib() < 48
     with path.open("rb") as handle:
         assert read_model(handle, name="model.json").producers[0].version == "2.1.4"
+
+
+# Floods of what the walk keeps, each just under its limit (so read) and just over it (so refused):
+# memoized objects, strings and calls. Peak memory stays under 256 MiB either way.
+FLOODS = {
+    "memoized tuples": (lambda n: b"K\x01\x85\x940" * n, pickles.MAX_OBJECTS, "objects"),
+    "memoized strings": (
+        lambda n: b"".join(b"\x8c\x1e" + b"%030d" % i + b"\x940" for i in range(n)),
+        pickles.MAX_MEMO,
+        "memo",
+    ),
+    # NEWOBJ of one class, each result memoized: the memo's limit comes first.
+    "memoized calls": (
+        lambda n: b"\x8c\x01m\x8c\x01C\x93\x94" + b"h\x00)\x81\x940" * (n - 1),
+        pickles.MAX_MEMO,
+        "memo",
+    ),
+}
+
+
+@pytest.mark.parametrize("flood", sorted(FLOODS))
+def test_floods_of_kept_values_stay_in_bounded_memory(tmp_path: Path, flood: str) -> None:
+    make, limit, word = FLOODS[flood]
+    within = tmp_path / "within.pkl"
+    within.write_bytes(b"\x80\x04" + make(limit - 10) + b"N.")
+    fmt, peak = _peak_mib(str(within))
+    assert fmt == "pickle"
+    assert peak < 256, f"{flood}: {peak} MiB"
+    over = b"\x80\x04" + make(limit + 10) + b"N."
+    assert word in refused(over)
