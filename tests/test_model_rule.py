@@ -326,3 +326,14 @@ def test_verify_reports_an_unsafe_pickle_put_into_the_image() -> None:
         in lines
     )
     assert any(line.startswith("models: /app/model.joblib: modified") for line in lines)
+
+
+def test_the_same_bytes_read_by_a_newer_reader_are_no_drift_against_the_locks_record() -> None:
+    expected = facts_with(sklearn("1.4.2"), "1.4.2")
+    more = dataclasses.replace(
+        sklearn("1.4.2"), producers=(*sklearn("1.4.2").producers, Producer(library="numpy"))
+    )
+    report = compare(expected, facts_with(more, "1.4.2"), subject="i")
+    assert [drift_line(d) for d in report.drifts if d.layer == "models"] == [
+        "models: /app/model.joblib: written by numpy; the image has no numpy"
+    ]

@@ -189,7 +189,10 @@ def _models(expected: EnvFacts, actual: EnvFacts) -> Iterable[Drift]:
                     expected=against or None,
                     actual=said,
                 )
-        if artifact.model is not None and _writers(model) != _writers(artifact.model):
+        # Only another file can have other producers: the same bytes read by a newer reader than the one
+        # that made the lock may say more, which is no drift of the image.
+        changed = have.sha256 != artifact.sha256
+        if changed and artifact.model is not None and _writers(model) != _writers(artifact.model):
             yield Drift(
                 layer="models",
                 kind="version",
