@@ -1,0 +1,260 @@
+"""The exports people install, installed: the requirements export by the pip inside the test base image
+(in a container on the engine, `--require-hashes --no-deps`) and by pip-sync, the pylock export by
+`uv pip install`; each installed set (names and versions from the dist-infos) is the lock's. And the exit
+codes: a stale lock or a drifted image exits 1 after the file is written.
+
+The container has no network (`network_mode="none"`): the engine's containers here reach the internet
+only through a TLS-intercepting proxy whose CA the base image does not trust, so the locked wheels are
+mounted in and installed with `--no-index --find-links`; pip still checks every hash in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.utils import canonicalize_name
+
+from mlenv.build.artifacts import fetch, python_artifacts
+from mlenv.lockfile import read_lock, write_lock
+from mlenv.model.lock import Lock
+from mlenv.sources.cas import ContentStore
+from tests.helpers import Built, run_cli
+from tests.lockdata import full_lock
+from tools.localbase.dockerd import Daemon
+from tools.localbase.images import BaseImage
+
+# pip and setuptools come with a venv made by `python -m venv` (ensurepip); the lock may not name them.
+VENV_TOOLING = {"pip", "setuptools"}
+
+
+def locked_set(lock: Lock) -> set[tuple[str, str]]:
+    return {(pin.name, pin.version) for pin in lock.python.packages}
+
+
+def dist_infos(names: list[str]) -> set[tuple[str, str]]:
+    """(name, version) of each `NAME-VERSION.dist-info` directory name."""
+    found = set()
+    for entry in names:
+        if entry.endswith(".dist-info"):
+            name, version = entry[: -len(".dist-info")].rsplit("-", 1)
+            found.add((canonicalize_name(name), version))
+    return found
+
+
+def site_packages(venv: Path) -> Path:
+    (found,) = venv.glob("lib/python3*/site-packages")
+    return found
+
+
+def wheel_dir(lock: Lock, platform: str, destination: Path) -> Path:
+    """The lock's wheels for `platform`, from the artifact cache (fetched and hash-checked if absent)."""
+    destination.mkdir()
+    for filename, path in fetch(python_artifacts(lock, platform), ContentStore(), lambda _: None).items():
+        shutil.copyfile(path, destination / filename)
+    return destination
+
+
+def stray_wheel(folder: Path) -> Path:
+    """The smallest wheel pip installs: a package no lock names."""
+    path = folder / "mlenv_stray-1.0-py3-none-any.whl"
+    members = {
+        "mlenv_stray.py": b"",
+        "mlenv_stray-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: mlenv-stray\nVersion: 1.0\n",
+        "mlenv_stray-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{name},,\n" for name in members) + "mlenv_stray-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        archive.writestr("mlenv_stray-1.0.dist-info/RECORD", record)
+    return path
+
+
+def export_requirements(lock_path: Path, target: Path, *extra: str) -> str:
+    result = run_cli(
+        "export", "--lock", str(lock_path), "--format", "requirements", "-o", str(target), *extra
+    )
+    assert result.code == 0, result.stderr
+    return target.read_text()
+
+
+# ---------------------------------------------------------------------------- without the engine
+
+
+def test_requirements_export_is_pip_compile_style_with_the_spec_extras_and_a_stale_lock_exits_1(
+    tmp_path: Path,
+) -> None:
+    lock = full_lock()
+    write_lock(lock, tmp_path / "mlenv.lock")
+    # A spec beside the lock that asks for an extra: its hash is not the lock's, so the lock is stale.
+    (tmp_path / "mlenv.toml").write_text(
+        'name = "golden"\n[base]\nimage = "127.0.0.1:5000/mlenv-test/bookworm-python:1"\n'
+        '[python]\nrequirements = ["pandas[performance,aws]==2.0.3"]\n'
+    )
+    target = tmp_path / "requirements.txt"
+    chosen = ("--platform", "linux/arm64")
+    result = run_cli("export", str(tmp_path), "--format", "requirements", *chosen, "-o", str(target))
+    assert result.code == 1 and "mlenv.lock is stale" in result.stderr and "run `mlenv lock`" in result.stderr
+    text = target.read_text()
+    assert "# Lock: stale: mlenv.toml changed since the lock was made" in text
+    assert "# Image: not-verified." in text and "--index-url https://pypi.org/simple\n" in text
+    pandas = [p for p in lock.python.packages if p.name == "pandas"][0]
+    wheel = [w for w in pandas.wheels if "manylinux" in w.name and "aarch64" in w.name][0]
+    # For linux/arm64 pandas carries its aarch64 wheel's hash alone.
+    assert f"pandas[aws,performance]==2.0.3 \\\n    --hash=sha256:{wheel.sha256}\n" in text
+    # No wall-clock time: a second export is the same bytes.
+    again = run_cli("export", str(tmp_path), "--format", "requirements", *chosen)
+    assert again.code == 1 and again.stdout == text
+
+
+def test_a_lock_without_a_spec_beside_it_is_exported_unjudged(tmp_path: Path) -> None:
+    write_lock(full_lock(), tmp_path / "mlenv.lock")
+    result = run_cli("export", str(tmp_path), "--format", "requirements", "--platform", "linux/amd64")
+    assert result.code == 0, result.stderr
+    assert "# Lock: not checked (no spec found)." in result.stdout
+    # Every amd64 pin's line has its hashes on continuation lines, as pip-compile writes them.
+    assert "nvidia-cudnn-cu12==8.9.2.26 ; platform_machine == 'x86_64' and sys_platform == 'linux' \\\n" in (
+        result.stdout
+    )
+
+
+# ---------------------------------------------------------------------------- installed for real
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_requirements_export_installs_with_the_base_images_pip_and_require_hashes(
+    fraud_image: Built, base_image_python: BaseImage, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    lock = read_lock(fraud_image.lock)
+    platform = lock.target.platforms[0]
+    wheels = wheel_dir(lock, platform, tmp_path / "wheels")
+    export_requirements(fraud_image.lock, tmp_path / "requirements.txt")
+    script = (
+        "python3 -m venv /tmp/venv && ls /tmp/venv/lib/python3*/site-packages > /tmp/before && "
+        "/tmp/venv/bin/python -m pip --version && "
+        "/tmp/venv/bin/python -m pip install --disable-pip-version-check --no-index --find-links /wheels "
+        "--require-hashes --no-deps -r /in/requirements.txt >&2 && "
+        "ls /tmp/venv/lib/python3*/site-packages | grep -vxF -f /tmp/before"
+    )
+    output = docker_daemon.client.containers.run(
+        base_image_python.local,
+        ["sh", "-c", script],
+        entrypoint="",
+        user="root",
+        network_mode="none",
+        volumes={
+            str(wheels): {"bind": "/wheels", "mode": "ro"},
+            str(tmp_path): {"bind": "/in", "mode": "ro"},
+        },
+        remove=True,
+        stderr=True,
+    ).decode()
+    # The base image's own pip (Debian's python3-venv bundles it) did the install.
+    assert "pip " in output.splitlines()[0], output
+    installed = dist_infos(output.split())
+    assert installed == locked_set(lock) - {(n, v) for n, v in locked_set(lock) if n in VENV_TOOLING}
+
+    # A file with one hash changed is refused by the same pip: the hashes are checked.
+    text = (tmp_path / "requirements.txt").read_text()
+    pin = lock.python.packages[0]
+    wheel = next(w for w in pin.wheels if (wheels / w.name).exists())
+    (tmp_path / "requirements.txt").write_text(text.replace(wheel.sha256, "0" * 64))
+    refused = docker_daemon.client.containers.run(
+        base_image_python.local,
+        ["sh", "-c", f"{script} || echo REFUSED"],
+        entrypoint="",
+        user="root",
+        network_mode="none",
+        volumes={
+            str(wheels): {"bind": "/wheels", "mode": "ro"},
+            str(tmp_path): {"bind": "/in", "mode": "ro"},
+        },
+        remove=True,
+        stderr=True,
+    ).decode()
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in refused and "REFUSED" in refused
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_pip_sync_accepts_the_requirements_export(fraud_image: Built, tmp_path: Path) -> None:
+    lock = read_lock(fraud_image.lock)
+    if lock.target.python.rsplit(".", 1)[0] != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        pytest.skip(f"the lock targets python {lock.target.python}; pip-sync runs on this host's python")
+    wheels = wheel_dir(lock, lock.target.platforms[0], tmp_path / "wheels")
+    requirements = tmp_path / "requirements.txt"
+    export_requirements(fraud_image.lock, requirements)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # Something the lock does not hold: pip-sync must take it out.
+    stray = stray_wheel(tmp_path)
+    subprocess.run([venv / "bin/python", "-m", "pip", "install", "-q", "--no-deps", stray], check=True)
+    assert ("mlenv-stray", "1.0") in dist_infos([p.name for p in site_packages(venv).iterdir()])
+    sync = [sys.executable, "-m", "piptools", "sync", "--python-executable", str(venv / "bin/python")]
+    sync += ["--no-index", "--find-links", str(wheels), str(requirements)]
+    # Outside the checkout and without the test run's PYTHONPATH: `python -m pip` puts the working directory
+    # on sys.path, and the venv's pip would list the checkout's mlenv as installed there.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    first = subprocess.run(sync, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    installed = dist_infos([p.name for p in site_packages(venv).iterdir()])
+    tooling = {(n, v) for n, v in installed if n in VENV_TOOLING}
+    assert installed - tooling == locked_set(lock) - {
+        (n, v) for n, v in locked_set(lock) if n in VENV_TOOLING
+    }
+    second = subprocess.run(sync, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert second.returncode == 0 and "Everything up-to-date" in second.stdout, second.stdout + second.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_pylock_export_installs_with_uv(fraud_image: Built, tmp_path: Path) -> None:
+    if shutil.which("uv") is None:
+        pytest.skip("uv is not installed")
+    lock = read_lock(fraud_image.lock)
+    if lock.target.python.rsplit(".", 1)[0] != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        pytest.skip(f"the lock targets python {lock.target.python}; uv installs for this host's python")
+    pylock = tmp_path / "pylock.toml"
+    result = run_cli("export", "--lock", str(fraud_image.lock), "--format", "pylock", "-o", str(pylock))
+    assert result.code == 0, result.stderr
+    venv = tmp_path / "venv"
+    subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    installed_by_uv = subprocess.run(
+        ["uv", "pip", "install", "--python", str(venv / "bin/python"), "-r", str(pylock)],
+        capture_output=True,
+        text=True,
+    )
+    assert installed_by_uv.returncode == 0, installed_by_uv.stderr[-3000:]
+    # uv's venv has no pip or setuptools of its own: what is there is what the pylock installed.
+    assert dist_infos([p.name for p in site_packages(venv).iterdir()]) == locked_set(lock)
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_a_drifted_image_exports_then_exits_1(fraud_image: Built, drifted_image: str, tmp_path: Path) -> None:
+    target = tmp_path / "requirements.txt"
+    result = run_cli(
+        "export",
+        "--lock",
+        str(fraud_image.lock),
+        "--format",
+        "requirements",
+        "--image",
+        f"docker-daemon:{drifted_image}",
+        "-o",
+        str(target),
+    )
+    assert result.code == 1 and "2 drift(s) from the lock, recorded in the export" in result.stderr
+    assert f"# Image: drift (docker-daemon:{drifted_image})." in target.read_text()
+    assert "# Lock: fresh." in target.read_text()
