@@ -111,7 +111,8 @@ def test_the_recipe_and_the_hook_run_on_this_machine(
     # the venv first on PATH, and no PYTHONPATH of the test run (mlenv must come from the install step).
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env |= {k: str(v) for k, v in load(RECIPE)["env"].items()}
-    env |= {"MLENV_REPO": f"file://{ROOT}", "MLENV_COMMIT": commit, "GITHUB_SHA": sha, "CI": "true"}
+    # file://localhost/...: a PEP 508 URL needs a host (pip refuses git+file:///...), and git takes this one.
+    env |= {"MLENV_REPO": f"file://localhost{ROOT}", "MLENV_COMMIT": commit, "GITHUB_SHA": sha, "CI": "true"}
     env |= {"PATH": f"{venv / 'bin'}:{env['PATH']}", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
     tag = f"fraud-detector:{sha}"
