@@ -8,6 +8,7 @@ error does, so every temporary file and directory (and a resolver child) is clea
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import signal
 import sys
@@ -27,10 +28,11 @@ app = typer.Typer(
     name="mlenv",
     help="Lock, build and verify ML environments: production runs exactly the image you tested.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
-_state = {"verbose": False}
+
+# Set by the shell when it asks mlenv for completions (click's `_{PROG}_COMPLETE`).
+COMPLETE_VARIABLE = "_MLENV_COMPLETE"
 
 # An error line is read by a person and grepped by CI: one line, cut here (a quoted value inside it is
 # already cut to 200 characters where it is made; this bounds what a library's message may add).
@@ -87,11 +89,16 @@ def root(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug output.")
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or spinners on stderr.")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    _state["verbose"] = verbose
+    from mlenv.cli.progress import configure  # here: `mlenv --version` never loads it
+
+    configure(quiet=quiet)
 
 
 # Command name -> the module that implements it (a function of the same name). Listed in help order.
@@ -121,14 +128,31 @@ def register_commands(argv: list[str]) -> None:
             app.command(name)(getattr(module, name))
 
 
+# Options of mlenv itself that a user may also type after the command (`mlenv lock -v`); no command has
+# an option of the same spelling, so moving them in front of the command changes no command's meaning.
+ROOT_FLAGS = frozenset({"-v", "--verbose", "-q", "--quiet"})
+
+
+def root_flags_first(args: list[str]) -> list[str]:
+    """`args` with mlenv's own flags moved before the command; nothing after `--` is touched."""
+    end = args.index("--") if "--" in args else len(args)
+    head = args[:end]
+    flags = [word for word in head if word in ROOT_FLAGS]
+    return flags + [word for word in head if word not in ROOT_FLAGS] + args[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every error leaves here as one line on stderr and an exit code."""
-    args = sys.argv[1:] if argv is None else argv
+    args = root_flags_first(sys.argv[1:] if argv is None else argv)
+    # A bare `mlenv` asks what mlenv does: help and exit 0 (click's no-args help is a usage error, which
+    # printed an empty error line). A shell asking for completions also passes no arguments: leave it be.
+    if not args and COMPLETE_VARIABLE not in os.environ:
+        args = ["--help"]
     verbose = "-v" in args or "--verbose" in args
     try:
         with _stop_on_signals():
             register_commands(args)
-            code = app(args=argv, prog_name="mlenv", standalone_mode=False)
+            code = app(args=args, prog_name="mlenv", standalone_mode=False)
     except MlenvError as error:
         if verbose:
             traceback.print_exc()

@@ -15,6 +15,7 @@ from mlenv.build.image import build_image, default_tag
 from mlenv.build.reproducible import check_reproducible as reproducible_build
 from mlenv.build.reproducible import format_text
 from mlenv.cli.common import fresh_project, say
+from mlenv.cli.progress import for_command
 from mlenv.errors import MlenvError
 from mlenv.sources import engine
 from mlenv.verify.formats import as_text
@@ -52,7 +53,7 @@ def build(
     refuse_secret_files(current.lock.app.copy, current.directory, allow=current.spec.app.allow)
     refuse_unmet_libraries(current.lock, progress=say)  # before the engine is called: nothing is sent to it
     name = tag or default_tag(current.lock, current.lock_digest)
-    with engine.connect() as docker_engine:
+    with for_command(), engine.connect() as docker_engine:
         if check_reproducible:
             built, report = reproducible_build(
                 current.lock,
@@ -82,12 +83,13 @@ def build(
             )
     say(f"built {built.tag} ({built.image_id})")
     if verify:
-        verdict, _ = verify_image(
-            current.lock,
-            f"docker-daemon:{built.tag}",
-            lock_digest=current.lock_digest,
-            project_dir=current.directory,
-        )
+        with for_command():
+            verdict, _ = verify_image(
+                current.lock,
+                f"docker-daemon:{built.tag}",
+                lock_digest=current.lock_digest,
+                project_dir=current.directory,
+            )
         if not verdict.ok:
             sys.stderr.write(as_text(verdict))
             raise typer.Exit(1)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mlenv.cli.progress import for_command
 from mlenv.export.redaction import mask_credentials
 from mlenv.model.facts import EnvFacts, facts_data
 from mlenv.observe import observe_image
@@ -39,7 +40,8 @@ def inspect(
     """Print what IMAGE contains (OS, apt packages, Python, CUDA, labels), read without running it."""
     chosen = parse_format(DataFormat, output_format)
     # An Env or Labels value holding a credential is shown masked, in text and JSON alike.
-    facts = mask_credentials(observe_image(image, platform=platform))
+    with for_command():
+        facts = mask_credentials(observe_image(image, platform=platform))
     if chosen is DataFormat.JSON:
         sys.stdout.write(json.dumps(facts_data(facts), indent=2, sort_keys=True) + "\n")
     else:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mlenv.cli.common import read_lock_input, refuse_directory
+from mlenv.cli.progress import for_command
 from mlenv.files import write_atomic
 from mlenv.lockfile import LOCK_FILE, dump_bytes
 from mlenv.model.spec import ResolverName
@@ -61,7 +62,8 @@ def lock(
             raise typer.Exit(1)
         typer.echo(f"{path} is up to date")
         return
-    data = dump_bytes(resolve_lock(spec, default_sources()))
+    with for_command():
+        data = dump_bytes(resolve_lock(spec, default_sources()))
     unchanged = path.is_file() and path.read_bytes() == data
     if not unchanged:
         write_atomic(path, data)

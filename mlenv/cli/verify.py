@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mlenv.cli.common import read_lock_input
+from mlenv.cli.progress import for_command
 from mlenv.lockfile import LOCK_FILE, lock_digest
 from mlenv.verify.formats import FORMATS, PolicyMode, ReportFormat, parse_format
 from mlenv.verify.image import verify_image
@@ -46,13 +47,14 @@ def verify(
     chosen = parse_format(ReportFormat, output_format)
     gate = parse_format(PolicyMode, policy, what="policy", option="--policy")
     data, locked = read_lock_input(lock, "--lock")
-    report, _ = verify_image(
-        locked,
-        image,
-        lock_digest=lock_digest(data),
-        platform=platform,
-        project_dir=project if project is not None else lock.resolve().parent,
-    )
+    with for_command():
+        report, _ = verify_image(
+            locked,
+            image,
+            lock_digest=lock_digest(data),
+            platform=platform,
+            project_dir=project if project is not None else lock.resolve().parent,
+        )
     sys.stdout.write(FORMATS[chosen](report))
     if not report.ok or (gate is PolicyMode.FAIL and report.findings):
         raise typer.Exit(1)

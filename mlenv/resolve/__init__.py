@@ -12,6 +12,7 @@ from mlenv.model.spec import AppSpec, ResolverName, Spec
 from mlenv.model.target import Target
 from mlenv.observe.fs.rootfs import ImageFS
 from mlenv.observe.probes.cuda import library_bytes
+from mlenv.progress import current
 from mlenv.resolve.apt import AptBaseState, SuiteFetcher, lock_apt, read_base_state
 from mlenv.resolve.base import BaseImage, resolve_base, target_from_base
 from mlenv.resolve.cuda import BaseCuda, Requires, check_request, fetch_requires, lock_cuda, needs_metadata
@@ -120,6 +121,9 @@ def resolve_cuda(
 def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = _stderr_warning) -> Lock:
     """Resolve the spec into a Lock, reading the base, the apt archive and the Python index through
     `sources`. Warnings (a lock that works but deserves a look) go to `warn`, one line each."""
+    steps = current()
+    if spec.base is not None:
+        steps.step(f"lock: reading base image {spec.base.image}")
     base = resolve_base(spec, sources.registry) if spec.base is not None else None
     target = target_from_base(spec, base.locked) if base is not None else target_from_spec(spec)
     cuda_base = base_cuda(base) if base is not None else None
@@ -128,6 +132,7 @@ def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = 
     if spec.apt.packages:
         if base is None:
             raise ResolutionError("apt packages need a base image to resolve against: add [base] image")
+        steps.step(f"lock: resolving {len(spec.apt.packages)} apt packages against {spec.apt.mirror}")
         states = {platform: apt_base_state(fs) for platform, fs in base.filesystems.items()}
         archive = sources.debian(spec.apt.mirror)
         resolutions = [
@@ -140,7 +145,9 @@ def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = 
                 sorted({p for r in resolutions for p in r.pins}, key=lambda p: (p.name, p.architecture))
             ),
         )
+    steps.step(f"lock: resolving Python packages with {spec.python.resolver} for {target.python}")
     python = resolve_python(spec, target, sources.python(spec.python.resolver))
+    steps.step("lock: checking the CUDA stack, hashing models")
     return Lock(
         name=spec.name,
         spec_hash=spec_hash(spec),

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from mlenv.errors import ImageError, SourceError
+from mlenv.progress import current
 
 if TYPE_CHECKING:
     import docker
@@ -52,8 +53,13 @@ class Engine:
 
     def build(self, **options: Any) -> Iterator[dict[str, Any]]:
         """The low-level build API's decoded progress stream (the options are the API's own)."""
+        steps = current()
         try:
-            yield from self._client.api.build(**options)
+            for chunk in self._client.api.build(**options):
+                line = chunk.get("stream", "").strip() if isinstance(chunk, dict) else ""
+                if line:
+                    steps.step(f"build: {line[:100]}")  # the step and its latest output line
+                yield chunk
         except _failures() as error:
             raise SourceError(f"docker build could not run: {error}") from None
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from mlenv.errors import SourceError
 from mlenv.model.urls import redact
+from mlenv.progress import current
 
 if TYPE_CHECKING:
     import requests
@@ -72,6 +73,11 @@ def download_chunks(url: str, *, session: requests.Session | None = None) -> Ite
         with http.get(url, stream=True, timeout=timeouts(TIMEOUT)) as response:
             if response.status_code != 200:
                 raise SourceError(f"cannot download {redact(url)}: HTTP {response.status_code}")
-            yield from response.iter_content(CHUNK)
+            length = response.headers.get("Content-Length", "")
+            name = redact(url).rsplit("/", 1)[-1]
+            with current().task(f"fetch {name}", int(length) if length.isdigit() else None) as task:
+                for chunk in response.iter_content(CHUNK):
+                    task.advance(len(chunk))
+                    yield chunk
     except requests.RequestException as error:
         raise SourceError(f"cannot download {redact(url)}: {describe_failure(error)}") from None

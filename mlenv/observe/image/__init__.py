@@ -20,6 +20,7 @@ from mlenv.observe.image.location import ImageLocation, Transport, parse_locatio
 from mlenv.observe.image.memory import LayerMemory, read_layer
 from mlenv.observe.image.oci import file_chunks, load_oci
 from mlenv.observe.stream.decompress import Chunk, StreamError, decompressed
+from mlenv.progress import current
 
 if TYPE_CHECKING:
     from mlenv.sources.registry import RegistryClient
@@ -147,8 +148,10 @@ def _from_save(
     memory: LayerMemory | None,
 ) -> LoadedImage:
     names: dict[int, str] = {}
+    steps = current()
 
     def layer(name: str, data: Iterator[memoryview]) -> LayerIndex:
+        steps.step(f"reading layer {len(names) + 1} of {location}")
         index = read_layer(location, name, data, interest, memory)
         names[id(index)] = name
         return index
