@@ -18,7 +18,6 @@ import http.server
 import pickle
 import shutil
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from mlenv.resolve.models import lock_models
 from mlenv.spec import load_spec
 from tests.helpers import Built, derive_image, lock_tag, run_cli
 from tests.lockdata import full_lock
+from tests.unpickling import poison_loaders
 from tools.localbase.dockerd import Daemon
 from tools.localbase.images import BaseImage
 from tools.localbase.models import onnx_model, sklearn_model
@@ -45,20 +45,7 @@ FRAUD_PINS = {"scikit-learn": "1.4.2", "lightgbm": "4.3.0", "numpy": "1.26.4", "
 @pytest.fixture(autouse=True)
 def never_unpickled(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """pickle's and joblib's loaders replaced by traps; the test fails if mlenv called one."""
-    calls: list[str] = []
-
-    def trap(name: str) -> object:
-        def called(*args: object, **kwargs: object) -> object:
-            calls.append(name)
-            raise AssertionError(f"{name} was called: mlenv must never unpickle a model")
-
-        return called
-
-    for name in ("load", "loads", "Unpickler"):
-        monkeypatch.setattr(pickle, name, trap(f"pickle.{name}"))
-    joblib = sys.modules.get("joblib")
-    if joblib is not None:
-        monkeypatch.setattr(joblib, "load", trap("joblib.load"))
+    calls = poison_loaders(monkeypatch)
     yield calls
     assert calls == []
 

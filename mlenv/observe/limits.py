@@ -97,12 +97,26 @@ def check_kept(name: str, size: int) -> None:
 
 def check_ratio(compressed: int, out: int, kind: str) -> None:
     """Refuses a decompression bomb as soon as it shows (and any layer past MAX_LAYER_BYTES)."""
-    if out > MAX_LAYER_BYTES:
-        raise LimitError(f"the layer decompresses to more than {size_text(MAX_LAYER_BYTES)}")
-    if out > RATIO_GRACE and out > MAX_RATIO * max(compressed, 1):
+    check_inflation(compressed, out, f"the {kind} layer")
+
+
+def check_inflation(
+    compressed: int,
+    out: int,
+    what: str,
+    *,
+    most: int = MAX_LAYER_BYTES,
+    ratio: int = MAX_RATIO,
+    grace: int = RATIO_GRACE,
+) -> None:
+    """Refuses a decompressed stream past `most` bytes, or past `ratio` times its compressed size once
+    more than `grace` bytes came out (the grace: small runs of zeros compress far better than any ratio)."""
+    if out > most:
+        raise LimitError(f"{what} decompresses to more than {size_text(most)}")
+    if out > grace and out > ratio * max(compressed, 1):
         raise LimitError(
-            f"the {kind} layer inflates {out // max(compressed, 1)}x its compressed size "
-            f"(limit {MAX_RATIO}x): a decompression bomb"
+            f"{what} inflates {out // max(compressed, 1)}x its compressed size "
+            f"(limit {ratio}x): a decompression bomb"
         )
 
 

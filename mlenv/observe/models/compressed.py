@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from mlenv.observe.limits import check_inflation
 from mlenv.observe.stream.decompress import StreamError
 
 OUT_SIZE = 1 << 20  # most bytes produced per decompress call
@@ -76,7 +77,14 @@ def inflate(kind: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
                 out = decompressor.decompress(data, OUT_SIZE)
                 if out:
                     produced += len(out)
-                    _check(taken, produced, kind)
+                    check_inflation(
+                        taken,
+                        produced,
+                        f"the {kind} stream",
+                        most=MAX_MODEL_BYTES,
+                        ratio=MAX_RATIO,
+                        grace=RATIO_GRACE,
+                    )
                     yield out
                 if decompressor.eof:
                     return
@@ -94,13 +102,3 @@ def inflate(kind: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
         # zlib.error, lzma.LZMAError, OSError (bz2), RuntimeError (lz4): no common base; all mean corrupt.
         raise StreamError(f"corrupt {kind} data: {error}") from None
     raise StreamError(f"truncated {kind} data: the stream ends before its last block")
-
-
-def _check(taken: int, produced: int, kind: str) -> None:
-    if produced > MAX_MODEL_BYTES:
-        raise StreamError(f"the {kind} stream inflates past {MAX_MODEL_BYTES >> 30} GiB")
-    if produced > RATIO_GRACE and produced > MAX_RATIO * max(taken, 1):
-        raise StreamError(
-            f"the {kind} stream inflates {produced // max(taken, 1)}x its compressed size "
-            f"(limit {MAX_RATIO}x): a decompression bomb"
-        )

@@ -6,45 +6,19 @@ reader must learn everything without unpickling, so after each test the record m
 
 from __future__ import annotations
 
-import _pickle
-import pickle
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.infra import required
+from tests.unpickling import poison_loaders
 from tools.localbase import models
-
-LOADERS = ("load", "loads", "Unpickler", "_load", "_loads", "_Unpickler")
 
 
 @pytest.fixture(autouse=True)
 def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    calls: list[str] = []
-
-    def poisoned(name: str) -> object:
-        def call(*args: object, **kwargs: object) -> None:
-            calls.append(name)
-            raise AssertionError(f"{name} was called: the model reader must never unpickle")
-
-        return call
-
-    for module in (pickle, _pickle):
-        for attribute in LOADERS:
-            if hasattr(module, attribute):
-                monkeypatch.setattr(module, attribute, poisoned(f"{module.__name__}.{attribute}"))
-    try:
-        import joblib  # type: ignore[import-not-found, unused-ignore]
-
-        monkeypatch.setattr(joblib, "load", poisoned("joblib.load"))
-    except ImportError:
-        # Not installed here: a stand-in whose load is poisoned catches an `import joblib` in the reader.
-        stub = types.ModuleType("joblib")
-        stub.load = poisoned("joblib.load")  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "joblib", stub)
+    calls = poison_loaders(monkeypatch)
     yield calls
     assert calls == [], f"the reader unpickled: {calls}"
 
