@@ -10,12 +10,23 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
+import requests
 
 from mlenv.cli.app import root_flags_first
+from mlenv.progress import Silent, Task, current, showing
+from mlenv.sources.engine import Engine
+from mlenv.sources.http import CHUNK, download_chunks
 from tests.helpers import run_cli
 
 SPEC = 'name = "progress"\n[target]\npython = "3.11.2"\nglibc = "2.36"\n'
@@ -106,3 +117,74 @@ def test_shell_completion_is_installable() -> None:
     completed = run_cli(env=env)
     assert completed.code == 0, completed.stderr
     assert "lock" in completed.stdout.split()
+
+
+@dataclass
+class Recorded:
+    """A Progress that keeps what the library reported: steps, and per task its total and advances."""
+
+    steps: list[str] = field(default_factory=list)
+    tasks: dict[str, tuple[int | None, list[int]]] = field(default_factory=dict)
+
+    def step(self, text: str) -> None:
+        self.steps.append(text)
+
+    @contextmanager
+    def task(self, text: str, total: int | None) -> Iterator[Task]:
+        advances: list[int] = []
+        self.tasks[text] = (total, advances)
+
+        class Advance:
+            def advance(self, amount: int) -> None:
+                advances.append(amount)
+
+        yield Advance()
+
+
+class StreamApi:
+    def build(self, **options: Any) -> Iterator[dict[str, Any]]:
+        yield {"stream": "Step 1/2 : FROM base\n"}
+        yield {"stream": "\n"}
+        yield {"aux": {"ID": "sha256:abc"}}
+
+
+class StreamClient:
+    api = StreamApi()
+
+
+def test_the_engine_build_stream_reports_each_line_as_a_step() -> None:
+    recorded = Recorded()
+    with showing(recorded):
+        chunks = list(Engine(StreamClient()).build(path=".", tag="x:1"))  # type: ignore[arg-type]
+    assert chunks[-1] == {"aux": {"ID": "sha256:abc"}}  # every chunk still reaches the builder
+    assert recorded.steps == ["build: Step 1/2 : FROM base"]
+
+
+def test_a_download_reports_its_bytes_against_content_length(tmp_path: Path) -> None:
+    body = bytes(range(256)) * (3 * CHUNK // 256 + 1)  # more than three chunks: several advances
+    (tmp_path / "pkg-1.0-py3-none-any.whl").write_bytes(body)
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    session = requests.Session()
+    session.trust_env = False  # the machine's proxy settings must not route a loopback request
+    recorded = Recorded()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/pkg-1.0-py3-none-any.whl"
+        with showing(recorded):
+            received = b"".join(download_chunks(url, session=session))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert received == body
+    total, advances = recorded.tasks["fetch pkg-1.0-py3-none-any.whl"]
+    assert total == len(body) and sum(advances) == len(body) and len(advances) >= 4
+
+
+def test_nothing_installed_means_silent() -> None:
+    assert isinstance(current(), Silent)
+    recorded = Recorded()
+    with showing(recorded):
+        assert current() is recorded
+    assert isinstance(current(), Silent)  # the command's Progress does not outlive it
