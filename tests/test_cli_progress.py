@@ -7,6 +7,7 @@ in a real pseudo-terminal driven by pexpect, with stdout sent to a file so the t
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -24,6 +25,7 @@ import pytest
 import requests
 
 from mlenv.cli.app import root_flags_first
+from mlenv.lockfile import lock_digest
 from mlenv.progress import Silent, Task, current, showing
 from mlenv.sources.engine import Engine
 from mlenv.sources.http import CHUNK, download_chunks
@@ -188,3 +190,35 @@ def test_nothing_installed_means_silent() -> None:
     with showing(recorded):
         assert current() is recorded
     assert isinstance(current(), Silent)  # the command's Progress does not outlive it
+
+
+def test_lock_and_lock_check_report_json(project: Path) -> None:
+    lockfile = project / "mlenv.lock"
+    first = run_cli("lock", str(project), "--format", "json", env=offline_env())
+    assert first.code == 0, first.stderr
+    shown = json.loads(first.stdout)
+    assert shown == {
+        "lockfile": str(lockfile),
+        "written": True,
+        "lock-digest": lock_digest(lockfile.read_bytes()),
+    }
+    again = run_cli("lock", str(project), "-f", "json", env=offline_env())
+    assert json.loads(again.stdout)["written"] is False
+
+    fresh = run_cli("lock", "--check", str(project), "--format", "json")
+    assert fresh.code == 0, fresh.stderr
+    assert json.loads(fresh.stdout) == {"ok": True, "lockfile": str(lockfile), "stale": []}
+
+    (project / "mlenv.toml").write_text(SPEC.replace('name = "progress"', 'name = "renamed"'))
+    stale = run_cli("lock", "--check", str(project), "--format", "json")
+    assert stale.code == 1
+    verdict = json.loads(stale.stdout)  # stdout is the JSON alone; the reasons for people are on stderr
+    assert verdict["ok"] is False and verdict["stale"] and verdict["lockfile"] == str(lockfile)
+    assert f"{lockfile} is stale" in stale.stderr
+
+
+def test_an_unknown_format_is_refused_before_any_work(project: Path) -> None:
+    refused = run_cli("lock", str(project), "--format", "xml", env=offline_env())
+    assert refused.code == 2
+    assert refused.stderr == "mlenv: error: --format: unknown format 'xml'; choose one of text, json\n"
+    assert not (project / "mlenv.lock").exists()

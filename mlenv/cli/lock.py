@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ import typer
 from mlenv.cli.common import read_lock_input, refuse_directory
 from mlenv.cli.progress import for_command
 from mlenv.files import write_atomic
-from mlenv.lockfile import LOCK_FILE, dump_bytes
+from mlenv.lockfile import LOCK_FILE, dump_bytes, lock_digest
 from mlenv.model.spec import ResolverName
 from mlenv.resolve import Sources, resolve_lock
 from mlenv.resolve.freshness import stale_reasons
@@ -48,8 +49,10 @@ def lock(
     check: Annotated[
         bool, typer.Option("--check", help="Exit 1 if the lock is stale; never writes, no network.")
     ] = False,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Resolve mlenv.toml into mlenv.lock (every layer pinned, Python files hashed for the target)."""
+    as_json = wants_json(output_format)
     spec = load_spec(project)
     path = lockfile or Path(spec.project_dir, LOCK_FILE)
     refuse_directory(path, "--lockfile")
@@ -57,14 +60,30 @@ def lock(
         reasons = stale_reasons(spec, read_lock_input(path, "--lockfile")[1])
         for reason in reasons:
             typer.echo(f"stale: {reason}", err=True)
+        if as_json:
+            typer.echo(json.dumps({"ok": not reasons, "lockfile": str(path), "stale": reasons}, indent=2))
         if reasons:
             typer.echo(f"{path} is stale: run `mlenv lock`", err=True)
             raise typer.Exit(1)
-        typer.echo(f"{path} is up to date")
+        if not as_json:
+            typer.echo(f"{path} is up to date")
         return
     with for_command():
         data = dump_bytes(resolve_lock(spec, default_sources()))
     unchanged = path.is_file() and path.read_bytes() == data
     if not unchanged:
         write_atomic(path, data)
-    typer.echo(f"{path}: {'unchanged' if unchanged else 'written'}")
+    if as_json:
+        shown = {"lockfile": str(path), "written": not unchanged, "lock-digest": lock_digest(data)}
+        typer.echo(json.dumps(shown, indent=2))
+    else:
+        typer.echo(f"{path}: {'unchanged' if unchanged else 'written'}")
+
+
+def wants_json(output_format: str) -> bool:
+    """--format json, checked before any work; text needs no import (`lock --check` is timed at start-up)."""
+    if output_format == "text":
+        return False
+    from mlenv.verify.formats import DataFormat, parse_format
+
+    return parse_format(DataFormat, output_format) is DataFormat.JSON
