@@ -11,11 +11,12 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from packaging.dependency_groups import resolve_dependency_groups
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
@@ -38,6 +39,7 @@ from mlenv.model.spec import (
 )
 from mlenv.model.target import DEFAULT_PLATFORM
 from mlenv.model.time import rfc3339
+from mlenv.model.urls import redact
 
 SPEC_FILE = "mlenv.toml"
 PYPROJECT_FILE = "pyproject.toml"
@@ -88,6 +90,7 @@ def find_spec_file(location: Path) -> Path:
 def load_spec(location: Path) -> Spec:
     """Read and validate the spec found at `location` (a file or a project directory)."""
     path = find_spec_file(location)
+    _refuse_two_specs(path)
     document = _read_toml(path)
     if path.name == PYPROJECT_FILE:
         table = _tool_table(document, path).get("mlenv")
@@ -107,7 +110,28 @@ def load_spec(location: Path) -> Spec:
             prefix + key if key != "(top level)" else prefix.rstrip(".") or None,
             _first_line(message),
         )
-    return _build_spec(table, path, prefix)
+    return _build_spec(table, path, prefix, document)
+
+
+def _refuse_two_specs(path: Path) -> None:
+    """The stated rule: a project has one spec. mlenv.toml beside a pyproject.toml with [tool.mlenv]
+    is refused, naming both, rather than one silently overriding the other."""
+    if path.name == SPEC_FILE:
+        other = path.with_name(PYPROJECT_FILE)
+        has_tool = other.is_file() and "mlenv" in _tool_table(_read_toml(other), other)
+    elif path.name == PYPROJECT_FILE:
+        other = path.with_name(SPEC_FILE)
+        has_tool = other.is_file()
+    else:
+        return
+    if has_tool:
+        spec_file, pyproject = (path, other) if path.name == SPEC_FILE else (other, path)
+        raise SpecError(
+            str(path),
+            None,
+            f"two specs: {spec_file} and [tool.mlenv] in {pyproject}; mlenv reads one",
+            hint="keep one of them (move the settings, then delete the other)",
+        )
 
 
 def spec_hash(spec: Spec) -> str:
@@ -119,7 +143,14 @@ def spec_hash(spec: Spec) -> str:
     data = asdict(spec)
     for volatile in ("path", "project_dir"):
         data.pop(volatile)
-    data["python"].pop("requirements_files")
+    # Where requirements came from and how they were chosen (files, extras, groups) is already in
+    # the requirements; constraints and hashes are content, hashed only when present so that a spec
+    # without them hashes as it did before they were read.
+    for layout in ("requirements_files", "extras", "groups", "origins"):
+        data["python"].pop(layout)
+    for content in ("constraints", "hashes"):
+        if not data["python"][content]:
+            del data["python"][content]
     data["python"]["requirements"] = sorted(data["python"]["requirements"])
     data["apt"]["packages"] = sorted(data["apt"]["packages"])
     for model in data["app"]["models"]:
@@ -193,20 +224,77 @@ def _normalise_requirement(text: str, path: str, key: str | None) -> str:
     try:
         requirement = Requirement(text)
     except InvalidRequirement as error:
+        if text.startswith((".", "/", "~")) or text.endswith((".whl", ".tar.gz", ".zip")):
+            raise SpecError(
+                path, key, f"a local path requirement {quoted(text)} {NOT_YET}", hint=NOT_YET_HINT
+            ) from None
         raise SpecError(path, key, f"invalid requirement {quoted(text)}: {_first_line(str(error))}") from None
+    if requirement.url is not None:
+        kind = "a VCS requirement" if "+" in requirement.url.split(":", 1)[0] else "a direct URL requirement"
+        raise SpecError(path, key, f"{kind} ({requirement.name} @ ...) {NOT_YET}", hint=NOT_YET_HINT)
     requirement.name = canonicalize_name(requirement.name)
     return str(requirement)
 
 
+@dataclass(frozen=True, kw_only=True)
+class RequirementLine:
+    """One requirement of a requirements file, as pip reads it (continuations joined)."""
+
+    text: str
+    file: str
+    line: int
+    hashes: tuple[str, ...] = ()  # sha256 hex digests of `--hash=sha256:...`
+    constraint: bool = False  # read through `-c`: bounds a version, asks for nothing
+    index_option: str | None = None  # `--index-url` / `--extra-index-url` (text is the URL)
+
+
+# `--hash=sha256:HEX` (or `--hash sha256:HEX`) after a requirement, as pip-compile --generate-hashes writes.
+HASH_OPTION = re.compile(r"\s--hash[=\s]+(?P<algorithm>[A-Za-z0-9]+):(?P<digest>[0-9A-Za-z]+)")
+# pip treats `#` as a comment at a line's start or after whitespace; `#egg=` inside a URL is not one.
+COMMENT = re.compile(r"(^|\s)#.*$")
+INCLUDE_OPTIONS = {"-r": False, "--requirement": False, "-c": True, "--constraint": True}
+# pip-compile writes the indexes it used into its output; they are read and must be the spec's.
+INDEX_OPTIONS = {"-i": "--index-url", "--index-url": "--index-url", "--extra-index-url": "--extra-index-url"}
+OTHER_SOURCES = ("-f", "--find-links", "--trusted-host", "--no-index")
+NOT_YET = (
+    "is not supported yet: mlenv pins each file by the sha256 an index serves, and does not build "
+    "a local or VCS package on the host"
+)
+NOT_YET_HINT = "publish a wheel to an index, or copy the code into the image with [app] copy"
+
+
+def _logical_lines(lines: list[str]) -> list[tuple[int, str]]:
+    """(first line number, text) with `\\` continuations joined and comments removed, as pip reads them."""
+    joined: list[tuple[int, str]] = []
+    pending: list[str] = []
+    first = 0
+    for number, raw in enumerate(lines, start=1):
+        if not pending:
+            first = number
+        text = COMMENT.sub("", raw).rstrip()
+        if text.endswith("\\"):
+            pending.append(text[:-1])
+            continue
+        pending.append(text)
+        line = " ".join(part.strip() for part in pending).strip()
+        pending = []
+        if line:
+            joined.append((first, line))
+    if pending and " ".join(pending).strip():
+        joined.append((first, " ".join(part.strip() for part in pending).strip()))
+    return joined
+
+
 def read_requirements_file(
-    path: Path, seen: frozenset[Path] = frozenset(), *, root: Path | None = None
-) -> list[tuple[str, str, int]]:
-    """Requirement lines of a requirements file, following `-r` includes: (text, file, line number).
+    path: Path, seen: frozenset[Path] = frozenset(), *, root: Path | None = None, constraint: bool = False
+) -> list[RequirementLine]:
+    """Requirements of a requirements file as pip-tools and pip write them: `-r` includes, `-c`
+    constraints, `--hash` options, markers and extras.
 
     With `root`, an include must stay inside that directory (the project), symlinks followed.
     """
     if path in seen:
-        raise SpecError(str(path), None, "includes itself through -r")
+        raise SpecError(str(path), None, "includes itself through -r or -c")
     if path.exists() and not path.is_file():  # a FIFO would block the read, a device never end it
         raise SpecError(str(path), None, "not a regular file")
     try:
@@ -217,32 +305,86 @@ def read_requirements_file(
         raise SpecError(
             str(path), None, f"cannot read requirements file: {error.strerror or error}"
         ) from None
-    found: list[tuple[str, str, int]] = []
-    for number, raw in enumerate(lines, start=1):
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith(("-r ", "--requirement ")):
-            named = line.split(None, 1)[1].strip()
-            included = path.parent / named
+    found: list[RequirementLine] = []
+    for number, line in _logical_lines(lines):
+        where = f"{path}:{number}"
+        option, _, rest = line.partition(" ")
+        if "=" in option and option.startswith("--"):
+            option, _, rest = line.partition("=")
+        if option in INCLUDE_OPTIONS:
+            named = rest.strip()
             if root is not None:
                 within = inside(root, os.path.relpath(path.parent / named, root))
                 if within is None or os.path.isabs(named):
-                    raise SpecError(f"{path}:{number}", None, f"-r {quoted(named)} is outside the project")
-            found.extend(read_requirements_file(included, seen | {path}, root=root))
+                    raise SpecError(where, None, f"{option} {quoted(named)} is outside the project")
+            found.extend(
+                read_requirements_file(
+                    path.parent / named,
+                    seen | {path},
+                    root=root,
+                    constraint=constraint or INCLUDE_OPTIONS[option],
+                )
+            )
+        elif option in ("-e", "--editable"):
+            raise SpecError(where, None, f"an editable requirement ({option}) {NOT_YET}", hint=NOT_YET_HINT)
+        elif option in INDEX_OPTIONS:
+            found.append(
+                RequirementLine(
+                    text=rest.strip(), file=str(path), line=number, index_option=INDEX_OPTIONS[option]
+                )
+            )
+        elif option in OTHER_SOURCES:
+            raise SpecError(
+                where,
+                None,
+                f"option {quoted(option)} is not supported: mlenv locks files from indexes only",
+                hint="name the indexes in [python] index-url and extra-index-urls of the spec",
+            )
         elif line.startswith("-"):
             raise SpecError(
-                f"{path}:{number}",
+                where,
                 None,
                 f"option {quoted(line.split()[0])} is not supported in requirements files",
-                hint="put index URLs in [python] of the spec; hashes come from the lock",
+                hint="requirements (with --hash on their own line, or after a \\), -r and -c are read",
             )
         else:
-            found.append((line, str(path), number))
+            found.append(_requirement_line(line, where, str(path), number, constraint))
     return found
 
 
-def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
+def _requirement_line(line: str, where: str, file: str, number: int, constraint: bool) -> RequirementLine:
+    hashes = []
+    for match in HASH_OPTION.finditer(" " + line):
+        if match["algorithm"].lower() != "sha256":
+            raise SpecError(where, None, f"--hash={match['algorithm']}: only sha256 hashes are checked")
+        hashes.append(match["digest"].lower())
+    text = HASH_OPTION.sub("", " " + line).strip()
+    if re.search(r"\s--?[a-z]", " " + text):
+        option = re.search(r"--?[a-z][^\s=]*", text)
+        raise SpecError(
+            where, None, f"option {quoted(option[0] if option else text)} after a requirement is not read"
+        )
+    return RequirementLine(text=text, file=file, line=number, hashes=tuple(hashes), constraint=constraint)
+
+
+def _check_index_line(line: RequirementLine, python_table: dict[str, Any], where: str) -> None:
+    """An index a requirements file names (pip-compile writes them) must be one the spec names: the
+    spec is where the lock's indexes come from, and a file cannot quietly add one."""
+    url = line.text.rstrip("/")
+    if line.index_option == "--index-url":
+        key, names = "index-url", [python_table.get("index-url", DEFAULT_INDEX_URL)]
+    else:
+        key, names = "extra-index-urls", list(python_table.get("extra-index-urls", []))
+    if url not in {name.rstrip("/") for name in names}:
+        raise SpecError(
+            where,
+            None,
+            f"{line.index_option} {quoted(redact(line.text))} is not the spec's [python] {key}",
+            hint=f"add it to [python] {key} of the spec, or remove the line",
+        )
+
+
+def _build_spec(table: dict[str, Any], path: Path, prefix: str, document: dict[str, Any]) -> Spec:
     project_dir = path.parent
     file = str(path)
 
@@ -271,22 +413,53 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
         )
 
     python_table = table.get("python", {})
-    requirements: dict[str, str] = {}
+    gathered = _Gathered()
     for index, text in enumerate(python_table.get("requirements", [])):
         key = f"{prefix}python.requirements[{index}]"
-        _add_requirement(requirements, _normalise_requirement(text, file, key), file, key)
+        gathered.add(_normalise_requirement(text, file, key), file, key)
+    extras = tuple(python_table.get("extras", []))
+    groups = tuple(python_table.get("groups", []))
+    project: dict[str, Any] | None = None
+    if path.name == PYPROJECT_FILE:
+        project = _project_requirements(document, path, extras, groups, prefix, gathered)
     requirement_files = tuple(python_table.get("requirements-files", []))
     for index, relative in enumerate(requirement_files):
         key = f"{prefix}python.requirements-files[{index}]"
         req_path = _project_path(project_dir, relative, file, key)
         if not req_path.is_file():
             raise SpecError(file, key, f"no such file: {quoted(relative)}")
-        for text, source, line in read_requirements_file(project_dir / relative, root=project_dir):
-            where = f"{source}:{line}"
-            _add_requirement(requirements, _normalise_requirement(text, where, None), where, None)
+        if Path(relative).name == PYPROJECT_FILE:
+            project = _project_requirements(
+                _read_toml(project_dir / relative), project_dir / relative, extras, groups, prefix, gathered
+            )
+            continue
+        for line in read_requirements_file(project_dir / relative, root=project_dir):
+            where = f"{line.file}:{line.line}"
+            if line.index_option is not None:
+                _check_index_line(line, python_table, where)
+                continue
+            gathered.add(
+                _normalise_requirement(line.text, where, None),
+                where,
+                None,
+                hashes=line.hashes,
+                constraint=line.constraint,
+            )
+    if (extras or groups) and project is None:
+        raise SpecError(
+            file,
+            f"{prefix}python.{'extras' if extras else 'groups'}",
+            f"chooses from a {PYPROJECT_FILE}, but none is read",
+            hint=f'list it: requirements-files = ["{PYPROJECT_FILE}"]',
+        )
     python = PythonSpec(
-        requirements=tuple(sorted(requirements.values())),
+        requirements=tuple(sorted(gathered.found.values())),
         requirements_files=requirement_files,
+        extras=extras,
+        groups=groups,
+        constraints=tuple(sorted(gathered.constraints)),
+        hashes=tuple(sorted(gathered.hashes.items())),
+        origins=tuple(sorted(set(gathered.origins))),
         index_url=python_table.get("index-url", DEFAULT_INDEX_URL),
         extra_index_urls=tuple(python_table.get("extra-index-urls", [])),
         resolver=python_table.get("resolver", "uv"),
@@ -348,7 +521,7 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str) -> Spec:
     return Spec(
         path=file,
         project_dir=str(project_dir),
-        name=table["name"],
+        name=_spec_name(table, project, file, prefix),
         base=base,
         target=target,
         python=python,
@@ -401,8 +574,127 @@ def _refuse_secret(name: str, value: str, file: str, key: str) -> None:
     )
 
 
-def _add_requirement(found: dict[str, str], requirement: str, where: str, key: str | None) -> None:
-    name = canonicalize_name(Requirement(requirement).name)
-    if name in found and found[name] != requirement:
-        raise SpecError(where, key, f"{name} is required twice: {found[name]!r} and {requirement!r}")
-    found[name] = requirement
+@dataclass(kw_only=True)
+class _Gathered:
+    """Requirements from every source of a spec, each package asked for once."""
+
+    found: dict[str, str] = field(default_factory=dict)
+    constraints: set[str] = field(default_factory=set)
+    hashes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    origins: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(
+        self,
+        requirement: str,
+        where: str,
+        key: str | None,
+        *,
+        hashes: tuple[str, ...] = (),
+        constraint: bool = False,
+    ) -> None:
+        name = canonicalize_name(Requirement(requirement).name)
+        self.origins.append((name, where.rsplit(":", 1)[0] if where[-1:].isdigit() else where))
+        if hashes:
+            known = self.hashes.get(name)
+            if known is not None and set(known) != set(hashes):
+                raise SpecError(where, key, f"{name} is pinned with other --hash values elsewhere")
+            self.hashes[name] = tuple(sorted(set(hashes)))
+        if constraint:
+            self.constraints.add(requirement)
+            return
+        if name in self.found and self.found[name] != requirement:
+            raise SpecError(where, key, f"{name} is required twice: {self.found[name]!r} and {requirement!r}")
+        self.found[name] = requirement
+
+
+def project_requirements(path: Path) -> tuple[str, ...]:
+    """The [project].dependencies of a pyproject.toml, normalised (what `init --from` checks)."""
+    gathered = _Gathered()
+    _project_requirements(_read_toml(path), path, (), (), "", gathered)
+    return tuple(sorted(gathered.found.values()))
+
+
+def _project_requirements(
+    document: dict[str, Any],
+    path: Path,
+    extras: tuple[str, ...],
+    groups: tuple[str, ...],
+    prefix: str,
+    gathered: _Gathered,
+) -> dict[str, Any]:
+    """Add [project].dependencies, the chosen extras and dependency groups of a pyproject.toml.
+
+    The project itself is not installed (its code goes into the image through [app] copy); a
+    dependency on itself with extras, `app[gpu]` inside an extra, selects those extras.
+    """
+    file = str(path)
+    project = document.get("project", {})
+    if not isinstance(project, dict):
+        raise SpecError(file, "project", f"is a {type(project).__name__}, not a table")
+    if "dependencies" in project.get("dynamic", []):
+        raise SpecError(
+            file,
+            "project.dynamic",
+            "dependencies are dynamic (computed by a build backend); mlenv reads only static ones",
+            hint="list them in [project].dependencies or in a requirements file",
+        )
+    own = canonicalize_name(str(project.get("name", "")))
+    optional = {canonicalize_name(k): (k, v) for k, v in project.get("optional-dependencies", {}).items()}
+    chosen: set[str] = set()
+
+    def add(texts: Any, key: str) -> None:
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise SpecError(file, key, "is not a list of requirement strings")
+        for index, text in enumerate(texts):
+            requirement = _normalise_requirement(text, file, f"{key}[{index}]")
+            parsed = Requirement(requirement)
+            if parsed.name == own and own:
+                for name in sorted(parsed.extras):
+                    choose(name, f"{key}[{index}]")
+                continue
+            gathered.add(requirement, file, f"{key}[{index}]")
+
+    def choose(extra: str, key: str) -> None:
+        name = canonicalize_name(extra)
+        if name in chosen:
+            return
+        if name not in optional:
+            have = ", ".join(sorted(optional)) or "none"
+            raise SpecError(
+                file, key, f"no extra {quoted(extra)} in [project.optional-dependencies] (it has: {have})"
+            )
+        chosen.add(name)
+        spelled, texts = optional[name]
+        add(texts, f"project.optional-dependencies.{spelled}")
+
+    add(project.get("dependencies", []), "project.dependencies")
+    for index, extra in enumerate(extras):
+        choose(extra, f"{prefix}python.extras[{index}]")
+    table = document.get("dependency-groups", {})
+    if groups and not isinstance(table, dict):
+        raise SpecError(file, "dependency-groups", f"is a {type(table).__name__}, not a table")
+    known = {canonicalize_name(name) for name in table}
+    for index, group in enumerate(groups):
+        key = f"{prefix}python.groups[{index}]"
+        if canonicalize_name(group) not in known:
+            have = ", ".join(sorted(known)) or "none"
+            raise SpecError(file, key, f"no group {quoted(group)} in [dependency-groups] (it has: {have})")
+        try:
+            texts = list(resolve_dependency_groups(table, group))
+        except Exception as error:  # an ExceptionGroup (cycle, malformed include) or a ValueError
+            inner = error.exceptions[0] if isinstance(error, ExceptionGroup) else error
+            raise SpecError(file, f"dependency-groups.{group}", _first_line(str(inner))) from None
+        add(texts, f"dependency-groups.{group}")
+    return project
+
+
+def _spec_name(table: dict[str, Any], project: dict[str, Any] | None, file: str, prefix: str) -> str:
+    """`name`, or the pyproject's [project].name as PyPI normalises it."""
+    if "name" in table:
+        return str(table["name"])
+    if project is not None and isinstance(project.get("name"), str):
+        name = canonicalize_name(project["name"])
+        if re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+            return name
+        raise SpecError(file, "project.name", f"{quoted(project['name'])} is not usable as an image name")
+    raise SpecError(file, prefix + "name", "missing (or a [project].name in a pyproject.toml that is read)")

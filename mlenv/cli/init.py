@@ -1,4 +1,5 @@
-"""`mlenv init`: write a commented starter mlenv.toml, optionally from an existing requirements.txt."""
+"""`mlenv init`: write a commented starter mlenv.toml, optionally from an existing requirements.txt
+(pip-tools output included) or a pyproject.toml's [project] dependencies."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 
 from mlenv.errors import SpecError
 from mlenv.files import write_atomic
-from mlenv.spec import SPEC_FILE, read_requirements_file
+from mlenv.spec import PYPROJECT_FILE, SPEC_FILE, project_requirements, read_requirements_file
 
 TEMPLATE = """\
 # mlenv spec: what the environment should contain. `mlenv lock` pins every layer into mlenv.lock.
@@ -67,7 +68,12 @@ def project_name(directory: Path) -> str:
 def init(
     directory: Annotated[Path, typer.Argument(help="Project directory.")] = Path("."),
     from_requirements: Annotated[
-        Path | None, typer.Option("--from", help="Take the Python requirements from this requirements.txt.")
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Take the Python requirements from this requirements.txt (pip-tools output too) "
+            "or pyproject.toml.",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing mlenv.toml.")] = False,
 ) -> None:
@@ -75,13 +81,25 @@ def init(
     target = directory / SPEC_FILE
     if target.exists() and not force:
         raise SpecError(str(target), None, "already exists", hint="use --force to overwrite it")
+    pyproject = directory / PYPROJECT_FILE
+    if pyproject.is_file() and "[tool.mlenv" in pyproject.read_text(encoding="utf-8", errors="replace"):
+        # A project has one spec (mlenv/spec.py refuses two); an mlenv.toml here would not be read.
+        raise SpecError(
+            str(pyproject),
+            "tool.mlenv",
+            "already holds this project's spec; an mlenv.toml beside it would be refused",
+            hint="edit [tool.mlenv] in pyproject.toml instead",
+        )
     relative = None
     if from_requirements is not None:
         try:
             relative = str(from_requirements.resolve().relative_to(directory.resolve()))
         except ValueError:
             raise SpecError(str(from_requirements), None, "must be inside the project directory") from None
-        # Fail now, with the file and line, not at lock time; its includes must stay in the project too.
-        read_requirements_file(from_requirements, root=directory)
+        # Fail now, with the file and line (or key), not at lock time.
+        if from_requirements.name == PYPROJECT_FILE:
+            project_requirements(from_requirements)
+        else:  # its includes must stay in the project too
+            read_requirements_file(from_requirements, root=directory)
     write_atomic(target, starter_spec(project_name(directory), relative).encode())
     typer.echo(f"wrote {target}")

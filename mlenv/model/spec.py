@@ -37,8 +37,19 @@ class TargetSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class PythonSpec:
+    # Every requirement, normalised: inline, from requirements files, from pyproject's [project].
     requirements: tuple[str, ...] = ()
     requirements_files: tuple[str, ...] = ()
+    # Chosen [project.optional-dependencies] extras and PEP 735 [dependency-groups] of pyproject.toml.
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    # `-c` lines of requirements files: they bound versions without asking for a package.
+    constraints: tuple[str, ...] = ()
+    # (package, sha256 hex digests) pinned by `--hash` lines: the lock may use only those files.
+    hashes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (package, "file" or "file:line") where each requirement, constraint and hash came from, so a
+    # stale lock names the file that changed.
+    origins: tuple[tuple[str, str], ...] = ()
     index_url: str = DEFAULT_INDEX_URL
     extra_index_urls: tuple[str, ...] = ()
     resolver: ResolverName = "uv"

@@ -12,9 +12,13 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from mlenv.files import file_sha256
 from mlenv.model.lock import Lock
 from mlenv.model.spec import Spec
+from mlenv.model.target import Target
 from mlenv.model.time import rfc3339
 from mlenv.model.urls import redact
 from mlenv.resolve.python import requested_names
@@ -23,8 +27,11 @@ from mlenv.spec import spec_hash
 Projection = dict[str, object]
 
 
-def spec_projection(spec: Spec) -> Projection:
-    """What `mlenv lock` writes from the spec alone, by lock key (the resolver adds the rest)."""
+def spec_projection(spec: Spec, target: Target | None = None) -> Projection:
+    """What `mlenv lock` writes from the spec alone, by lock key (the resolver adds the rest).
+
+    With the lock's `target`, requirements whose marker excludes it are not counted as requested,
+    as `mlenv lock` did not count them."""
     projection: Projection = {
         "name": spec.name,
         "as-of": spec.as_of,
@@ -35,7 +42,7 @@ def spec_projection(spec: Spec) -> Projection:
         "python.venv": spec.python.venv,
         "python.index-url": redact(spec.python.index_url),
         "python.extra-index-urls": [redact(u) for u in spec.python.extra_index_urls],
-        "python.packages (requested)": sorted(requested_names(spec.python)),
+        "python.packages (requested)": sorted(requested_names(spec.python, target)),
         "cuda.requested": spec.cuda.version or "none",
         "app.copy": sorted(spec.app.copy),
         "app.workdir": spec.app.workdir,
@@ -87,7 +94,7 @@ def lock_projection(lock: Lock, keys: set[str] | None = None) -> Projection:
 
 def projection_reasons(spec: Spec, lock: Lock) -> list[str]:
     """One line per spec-determined lock field that differs from what the spec says."""
-    wanted = spec_projection(spec)
+    wanted = spec_projection(spec, lock.target)
     found = lock_projection(lock, set(wanted))
     name = Path(spec.path).name
     return [
@@ -100,9 +107,10 @@ def projection_reasons(spec: Spec, lock: Lock) -> list[str]:
 def stale_reasons(spec: Spec, lock: Lock) -> list[str]:
     """Why `lock` no longer matches `spec` (empty when it is fresh)."""
     reasons = []
+    differing = projection_reasons(spec, lock)
     if lock.spec_hash != spec_hash(spec):
-        reasons.append(f"{Path(spec.path).name} changed since the lock was made (spec-hash differs)")
-    reasons += projection_reasons(spec, lock)
+        reasons.append(_changed(spec, lock, spec_file_differs=bool(differing)))
+    reasons += differing
     locked = {m.target: m for m in lock.models}
     for model in spec.app.models:
         entry = locked.get(model.target)
@@ -114,6 +122,62 @@ def stale_reasons(spec: Spec, lock: Lock) -> list[str]:
         elif file_sha256(path) != entry.sha256:
             reasons.append(f"model file {model.source} changed (sha256 differs from the lock)")
     return reasons
+
+
+def _changed(spec: Spec, lock: Lock, *, spec_file_differs: bool) -> str:
+    """Which file changed, when the spec's hash differs: a requirements file (or pyproject.toml)
+    whose requirement, constraint or hash the lock's pins no longer meet is named with what it asks;
+    otherwise the spec file, which holds everything else the hash covers."""
+    pins = {pin.name: pin for pin in lock.python.packages}
+    origins: dict[str, list[str]] = {}
+    for package, where in spec.python.origins:
+        origins.setdefault(package, []).append(where)
+    hashes = dict(spec.python.hashes)
+    requested = requested_names(spec.python, lock.target)
+    sources = sorted({where for _, where in spec.python.origins} - {spec.path})
+    # file(s) -> the first requirement stated there that the lock does not meet
+    unmet: dict[tuple[str, ...], str] = {}
+    for text in (*spec.python.requirements, *spec.python.constraints):
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        pin = pins.get(name)
+        if text in spec.python.requirements and name not in requested:
+            continue  # its marker excludes the target: nothing was locked for it
+        if pin is None or not requirement.specifier.contains(pin.version, prereleases=True):
+            problem = f"{text} (the lock has {f'{name} {pin.version}' if pin else 'no ' + name})"
+        elif name in hashes and any(
+            file.sha256 not in hashes[name] for file in (*pin.wheels, *([pin.sdist] if pin.sdist else []))
+        ):
+            problem = f"other --hash values for {name}"
+        else:
+            continue
+        for where in origins.get(name, [spec.path]):
+            unmet.setdefault((where,), problem)
+    asked = {canonicalize_name(Requirement(text).name) for text in spec.python.requirements}
+    for pin in lock.python.packages:
+        if pin.requested and pin.name not in asked:
+            # The file that dropped it asks for nothing now: any of them may have.
+            unmet.setdefault((spec.path, *sources), f"{pin.name} is no longer asked for")
+    if not unmet:
+        # Nothing the lock pins contradicts a requirement: the change is elsewhere in the spec file
+        # (certain when a field of it differs from the lock), or a requirement that the pins still
+        # meet, a loosened bound, in any of the files.
+        candidates = (spec.path,) if spec_file_differs else (spec.path, *sources)
+        files = " or ".join(_shown_path(spec, where) for where in candidates)
+        return f"{files} changed since the lock was made (spec-hash differs)"
+    return "; ".join(
+        f"{' or '.join(_shown_path(spec, w) for w in where)} changed since the lock was made: {problem}"
+        for where, problem in sorted(unmet.items())
+    )
+
+
+def _shown_path(spec: Spec, where: str) -> str:
+    """A source file as the user names it: relative to the project when inside it."""
+    path = Path(where)
+    try:
+        return str(path.relative_to(spec.project_dir))
+    except ValueError:
+        return path.name if path == Path(spec.path) else where
 
 
 def _plain(value: object) -> object:

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlenv.errors import ResolutionError
 from mlenv.model.lock import LockedPython, PythonPin
 from mlenv.model.spec import PythonSpec, Spec
-from mlenv.model.target import Target, python_tuple, target_tags, wheel_installs
+from mlenv.model.target import (
+    Target,
+    marker_environment,
+    python_tuple,
+    target_tags,
+    wheel_installs,
+)
 from mlenv.model.urls import redact
 from mlenv.sources.python.backend import PythonRequest, ResolverBackend
 
 
-def requested_names(python: PythonSpec) -> frozenset[str]:
-    return frozenset(canonicalize_name(Requirement(r).name) for r in python.requirements)
+def requested_names(python: PythonSpec, target: Target | None = None) -> frozenset[str]:
+    """The packages the spec asks for; with `target`, only those whose marker holds on one of its
+    platforms (`pywin32; sys_platform == "win32"` in a pip-compile file asks for nothing on Linux)."""
+    names = set()
+    for text in python.requirements:
+        requirement = Requirement(text)
+        marker = requirement.marker
+        if (
+            target is None
+            or marker is None
+            or any(marker.evaluate(marker_environment(target, p)) for p in target.platforms)
+        ):
+            names.add(canonicalize_name(requirement.name))
+    return frozenset(names)
 
 
 def resolve_python(spec: Spec, target: Target, backend: ResolverBackend) -> LockedPython:
@@ -24,6 +44,7 @@ def resolve_python(spec: Spec, target: Target, backend: ResolverBackend) -> Lock
     for platform in sorted(target.platforms):
         request = PythonRequest(
             requirements=spec.python.requirements,
+            constraints=spec.python.constraints,
             python_version=target.python,
             glibc=target.glibc,
             platform=platform,
@@ -32,8 +53,8 @@ def resolve_python(spec: Spec, target: Target, backend: ResolverBackend) -> Lock
             as_of=spec.as_of,
         )
         per_platform.append((platform, backend.resolve(request)))
-    requested = requested_names(spec.python)
-    pins = merge_platforms(per_platform, target)
+    requested = requested_names(spec.python, target)
+    pins = keep_pinned_hashes(merge_platforms(per_platform, target), spec.python)
     unknown = requested - {pin.name for pin in pins}
     if unknown:
         raise ResolutionError(f"the resolver did not pin requested package(s): {', '.join(sorted(unknown))}")
@@ -94,3 +115,44 @@ def merge_platforms(per_platform: list[tuple[str, list[PythonPin]]], target: Tar
                 sdist=pin.sdist,
             )
     return [merged[name] for name in sorted(merged)]
+
+
+def keep_pinned_hashes(pins: list[PythonPin], python: PythonSpec) -> list[PythonPin]:
+    """Apply `--hash` pins (pip-compile --generate-hashes output): every pinned hash must be a file the
+    index serves for that version, and the lock keeps only the pinned files.
+
+    A hash the index does not serve is refused: it is a file nobody can fetch from there, or a file
+    that was replaced, and installing with --require-hashes would fail in the build anyway."""
+    if not python.hashes:
+        return pins
+    # Imported here: the index client loads requests, which a lock without --hash pins never needs
+    # (and `import mlenv.resolve` must not load a network client, tests/test_imports.py).
+    from mlenv.sources.python.index import release_files
+
+    pinned = dict(python.hashes)
+    origins = dict(python.origins)
+    indexes = {redact(url): url for url in (*python.extra_index_urls, python.index_url)}
+    kept = []
+    for pin in pins:
+        wanted = pinned.get(pin.name)
+        if wanted is None:
+            kept.append(pin)
+            continue
+        index = indexes.get(pin.index, python.index_url)
+        served = {file.sha256 for file in release_files(index, pin.name, pin.version) if file.sha256}
+        unknown = sorted(set(wanted) - served)
+        where = origins.get(pin.name, "the spec")
+        if unknown:
+            raise ResolutionError(
+                f"{pin.name}=={pin.version}: --hash=sha256:{unknown[0]} in {where} is not a file "
+                f"{redact(index)} serves for that version",
+                hint="regenerate the file (pip-compile --generate-hashes) or remove the hash",
+            )
+        wheels = tuple(wheel for wheel in pin.wheels if wheel.sha256 in wanted)
+        sdist = pin.sdist if pin.sdist is not None and pin.sdist.sha256 in wanted else None
+        if not wheels and sdist is None:
+            raise ResolutionError(
+                f"{pin.name}=={pin.version}: no file pinned by --hash in {where} installs on the target"
+            )
+        kept.append(replace(pin, wheels=wheels, sdist=sdist))
+    return kept

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from mlenv.model.lock import PythonPin
@@ -15,6 +16,7 @@ class PythonRequest:
     """Resolve `requirements` for one target platform (not the host)."""
 
     requirements: tuple[str, ...]
+    constraints: tuple[str, ...] = ()  # pip `-c` lines: bound versions, ask for nothing
     python_version: str  # full, e.g. "3.11.2"
     glibc: str
     platform: str  # "linux/amd64"
@@ -29,3 +31,13 @@ class ResolverBackend(Protocol):
     def resolve(self, request: PythonRequest) -> list[PythonPin]:
         """Pins for the request with every file of each pin for the target; `requested` left False."""
         ...
+
+
+def requirements_input(request: PythonRequest, work: Path) -> str:
+    """The requirements.in both resolvers read: the requirements, and a `-c` file of the constraints."""
+    lines = [f"{r}\n" for r in request.requirements]
+    if request.constraints:
+        constraints = work / "constraints.txt"
+        constraints.write_text("".join(f"{c}\n" for c in request.constraints), encoding="utf-8")
+        lines.append(f"-c {constraints}\n")
+    return "".join(lines)

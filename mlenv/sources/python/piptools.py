@@ -21,7 +21,7 @@ from mlenv.model.lock import PythonFile, PythonPin
 from mlenv.model.spec import ResolverName
 from mlenv.model.target import Target, machine, python_tuple, target_tags, wheel_installs
 from mlenv.model.urls import redact
-from mlenv.sources.python.backend import PythonRequest
+from mlenv.sources.python.backend import PythonRequest, requirements_input
 from mlenv.sources.python.index import release_files
 
 
@@ -85,7 +85,7 @@ class PipToolsBackend:
     def _compile(self, request: PythonRequest) -> dict[str, tuple[str, frozenset[str]]]:
         with work_directory("piptools") as work:
             source = Path(work, "requirements.in")
-            source.write_text("".join(f"{r}\n" for r in request.requirements), encoding="utf-8")
+            source.write_text(requirements_input(request, Path(work)), encoding="utf-8")
             output = Path(work, "requirements.txt")
             command = [
                 sys.executable,

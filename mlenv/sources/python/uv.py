@@ -23,7 +23,7 @@ from mlenv.model.spec import ResolverName
 from mlenv.model.target import glibc_minor, machine
 from mlenv.model.time import rfc3339
 from mlenv.model.urls import redact
-from mlenv.sources.python.backend import PythonRequest
+from mlenv.sources.python.backend import PythonRequest, requirements_input
 
 UV_MANYLINUX_MINORS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
 
@@ -58,7 +58,7 @@ class UvBackend:
     def resolve(self, request: PythonRequest) -> list[PythonPin]:
         with work_directory("uv") as work:
             requirements = Path(work, "requirements.in")
-            requirements.write_text("".join(f"{r}\n" for r in request.requirements), encoding="utf-8")
+            requirements.write_text(requirements_input(request, Path(work)), encoding="utf-8")
             output = Path(work, "pylock.toml")
             command = [
                 find_uv(),
