@@ -29,7 +29,8 @@ from mlenv.lockfile import lock_digest
 from mlenv.progress import Silent, Task, current, showing
 from mlenv.sources.engine import Engine
 from mlenv.sources.http import CHUNK, download_chunks
-from tests.helpers import run_cli
+from tests.helpers import Built, run_cli
+from tools.localbase.dockerd import Daemon
 
 SPEC = 'name = "progress"\n[target]\npython = "3.11.2"\nglibc = "2.36"\n'
 ESCAPE = "\x1b["  # any terminal control sequence: a spinner, a cursor move, a colour
@@ -222,3 +223,14 @@ def test_an_unknown_format_is_refused_before_any_work(project: Path) -> None:
     assert refused.code == 2
     assert refused.stderr == "mlenv: error: --format: unknown format 'xml'; choose one of text, json\n"
     assert not (project / "mlenv.lock").exists()
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_build_reports_json(fraud_image: Built, docker_daemon: Daemon) -> None:
+    result = run_cli("build", str(fraud_image.project), "--tag", fraud_image.tag, "--format", "json")
+    assert result.code == 0, result.stderr[-2000:]
+    shown = json.loads(result.stdout)  # stdout is the JSON alone: the build's lines are on stderr
+    image_id = docker_daemon.client.images.get(fraud_image.tag).id
+    assert shown == {"tag": fraud_image.tag, "image-id": image_id, "verified": True, "reproducible": None}

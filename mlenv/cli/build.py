@@ -3,6 +3,7 @@ with --check-reproducible, build twice and compare."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,7 @@ from mlenv.cli.common import fresh_project, say
 from mlenv.cli.progress import for_command
 from mlenv.errors import MlenvError
 from mlenv.sources import engine
-from mlenv.verify.formats import as_text
+from mlenv.verify.formats import DataFormat, as_text, parse_format
 from mlenv.verify.image import verify_image
 from mlenv.verify.native import refuse_unmet_libraries
 
@@ -42,8 +43,12 @@ def build(
             "file by file; exit 1 naming what differs.",
         ),
     ] = False,
+    output_format: Annotated[
+        str, typer.Option("--format", "-f", help="text (the tag) or json (tag, image ID, verdicts).")
+    ] = "text",
 ) -> None:
     """Build the image from mlenv.lock on the Docker engine, with the network off."""
+    as_json = parse_format(DataFormat, output_format) is DataFormat.JSON
     if check_reproducible and not normalise:
         raise MlenvError(
             "--check-reproducible needs the normalisation: without it the build time is in the config",
@@ -65,7 +70,10 @@ def build(
                 mlenv_version=__version__,
             )
             if not report.identical:
-                sys.stdout.write(format_text(report))
+                if as_json:
+                    show(built.tag, built.image_id, reproducible=False, kept=[report.a, report.b])
+                else:
+                    sys.stdout.write(format_text(report))
                 say(f"kept both images for inspection: {report.a} and {report.b}")
                 raise typer.Exit(1)
             say(format_text(report).rstrip())
@@ -92,6 +100,36 @@ def build(
             )
         if not verdict.ok:
             sys.stderr.write(as_text(verdict))
+            if as_json:
+                show(built.tag, built.image_id, verified=False)
             raise typer.Exit(1)
         say(f"verified: {built.tag} reproduces {current.lock_path.name} exactly")
-    typer.echo(built.image_id if check_reproducible else built.tag)
+    if as_json:
+        show(
+            built.tag,
+            built.image_id,
+            verified=True if verify else None,
+            reproducible=True if check_reproducible else None,
+        )
+    else:
+        typer.echo(built.image_id if check_reproducible else built.tag)
+
+
+def show(
+    tag: str,
+    image_id: str,
+    *,
+    verified: bool | None = None,
+    reproducible: bool | None = None,
+    kept: list[str] | None = None,
+) -> None:
+    """The build as JSON on stdout; null for a check that was not run."""
+    shown: dict[str, object] = {
+        "tag": tag,
+        "image-id": image_id,
+        "verified": verified,
+        "reproducible": reproducible,
+    }
+    if kept is not None:
+        shown["kept"] = kept  # both builds of a failed reproducibility check, for inspection
+    typer.echo(json.dumps(shown, indent=2))
