@@ -263,7 +263,7 @@ NOT_YET = (
 NOT_YET_HINT = "publish a wheel to an index, or copy the code into the image with [app] copy"
 
 
-def _logical_lines(lines: list[str]) -> list[tuple[int, str]]:
+def _logical_lines(lines: list[str], path: Path) -> list[tuple[int, str]]:
     """(first line number, text) with `\\` continuations joined and comments removed, as pip reads them."""
     joined: list[tuple[int, str]] = []
     pending: list[str] = []
@@ -280,8 +280,9 @@ def _logical_lines(lines: list[str]) -> list[tuple[int, str]]:
         pending = []
         if line:
             joined.append((first, line))
-    if pending and " ".join(pending).strip():
-        joined.append((first, " ".join(part.strip() for part in pending).strip()))
+    if pending:
+        # pip would join the next line; there is none, so the requirement may be cut short.
+        raise SpecError(f"{path}:{first}", None, "ends with a \\ continuation and no line after it")
     return joined
 
 
@@ -306,7 +307,7 @@ def read_requirements_file(
             str(path), None, f"cannot read requirements file: {error.strerror or error}"
         ) from None
     found: list[RequirementLine] = []
-    for number, line in _logical_lines(lines):
+    for number, line in _logical_lines(lines, path):
         where = f"{path}:{number}"
         option, _, rest = line.partition(" ")
         if "=" in option and option.startswith("--"):
@@ -317,6 +318,8 @@ def read_requirements_file(
                 within = inside(root, os.path.relpath(path.parent / named, root))
                 if within is None or os.path.isabs(named):
                     raise SpecError(where, None, f"{option} {quoted(named)} is outside the project")
+            if not (path.parent / named).is_file():
+                raise SpecError(where, None, f"{option} {quoted(named)}: no such file")
             found.extend(
                 read_requirements_file(
                     path.parent / named,
