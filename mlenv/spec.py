@@ -113,12 +113,17 @@ def load_spec(location: Path) -> Spec:
     return _build_spec(table, path, prefix, document)
 
 
+def holds_spec(pyproject: Path) -> bool:
+    """Whether a pyproject.toml exists and has a [tool.mlenv] table."""
+    return pyproject.is_file() and "mlenv" in _tool_table(_read_toml(pyproject), pyproject)
+
+
 def _refuse_two_specs(path: Path) -> None:
     """The stated rule: a project has one spec. mlenv.toml beside a pyproject.toml with [tool.mlenv]
     is refused, naming both, rather than one silently overriding the other."""
     if path.name == SPEC_FILE:
         other = path.with_name(PYPROJECT_FILE)
-        has_tool = other.is_file() and "mlenv" in _tool_table(_read_toml(other), other)
+        has_tool = holds_spec(other)
     elif path.name == PYPROJECT_FILE:
         other = path.with_name(SPEC_FILE)
         has_tool = other.is_file()

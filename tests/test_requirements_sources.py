@@ -145,6 +145,11 @@ def test_init_from_a_pyproject_and_from_pip_compile_output(tmp_path: Path) -> No
     result = run_cli("init", str(tmp_path), "--from", str(tmp_path / "pyproject.toml"))
     assert result.code == 0, result.stderr
     assert "six==1.16.0" in load_spec(tmp_path).python.requirements
+    # Without --from, a pyproject with [project].dependencies is where the spec takes them from.
+    (tmp_path / "mlenv.toml").unlink()
+    assert run_cli("init", str(tmp_path)).code == 0
+    assert 'requirements-files = ["pyproject.toml"]' in (tmp_path / "mlenv.toml").read_text()
+    assert "six==1.16.0" in load_spec(tmp_path).python.requirements
     hashed = tmp_path / "hashed"
     hashed.mkdir()
     (hashed / "constraints.txt").write_text("urllib3<2\n")

@@ -11,7 +11,13 @@ import typer
 
 from mlenv.errors import SpecError
 from mlenv.files import write_atomic
-from mlenv.spec import PYPROJECT_FILE, SPEC_FILE, project_requirements, read_requirements_file
+from mlenv.spec import (
+    PYPROJECT_FILE,
+    SPEC_FILE,
+    holds_spec,
+    project_requirements,
+    read_requirements_file,
+)
 
 TEMPLATE = """\
 # mlenv spec: what the environment should contain. `mlenv lock` pins every layer into mlenv.lock.
@@ -65,6 +71,17 @@ def project_name(directory: Path) -> str:
     return name or "app"
 
 
+def _static_dependencies(pyproject: Path) -> bool:
+    """Whether pyproject.toml lists dependencies mlenv can read (not dynamic ones, not a broken file:
+    `init` without --from then writes the plain starter rather than failing on a file not asked for)."""
+    if not pyproject.is_file():
+        return False
+    try:
+        return bool(project_requirements(pyproject))
+    except SpecError:
+        return False
+
+
 def init(
     directory: Annotated[Path, typer.Argument(help="Project directory.")] = Path("."),
     from_requirements: Annotated[
@@ -82,7 +99,7 @@ def init(
     if target.exists() and not force:
         raise SpecError(str(target), None, "already exists", hint="use --force to overwrite it")
     pyproject = directory / PYPROJECT_FILE
-    if pyproject.is_file() and "[tool.mlenv" in pyproject.read_text(encoding="utf-8", errors="replace"):
+    if holds_spec(pyproject):
         # A project has one spec (mlenv/spec.py refuses two); an mlenv.toml here would not be read.
         raise SpecError(
             str(pyproject),
@@ -91,6 +108,9 @@ def init(
             hint="edit [tool.mlenv] in pyproject.toml instead",
         )
     relative = None
+    if from_requirements is None and _static_dependencies(pyproject):
+        # A project that lists its dependencies in [project] keeps them there: the spec reads them.
+        from_requirements = pyproject
     if from_requirements is not None:
         try:
             relative = str(from_requirements.resolve().relative_to(directory.resolve()))
