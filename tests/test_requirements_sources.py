@@ -227,6 +227,13 @@ def test_uv_style_pyproject_locks_its_extras_and_groups(tmp_path: Path) -> None:
     }
     assert locked.name == "fraud-detector"
     assert run_cli("lock", "--check", str(tmp_path)).code == 0
+    # A changed pin in a chosen group is named in the file it is in.
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT.replace("pluggy==1.4.0", "pluggy==1.5.0"))
+    check = run_cli("lock", "--check", str(tmp_path))
+    assert check.code == 1
+    assert "pyproject.toml changed since the lock was made: pluggy==1.5.0 (the lock has pluggy 1.4.0)" in (
+        check.stderr
+    )
 
 
 @pytest.mark.network
