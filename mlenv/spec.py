@@ -123,7 +123,10 @@ def _refuse_two_specs(path: Path) -> None:
     is refused, naming both, rather than one silently overriding the other."""
     if path.name == SPEC_FILE:
         other = path.with_name(PYPROJECT_FILE)
-        has_tool = holds_spec(other)
+        try:
+            has_tool = holds_spec(other)
+        except SpecError:  # a pyproject.toml mlenv cannot read holds no spec of it; mlenv.toml is the spec
+            has_tool = False
     elif path.name == PYPROJECT_FILE:
         other = path.with_name(SPEC_FILE)
         has_tool = other.is_file()
