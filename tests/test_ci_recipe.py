@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # PyYAML comes with this machine's Python (cfn-lint, awscli and jsonschema-path need it)
+import yaml  # PyYAML: the test extra installs it
 from packaging.requirements import Requirement
 
 from tests.helpers import Built
