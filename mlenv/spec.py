@@ -326,7 +326,7 @@ def read_requirements_file(
                 within = inside(root, os.path.relpath(path.parent / named, root))
                 if within is None or os.path.isabs(named):
                     raise SpecError(where, None, f"{option} {quoted(named)} is outside the project")
-            if not (path.parent / named).is_file():
+            if not (path.parent / named).exists():
                 raise SpecError(where, None, f"{option} {quoted(named)}: no such file")
             found.extend(
                 read_requirements_file(

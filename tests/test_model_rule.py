@@ -215,11 +215,15 @@ def test_accept_producer_is_read_normalised_and_a_spec_without_it_hashes_as_befo
     assert unchanged == "sha256:" + _legacy_hash(before)
 
 
+LEGACY_PYTHON_FIELDS = ("requirements", "index_url", "extra_index_urls", "resolver", "venv")
+
+
 def _legacy_hash(spec: Spec) -> str:
     data = dataclasses.asdict(spec)
     for volatile in ("path", "project_dir"):
         data.pop(volatile)
-    data["python"].pop("requirements_files")
+    # The python table as it was before the key existed (extras, groups, constraints, hashes came later).
+    data["python"] = {key: data["python"][key] for key in LEGACY_PYTHON_FIELDS}
     for model in data["app"]["models"]:
         del model["accept_producer"]
     del data["app"]["allow"]
