@@ -245,14 +245,17 @@ class _Ubj:
         return size
 
     def string(self) -> str | object:
-        size = self.length()
+        return self._text(self.length(), "string")
+
+    def _text(self, size: int, what: str) -> str | object:
+        """`size` bytes of UTF-8 (a string or a key); skipped past MAX_KEPT_STRING, not kept."""
         if size > MAX_KEPT_STRING:
             self.skip(size)
             return _SKIPPED
         try:
             return self.take(size).decode("utf-8")
         except UnicodeDecodeError:
-            raise ModelFormatError(f"a UBJSON string at byte {self.reader.offset} is not UTF-8") from None
+            raise ModelFormatError(f"a UBJSON {what} at byte {self.reader.offset} is not UTF-8") from None
 
     def value(self, marker: bytes, depth: int, *, keep: bool) -> object:
         if marker in _UBJ_FIXED:
@@ -324,13 +327,7 @@ class _Ubj:
         size = self.integer(length_marker)
         if size < 0:
             raise ModelFormatError(f"a negative UBJSON key length at byte {self.reader.offset}")
-        if size > MAX_KEPT_STRING:
-            self.skip(size)
-            return _SKIPPED
-        try:
-            return self.take(size).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ModelFormatError(f"a UBJSON key at byte {self.reader.offset} is not UTF-8") from None
+        return self._text(size, "key")
 
 
 def ubj_version_in_tail(tail: bytes) -> str | None:
