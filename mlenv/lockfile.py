@@ -160,6 +160,7 @@ def _apt_table(apt: LockedApt) -> Table:
                     "snapshot": redact(source.snapshot) if source.snapshot is not None else None,
                     "snapshot-timestamp": source.snapshot_timestamp,
                     "signed-by": source.signed_by,
+                    "resolved-from": source.resolved_from,
                 }
             )
         )
@@ -458,6 +459,7 @@ def _lock_from_data(data: Mapping[str, Any]) -> Lock:
                     snapshot=s.get("snapshot"),
                     snapshot_timestamp=s.get("snapshot-timestamp"),
                     signed_by=s.get("signed-by"),
+                    resolved_from=s.get("resolved-from"),
                 )
                 for s in apt.get("sources", [])
             ),

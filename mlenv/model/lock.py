@@ -51,6 +51,9 @@ class AptSource:
     snapshot: str | None = None  # snapshot URL for the as-of time, where the distro has one
     snapshot_timestamp: str | None = None
     signed_by: str | None = None  # the keyring the Release was verified with, None when not verified
+    # Where the pins were resolved: "snapshot" (the archive as it was at as-of) or "mirror" (as it is now,
+    # when no snapshot service answered; the .debs are then in the snapshot at snapshot_timestamp).
+    resolved_from: Literal["snapshot", "mirror"] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
