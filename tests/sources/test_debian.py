@@ -381,13 +381,23 @@ def test_a_missing_suite_and_an_unreachable_mirror_are_source_errors(
         )
 
 
-def test_as_of_sets_the_snapshot_time_and_an_older_as_of_is_noted(archive: Archive, tmp_path: Path) -> None:
+def test_without_a_snapshot_service_an_older_as_of_resolves_from_the_mirror_and_says_so(
+    archive: Archive, tmp_path: Path
+) -> None:
+    # Nothing listens on port 1: the snapshot archive cannot be reached, as on a machine without internet.
     as_of = datetime(2024, 5, 1, tzinfo=UTC)
-    suite = fetcher(archive, tmp_path).fetch_suite(
+    suite = fetcher(archive, tmp_path, snapshot_root="http://127.0.0.1:1/archive").fetch_suite(
         entry(), architectures=["amd64"], keyrings=[trusted(archive.good)], as_of=as_of
     )
-    assert suite.source.snapshot == "https://snapshot.debian.org/archive/debian/20240501T000000Z/"
-    assert "after as-of" in suite.notes[0]
+    # The pins come from the mirror as it is (dated 2024-06-01): the lock says so, and names the
+    # snapshot that holds that state (where the .debs can be fetched later), not the as-of one.
+    assert suite.source.resolved_from == "mirror"
+    assert suite.source.snapshot == "http://127.0.0.1:1/archive/debian/20240601T100000Z/"
+    assert suite.source.snapshot_timestamp == "20240601T100000Z"
+    assert "no snapshot archive for as-of: cannot reach http://127.0.0.1:1/archive/debian/20240501T000000Z/" in (
+        suite.notes[0]
+    )
+    assert "after as-of" in suite.notes[1]
 
 
 def test_a_file_mirror_is_read_from_disk(archive: Archive, tmp_path: Path) -> None:

@@ -14,8 +14,10 @@ import json
 import lzma
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 import requests
@@ -39,12 +41,15 @@ from mlenv.sources.debian.release import (
     Verified,
     apply_mirror,
     archive_name,
+    has_snapshots,
     note_expiry,
     release_date,
     snapshot_timestamp,
     snapshot_url,
+    timestamp_in,
     verify_release,
 )
+from mlenv.sources.debian.release import snapshot_root as default_snapshot_root
 
 TIMEOUT = (15, 120)
 # Bumped whenever the parsed form written to the cache changes shape.
@@ -93,11 +98,34 @@ class IndexCache:
 # --------------------------------------------------------------------------- fetching
 
 
+@dataclass(frozen=True, kw_only=True)
+class _ReadSuite:
+    """One suite's checked Release and indexes, before the lock's source record is chosen for it."""
+
+    dists: str
+    verified: Verified
+    release: Release
+    date: datetime
+    indexes: tuple[PackagesIndex, ...]
+    notes: list[str]
+
+    def suite(self, entry: SourceEntry, source: AptSource, notes: Sequence[str]) -> Suite:
+        return Suite(
+            entry=entry,
+            source=source,
+            date=self.date,
+            not_automatic=self.release.get("NotAutomatic", "").strip().lower() == "yes",
+            indexes=self.indexes,
+            notes=tuple(notes),
+        )
+
+
 class DebianArchive:
     """Fetches and checks the Release and Packages indexes of apt sources.
 
     `mirror` replaces each source's URI (see apply_mirror); `gpgv` names the verifier (looked up on
-    PATH); None does not verify, which every fetched suite then notes.
+    PATH); None does not verify, which every fetched suite then notes. `snapshot_root` is the snapshot
+    archive (default: release.snapshot_root(), $MLENV_SNAPSHOT_URL or Debian's; "" for none).
     """
 
     def __init__(
@@ -107,8 +135,11 @@ class DebianArchive:
         cache: IndexCache | None = None,
         session: requests.Session | None = None,
         gpgv: str | None = "gpgv",
+        snapshot_root: str | None = None,
     ) -> None:
         self.mirror = mirror
+        root = default_snapshot_root() if snapshot_root is None else snapshot_root.rstrip("/")
+        self.snapshot_root = root or None
         self.cache = cache or IndexCache()
         self.http = session or requests.Session()
         # None (or a verifier not on PATH) means Releases are not verified; every suite then says so.
@@ -124,9 +155,93 @@ class DebianArchive:
         as_of: datetime | None = None,
     ) -> Suite:
         """`entry`'s suite for `architectures`, its Release verified with `keyrings`. `listed` holds the URIs
-        of the base's other sources: a mirror that names one of their archives moves them all."""
+        of the base's other sources: a mirror that names one of their archives moves them all.
+
+        With `as_of`, a Debian archive is read from the snapshot archive as it was at that time; only
+        when no snapshot service answers is the mirror (today's state) used, and the source says so
+        (resolved-from = "mirror"), so `mlenv lock` can name the pins that may be newer than as-of."""
         archives = {archive_name(uri) for uri in (*listed, entry.uri)}
         base_uri = apply_mirror(entry.uri, self.mirror, archives)
+        notes: list[str] = []
+        if as_of is not None and self.snapshot_root is not None and has_snapshots(entry.uri):
+            read = self._snapshot_suite(entry, as_of, architectures, keyrings, notes)
+            if read is not None:
+                return read
+        read_mirror = self._read_suite(base_uri, entry, architectures, keyrings)
+        notes += read_mirror.notes
+        release = read_mirror.release
+        timestamp = snapshot = None
+        resolved_from: Literal["snapshot", "mirror"] | None = None
+        if release.get("Origin", "") == "Debian":
+            date = read_mirror.date
+            if as_of is not None and as_of < date:
+                notes.append(
+                    f"{read_mirror.dists} is dated {date.isoformat()}, after as-of {as_of.isoformat()}: "
+                    "the pins reflect the mirror, not the as-of time"
+                )
+            # The mirror's state is the snapshot archive's at the mirror's date: the .debs stay there.
+            timestamp = snapshot_timestamp(date)
+            snapshot = snapshot_url(entry.uri, timestamp, self.snapshot_root)
+            resolved_from = "mirror"
+        return read_mirror.suite(
+            entry,
+            AptSource(
+                mirror=redact(base_uri),
+                suite=entry.suite,
+                components=entry.components,
+                snapshot=snapshot,
+                snapshot_timestamp=timestamp,
+                signed_by=read_mirror.verified.keyring,
+                resolved_from=resolved_from,
+            ),
+            notes,
+        )
+
+    def _snapshot_suite(
+        self,
+        entry: SourceEntry,
+        as_of: datetime,
+        architectures: Sequence[str],
+        keyrings: Sequence[Keyring],
+        notes: list[str],
+    ) -> Suite | None:
+        """The suite as the snapshot archive holds it at `as_of`, or None (noted) when the service does
+        not answer or has no such suite. A snapshot that answers but fails its checks is an error."""
+        requested = snapshot_url(entry.uri, snapshot_timestamp(as_of), self.snapshot_root)
+        try:
+            found = self._locate(f"{requested}dists/{entry.suite}/InRelease")
+        except SourceError as error:
+            notes.append(f"no snapshot archive for as-of: {error}")
+            return None
+        if found is None:
+            notes.append(f"the snapshot archive has no {redact(requested)}dists/{entry.suite}/InRelease")
+            return None
+        # The service answers any time with the newest import at or before it, by a redirect.
+        timestamp = timestamp_in(found) or snapshot_timestamp(as_of)
+        root = snapshot_url(entry.uri, timestamp, self.snapshot_root).rstrip("/")
+        read = self._read_suite(root, entry, architectures, keyrings)
+        if read.release.get("Origin", "") != "Debian":
+            raise SourceError(f"{redact(read.dists)}: the snapshot archive serves a Release not from Debian")
+        if read.date > as_of:
+            raise SourceError(
+                f"{redact(read.dists)} is dated {read.date.isoformat()}, after as-of {as_of.isoformat()}",
+                hint="the snapshot service answered with a later import than asked for",
+            )
+        source = AptSource(
+            mirror=redact(root),
+            suite=entry.suite,
+            components=entry.components,
+            snapshot=redact(f"{root}/"),
+            snapshot_timestamp=timestamp,
+            signed_by=read.verified.keyring,
+            resolved_from="snapshot",
+        )
+        return read.suite(entry, source, [*notes, *read.notes])
+
+    def _read_suite(
+        self, base_uri: str, entry: SourceEntry, architectures: Sequence[str], keyrings: Sequence[Keyring]
+    ) -> _ReadSuite:
+        """The verified Release and the Packages indexes of `entry`'s suite under `base_uri`."""
         dists = f"{base_uri}/dists/{entry.suite}"
         notes: list[str] = []
 
@@ -177,32 +292,8 @@ class DebianArchive:
             raise SourceError(
                 f"{dists}: no Packages index for {', '.join(entry.components)} on {', '.join(archs)}"
             )
-
-        timestamp = None
-        snapshot = None
-        if release.get("Origin", "") == "Debian":
-            if as_of is not None and as_of < date:
-                notes.append(
-                    f"{dists} is dated {date.isoformat()}, after as-of {as_of.isoformat()}: "
-                    "the pins reflect the mirror, not the as-of time"
-                )
-            timestamp = snapshot_timestamp(as_of or date)
-            snapshot = snapshot_url(entry.uri, timestamp)
-        source = AptSource(
-            mirror=redact(base_uri),
-            suite=entry.suite,
-            components=entry.components,
-            snapshot=snapshot,
-            snapshot_timestamp=timestamp,
-            signed_by=verified.keyring,
-        )
-        return Suite(
-            entry=entry,
-            source=source,
-            date=date,
-            not_automatic=release.get("NotAutomatic", "").strip().lower() == "yes",
-            indexes=tuple(indexes),
-            notes=tuple(notes),
+        return _ReadSuite(
+            dists=dists, verified=verified, release=release, date=date, indexes=tuple(indexes), notes=notes
         )
 
     def _fetch_index(
@@ -258,6 +349,21 @@ class DebianArchive:
                 f"cannot download {redact(url)}: not found", hint="check the suite name and the mirror"
             )
         return data
+
+    def _locate(self, url: str) -> str | None:
+        """The URL `url` ends at after redirects (None when not found); its body is not kept."""
+        if url.startswith("file:"):
+            return url if Path(urlsplit(url).path).is_file() else None
+        try:
+            response = self.http.get(url, timeout=TIMEOUT, stream=True)
+        except requests.RequestException as error:
+            raise SourceError(f"cannot reach {redact(url)}: {error.__class__.__name__}") from None
+        with response:
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise SourceError(f"cannot download {redact(url)}: HTTP {response.status_code}")
+            return str(response.url)
 
     def _get_optional(self, url: str) -> bytes | None:
         if url.startswith("file:"):

@@ -5,6 +5,7 @@ dates, and where an archive and its snapshots live. No downloads: archive.py fet
 from __future__ import annotations
 
 import base64
+import os
 import re
 import subprocess
 import tempfile
@@ -48,12 +49,34 @@ def apply_mirror(uri: str, mirror: str | None, archives: Iterable[str]) -> str:
     return f"{mirror}/{archive_name(uri)}"
 
 
+def snapshot_root() -> str | None:
+    """Where the snapshot archive lives: $MLENV_SNAPSHOT_URL (`off` for none: an air-gapped site), else
+    Debian's. The archive lays out every archive by time: ROOT/<archive>/<YYYYMMDDTHHMMSSZ>/dists/..."""
+    configured = os.environ.get("MLENV_SNAPSHOT_URL")
+    if configured is None:
+        return SNAPSHOT_ROOT
+    configured = configured.strip().rstrip("/")
+    return None if configured in ("", "off", "none") else configured
+
+
+def has_snapshots(uri: str) -> bool:
+    """Debian's snapshot archive keeps the archives Debian publishes (debian, debian-security, ...)."""
+    return archive_name(uri).startswith("debian")
+
+
 def snapshot_timestamp(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def snapshot_url(uri: str, timestamp: str) -> str:
-    return f"{SNAPSHOT_ROOT}/{archive_name(uri)}/{timestamp}/"
+def snapshot_url(uri: str, timestamp: str, root: str | None = None) -> str:
+    return f"{(root or SNAPSHOT_ROOT).rstrip('/')}/{archive_name(uri)}/{timestamp}/"
+
+
+def timestamp_in(url: str) -> str | None:
+    """The snapshot time a (redirected) snapshot URL names: the service answers a request for any time
+    with the newest import at or before it."""
+    found = re.search(r"/([0-9]{8}T[0-9]{6}Z)/", url)
+    return found.group(1) if found else None
 
 
 # --------------------------------------------------------------------------- signatures
