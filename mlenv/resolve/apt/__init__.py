@@ -11,7 +11,7 @@ indexes come in through a SuiteFetcher (mlenv.sources.debian.archive.DebianArchi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -64,13 +64,20 @@ class AptResolution:
         return LockedApt(sources=self.sources, packages=self.pins)
 
 
-def resolve_apt(requests: Sequence[str], base: AptBaseState, suites: Sequence[Suite]) -> AptResolution:
-    """The closure `apt-get install --no-install-recommends REQUESTS` installs on `base` from `suites`."""
+def resolve_apt(
+    requests: Sequence[str],
+    base: AptBaseState,
+    suites: Sequence[Suite],
+    *,
+    prefer: Mapping[PkgKey, str] | None = None,
+) -> AptResolution:
+    """The closure `apt-get install --no-install-recommends REQUESTS` installs on `base` from `suites`,
+    keeping the versions in `prefer` (the old lock's) where they still do (solver.py)."""
     notes = list(base.notes)
     for suite in suites:
         notes += suite.notes
     universe = Universe(suites, base)
-    solver = Solver(universe)
+    solver = Solver(universe, prefer=prefer)
     keys: list[PkgKey] = []
     for text in requests:
         request = parse_request(text)
@@ -170,11 +177,16 @@ def fetch_suites(
 
 
 def lock_apt(
-    spec: AptSpec, base: AptBaseState, *, archive: SuiteFetcher, as_of: datetime | None = None
+    spec: AptSpec,
+    base: AptBaseState,
+    *,
+    archive: SuiteFetcher,
+    as_of: datetime | None = None,
+    prefer: Mapping[PkgKey, str] | None = None,
 ) -> AptResolution:
     """The apt section of the lock: fetch the base's indexes through `archive` (which applies the spec's
-    mirror) and resolve."""
+    mirror) and resolve, preferring the old lock's versions (`prefer`, (name, arch) -> version)."""
     if not spec.packages:
         return AptResolution(pins=(), sources=())
     suites = fetch_suites(base, archive, as_of=as_of)
-    return resolve_apt(spec.packages, base, suites)
+    return resolve_apt(spec.packages, base, suites, prefer=prefer)

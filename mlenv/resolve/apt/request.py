@@ -83,7 +83,7 @@ def request_key(request: AptRequest, universe: Universe, solver: Solver, notes: 
             raise ResolutionError(
                 f"apt package {request.name}={request.version} is not available (available: {available})"
             )
-        solver.cand[key] = match[0]
+        solver.choose(key, match[0])
     elif solver.candidate(key) is None:
         raise ResolutionError(f"apt package {request.name} has no installation candidate")
     return key

@@ -15,12 +15,18 @@ apt 2.6, the version in Debian 12), step for step where it decides the outcome:
 * binaries built from the same source as a package being installed are upgraded with it
   (APT::Get::Upgrade-By-Source-Package), Conflicts/Breaks against installed packages upgrade them,
   and installed packages whose versioned dependency an upgrade would break are upgraded too.
+
+One thing apt does not do: a re-lock prefers the versions the old lock pinned (`prefer`), as uv and
+pip-compile prefer the pins of their old output. A preferred version is the candidate while the mirror
+still serves it and it is no downgrade of the base; when the marking then fails, the preferences some
+package needs past (a versioned Depends the old version misses, a Breaks that hits it) are dropped and
+the marking is done again, down to none: a re-lock moves only what it must.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from debian.debian_support import version_compare
@@ -39,8 +45,14 @@ class _Failure:
 class Solver:
     """apt's MarkInstall, over a Universe. `install(keys)` marks like `apt-get install`."""
 
-    def __init__(self, universe: Universe) -> None:
+    def __init__(self, universe: Universe, *, prefer: Mapping[PkgKey, str] | None = None) -> None:
         self.u = universe
+        # (name, arch) -> version the old lock pinned; an arch:all pin counts as the native one.
+        self.prefer: dict[PkgKey, str] = {
+            (name, universe.native if arch == "all" else arch): version
+            for (name, arch), version in sorted((prefer or {}).items())
+        }
+        self.chosen: dict[PkgKey, Ver] = {}  # candidates a request named (`name=version`)
         self.cand: dict[PkgKey, Ver | None] = {}
         self.inst: dict[PkgKey, Ver | None] = {}
         self.protected: set[PkgKey] = set()
@@ -55,8 +67,25 @@ class Solver:
 
     def candidate(self, key: PkgKey) -> Ver | None:
         if key not in self.cand:
-            self.cand[key] = self.u.default_candidate(key)
+            self.cand[key] = self._preferred(key) or self.u.default_candidate(key)
         return self.cand[key]
+
+    def choose(self, key: PkgKey, ver: Ver) -> None:
+        """The candidate a request names (`name=version`): kept whatever the preferences do."""
+        self.chosen[key] = ver
+        self.cand[key] = ver
+
+    def _preferred(self, key: PkgKey) -> Ver | None:
+        """The old lock's version of `key` when the mirror (or the base) still has it, never a downgrade."""
+        version = self.prefer.get(key)
+        if version is None:
+            return None
+        current = self.current(key)
+        if current is not None and version_compare(version, current.version) < 0:
+            return None
+        if current is not None and current.version == version:
+            return current
+        return next((v for v in self.u.versions(key) if v.version == version), None)
 
     def install_ver(self, key: PkgKey) -> Ver | None:
         return self.inst[key] if key in self.inst else self.current(key)
@@ -467,7 +496,56 @@ class Solver:
     # ---- the command
 
     def install(self, keys: Sequence[PkgKey]) -> None:
-        """`apt-get install KEYS` (candidates already set): mark all, then auto-install each in order."""
+        """`apt-get install KEYS` (candidates already set): mark all, then auto-install each in order;
+        with preferences, again without those that stood in the way, until it works or none is left."""
+        while True:
+            self._mark(keys)
+            if not self.prefer or self.succeeded(keys):
+                return
+            for key in self._blocking_preferences() or set(self.prefer):
+                del self.prefer[key]
+            self.cand = dict(self.chosen)
+            self.inst, self.protected, self.failures, self.removals = {}, set(), {}, []
+
+    def succeeded(self, keys: Sequence[PkgKey]) -> bool:
+        """Every request marked, nothing left broken, nothing of the base removed."""
+        return not self.removals and not any(k in self.failures for k in keys) and not any(self.broken())
+
+    def _blocking_preferences(self) -> set[PkgKey]:
+        """Preferred keys that a version in play needs past: a versioned Depends or Pre-Depends the
+        preferred version misses and the default candidate meets, or a Breaks/Conflicts that hits it and
+        not the default; and preferred versions that could not be installed themselves."""
+        in_play = {
+            id(v): v
+            for v in (*self.cand.values(), *self.inst.values(), *self.u.installed.values())
+            if v is not None
+        }
+        needs: dict[str, list[tuple[Atom, bool]]] = {}
+        for ver in in_play.values():
+            for group in ver.critical():
+                for atom in group:
+                    if atom[2] is not None:
+                        needs.setdefault(atom[0], []).append((atom, False))
+            for atom in self.negatives(ver):
+                if atom[2] is not None and not (atom[1] or "").startswith("@"):
+                    needs.setdefault(atom[0], []).append((atom, True))
+        blocking = set()
+        for key in self.prefer:
+            preferred, default = self._preferred(key), self.u.default_candidate(key)
+            if preferred is None or preferred is default:
+                continue
+            if key in self.failures:
+                blocking.add(key)
+                continue
+            for (_, _, relation, version), negative in needs.get(key[0], ()):
+                hits_old = satisfies(preferred.version, relation, version)
+                hits_new = default is not None and satisfies(default.version, relation, version)
+                if (hits_old and not hits_new) if negative else (hits_new and not hits_old):
+                    blocking.add(key)
+                    break
+        return blocking
+
+    def _mark(self, keys: Sequence[PkgKey]) -> None:
         for key in keys:
             self.protected.add(key)
             self.mark_install(key, auto=False, from_user=True)
