@@ -10,11 +10,12 @@ import typer
 
 from mlenv.cli.common import read_lock_input, refuse_directory
 from mlenv.cli.progress import for_command
+from mlenv.errors import ResolutionError
 from mlenv.files import write_atomic
 from mlenv.lockfile import LOCK_FILE, dump_bytes, lock_digest
 from mlenv.model.spec import ResolverName
 from mlenv.resolve import Sources, resolve_lock
-from mlenv.resolve.freshness import stale_reasons
+from mlenv.resolve.freshness import apt_as_of_gap, stale_reasons
 from mlenv.sources.python.backend import ResolverBackend
 from mlenv.spec import load_spec
 
@@ -50,6 +51,13 @@ def lock(
         bool, typer.Option("--check", help="Exit 1 if the lock is stale; never writes, no network.")
     ] = False,
     output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    strict_as_of: Annotated[
+        bool,
+        typer.Option(
+            "--strict-as-of",
+            help="Exit 2 (writing nothing) when apt cannot be resolved at as-of (no snapshot archive).",
+        ),
+    ] = False,
 ) -> None:
     """Resolve mlenv.toml into mlenv.lock (every layer pinned, Python files hashed for the target)."""
     as_json = wants_json(output_format)
@@ -69,7 +77,14 @@ def lock(
             typer.echo(f"{path} is up to date")
         return
     with for_command():
-        data = dump_bytes(resolve_lock(spec, default_sources()))
+        resolved = resolve_lock(spec, default_sources())
+    gap = apt_as_of_gap(resolved)
+    if gap is not None:
+        if strict_as_of:
+            hint = "reach a snapshot archive (MLENV_SNAPSHOT_URL), or drop --strict-as-of"
+            raise ResolutionError(gap, hint=hint)
+        typer.echo(f"mlenv: warning: {gap}", err=True)
+    data = dump_bytes(resolved)
     unchanged = path.is_file() and path.read_bytes() == data
     if not unchanged:
         write_atomic(path, data)

@@ -9,7 +9,7 @@ index URL is stale even when `spec-hash` was left alone.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -192,3 +192,35 @@ def _shown(value: object) -> str:
     """A projected value as the lock's reader would write it (JSON): `"2024-07-01T00:00:00Z"`, `null`,
     lists for tuples; a newline in a hand-edited value stays an escape inside the one line."""
     return json.dumps(_plain(value), ensure_ascii=False)
+
+
+def apt_as_of_gap(lock: Lock) -> str | None:
+    """One line when the lock's apt pins could not be resolved at its `as-of`: no snapshot archive
+    answered, so they come from a mirror dated after as-of (its sources say resolved-from = "mirror").
+
+    Debian's indexes carry no per-package dates, so which pins are newer than as-of cannot be told
+    without the snapshot: every pin of such a lock is named as possibly newer."""
+    if lock.as_of is None or not lock.apt.packages:
+        return None
+    dates = sorted(
+        when
+        for source in lock.apt.sources
+        if source.resolved_from == "mirror" and source.snapshot_timestamp
+        for when in [_snapshot_time(source.snapshot_timestamp)]
+        if when is not None and when > lock.as_of
+    )
+    if not dates:
+        return None
+    pins = ", ".join(f"{p.name} {p.version}" for p in sorted(lock.apt.packages, key=lambda p: p.name))
+    return (
+        f"apt: no snapshot archive answered for as-of {rfc3339(lock.as_of)}; the "
+        f"{len(lock.apt.packages)} apt pins come from the mirror as of {rfc3339(dates[-1])} and may be "
+        f"newer than as-of: {pins}"
+    )
+
+
+def _snapshot_time(stamp: str) -> datetime | None:
+    try:
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None

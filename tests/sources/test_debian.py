@@ -394,8 +394,9 @@ def test_without_a_snapshot_service_an_older_as_of_resolves_from_the_mirror_and_
     assert suite.source.resolved_from == "mirror"
     assert suite.source.snapshot == "http://127.0.0.1:1/archive/debian/20240601T100000Z/"
     assert suite.source.snapshot_timestamp == "20240601T100000Z"
-    assert "no snapshot archive for as-of: cannot reach http://127.0.0.1:1/archive/debian/20240501T000000Z/" in (
-        suite.notes[0]
+    assert (
+        "no snapshot archive for as-of: cannot reach http://127.0.0.1:1/archive/debian/20240501T000000Z/"
+        in (suite.notes[0])
     )
     assert "after as-of" in suite.notes[1]
 
