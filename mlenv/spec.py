@@ -156,7 +156,7 @@ def spec_hash(spec: Spec) -> str:
     # without them hashes as it did before they were read.
     for layout in ("requirements_files", "extras", "groups", "origins"):
         data["python"].pop(layout)
-    for content in ("constraints", "hashes"):
+    for content in ("constraints", "hashes", "as_of_exceptions"):
         if not data["python"][content]:
             del data["python"][content]
     data["python"]["requirements"] = sorted(data["python"]["requirements"])
@@ -475,6 +475,7 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str, document: dict[s
         extra_index_urls=tuple(python_table.get("extra-index-urls", [])),
         resolver=python_table.get("resolver", "uv"),
         venv=python_table.get("venv", DEFAULT_VENV),
+        as_of_exceptions=_as_of_exceptions(table, path, prefix),
     )
 
     apt_table = table.get("apt", {})
@@ -541,6 +542,28 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str, document: dict[s
         app=app,
         as_of=_parse_as_of(table.get("as-of"), path, prefix + "as-of"),
     )
+
+
+def _as_of_exceptions(
+    table: dict[str, Any], path: Path, prefix: str
+) -> tuple[tuple[str, datetime | None], ...]:
+    """[python] as-of-exceptions: a table of package = its own cut-off, or a list of packages with none.
+    Without a top-level as-of there is no cut-off to be let past, so the key is refused."""
+    value = table.get("python", {}).get("as-of-exceptions")
+    if value is None:
+        return ()
+    key = f"{prefix}python.as-of-exceptions"
+    if table.get("as-of") is None:
+        raise SpecError(
+            str(path), key, "needs as-of: without a cut-off there is nothing to let a package past"
+        )
+    entries = {name: None for name in value} if isinstance(value, list) else dict(value)
+    found: dict[str, datetime | None] = {}
+    for name, cutoff in entries.items():
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", name):
+            raise SpecError(str(path), key, f"{quoted(name)} is not a package name")
+        found[canonicalize_name(name)] = _parse_as_of(cutoff, path, f"{key}.{name}")
+    return tuple(sorted(found.items()))
 
 
 def _accept_producer(table: dict[str, str], file: str, key: str) -> tuple[tuple[str, str], ...]:

@@ -54,6 +54,9 @@ class PythonSpec:
     extra_index_urls: tuple[str, ...] = ()
     resolver: ResolverName = "uv"
     venv: str = DEFAULT_VENV
+    # (canonical package name, its own cut-off, or None for none), sorted: packages let past the spec's
+    # as-of (`as-of-exceptions`, as uv's exclude-newer-package).
+    as_of_exceptions: tuple[tuple[str, datetime | None], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
