@@ -1,4 +1,5 @@
-"""`mlenv lock [--check]`: resolve the spec into mlenv.lock, or say whether the lock is stale."""
+"""`mlenv lock [--check] [-P NAME] [--upgrade-apt NAME] [--upgrade]`: resolve the spec into mlenv.lock,
+keeping the old lock's pins where they still satisfy it, or say whether the lock is stale."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import typer
 
 from mlenv.cli.common import read_lock_input, refuse_directory
 from mlenv.cli.progress import for_command
-from mlenv.errors import ResolutionError
+from mlenv.errors import MlenvError, ResolutionError
 from mlenv.files import write_atomic
 from mlenv.lockfile import LOCK_FILE, dump_bytes, lock_digest
+from mlenv.model.lock import Lock
 from mlenv.model.spec import ResolverName
 from mlenv.resolve import Sources, resolve_lock
 from mlenv.resolve.freshness import apt_as_of_gap, stale_reasons
+from mlenv.resolve.upgrade import parse_upgrade
 from mlenv.sources.python.backend import ResolverBackend
 from mlenv.spec import load_spec
 
@@ -58,9 +61,30 @@ def lock(
             help="Exit 2 (writing nothing) when apt cannot be resolved at as-of (no snapshot archive).",
         ),
     ] = False,
+    upgrade_package: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--upgrade-package",
+            "-P",
+            help="Let this Python package move (NAME or NAME==VERSION; repeatable); other pins stay.",
+        ),
+    ] = None,
+    upgrade_apt: Annotated[
+        list[str] | None,
+        typer.Option("--upgrade-apt", help="Let this apt package move (NAME or NAME:ARCH; repeatable)."),
+    ] = None,
+    upgrade_all: Annotated[
+        bool, typer.Option("--upgrade", "-U", help="Re-resolve everything: the old lock is no preference.")
+    ] = False,
 ) -> None:
-    """Resolve mlenv.toml into mlenv.lock (every layer pinned, Python files hashed for the target)."""
+    """Resolve mlenv.toml into mlenv.lock (every layer pinned, Python files hashed for the target).
+
+    Every pin of the existing lock that still satisfies the spec is kept (as uv and pip-compile keep
+    the pins of their output file); -P, --upgrade-apt and --upgrade say what may move."""
     as_json = wants_json(output_format)
+    upgrade = parse_upgrade(everything=upgrade_all, python=upgrade_package or [], apt=upgrade_apt or [])
+    if check and (upgrade.everything or upgrade.python or upgrade.apt):
+        raise MlenvError("--check resolves nothing: it takes no --upgrade, -P or --upgrade-apt")
     spec = load_spec(project)
     path = lockfile or Path(spec.project_dir, LOCK_FILE)
     refuse_directory(path, "--lockfile")
@@ -77,7 +101,8 @@ def lock(
             typer.echo(f"{path} is up to date")
         return
     with for_command():
-        resolved = resolve_lock(spec, default_sources())
+        previous = None if upgrade.everything else previous_lock(path)
+        resolved = resolve_lock(spec, default_sources(), previous=previous, upgrade=upgrade)
     gap = apt_as_of_gap(resolved)
     if gap is not None:
         if strict_as_of:
@@ -93,6 +118,20 @@ def lock(
         typer.echo(json.dumps(shown, indent=2))
     else:
         typer.echo(f"{path}: {'unchanged' if unchanged else 'written'}")
+
+
+def previous_lock(path: Path) -> Lock | None:
+    """The existing lock, to prefer its pins; one that cannot be read is no preference: a warning, and the
+    lock is resolved from scratch (`mlenv lock` is how a broken lock is fixed, so it must not refuse)."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        return read_lock_input(path, "--lockfile")[1]
+    except (MlenvError, OSError, ValueError, RecursionError) as error:
+        typer.echo(
+            f"mlenv: warning: the existing lock is no preference, resolving from scratch: {error}", err=True
+        )
+        return None
 
 
 def wants_json(output_format: str) -> bool:

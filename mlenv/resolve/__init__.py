@@ -18,6 +18,7 @@ from mlenv.resolve.base import BaseImage, resolve_base, target_from_base
 from mlenv.resolve.cuda import BaseCuda, Requires, check_request, fetch_requires, lock_cuda, needs_metadata
 from mlenv.resolve.models import lock_models
 from mlenv.resolve.python import requested_names, resolve_python
+from mlenv.resolve.upgrade import Upgrade, apt_preferences, python_preferences, unknown_upgrades
 from mlenv.sources.python.backend import ResolverBackend
 from mlenv.sources.registry import RegistryClient
 from mlenv.spec import spec_hash
@@ -118,9 +119,20 @@ def resolve_cuda(
     return resolution.locked
 
 
-def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = _stderr_warning) -> Lock:
+def resolve_lock(
+    spec: Spec,
+    sources: Sources,
+    *,
+    warn: Callable[[str], None] = _stderr_warning,
+    previous: Lock | None = None,
+    upgrade: Upgrade | None = None,
+) -> Lock:
     """Resolve the spec into a Lock, reading the base, the apt archive and the Python index through
-    `sources`. Warnings (a lock that works but deserves a look) go to `warn`, one line each."""
+    `sources`. Warnings (a lock that works but deserves a look) go to `warn`, one line each.
+
+    `previous` (the old lock) is a preference: every pin of it that still satisfies the spec is kept,
+    except what `upgrade` lets move (upgrade.py), so a re-lock moves only what it must."""
+    upgrade = upgrade or Upgrade()
     steps = current()
     if spec.base is not None:
         steps.step(f"lock: reading base image {spec.base.image}")
@@ -135,8 +147,9 @@ def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = 
         steps.step(f"lock: resolving {len(spec.apt.packages)} apt packages against {spec.apt.mirror}")
         states = {platform: apt_base_state(fs) for platform, fs in base.filesystems.items()}
         archive = sources.debian(spec.apt.mirror)
+        prefer = apt_preferences(previous, upgrade)
         resolutions = [
-            lock_apt(spec.apt, state, archive=archive, as_of=spec.as_of)
+            lock_apt(spec.apt, state, archive=archive, as_of=spec.as_of, prefer=prefer)
             for _, state in sorted(states.items())
         ]
         apt = LockedApt(
@@ -146,9 +159,15 @@ def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = 
             ),
         )
     steps.step(f"lock: resolving Python packages with {spec.python.resolver} for {target.python}")
-    python = resolve_python(spec, target, sources.python(spec.python.resolver))
+    python = resolve_python(
+        spec,
+        target,
+        sources.python(spec.python.resolver),
+        preferences=python_preferences(previous, upgrade),
+        upgrade_packages=upgrade.python,
+    )
     steps.step("lock: checking the CUDA stack, hashing models")
-    return Lock(
+    lock = Lock(
         name=spec.name,
         spec_hash=spec_hash(spec),
         as_of=spec.as_of,
@@ -160,3 +179,6 @@ def resolve_lock(spec: Spec, sources: Sources, *, warn: Callable[[str], None] = 
         app=locked_app(spec.app),
         models=lock_models(spec, python, warn=warn),
     )
+    for message in unknown_upgrades(previous, lock, upgrade):
+        warn(message)
+    return lock

@@ -37,9 +37,17 @@ def requested_names(python: PythonSpec, target: Target | None = None) -> frozens
     return frozenset(names)
 
 
-def resolve_python(spec: Spec, target: Target, backend: ResolverBackend) -> LockedPython:
+def resolve_python(
+    spec: Spec,
+    target: Target,
+    backend: ResolverBackend,
+    *,
+    preferences: tuple[tuple[str, str], ...] = (),
+    upgrade_packages: tuple[str, ...] = (),
+) -> LockedPython:
     """Resolve the spec's requirements once per target platform (through `backend`, the resolver the spec
-    names) and merge them into one pin set."""
+    names) and merge them into one pin set. `preferences` (the old lock's pins) are kept where they still
+    satisfy the spec, except those of `upgrade_packages` (`name` or `name==version`)."""
     per_platform = []
     for platform in sorted(target.platforms):
         request = PythonRequest(
@@ -51,6 +59,9 @@ def resolve_python(spec: Spec, target: Target, backend: ResolverBackend) -> Lock
             index_url=spec.python.index_url,
             extra_index_urls=spec.python.extra_index_urls,
             as_of=spec.as_of,
+            as_of_exceptions=spec.python.as_of_exceptions,
+            preferences=preferences,
+            upgrade_packages=upgrade_packages,
         )
         per_platform.append((platform, backend.resolve(request)))
     requested = requested_names(spec.python, target)

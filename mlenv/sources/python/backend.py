@@ -23,6 +23,13 @@ class PythonRequest:
     index_url: str
     extra_index_urls: tuple[str, ...] = ()
     as_of: datetime | None = None
+    # (package, its own cut-off or None for none): a package let past `as_of` (uv's exclude-newer-package)
+    as_of_exceptions: tuple[tuple[str, datetime | None], ...] = ()
+    # (name, version) pins of the old lock: kept where they still satisfy the requirements, as both
+    # resolvers keep the pins of an existing output file
+    preferences: tuple[tuple[str, str], ...] = ()
+    # `name` or `name==version`: packages let go of their preference (--upgrade-package)
+    upgrade_packages: tuple[str, ...] = ()
 
 
 class ResolverBackend(Protocol):

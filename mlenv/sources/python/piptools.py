@@ -87,6 +87,10 @@ class PipToolsBackend:
             source = Path(work, "requirements.in")
             source.write_text(requirements_input(request, Path(work)), encoding="utf-8")
             output = Path(work, "requirements.txt")
+            if request.preferences:
+                # pip-compile keeps the pins of an existing output file that still satisfy the input.
+                pins = "".join(f"{name}=={version}\n" for name, version in sorted(request.preferences))
+                output.write_text(pins, encoding="utf-8")
             command = [
                 sys.executable,
                 "-m",
@@ -106,6 +110,8 @@ class PipToolsBackend:
             ]
             for extra in request.extra_index_urls:
                 command += ["--extra-index-url", extra]
+            for package in request.upgrade_packages:
+                command += ["--upgrade-package", package]
             result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=work)
             if result.returncode != 0:
                 lines = [line for line in result.stderr.splitlines() if line.strip()]

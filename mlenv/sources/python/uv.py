@@ -6,6 +6,7 @@ PEP 751 output already lists each pin's files for that platform with url, size a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,9 @@ class UvBackend:
             requirements = Path(work, "requirements.in")
             requirements.write_text(requirements_input(request, Path(work)), encoding="utf-8")
             output = Path(work, "pylock.toml")
+            if request.preferences:
+                # uv keeps the pins of an existing output file that still satisfy the requirements.
+                output.write_text(preference_pylock(request.preferences), encoding="utf-8")
             command = [
                 find_uv(),
                 "pip",
@@ -83,11 +87,24 @@ class UvBackend:
                 command += ["--extra-index-url", extra]
             if request.as_of is not None:
                 command += ["--exclude-newer", rfc3339(request.as_of)]
+                for name, cutoff in request.as_of_exceptions:
+                    until = "false" if cutoff is None else rfc3339(cutoff)
+                    command += ["--exclude-newer-package", f"{name}={until}"]
+            for package in request.upgrade_packages:
+                command += ["--upgrade-package", package]
             env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
             result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             if result.returncode != 0:
                 raise ResolutionError(_first_error_line(result.stderr))
             return pins_from_pylock(tomllib.loads(output.read_text(encoding="utf-8")), request.index_url)
+
+
+def preference_pylock(preferences: tuple[tuple[str, str], ...]) -> str:
+    """A PEP 751 file of bare name/version pins: what uv reads preferences from (it needs no files)."""
+    lines = ['lock-version = "1.0"\n', 'created-by = "mlenv"\n']
+    for name, version in sorted(preferences):
+        lines.append(f"\n[[packages]]\nname = {json.dumps(name)}\nversion = {json.dumps(version)}\n")
+    return "".join(lines)
 
 
 def pins_from_pylock(data: dict[str, Any], default_index: str) -> list[PythonPin]:

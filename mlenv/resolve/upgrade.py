@@ -1,0 +1,114 @@
+"""What a re-lock may move: the old lock is a preference, as uv's and pip-compile's old output is.
+
+`mlenv lock` keeps every pin of the old lock that still satisfies the spec; `--upgrade-package NAME`
+(`-P`, also `NAME==VERSION`) lets one Python package move (and what it drags along), `--upgrade-apt
+NAME` one apt package, `--upgrade` everything. This module turns those flags and the old lock into the
+preferences each resolver takes; it does no IO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from mlenv.errors import MlenvError
+from mlenv.model.lock import Lock
+from mlenv.resolve.apt.request import parse_request
+from mlenv.resolve.apt.universe import PkgKey
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upgrade:
+    """The upgrade flags of `mlenv lock`, checked (see parse_upgrade)."""
+
+    everything: bool = False  # --upgrade: the old lock is no preference at all
+    python: tuple[str, ...] = ()  # --upgrade-package: canonical `name` or `name==version`
+    apt: tuple[str, ...] = ()  # --upgrade-apt: `name` or `name:arch`
+
+    def python_names(self) -> frozenset[str]:
+        return frozenset(Requirement(text).name for text in self.python)
+
+
+def parse_upgrade(*, everything: bool, python: list[str], apt: list[str]) -> Upgrade:
+    """The flags as given on the command line; a value that is not a package is one MlenvError."""
+    packages = []
+    for text in python:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            requirement = None
+        specifiers = list(requirement.specifier) if requirement is not None else []
+        if (
+            requirement is None
+            or requirement.extras
+            or requirement.url
+            or requirement.marker
+            or len(specifiers) > 1
+            or (specifiers and specifiers[0].operator != "==")
+        ):
+            raise MlenvError(
+                f"--upgrade-package {text!r} is not NAME or NAME==VERSION",
+                hint="e.g. -P numpy or -P numpy==1.26.4",
+            )
+        name = canonicalize_name(requirement.name)
+        packages.append(f"{name}=={specifiers[0].version}" if specifiers else name)
+    names = []
+    for text in apt:
+        try:
+            request = parse_request(text)
+        except MlenvError:
+            request = None
+        if request is None or request.version is not None:
+            raise MlenvError(
+                f"--upgrade-apt {text!r} is not NAME or NAME:ARCH", hint="e.g. --upgrade-apt curl"
+            )
+        names.append(text.strip())
+    return Upgrade(
+        everything=everything, python=tuple(dict.fromkeys(packages)), apt=tuple(dict.fromkeys(names))
+    )
+
+
+def python_preferences(previous: Lock | None, upgrade: Upgrade) -> tuple[tuple[str, str], ...]:
+    """(name, version) of each Python pin of the old lock the resolver should keep if it can."""
+    if previous is None or upgrade.everything:
+        return ()
+    moving = upgrade.python_names()
+    return tuple(
+        sorted((pin.name, pin.version) for pin in previous.python.packages if pin.name not in moving)
+    )
+
+
+def apt_preferences(previous: Lock | None, upgrade: Upgrade) -> dict[PkgKey, str]:
+    """(name, architecture) -> version of each apt pin of the old lock the solver should keep if it can;
+    `--upgrade-apt NAME` frees every architecture of NAME, `NAME:ARCH` that one."""
+    if previous is None or upgrade.everything:
+        return {}
+    moving = [parse_request(text) for text in upgrade.apt]
+    return {
+        (pin.name, pin.architecture): pin.version
+        for pin in previous.apt.packages
+        if not any(
+            m.name == pin.name and (m.architecture is None or pin.architecture in (m.architecture, "all"))
+            for m in moving
+        )
+    }
+
+
+def unknown_upgrades(previous: Lock | None, new: Lock, upgrade: Upgrade) -> list[str]:
+    """One warning per upgrade flag that names a package neither lock has (a typo moves nothing)."""
+    warnings = []
+    old_python = {p.name for p in previous.python.packages} if previous is not None else set()
+    new_python = {p.name for p in new.python.packages}
+    for text in upgrade.python:
+        name = Requirement(text).name
+        if name not in old_python | new_python:
+            warnings.append(f"--upgrade-package {text}: {name} is not a Python package of the lock")
+    old_apt = {p.name for p in previous.apt.packages} if previous is not None else set()
+    new_apt = {p.name for p in new.apt.packages}
+    for text in upgrade.apt:
+        name = parse_request(text).name
+        if name not in old_apt | new_apt:
+            warnings.append(f"--upgrade-apt {text}: {name} is not an apt package of the lock")
+    return warnings
