@@ -356,4 +356,6 @@ def test_a_failed_fetch_names_the_file_without_the_mirror_credentials(
     )
     with pytest.raises(BuildError) as caught:
         artifacts.fetch([artifact], ContentStore(tmp_path), lambda _: None)
-    assert str(caught.value) == "cannot fetch curl.deb: cannot reach http://deb.example/pool/curl.deb"
+    assert str(caught.value) == (
+        f"cannot fetch curl.deb: not in the cache ({tmp_path}); cannot reach http://deb.example/pool/curl.deb"
+    )

@@ -1,10 +1,16 @@
-"""Every locked artifact (wheels, .debs) fetched on the host and checked against the lock's sha256."""
+"""Every locked artifact (wheels, .debs) fetched on the host and checked against the lock's sha256.
+
+Fetched by hash, from the first place that has it: the content-addressed cache, then each URL (for a
+.deb the mirror's pool path, then the snapshot archive's), then the vault. Whatever the source, the
+bytes are checked against the lock's sha256 before they are used (ContentStore.put_stream).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from mlenv.errors import BuildError
 from mlenv.model.lock import Lock
@@ -20,6 +26,17 @@ class Artifact:
     filename: str
     sha256: str
     urls: tuple[str, ...]  # tried in order; the hash decides, not the URL
+    package: str = ""  # the pin it belongs to, named when every place fails
+    version: str = ""
+
+
+class ArtifactSource(Protocol):
+    """A store of artifacts by sha256 besides the URLs: the vault (mlenv.build.vault)."""
+
+    @property
+    def name(self) -> str: ...  # as the one error line names it: `vault dir:/srv/v`
+
+    def chunks(self, sha256: str) -> Iterable[bytes] | None: ...  # None when it does not hold it
 
 
 def python_artifacts(lock: Lock, platform: str) -> list[Artifact]:
@@ -33,46 +50,78 @@ def python_artifacts(lock: Lock, platform: str) -> list[Artifact]:
                 f"{pin.name}=={pin.version} has no wheel for {platform} in the lock",
                 hint="a hermetic build installs wheels only; see `mlenv dockerfile --fetch build`",
             )
-        artifacts += [Artifact(filename=w.name, sha256=w.sha256, urls=(w.url,)) for w in wheels]
+        artifacts += [
+            Artifact(filename=w.name, sha256=w.sha256, urls=(w.url,), package=pin.name, version=pin.version)
+            for w in wheels
+        ]
     return artifacts
 
 
 def apt_artifacts(lock: Lock) -> list[Artifact]:
+    """Each pinned .deb at the mirror's pool path, then in the snapshot archive (which keeps every
+    version Debian published, long after the mirror dropped it)."""
     mirrors = tuple(dict.fromkeys(s.mirror.rstrip("/") for s in lock.apt.sources))
+    snapshots = tuple(dict.fromkeys(s.snapshot.rstrip("/") for s in lock.apt.sources if s.snapshot))
     if lock.apt.packages and not mirrors:
         raise BuildError("the lock pins apt packages but names no apt source; run `mlenv lock` again")
     return [
         Artifact(
             filename=pin.filename.rsplit("/", 1)[-1],
             sha256=pin.sha256,
-            urls=tuple(f"{m}/{pin.filename}" for m in mirrors),
+            urls=tuple(dict.fromkeys(f"{m}/{pin.filename}" for m in (*mirrors, *snapshots))),
+            package=pin.name,
+            version=pin.version,
         )
         for pin in sorted(lock.apt.packages, key=lambda p: p.name)
     ]
 
 
-def fetch(artifacts: list[Artifact], store: ContentStore, progress: Progress) -> dict[str, Path]:
-    """Every artifact in the cache, verified; filename -> cached path."""
+def fetch(
+    artifacts: list[Artifact],
+    store: ContentStore,
+    progress: Progress,
+    *,
+    vault: ArtifactSource | None = None,
+    network: bool = True,
+) -> dict[str, Path]:
+    """Every artifact in the cache, verified; filename -> cached path. `network=False` (a build from a
+    vault) tries no URL: the cache and the vault only."""
     found: dict[str, Path] = {}
     for index, artifact in enumerate(artifacts, start=1):
         cached = store.get(artifact.sha256)
         if cached is None:
             progress(f"fetch {index}/{len(artifacts)} {artifact.filename}")
-            cached = _download_any(artifact, store)
+            cached = _fetch_any(artifact, store, vault=vault, network=network)
         found[artifact.filename] = cached
     return found
 
 
-def _download_any(artifact: Artifact, store: ContentStore) -> Path:
+def _fetch_any(
+    artifact: Artifact, store: ContentStore, *, vault: ArtifactSource | None, network: bool
+) -> Path:
     from mlenv.sources.http import download_chunks  # requests is loaded only when something is fetched
 
-    last_error: Exception | None = None
-    for url in artifact.urls:
+    tried = [f"not in the cache ({store.root})"]
+    for url in artifact.urls if network else ():
         try:
             return store.put_stream(artifact.sha256, download_chunks(url), what=artifact.filename)
         except BuildError:
-            raise  # a hash mismatch is never retried from another mirror silently
-        except Exception as error:  # try the next mirror, report the last failure
-            last_error = error
-    # The error may quote a URL; a mirror's credentials must not reach the error line.
-    raise BuildError(f"cannot fetch {artifact.filename}: {redact_text(str(last_error))}")
+            raise  # a hash mismatch is never retried from another place silently
+        except Exception as error:  # try the next place; each one's failure is named in the end
+            # The error may quote a URL; a mirror's credentials must not reach the error line.
+            tried.append(redact_text(str(error)).removeprefix("cannot download "))
+    if vault is not None:
+        try:
+            chunks = vault.chunks(artifact.sha256)
+            if chunks is not None:
+                return store.put_stream(
+                    artifact.sha256, chunks, what=f"{artifact.filename} from {vault.name}"
+                )
+            tried.append(f"{vault.name}: absent")
+        except BuildError:
+            raise
+        except Exception as error:
+            tried.append(f"{vault.name}: {redact_text(str(error))}")
+    pin = f"{artifact.package} {artifact.version}" if artifact.package else artifact.filename
+    shown = f"{pin} ({artifact.filename})" if artifact.package else pin
+    raise BuildError(f"cannot fetch {shown}: {'; '.join(tried)}")

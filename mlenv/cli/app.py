@@ -102,7 +102,7 @@ def root(
 
 
 # Command name -> the module that implements it (a function of the same name). Listed in help order.
-COMMANDS = ("init", "lock", "dockerfile", "build", "verify", "inspect", "check", "diff", "export")
+COMMANDS = ("init", "lock", "dockerfile", "build", "verify", "inspect", "check", "diff", "export", "vault")
 
 
 def _requested_command(argv: list[str]) -> str | None:

@@ -18,11 +18,11 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from mlenv.errors import ImageError, SourceError
 from mlenv.sources.http import describe_failure, read_bounded, timeouts
@@ -122,6 +122,7 @@ class Manifest:
     media_type: str
     digest: str
     data: dict[str, Any]
+    raw: bytes = b""  # the bytes the digest is of: what a copy of the image (the vault) must store
 
 
 class Layer(NamedTuple):
@@ -238,20 +239,50 @@ class RegistryClient:
     def _get(
         self, ref: ImageReference, path: str, *, accept: str | None = None, stream: bool = False
     ) -> requests.Response:
-        url = f"{self._base(ref.registry)}/{ref.repository}/{path}"
-        headers = {"Accept": accept} if accept else {}
+        return self._send(
+            "GET", ref, f"{self._base(ref.registry)}/{ref.repository}/{path}", accept=accept, stream=stream
+        )
+
+    def _send(
+        self,
+        method: str,
+        ref: ImageReference,
+        url: str,
+        *,
+        accept: str | None = None,
+        stream: bool = False,
+        headers: Mapping[str, str] | None = None,
+        body: Callable[[], Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """One request with the registry's auth; `body` makes the payload again when a 401 is retried."""
+        sent = {"Accept": accept} if accept else {}
+        sent.update(headers or {})
         key = (ref.registry, ref.repository)
+
+        def once() -> requests.Response:
+            return self.session.request(
+                method,
+                url,
+                headers=sent,
+                params=params,
+                data=body() if body is not None else None,
+                timeout=timeouts(TIMEOUT),
+                stream=stream,
+                allow_redirects=method in ("GET", "HEAD"),
+            )
+
         try:
             if key in self._tokens:
-                headers["Authorization"] = self._tokens[key]
+                sent["Authorization"] = self._tokens[key]
             # requests drops Authorization when a redirect leads to another host (a blob store), so a
             # token or password reaches only the registry it was issued for.
-            response = self.session.get(url, headers=headers, timeout=timeouts(TIMEOUT), stream=stream)
+            response = once()
             if response.status_code == 401:
                 response.close()
                 self._tokens[key] = self._authorize(ref, response.headers.get("WWW-Authenticate", ""))
-                headers["Authorization"] = self._tokens[key]
-                response = self.session.get(url, headers=headers, timeout=timeouts(TIMEOUT), stream=stream)
+                sent["Authorization"] = self._tokens[key]
+                response = once()
         except self._requests.RequestException as error:
             raise SourceError(
                 f"cannot reach registry {ref.registry} for {ref}: {describe_failure(error)}"
@@ -290,6 +321,7 @@ class RegistryClient:
             raise SourceError(
                 f"registry {ref.registry} names a token service that is not https for {ref.repository}"
             )
+        # The challenge names the scope the request needs (pull, or pull,push for an upload).
         query = {"scope": params.get("scope") or f"repository:{ref.repository}:pull"}
         if "service" in params:
             query["service"] = params["service"]
@@ -348,7 +380,7 @@ class RegistryClient:
             raise SourceError(
                 f"registry {ref.registry} answered a schema1 manifest for {ref}; mlenv needs v2/OCI"
             )
-        manifest = Manifest(media_type=media_type, digest=digest, data=data)
+        manifest = Manifest(media_type=media_type, digest=digest, data=data, raw=raw)
         self._manifests[(ref.registry, ref.repository, digest)] = manifest
         return manifest
 
@@ -442,3 +474,61 @@ class RegistryClient:
 
     def read_blob(self, ref: ImageReference, digest: str) -> bytes:
         return b"".join(self.blob_chunks(ref, digest))
+
+    # ----------------------------------------------------------------- push (the vault)
+
+    def has_blob(self, ref: ImageReference, digest: str) -> bool:
+        response = self._send("HEAD", ref, f"{self._base(ref.registry)}/{ref.repository}/blobs/{digest}")
+        response.close()
+        if response.status_code not in (200, 404):
+            raise SourceError(
+                f"registry {ref.registry} answered {response.status_code} for blob {digest} of {ref}"
+            )
+        return response.status_code == 200
+
+    def push_blob(self, ref: ImageReference, digest: str, size: int, content: Callable[[], Any]) -> None:
+        """Upload one blob (monolithic: POST, then PUT with the digest) unless the repository has it.
+        `content` opens the bytes (a file object, or bytes) again for each attempt."""
+        if self.has_blob(ref, digest):
+            return
+        start = self._send("POST", ref, f"{self._base(ref.registry)}/{ref.repository}/blobs/uploads/")
+        start.close()
+        location = start.headers.get("Location", "")
+        if start.status_code != 202 or not location:
+            raise SourceError(f"registry {ref.registry} answered {start.status_code} to an upload to {ref}")
+        upload = urljoin(f"{self._base(ref.registry)}/", location)
+        # The upload URL comes from the registry: it must stay on that registry (it gets the token).
+        if urlsplit(upload).netloc != urlsplit(self._base(ref.registry)).netloc:
+            raise SourceError(f"registry {ref.registry} sent an upload location on another host for {ref}")
+        done = self._send(
+            "PUT",
+            ref,
+            upload,
+            params={"digest": digest},
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            body=content,
+        )
+        done.close()
+        if done.status_code != 201:
+            raise SourceError(
+                f"registry {ref.registry} answered {done.status_code} to blob {digest} of {ref}"
+            )
+
+    def push_manifest(self, ref: ImageReference, reference: str, raw: bytes, media_type: str) -> str:
+        """Store a manifest under `reference` (a tag, or its own digest); returns its digest."""
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if reference.startswith("sha256:") and reference != digest:
+            raise SourceError(f"manifest for {ref} is not {reference}")
+        response = self._send(
+            "PUT",
+            ref,
+            f"{self._base(ref.registry)}/{ref.repository}/manifests/{reference}",
+            headers={"Content-Type": media_type},
+            body=lambda: raw,
+        )
+        response.close()
+        if response.status_code != 201:
+            raise SourceError(
+                f"registry {ref.registry} answered {response.status_code} to the manifest of {ref}"
+            )
+        return digest
