@@ -7,16 +7,15 @@ bytes are checked against the lock's sha256 before they are used (ContentStore.p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from mlenv.errors import BuildError
 from mlenv.model.lock import Lock
 from mlenv.model.target import target_tags, wheel_installs
 from mlenv.model.urls import redact_text
-from mlenv.sources.cas import ContentStore
+from mlenv.sources.cas import ContentStore, Fallback
 
 Progress = Callable[[str], None]
 
@@ -28,15 +27,6 @@ class Artifact:
     urls: tuple[str, ...]  # tried in order; the hash decides, not the URL
     package: str = ""  # the pin it belongs to, named when every place fails
     version: str = ""
-
-
-class ArtifactSource(Protocol):
-    """A store of artifacts by sha256 besides the URLs: the vault (mlenv.build.vault)."""
-
-    @property
-    def name(self) -> str: ...  # as the one error line names it: `vault dir:/srv/v`
-
-    def chunks(self, sha256: str) -> Iterable[bytes] | None: ...  # None when it does not hold it
 
 
 def python_artifacts(lock: Lock, platform: str) -> list[Artifact]:
@@ -81,11 +71,13 @@ def fetch(
     store: ContentStore,
     progress: Progress,
     *,
-    vault: ArtifactSource | None = None,
-    network: bool = True,
+    vault: Fallback | None = None,
+    network: bool | None = None,
 ) -> dict[str, Path]:
-    """Every artifact in the cache, verified; filename -> cached path. `network=False` (a build from a
-    vault) tries no URL: the cache and the vault only."""
+    """Every artifact in the cache, verified; filename -> cached path. The vault and whether URLs may be
+    tried default to the store's (`network=False`, a build from a vault: the cache and the vault only)."""
+    vault = vault if vault is not None else store.fallback
+    network = store.network if network is None else network
     found: dict[str, Path] = {}
     for index, artifact in enumerate(artifacts, start=1):
         cached = store.get(artifact.sha256)
@@ -96,9 +88,7 @@ def fetch(
     return found
 
 
-def _fetch_any(
-    artifact: Artifact, store: ContentStore, *, vault: ArtifactSource | None, network: bool
-) -> Path:
+def _fetch_any(artifact: Artifact, store: ContentStore, *, vault: Fallback | None, network: bool) -> Path:
     from mlenv.sources.http import download_chunks  # requests is loaded only when something is fetched
 
     tried = [f"not in the cache ({store.root})"]

@@ -215,12 +215,14 @@ def _blob_download(client: RegistryClient, ref: ImageReference, digest: str) -> 
 
 
 def base_files(
-    lock: Lock, client: RegistryClient, store: ContentStore, progress: Progress
+    lock: Lock, client: RegistryClient | None, store: ContentStore, progress: Progress
 ) -> list[tuple[VaultFile, Path]]:
     """The base image as the lock pins it, from its registry into the cache: the index (when the
     reference is one), each locked platform's manifest, config and layers."""
     if lock.base is None:
         return []
+    if client is None:
+        raise BuildError("the base image is read from its registry: a registry client is needed")
     ref = ImageReference(
         registry=lock.base.registry, repository=lock.base.repository, digest=lock.base.digest
     )
@@ -282,7 +284,7 @@ def model_files(lock: Lock, project_dir: Path) -> list[tuple[VaultFile, Path]]:
 
 
 def locked_files(
-    lock: Lock, project_dir: Path, client: RegistryClient, store: ContentStore, progress: Progress
+    lock: Lock, project_dir: Path, client: RegistryClient | None, store: ContentStore, progress: Progress
 ) -> list[tuple[VaultFile, Path]]:
     """Every file the lock pins, fetched into the cache and checked (network: mirrors, indexes, the
     base's registry)."""
@@ -320,7 +322,7 @@ def push_vault(
     project_dir: Path,
     target: Store,
     *,
-    client: RegistryClient,
+    client: RegistryClient | None,
     store: ContentStore,
     progress: Progress,
 ) -> Pushed:
@@ -415,3 +417,8 @@ class Vault:
 
 def open_vault(text: str, client: Callable[[], RegistryClient] | None = None) -> Vault:
     return Vault(parse_vault_ref(text, client or RegistryClient))
+
+
+def vault_store(vault: Vault, root: Path | None = None) -> ContentStore:
+    """The artifact cache backed by `vault`, with no URL tried: what `mlenv build --vault` builds with."""
+    return ContentStore(root, fallback=vault, network=False)

@@ -10,6 +10,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 from mlenv.errors import BuildError
 from mlenv.files import atomic_writer, file_sha256
@@ -27,11 +28,27 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "mlenv").expanduser()
 
 
-class ContentStore:
-    """Files named by their sha256 under `root` (default: the artifact cache, <cache_root>/cas)."""
+class Fallback(Protocol):
+    """Another store of files by sha256, read when the cache lacks one: the vault (build/vault.py)."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    @property
+    def name(self) -> str: ...  # as an error line names it: `vault dir:/srv/v`
+
+    def chunks(self, sha256: str) -> Iterable[bytes] | None: ...  # None when it does not hold it
+
+
+class ContentStore:
+    """Files named by their sha256 under `root` (default: the artifact cache, <cache_root>/cas).
+
+    `fallback` (the vault) is where a fetch looks after the URLs, or instead of them when `network` is
+    False: a build from a vault passes only the store, and nothing else reaches the network."""
+
+    def __init__(
+        self, root: Path | None = None, *, fallback: Fallback | None = None, network: bool = True
+    ) -> None:
         self.root = root or cache_root() / "cas"
+        self.fallback = fallback
+        self.network = network
 
     def path_for(self, sha256: str) -> Path:
         return self.root / "sha256" / sha256[:2] / sha256
