@@ -41,7 +41,8 @@ EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 DEB_TYPE = "application/vnd.debian.binary-package"
 WHEEL_TYPE = "application/vnd.python.wheel"
 FILE_TYPE = "application/octet-stream"
-MANIFEST_JSON = "application/vnd.oci.image.manifest.v1+json"
+BASE_MANIFEST_TYPE = "application/vnd.mlenv.base-manifest.v1+json"
+MANIFEST_TYPE_ANNOTATION = "dev.mlenv.manifest.media-type"
 LOCK_ANNOTATION = "dev.mlenv.lock.name"
 CHUNK = 1 << 20
 
@@ -52,6 +53,9 @@ class VaultFile:
     sha256: str
     size: int
     media_type: str
+    # A manifest of the base is stored as a plain blob (a registry checks the references of a layer
+    # that claims a manifest type); its own type is kept here and in an annotation, for the push by digest.
+    manifest_type: str | None = None
 
 
 def _sha(digest: str) -> str:
@@ -59,11 +63,14 @@ def _sha(digest: str) -> str:
 
 
 def _descriptor(item: VaultFile) -> dict[str, Any]:
+    annotations = {TITLE: item.title}
+    if item.manifest_type:
+        annotations[MANIFEST_TYPE_ANNOTATION] = item.manifest_type
     return {
         "mediaType": item.media_type,
         "digest": f"sha256:{item.sha256}",
         "size": item.size,
-        "annotations": {TITLE: item.title},
+        "annotations": annotations,
     }
 
 
@@ -103,12 +110,12 @@ class DirectoryStore:
         path = self.blob(sha256)
         return path.is_file() and file_sha256(path) == sha256
 
-    def put(self, sha256: str, size: int, open_content: Callable[[], Iterable[bytes]]) -> None:
+    def put(self, sha256: str, content: Path | bytes) -> None:
         if self.has(sha256):
             return
         digest = hashlib.sha256()
         with atomic_writer(self.blob(sha256), durable=False) as out:
-            for chunk in open_content():
+            for chunk in _chunks(content):
                 digest.update(chunk)
                 out.write(chunk)
             if digest.hexdigest() != sha256:
@@ -116,7 +123,7 @@ class DirectoryStore:
 
     def put_manifest(self, raw: bytes, tag: str | None) -> str:
         digest = hashlib.sha256(raw).hexdigest()
-        self.put(digest, len(raw), lambda: [raw])
+        self.put(digest, raw)
         descriptor: dict[str, Any] = {
             "mediaType": OCI_MANIFEST,
             "digest": f"sha256:{digest}",
@@ -163,8 +170,8 @@ class RegistryStore:
     def has(self, sha256: str) -> bool:
         return self.client.has_blob(self.ref, f"sha256:{sha256}")
 
-    def put(self, sha256: str, size: int, open_content: Callable[[], Iterable[bytes]]) -> None:
-        self.client.push_blob(self.ref, f"sha256:{sha256}", size, open_content)
+    def put(self, sha256: str, content: Path | bytes) -> None:
+        self.client.push_blob(self.ref, f"sha256:{sha256}", content)
 
     def put_manifest(self, raw: bytes, tag: str | None) -> str:
         return self.client.push_manifest(self.ref, tag or self.ref.reference, raw, OCI_MANIFEST)
@@ -197,13 +204,13 @@ def parse_vault_ref(text: str, client: Callable[[], RegistryClient]) -> Store:
 # --------------------------------------------------------------------------- push
 
 
-def _file_content(path: Path) -> Callable[[], Iterable[bytes]]:
-    def chunks() -> Iterator[bytes]:
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                yield chunk
-
-    return chunks
+def _chunks(content: Path | bytes) -> Iterator[bytes]:
+    if isinstance(content, bytes):
+        yield content
+        return
+    with content.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
 
 
 def _cached(store: ContentStore, sha256: str, download: Callable[[], Iterable[bytes]], what: str) -> Path:
@@ -232,7 +239,10 @@ def base_files(
     def keep(title: str, raw: bytes, media_type: str) -> None:
         sha = hashlib.sha256(raw).hexdigest()
         path = _cached(store, sha, lambda: [raw], title)
-        found.append((VaultFile(title=title, sha256=sha, size=len(raw), media_type=media_type), path))
+        item = VaultFile(
+            title=title, sha256=sha, size=len(raw), media_type=BASE_MANIFEST_TYPE, manifest_type=media_type
+        )
+        found.append((item, path))
 
     manifests = [(top, "")]
     if "manifests" in top.data:
@@ -331,15 +341,15 @@ def push_vault(
     files = locked_files(lock, project_dir, client, store, progress)
     for number, (item, path) in enumerate(files, start=1):
         progress(f"vault: push {number}/{len(files)} {item.title}")
-        target.put(item.sha256, item.size, _file_content(path))
+        target.put(item.sha256, path)
     if isinstance(target, RegistryStore):
         # The base's manifests by digest beside their blobs: the base can be pulled from the vault.
         for item, path in files:
-            if item.title.endswith("/manifest.json"):
+            if item.title.endswith("/manifest.json") and item.manifest_type:
                 target.client.push_manifest(
-                    target.ref, f"sha256:{item.sha256}", path.read_bytes(), item.media_type
+                    target.ref, f"sha256:{item.sha256}", path.read_bytes(), item.manifest_type
                 )
-    target.put(_sha(hashlib.sha256(EMPTY_CONFIG).hexdigest()), len(EMPTY_CONFIG), lambda: [EMPTY_CONFIG])
+    target.put(hashlib.sha256(EMPTY_CONFIG).hexdigest(), EMPTY_CONFIG)
     raw = vault_manifest(lock, [item for item, _ in files])
     tag = target.ref.tag if isinstance(target, RegistryStore) else lock.name
     digest = target.put_manifest(raw, tag)
@@ -365,6 +375,7 @@ class Vault:
                     sha256=_sha(layer["digest"]),
                     size=int(layer["size"]),
                     media_type=layer["mediaType"],
+                    manifest_type=layer.get("annotations", {}).get(MANIFEST_TYPE_ANNOTATION),
                 )
                 for layer in layers
             }

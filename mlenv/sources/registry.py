@@ -14,6 +14,7 @@ names the image and what the registry did; nothing it sent is printed beyond a s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -486,9 +487,9 @@ class RegistryClient:
             )
         return response.status_code == 200
 
-    def push_blob(self, ref: ImageReference, digest: str, size: int, content: Callable[[], Any]) -> None:
+    def push_blob(self, ref: ImageReference, digest: str, content: Path | bytes) -> None:
         """Upload one blob (monolithic: POST, then PUT with the digest) unless the repository has it.
-        `content` opens the bytes (a file object, or bytes) again for each attempt."""
+        A file is streamed with its length (distribution refuses a chunked PUT)."""
         if self.has_blob(ref, digest):
             return
         start = self._send("POST", ref, f"{self._base(ref.registry)}/{ref.repository}/blobs/uploads/")
@@ -500,15 +501,21 @@ class RegistryClient:
         # The upload URL comes from the registry: it must stay on that registry (it gets the token).
         if urlsplit(upload).netloc != urlsplit(self._base(ref.registry)).netloc:
             raise SourceError(f"registry {ref.registry} sent an upload location on another host for {ref}")
-        done = self._send(
-            "PUT",
-            ref,
-            upload,
-            params={"digest": digest},
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            body=content,
-        )
-        done.close()
+        with contextlib.ExitStack() as stack:
+
+            def body() -> Any:
+                return content if isinstance(content, bytes) else stack.enter_context(content.open("rb"))
+
+            size = len(content) if isinstance(content, bytes) else content.stat().st_size
+            done = self._send(
+                "PUT",
+                ref,
+                upload,
+                params={"digest": digest},
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                body=body,
+            )
+            done.close()
         if done.status_code != 201:
             raise SourceError(
                 f"registry {ref.registry} answered {done.status_code} to blob {digest} of {ref}"

@@ -1,0 +1,216 @@
+"""The vault end to end, on the real engine, the loopback registry, PyPI and the Debian mirror.
+
+A small project (a wheel from PyPI, a .deb from the Debian mirror, a baked model) is locked and built;
+its lock is pointed at a local copy of the mirror's pool. `mlenv vault push` stores every artifact in the
+loopback registry. Then the local mirror stops serving the .deb (as Debian drops superseded versions):
+without the vault the build fails with one line naming the package, its version and each place tried;
+with `--vault`, an empty cache and every non-loopback address unreachable (a proxy that does not exist
+for everything but 127.0.0.1: the registry and the engine's socket still answer), the build gives the
+image ID of the first build.
+
+Not a network namespace: mlenv's HTTP goes through requests, which honours the proxy variables, so the
+only reachable addresses are loopback ones; the build itself runs with the network off anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlenv.build.vault import ARTIFACT_TYPE, TITLE, open_vault
+from mlenv.lockfile import read_lock
+from mlenv.sources.cas import ContentStore
+from mlenv.sources.registry import ImageReference, RegistryClient
+from tests.helpers import run_cli
+from tools.localbase.dockerd import Daemon
+from tools.localbase.images import BaseImage
+from tools.localbase.registry import Registry
+
+pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
+
+SPEC = """\
+name = "vaulted"
+
+[base]
+image = "{base}"
+platforms = ["linux/amd64"]
+
+[python]
+requirements = ["six==1.16.0"]
+
+[apt]
+packages = ["libgomp1"]
+
+[cuda]
+version = "none"
+
+[app]
+copy = ["app"]
+workdir = "/app"
+cmd = ["python", "-m", "app.main"]
+
+[[app.models]]
+source = "models/weights.bin"
+target = "/app/models/weights.bin"
+strategy = "bake"
+"""
+
+
+@pytest.fixture(scope="module")
+def local_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("mirror")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/debian", root / "debian"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _env(cache: Path, *, loopback_only: bool = False) -> dict[str, str]:
+    env = dict(os.environ, MLENV_CACHE=str(cache))
+    if loopback_only:
+        # Port 9 (discard) has no listener: every address but loopback is unreachable for mlenv.
+        env.update(
+            HTTP_PROXY="http://127.0.0.1:9",
+            HTTPS_PROXY="http://127.0.0.1:9",
+            http_proxy="http://127.0.0.1:9",
+            https_proxy="http://127.0.0.1:9",
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+        )
+    return env
+
+
+def _build(project: Path, cache: Path, *extra: str, loopback_only: bool = False) -> tuple[int, str, str]:
+    built = run_cli(
+        "build",
+        str(project),
+        "--format",
+        "json",
+        "--no-cache",
+        *extra,
+        env=_env(cache, loopback_only=loopback_only),
+    )
+    return built.code, built.stdout, built.stderr
+
+
+def test_a_vault_builds_the_same_image_with_only_loopback_after_the_mirror_dropped_the_deb(
+    docker_daemon: Daemon,
+    registry: Registry,
+    base_image_python: BaseImage,
+    local_mirror: tuple[str, Path],
+    tmp_path: Path,
+) -> None:
+    mirror_url, mirror_root = local_mirror
+    project = tmp_path / "vaulted"
+    (project / "app").mkdir(parents=True)
+    (project / "app" / "__init__.py").write_text("")
+    (project / "app" / "main.py").write_text("import six\nprint(six.__version__)\n")
+    (project / "models").mkdir()
+    (project / "models" / "weights.bin").write_bytes(bytes(range(256)) * 64)
+    (project / "mlenv.toml").write_text(SPEC.format(base=base_image_python.ref))
+
+    locked = run_cli("lock", str(project), env=_env(tmp_path / "cache-lock"))
+    assert locked.code == 0, locked.stderr[-2000:]
+    # The lock's .debs come from a mirror this test controls: a copy of the Debian mirror's pool files.
+    lock_path = project / "mlenv.lock"
+    lock = read_lock(lock_path)
+    (source,) = lock.apt.sources
+    lock_path.write_text(
+        lock_path.read_text().replace(f'mirror = "{source.mirror}"', f'mirror = "{mirror_url}"')
+    )
+    lock = read_lock(lock_path)
+    assert lock.apt.sources[0].mirror == mirror_url
+    store = ContentStore(tmp_path / "cache-lock" / "cas")
+    for pin in lock.apt.packages:
+        target = mirror_root / pin.filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cached = store.get(pin.sha256)
+        if cached is None:  # the lock does not download .debs: fetch it once from the real mirror
+            from mlenv.sources.http import download_chunks
+
+            cached = store.put_stream(
+                pin.sha256, download_chunks(f"{source.mirror}/{pin.filename}"), what=pin.name
+            )
+        shutil.copyfile(cached, target)
+
+    code, out, err = _build(project, tmp_path / "cache-first")
+    assert code == 0, err[-3000:]
+    first = json.loads(out)["image-id"]
+
+    vault = f"{registry.host}/vault/vaulted:v1"
+    pushed = run_cli("vault", "push", vault, str(project), env=_env(tmp_path / "cache-first"))
+    assert pushed.code == 0, pushed.stderr[-2000:]
+    # One OCI artifact: every file by the lock's sha256, each named by an annotation.
+    opened = open_vault(vault, RegistryClient)
+    titles = {f.title: f.sha256 for f in opened.files.values()}
+    assert {f"debs/{p.filename.rsplit('/', 1)[-1]}" for p in lock.apt.packages} <= set(titles)
+    assert {f"wheels/{w.name}" for p in lock.python.packages for w in p.wheels} <= set(titles)
+    assert titles["models/app/models/weights.bin"] == lock.models[0].sha256
+    assert lock.base is not None
+    assert titles["base/linux-amd64/config.json"] == lock.base.platforms[0].config_digest.removeprefix(
+        "sha256:"
+    )
+    manifest = RegistryClient().get_manifest(ImageReference.parse(vault))
+    assert manifest.data["artifactType"] == ARTIFACT_TYPE
+    assert all(TITLE in layer["annotations"] for layer in manifest.data["layers"])
+
+    # The mirror no longer serves the pinned version.
+    for pin in lock.apt.packages:
+        (mirror_root / pin.filename).unlink()
+    deb = lock.apt.packages[0]
+    code, _, err = _build(project, tmp_path / "cache-without-vault")
+    assert code == 2
+    lines = [line for line in err.splitlines() if "cannot fetch" in line]
+    assert len(lines) == 1, err[-2000:]
+    assert f"cannot fetch {deb.name} {deb.version} (" in lines[0]
+    assert f"{mirror_url}/{deb.filename}: HTTP 404" in lines[0] and "not in the cache" in lines[0]
+    assert source.snapshot is not None and source.snapshot in lines[0]
+
+    code, out, err = _build(project, tmp_path / "cache-vault", "--vault", vault, loopback_only=True)
+    assert code == 0, err[-3000:]
+    assert json.loads(out)["image-id"] == first
+
+
+def test_the_base_comes_back_from_the_vault_with_its_image_id(
+    docker_daemon: Daemon, registry: Registry, base_image_python: BaseImage, tmp_path: Path
+) -> None:
+    """The vault's base blobs, assembled as a docker-archive and loaded, are the locked base: the engine
+    names the image by its config's digest. And the registry vault holds the base's manifest by its own
+    digest, so the engine can pull it from there."""
+    project = tmp_path / "base-only"
+    project.mkdir()
+    (project / "mlenv.toml").write_text(
+        f'name = "base-only"\n[base]\nimage = "{base_image_python.ref}"\nplatforms = ["linux/amd64"]\n'
+        '[cuda]\nversion = "none"\n'
+    )
+    locked = run_cli("lock", str(project), env=_env(tmp_path / "cache"))
+    assert locked.code == 0, locked.stderr[-2000:]
+    lock = read_lock(project / "mlenv.lock")
+    assert lock.base is not None
+    vault = f"{registry.host}/vault/base-only:v1"
+    pushed = run_cli("vault", "push", vault, str(project), env=_env(tmp_path / "cache"))
+    assert pushed.code == 0, pushed.stderr[-2000:]
+    platform = lock.base.platforms[0]
+    archive = open_vault(vault, RegistryClient).base_archive(
+        lock, "linux/amd64", "mlenv-test/from-vault:base"
+    )
+    docker_daemon.client.images.load(archive)
+    assert docker_daemon.client.images.get("mlenv-test/from-vault:base").id == platform.config_digest
+    pulled = docker_daemon.client.images.pull(f"{registry.host}/vault/base-only@{platform.manifest_digest}")
+    assert pulled.id == platform.config_digest
