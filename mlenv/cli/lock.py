@@ -18,7 +18,7 @@ from mlenv.model.lock import Lock
 from mlenv.model.spec import ResolverName
 from mlenv.resolve import Sources, resolve_lock
 from mlenv.resolve.freshness import apt_as_of_gap, stale_reasons
-from mlenv.resolve.upgrade import parse_upgrade
+from mlenv.resolve.upgrade import lock_changes, parse_upgrade
 from mlenv.sources.python.backend import ResolverBackend
 from mlenv.spec import load_spec
 
@@ -101,8 +101,9 @@ def lock(
             typer.echo(f"{path} is up to date")
         return
     with for_command():
-        previous = None if upgrade.everything else previous_lock(path)
-        resolved = resolve_lock(spec, default_sources(), previous=previous, upgrade=upgrade)
+        previous = previous_lock(path, quiet=upgrade.everything)
+        preferred = None if upgrade.everything else previous
+        resolved = resolve_lock(spec, default_sources(), previous=preferred, upgrade=upgrade)
     gap = apt_as_of_gap(resolved)
     if gap is not None:
         if strict_as_of:
@@ -110,6 +111,9 @@ def lock(
             raise ResolutionError(gap, hint=hint)
         typer.echo(f"mlenv: warning: {gap}", err=True)
     data = dump_bytes(resolved)
+    if previous is not None:
+        for line in lock_changes(previous, resolved):  # what moved, as uv says it
+            typer.echo(line, err=True)
     unchanged = path.is_file() and path.read_bytes() == data
     if not unchanged:
         write_atomic(path, data)
@@ -120,14 +124,17 @@ def lock(
         typer.echo(f"{path}: {'unchanged' if unchanged else 'written'}")
 
 
-def previous_lock(path: Path) -> Lock | None:
-    """The existing lock, to prefer its pins; one that cannot be read is no preference: a warning, and the
-    lock is resolved from scratch (`mlenv lock` is how a broken lock is fixed, so it must not refuse)."""
+def previous_lock(path: Path, *, quiet: bool = False) -> Lock | None:
+    """The existing lock, to prefer its pins; one that cannot be read is no preference: a warning (unless
+    `quiet`: --upgrade prefers nothing anyway), and the lock is resolved from scratch (`mlenv lock` is how
+    a broken lock is fixed, so it must not refuse)."""
     if not path.exists() and not path.is_symlink():
         return None
     try:
         return read_lock_input(path, "--lockfile")[1]
     except (MlenvError, OSError, ValueError, RecursionError) as error:
+        if quiet:
+            return None
         typer.echo(
             f"mlenv: warning: the existing lock is no preference, resolving from scratch: {error}", err=True
         )

@@ -112,3 +112,31 @@ def unknown_upgrades(previous: Lock | None, new: Lock, upgrade: Upgrade) -> list
         if name not in old_apt | new_apt:
             warnings.append(f"--upgrade-apt {text}: {name} is not an apt package of the lock")
     return warnings
+
+
+def lock_changes(previous: Lock, new: Lock) -> list[str]:
+    """What a re-lock moved, one line per package as uv prints it: `python: urllib3 1.26.13 -> 1.26.20`,
+    `apt: + libpng16-16 1.6.39-2+deb12u6`, `python: - six 1.16.0`; sorted by layer and name."""
+    apt_old = {(p.name, p.architecture): p.version for p in previous.apt.packages}
+    apt_new = {(p.name, p.architecture): p.version for p in new.apt.packages}
+    # An apt pin is named with its architecture only where the locks hold more than one.
+    several = len({arch for _, arch in apt_old.keys() | apt_new.keys() if arch != "all"}) > 1
+    layers = (
+        ("apt", apt_old, apt_new),
+        (
+            "python",
+            {(p.name, ""): p.version for p in previous.python.packages},
+            {(p.name, ""): p.version for p in new.python.packages},
+        ),
+    )
+    lines = []
+    for layer, old, now in layers:
+        for key in sorted(old.keys() | now.keys()):
+            name = f"{key[0]}:{key[1]}" if several and key[1] not in ("", "all") else key[0]
+            if key not in now:
+                lines.append(f"{layer}: - {name} {old[key]}")
+            elif key not in old:
+                lines.append(f"{layer}: + {name} {now[key]}")
+            elif old[key] != now[key]:
+                lines.append(f"{layer}: {name} {old[key]} -> {now[key]}")
+    return lines

@@ -13,6 +13,7 @@ from mlenv.model.lock import AptPin, Lock, LockedApt, LockedPython, PythonPin
 from mlenv.resolve.upgrade import (
     Upgrade,
     apt_preferences,
+    lock_changes,
     parse_upgrade,
     python_preferences,
     unknown_upgrades,
@@ -113,6 +114,27 @@ def test_a_flag_naming_a_package_neither_lock_has_is_one_warning() -> None:
     assert unknown_upgrades(lock, lock, upgrade) == [
         "--upgrade-package reqests: reqests is not a Python package of the lock",
         "--upgrade-apt curll: curll is not an apt package of the lock",
+    ]
+
+
+def test_what_moved_is_one_line_per_package() -> None:
+    lock = old_lock()
+    assert lock.python is not None
+    new = replace(
+        lock,
+        python=replace(lock.python, packages=(python_pin("requests", "2.31.0"), python_pin("six", "1.17.0"))),
+        apt=LockedApt(
+            packages=(apt_pin("curl", "2"), apt_pin("libcurl4", "1"), apt_pin("curl", "1", "arm64"))
+        ),
+    )
+    assert lock_changes(lock, lock) == []
+    assert lock_changes(lock, new) == [
+        "apt: curl:amd64 1 -> 2",
+        "apt: + curl:arm64 1",
+        "apt: - tzdata 2",
+        "python: - idna 3.4",
+        "python: requests 2.28.1 -> 2.31.0",
+        "python: + six 1.17.0",
     ]
 
 

@@ -129,6 +129,7 @@ def test_upgrade_package_moves_one(project: Path, fresh: dict[str, str]) -> None
     new = versions(project)["urllib3"]
     assert new != old["urllib3"] and new.startswith("1.26."), new
     assert "warning" not in stderr
+    assert f"python: urllib3 {old['urllib3']} -> {new}" in stderr.splitlines()  # what moved, as uv says
 
 
 def test_upgrade_package_to_a_version(project: Path) -> None:
@@ -144,6 +145,15 @@ def test_upgrade_moves_many(project: Path, fresh: dict[str, str]) -> None:
     new = versions(project)
     assert new == fresh
     assert len({n for n in old if new.get(n) != old[n]}) >= 5
+
+
+def test_as_of_stays_the_ceiling_for_the_old_pins(project: Path) -> None:
+    old = versions(project)
+    lock(project, "--upgrade")
+    assert versions(project) != old
+    write_spec(project, REQUIREMENTS)  # as-of 2023-01-01 again: the newer pins are past it
+    lock(project)
+    assert versions(project) == old
 
 
 def test_an_unknown_upgrade_package_is_one_warning_and_moves_nothing(project: Path) -> None:
