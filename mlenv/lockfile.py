@@ -235,9 +235,13 @@ def _python_table(python: LockedPython) -> Table:
 
 
 def _cuda_table(cuda: LockedCuda) -> Table:
+    # An unset [cuda] version is recorded as what the stack was found to be (`release`), not as "none";
+    # a CPU-only lock keeps `requested = "none"`, and old locks that wrote it for a found stack still load.
+    unset = cuda.requested == "none" and cuda.release is not None
     table = toml_table(
         {
-            "requested": cuda.requested,
+            "requested": None if unset else cuda.requested,
+            "release": cuda.release,
             "min-driver": cuda.min_driver,
             "torch-label": cuda.torch_label,
             "torch-index": redact(cuda.torch_index) if cuda.torch_index is not None else None,
@@ -496,7 +500,8 @@ def _lock_from_data(data: Mapping[str, Any]) -> Lock:
             ),
         ),
         cuda=LockedCuda(
-            requested=cuda["requested"],
+            requested=cuda.get("requested", "none"),
+            release=cuda.get("release"),
             min_driver=cuda.get("min-driver"),
             torch_label=cuda.get("torch-label"),
             torch_index=cuda.get("torch-index"),

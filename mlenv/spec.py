@@ -105,6 +105,15 @@ def load_spec(location: Path) -> Spec:
         raise SpecError(str(path), prefix.rstrip(".") or None, "nested too deeply to validate") from None
     if problem is not None:
         key, message = problem
+        # A pattern's regex says nothing to a user: the cuda keys name the forms they accept.
+        forms = {
+            "cuda.version": '"MAJOR.MINOR" (e.g. "12.1") or "none"',
+            "cuda.cudnn": 'a cuDNN version, "MAJOR" or "MAJOR.MINOR[.PATCH...]" (e.g. "9" or "8.9.2")',
+        }
+        if key in forms:
+            value = table["cuda"][key.split(".")[1]]
+            shown = quoted(value) if isinstance(value, str) else f"{value!r} (not a string)"
+            message = f"{shown} is not accepted; the accepted forms are {forms[key]}"
         raise SpecError(
             str(path),
             prefix + key if key != "(top level)" else prefix.rstrip(".") or None,

@@ -3,8 +3,10 @@ against the lock.
 
 The environment is `--venv DIR`, `--python PATH`, else the active one ($VIRTUAL_ENV, else `python3` on
 PATH; see observe.localenv for why never mlenv's own interpreter). Exit 0 when it matches, 1 on a drift,
-2 on bad input. `--host`: exit 0 when the driver can run the lock's CUDA stack (or the lock is CPU-only),
-1 when it is too old or missing; the driver is read here, at the edge, the decision is `driver_verdict`.
+2 on bad input. `--host`: exit 0 when the driver can run the lock's CUDA stack by one of NVIDIA's rules
+(the toolkit's floor; minor version compatibility or forward compatibility with a warning on stderr) or
+the lock is CPU-only, 1 when it is too old or missing; `--strict` asks for the toolkit's floor. The driver
+is read here, at the edge; the decision is `driver_verdict`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ DEFAULT_LOCK = Path(LOCK_FILE)
 
 def check(
     host: Annotated[bool, typer.Option("--host", help="Check this machine's NVIDIA driver.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="With --host: ask for the toolkit's own driver floor (no minor or forward compatibility).",
+        ),
+    ] = False,
     python: Annotated[
         str | None, typer.Option("--python", help="Check this interpreter's environment (a venv's or not).")
     ] = None,
@@ -45,8 +54,10 @@ def check(
             raise MlenvError(
                 "--host checks this machine's NVIDIA driver; it takes no --python, --venv or --files"
             )
-        _check_host(lock, chosen)
+        _check_host(lock, chosen, strict=strict)
         return
+    if strict:
+        raise MlenvError("--strict applies to --host (the driver check)")
     if python is not None and venv is not None:
         raise MlenvError("--python and --venv both name an environment; give one")
     _check_environment(lock, chosen, python=python, venv=venv, files=files)
@@ -71,21 +82,30 @@ def _check_environment(
         raise typer.Exit(1)
 
 
-def _check_host(lock: Path, chosen: DataFormat) -> None:
-    from mlenv.resolve.cuda import driver_verdict
+def _check_host(lock: Path, chosen: DataFormat, *, strict: bool) -> None:
+    from mlenv.resolve.cuda import driver_verdict, forward_compat
     from mlenv.sources.hostdriver import host_driver_version
 
-    cuda = read_lock_input(lock, "--lock")[1].cuda
+    locked = read_lock_input(lock, "--lock")[1]
+    cuda = locked.cuda
+    compat = forward_compat(locked)
     driver = host_driver_version()
-    verdict = driver_verdict(cuda, driver)
+    verdict = driver_verdict(cuda, driver, strict=strict, compat=compat)
     if chosen is DataFormat.JSON:
         typer.echo(
             json.dumps(
                 {
                     "ok": verdict.ok,
+                    "rule": verdict.rule,
+                    "warning": verdict.warning,
+                    "strict": strict,
                     "driver": driver[0] if driver else None,
                     "driver-source": driver[1] if driver else None,
                     "min-driver": cuda.min_driver,
+                    "minor-compatibility-floor": verdict.compat_floor,
+                    "forward-compatibility": [
+                        {"package": c.package, "driver": c.driver, "where": c.where} for c in compat
+                    ],
                     "message": verdict.message,
                 },
                 indent=2,
@@ -94,5 +114,9 @@ def _check_host(lock: Path, chosen: DataFormat) -> None:
         )
     else:
         typer.echo(verdict.message)
+    if verdict.warning:
+        sys.stderr.write(
+            f"mlenv: warning: the driver runs this lock only by {verdict.rule.replace('-', ' ')}\n"
+        )
     if not verdict.ok:
         raise typer.Exit(1)

@@ -107,7 +107,10 @@ class LockedPython:
 
 @dataclass(frozen=True, kw_only=True)
 class LockedCuda:
-    requested: str  # "none" for CPU-only, else e.g. "12.1"
+    # The spec's [cuda] version: "none" for CPU-only or not set (the lock file writes no `requested`
+    # then, when the stack carries CUDA: `release` records what was found), else e.g. "12.1".
+    requested: str
+    release: str | None = None  # the CUDA release the stack is ("12.1"), found; None for CPU-only
     components: tuple[CudaComponent, ...] = ()
     min_driver: str | None = None
     torch_label: str | None = None

@@ -21,7 +21,6 @@ from mlenv.resolve.cuda import (
     cuda_label,
     driver_floors,
     driver_satisfies,
-    driver_verdict,
     label_release,
     lock_cuda,
     requirement_label,
@@ -129,8 +128,8 @@ BASE_121 = BaseCuda(
 def test_request_checks_before_resolving() -> None:
     with pytest.raises(
         ResolutionError,
-        match=r"torch==2.3.1\+cu118 is the CUDA 11.8 build but \[cuda\] version "
-        r"asks 12.1 \(hint: require torch \+cu121 from "
+        match=r"torch==2.3.1\+cu118 is the CUDA 11.8 build but \[cuda\] version = \"12.1\" "
+        r"\(hint: ask for version = \"11.8\", or require torch \+cu121 from "
         r"https://download.pytorch.org/whl/cu121\)",
     ):
         check_request("12.1", ["torch==2.3.1+cu118"], None)
@@ -143,11 +142,15 @@ def test_request_checks_before_resolving() -> None:
         check_request(None, ["torch==2.3.1+cu118"], BASE_121)
     with pytest.raises(
         ResolutionError,
-        match=r"\[cuda\] version asks 11.8 but base image reg/cuda:12.1 carries "
-        r"CUDA 12.1.1",
+        match=r"\[cuda\] version = \"11.8\" but base image reg/cuda:12.1 carries "
+        r"CUDA 12.1.1 \(image:env:CUDA_VERSION\) \(hint: ask for version = \"12.1\", ",
     ):
         check_request("11.8", ["numpy"], BASE_121)
-    with pytest.raises(ResolutionError, match=r"is a CUDA 12.1 build but \[cuda\] version is \"none\""):
+    with pytest.raises(
+        ResolutionError,
+        match=r"is a CUDA 12.1 build but \[cuda\] version = \"none\" \(CPU-only\) \(hint: ask for "
+        r"version = \"12.1\", or require torch \+cpu",
+    ):
         check_request("none", ["torch==2.3.1+cu121"], None)
     check_request("12.1", ["torch==2.3.1+cu121", "numpy"], BASE_121)  # agreeing: no error
     check_request(None, ["torch==2.3.1+cpu"], BASE_121)
@@ -198,7 +201,9 @@ def test_pypi_default_torch_is_recorded_as_its_cuda_variant() -> None:
     resolution = lock_231("12.1")
     assert resolution.locked.torch_label == "+cu121"
     assert resolution.locked.torch_index == "https://pypi.org/simple"
-    assert resolution.locked.min_driver == "530.30.02"
+    assert (resolution.locked.requested, resolution.locked.release) == ("12.1", "12.1")
+    # nvJitLink 12.9 (unpinned, the newest) raises the floor from CUDA 12.1's 530.30.02 to 12.9's.
+    assert resolution.locked.min_driver == "575.51.03"
     assert {c.name: c.version for c in resolution.locked.components} == {
         "runtime": "12.1.105",
         "cudnn": "8.9.2.26",
@@ -207,6 +212,8 @@ def test_pypi_default_torch_is_recorded_as_its_cuda_variant() -> None:
     assert resolution.warnings == (
         "nvidia-nvjitlink-cu12 is required without a version pin by nvidia-cusparse-cu12 "
         "(any version); locked at 12.9.86 anyway",
+        "nvidia-nvjitlink-cu12 12.9.86 is CUDA 12.9, newer than the stack's CUDA 12.1: min-driver is "
+        "575.51.03 (CUDA 12.9's), not 530.30.02",
     )
 
 
@@ -214,14 +221,14 @@ def test_request_mismatch_is_refused_with_the_variant_to_use() -> None:
     with pytest.raises(ResolutionError) as caught:
         lock_231("11.8")
     assert str(caught.value) == (
-        "[cuda] version asks 11.8 but torch 2.3.1 from https://pypi.org/simple (the cu121 build) is "
-        "CUDA 12.1 (hint: require torch +cu118 from https://download.pytorch.org/whl/cu118 (add it to "
-        "[python] extra-index-urls))"
+        "torch 2.3.1 from https://pypi.org/simple (the cu121 build) is CUDA 12.1, but [cuda] version = "
+        '"11.8" (hint: ask for version = "12.1", or require torch +cu118 from '
+        "https://download.pytorch.org/whl/cu118 (add it to [python] extra-index-urls))"
     )
     with pytest.raises(
         ResolutionError,
-        match=r"\[cuda\] version is \"none\" \(CPU-only\) but torch 2.3.1 .* brings "
-        r"CUDA 12.1 \(hint: for torch, require torch \+cpu from "
+        match=r"\[cuda\] version = \"none\" \(CPU-only\) but torch 2.3.1 .* brings "
+        r"CUDA 12.1 \(hint: ask for version = \"12.1\", or for torch, require torch \+cpu from "
         r"https://download.pytorch.org/whl/cpu\)",
     ):
         lock_231("none")
@@ -231,12 +238,14 @@ def test_request_mismatch_is_refused_with_the_variant_to_use() -> None:
         r"\(wheel:nvidia-cudnn-cu12\)",
     ):
         lock_231("12.1", cudnn="9")
-    assert lock_231("12.1", cudnn="8.9").locked.min_driver == "530.30.02"
+    assert lock_231("12.1", cudnn="8.9").locked.min_driver == "575.51.03"
 
 
 def test_unset_request_records_the_stack_and_says_so() -> None:
     resolution = lock_231(None)
-    assert resolution.locked.requested == "none" and resolution.locked.torch_label == "+cu121"
+    # Recorded as found: the lock file writes release = "12.1" and no requested (tests/test_lockfile.py).
+    assert resolution.locked.requested == "none" and resolution.locked.release == "12.1"
+    assert resolution.locked.torch_label == "+cu121"
     assert resolution.warnings[0] == (
         "[cuda] version is not set, but the environment carries CUDA 12.1; "
         'set [cuda] version = "12.1" to have it checked'
@@ -297,7 +306,7 @@ def test_cpu_lock_has_no_cuda() -> None:
         base=None,
     )
     assert resolution.locked == LockedCuda(requested="none") and resolution.warnings == ()
-    with pytest.raises(ResolutionError, match=r"\[cuda\] version asks 12.1 but nothing brings CUDA"):
+    with pytest.raises(ResolutionError, match=r"\[cuda\] version = \"12.1\" but nothing brings CUDA"):
         lock_cuda(
             requested="12.1",
             cudnn=None,
@@ -315,23 +324,6 @@ def test_requires_dist_parser_on_a_recorded_metadata_file() -> None:
         b"Requires-Dist: nvidia-nvjitlink-cu12\n\nlong description\nRequires-Dist: not-a-header\n"
     )
     assert parse_requires_dist(recorded) == ("nvidia-nvjitlink-cu12",)
-
-
-def test_driver_verdicts() -> None:
-    gpu = LockedCuda(
-        requested="12.1",
-        min_driver="530.30.02",
-        components=(CudaComponent(name="runtime", version="12.1.105", source="wheel:x"),),
-    )
-    assert driver_verdict(gpu, ("535.104.05", "nvidia-smi")).ok
-    old = driver_verdict(gpu, ("525.85.12", "nvidia-smi"))
-    assert not old.ok and "older than the lock's minimum 530.30.02" in old.message
-    assert "CUDA 12 minor version compatibility (>= 525.60.13)" in old.message
-    assert "minor version" not in driver_verdict(gpu, ("520.61.05", "nvidia-smi")).message
-    missing = driver_verdict(gpu, None)
-    assert not missing.ok and missing.message.startswith("no NVIDIA GPU/driver found")
-    cpu = driver_verdict(LockedCuda(requested="none"), None)
-    assert cpu.ok and cpu.message.startswith("no NVIDIA GPU/driver found")
 
 
 # --------------------------------------------------------------------------- real PyPI
@@ -364,7 +356,7 @@ def test_torch_231_records_cudnn_and_runtime_from_metadata(torch_231: tuple[Path
     assert components["runtime"] == ("12.1.105", "wheel:nvidia-cuda-runtime-cu12")
     assert components["cublas"] == ("12.1.3.1", "wheel:nvidia-cublas-cu12")
     assert components["nccl"] == ("2.20.5", "wheel:nvidia-nccl-cu12")
-    assert (lock.cuda.requested, lock.cuda.min_driver) == ("12.1", "530.30.02")
+    assert (lock.cuda.requested, lock.cuda.release) == ("12.1", "12.1")
     assert (lock.cuda.torch_label, lock.cuda.torch_index) == ("+cu121", "https://pypi.org/simple")
     torch = next(p for p in lock.python.packages if p.name == "torch")
     assert torch.version == "2.3.1" and torch.requested
@@ -374,6 +366,13 @@ def test_torch_231_records_cudnn_and_runtime_from_metadata(torch_231: tuple[Path
         f"mlenv: warning: nvidia-nvjitlink-cu12 is required without a version pin by nvidia-cusolver-cu12 "
         f"(any version), nvidia-cusparse-cu12 (any version); locked at {nvjitlink} anyway"
     ) in stderr
+    # The newest nvJitLink at as-of 2025-01-15 is of a later CUDA minor than 12.1: its release's floor
+    # is the lock's, and the warning says which part raised it from 530.30.02.
+    raised = toolkit_floor(".".join(nvjitlink.split(".")[:2]))
+    assert nvjitlink.split(".")[:2] != ["12", "1"] and raised is not None
+    assert driver_satisfies(raised, "530.30.02") and raised != "530.30.02"
+    assert lock.cuda.min_driver == raised
+    assert f"nvidia-nvjitlink-cu12 {nvjitlink} is CUDA" in stderr and "not 530.30.02" in stderr
 
 
 @pytest.mark.network
@@ -413,9 +412,9 @@ def test_pypi_torch_against_another_cuda_is_refused(tmp_path: Path) -> None:
     assert result.code == 2 and not (project / "mlenv.lock").exists()
     lines = result.stderr.strip().splitlines()
     assert lines == [
-        "mlenv: error: [cuda] version asks 11.8 but torch 2.3.1 from https://pypi.org/simple (the cu121 "
-        "build) is CUDA 12.1 (hint: require torch +cu118 from https://download.pytorch.org/whl/cu118 "
-        "(add it to [python] extra-index-urls))"
+        "mlenv: error: torch 2.3.1 from https://pypi.org/simple (the cu121 build) is CUDA 12.1, but [cuda] "
+        'version = "11.8" (hint: ask for version = "12.1", or require torch +cu118 from '
+        "https://download.pytorch.org/whl/cu118 (add it to [python] extra-index-urls))"
     ]
 
 
