@@ -194,6 +194,13 @@ def lock_cuda(
         warnings.append(
             f"torch {torch.version}: its index serves no wheel metadata, so its CUDA variant is not recorded"
         )
+    unread = _unread(pins, requires) if nvidia else []
+    if unread:
+        shown = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
+        warnings.append(
+            f"the index serves no wheel metadata for {shown}: whether they pin the NVIDIA wheels they "
+            "bring is not checked"
+        )
     base_release = base.release if base is not None and base.release is not None else None
 
     # What brings CUDA, for messages: torch's variant when torch is there, else the runtime wheel (with
@@ -203,7 +210,7 @@ def lock_cuda(
         bringer = f"torch {torch.version} from {torch.index} (the {label} build)"
     elif runtime_pin is not None:
         wanted = _required_as(runtime_pin.name, found) if runtime_pin.name not in requested_names else []
-        via = f", required as {_how_required(wanted)}" if wanted else ""
+        via = f", required as {_how_required(wanted)}," if wanted else ""
         bringer = f"{runtime_pin.name} {runtime_pin.version}{via}"
     elif nvidia:
         bringer = f"{nvidia[0].name} {nvidia[0].version}"
@@ -319,16 +326,26 @@ def lock_cuda(
     )
 
 
+def _unread(pins: tuple[PythonPin, ...], requires: Requires) -> list[str]:
+    """Locked pins (not torch, which has its own warning, nor NVIDIA's own wheels) whose Requires-Dist
+    could not be read: an NVIDIA wheel they bring is then checked for pins by nobody."""
+    seen = {name for by_pin in requires.values() for name in by_pin}
+    return sorted(
+        p.name
+        for p in pins
+        if p.wheels and p.name not in seen and p.name != "torch" and _wheel_major(p.name) is None
+    )
+
+
 def _held_by(runtime: PythonPin | None, requested_names: frozenset[str], found: list[Edge]) -> str | None:
     """ ", pinned by nothing (...)" when no requirement holds the runtime wheel, and so the CUDA release,
     at one version: a re-lock may move the whole stack to another CUDA release."""
     if runtime is None or runtime.name in requested_names:
         return None
     wanted = _required_as(runtime.name, found)
-    if any(exact_pin(e.requirement) is not None for e in wanted):
-        return None
-    how = f": {runtime.name} is required as {_how_required(wanted)}" if wanted else ""
-    return f" pinned by nothing{how}"
+    if not wanted or any(exact_pin(e.requirement) is not None for e in wanted):
+        return None  # pinned, or nothing read says what brought it (the unread-metadata warning)
+    return f", pinned by nothing: {runtime.name} is required as {_how_required(wanted)}"
 
 
 def _unpinned(nvidia: list[PythonPin], requested_names: frozenset[str], found: list[Edge]) -> list[str]:
