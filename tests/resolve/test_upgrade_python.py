@@ -111,13 +111,18 @@ def test_relaxing_as_of_moves_nothing_that_still_satisfies(project: Path, fresh:
 
 
 def test_adding_a_requirement_moves_only_it_and_its_new_dependencies(project: Path) -> None:
-    before = blocks(project)
-    write_spec(project, [*REQUIREMENTS, "requests-toolbelt"])
+    lock(project)  # the relaxed spec's lock (its spec-hash), pins as they were
+    before, text = blocks(project), project.joinpath("mlenv.lock").read_text()
+    write_spec(project, [*REQUIREMENTS, "requests-toolbelt"], as_of="")
     lock(project)
     after = blocks(project)
     # requests-toolbelt needs requests, which the lock already pins at a version that satisfies it.
     assert moved(before, after) == {"requests-toolbelt"}
     assert set(before) <= set(after)
+    # The rest of the lock is byte-identical: take out the new table and the spec-hash line.
+    rest = project.joinpath("mlenv.lock").read_text().replace(after["requests-toolbelt"], "")
+    spec_hash = re.compile(r"(?m)^spec-hash = .*$")
+    assert spec_hash.sub("", rest) == spec_hash.sub("", text)
 
 
 def test_upgrade_package_moves_one(project: Path, fresh: dict[str, str]) -> None:
