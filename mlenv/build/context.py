@@ -3,12 +3,13 @@ place."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from mlenv.build.artifacts import Progress, apt_artifacts, fetch, python_artifacts
 from mlenv.build.tarball import Entry, tree_entries, write_tar
 from mlenv.errors import BuildError
-from mlenv.files import inside
+from mlenv.files import file_sha256, inside
 from mlenv.model.ignore import ignore_match
 from mlenv.model.lock import Lock
 from mlenv.observe.fs.apptree import app_entries, model_entries
@@ -27,14 +28,27 @@ def assemble_context(
     wheels: dict[str, Path],
     debs: dict[str, Path],
 ) -> None:
-    """Write the build context: generated files, wheels, and reproducible tars of debs, app, models."""
+    """Write the whole build context (`mlenv dockerfile -o`): generated files, wheels, and reproducible
+    tars of debs, app, models."""
     _refuse_outside(lock, project_dir)
-    epoch = source_date_epoch(lock)
-    for relative, data in rendered.files:
+    dependency_context(lock, rendered.files, destination, wheels=wheels, debs=debs)
+    final_tars(lock, rendered, project_dir, destination)
+
+
+def dependency_context(
+    lock: Lock,
+    files: Iterable[tuple[str, bytes]],
+    destination: Path,
+    *,
+    wheels: dict[str, Path],
+    debs: dict[str, Path],
+) -> None:
+    """The context of the dependency stages: `files` (a Dockerfile, .dockerignore, requirements), the
+    wheels and the .debs' tar."""
+    for relative, data in files:
         target = destination / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-    context_dir = destination / CONTEXT_DIR
     if wheels:
         (destination / WHEELS_DIR).mkdir(parents=True, exist_ok=True)
         for filename, path in sorted(wheels.items()):
@@ -42,19 +56,50 @@ def assemble_context(
     if debs:
         folder = DEBS_DIR.strip("/")
         write_tar(
-            context_dir / DEBS_TAR,
+            destination / CONTEXT_DIR / DEBS_TAR,
             [Entry(folder, None)] + [Entry(f"{folder}/{name}", path) for name, path in sorted(debs.items())],
-            mtime=epoch,
+            mtime=source_date_epoch(lock),
         )
-    entrypoint = context_dir / "entrypoint.py"
-    if entrypoint.exists():
-        write_tar(
-            context_dir / ENTRYPOINT_TAR, tree_entries(entrypoint, ENTRYPOINT_PATH.strip("/")), mtime=epoch
-        )
+
+
+def final_tars(
+    lock: Lock, rendered: RenderedContext, project_dir: Path, destination: Path
+) -> dict[str, Path]:
+    """The reproducible tars of the final steps (entrypoint, app, models) under the context's mlenv/
+    directory, by name: the Dockerfile ADDs them, `mlenv build` loads them as layers."""
+    _refuse_outside(lock, project_dir)
+    epoch = source_date_epoch(lock)
+    context_dir = destination / CONTEXT_DIR
+    context_dir.mkdir(parents=True, exist_ok=True)
+    tars: dict[str, Path] = {}
+    script = dict(rendered.files).get(f"{CONTEXT_DIR}/entrypoint.py")
+    if script is not None:
+        entrypoint = context_dir / "entrypoint.py"
+        entrypoint.write_bytes(script)
+        tars[ENTRYPOINT_TAR] = context_dir / ENTRYPOINT_TAR
+        write_tar(tars[ENTRYPOINT_TAR], tree_entries(entrypoint, ENTRYPOINT_PATH.strip("/")), mtime=epoch)
     if lock.app.copy:
-        write_tar(context_dir / APP_TAR, app_entries(lock, project_dir), mtime=epoch)
+        tars[APP_TAR] = context_dir / APP_TAR
+        write_tar(tars[APP_TAR], app_entries(lock, project_dir), mtime=epoch)
     if any(m.strategy == "bake" for m in lock.models):
-        write_tar(context_dir / MODELS_TAR, model_entries(lock, project_dir), mtime=epoch)
+        _check_models(lock, project_dir)
+        tars[MODELS_TAR] = context_dir / MODELS_TAR
+        write_tar(tars[MODELS_TAR], model_entries(lock, project_dir), mtime=epoch)
+    return tars
+
+
+def _check_models(lock: Lock, project_dir: Path) -> None:
+    """The baked models are the ones the lock hashed (the Dockerfile's sha256sum step, on the host)."""
+    for model in lock.models:
+        source = project_dir / model.source
+        if model.strategy != "bake" or not source.is_file():
+            continue  # a missing one is named by model_entries
+        found = file_sha256(source)
+        if found != model.sha256:
+            raise BuildError(
+                f"model {model.source}: sha256 is {found}, the lock pins {model.sha256}",
+                hint="the model changed after `mlenv lock`: run `mlenv lock` again",
+            )
 
 
 def _refuse_outside(lock: Lock, project_dir: Path) -> None:

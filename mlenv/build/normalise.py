@@ -29,6 +29,7 @@ RUN_FIELDS = ("container", "container_config", "docker_version")
 @dataclass(frozen=True, kw_only=True)
 class Normalised:
     image_id: str  # sha256 of the normalised config
+    config: bytes  # the normalised config itself
     archive: bytes  # for `docker load`: the normalised config and a manifest.json naming the tag
 
 
@@ -67,4 +68,9 @@ def normalised_archive(saved: Iterable[Chunk], *, where: str, epoch: int, tag: s
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, epoch
             archive.addfile(info, io.BytesIO(data))
-    return Normalised(image_id=f"sha256:{image_id}", archive=out.getvalue())
+    return Normalised(image_id=f"sha256:{image_id}", config=config_bytes, archive=out.getvalue())
+
+
+def saved_config(saved: Iterable[Chunk], *, where: str) -> bytes:
+    """The config bytes of a `docker save` stream, its layers skipped unread."""
+    return read_saved(saved, skip_layer, where=where).config

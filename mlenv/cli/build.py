@@ -3,8 +3,10 @@ with --check-reproducible, build twice and compare."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -12,15 +14,17 @@ import typer
 
 from mlenv import __version__
 from mlenv.build.context import refuse_secret_files
-from mlenv.build.image import build_image, default_tag
+from mlenv.build.image import BuiltImage, build_image, default_tag
 from mlenv.build.reproducible import check_reproducible as reproducible_build
 from mlenv.build.reproducible import format_text
-from mlenv.cli.common import fresh_project, say
+from mlenv.build.vault import open_vault, vault_store
+from mlenv.cli.common import Project, fresh_project, say
 from mlenv.cli.progress import for_command
 from mlenv.errors import MlenvError
+from mlenv.model.report import Report
 from mlenv.sources import engine
 from mlenv.verify.formats import DataFormat, as_text, parse_format
-from mlenv.verify.image import verify_image
+from mlenv.verify.image import verify_image, verify_local
 from mlenv.verify.native import refuse_unmet_libraries
 
 
@@ -46,6 +50,12 @@ def build(
     output_format: Annotated[
         str, typer.Option("--format", "-f", help="text (the tag) or json (tag, image ID, verdicts).")
     ] = "text",
+    vault: Annotated[
+        str | None,
+        typer.Option(
+            "--vault", help="Take every artifact from this vault (REF or dir:PATH); no other network."
+        ),
+    ] = None,
 ) -> None:
     """Build the image from mlenv.lock on the Docker engine, with the network off."""
     as_json = parse_format(DataFormat, output_format) is DataFormat.JSON
@@ -56,9 +66,12 @@ def build(
         )
     current = fresh_project(project)
     refuse_secret_files(current.lock.app.copy, current.directory, allow=current.spec.app.allow)
-    refuse_unmet_libraries(current.lock, progress=say)  # before the engine is called: nothing is sent to it
+    store = vault_store(open_vault(vault)) if vault is not None else None  # the vault, and no other network
+    refuse_unmet_libraries(current.lock, progress=say, store=store)  # before the engine: nothing sent to it
     name = tag or default_tag(current.lock, current.lock_digest)
-    with for_command(), engine.connect() as docker_engine:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(for_command())
+        docker_engine = stack.enter_context(engine.connect())
         if check_reproducible:
             built, report = reproducible_build(
                 current.lock,
@@ -78,6 +91,7 @@ def build(
                 raise typer.Exit(1)
             say(format_text(report).rstrip())
         else:
+            work = stack.enter_context(tempfile.TemporaryDirectory(prefix="mlenv-final-"))
             built = build_image(
                 current.lock,
                 engine=docker_engine,
@@ -88,22 +102,18 @@ def build(
                 normalise=normalise,
                 progress=say,
                 mlenv_version=__version__,
+                work=Path(work),
+                store=store,
             )
-    say(f"built {built.tag} ({built.image_id})")
-    if verify:
-        with for_command():
-            verdict, _ = verify_image(
-                current.lock,
-                f"docker-daemon:{built.tag}",
-                lock_digest=current.lock_digest,
-                project_dir=current.directory,
-            )
-        if not verdict.ok:
-            sys.stderr.write(as_text(verdict))
-            if as_json:
-                show(built.tag, built.image_id, verified=False)
-            raise typer.Exit(1)
-        say(f"verified: {built.tag} reproduces {current.lock_path.name} exactly")
+        say(f"built {built.tag} ({built.image_id})")
+        if verify:
+            verdict = self_verify(current, built)
+            if not verdict.ok:
+                sys.stderr.write(as_text(verdict))
+                if as_json:
+                    show(built.tag, built.image_id, verified=False)
+                raise typer.Exit(1)
+            say(f"verified: {built.tag} reproduces {current.lock_path.name} exactly")
     if as_json:
         show(
             built.tag,
@@ -113,6 +123,32 @@ def build(
         )
     else:
         typer.echo(built.image_id if check_reproducible else built.tag)
+
+
+def self_verify(current: Project, built: BuiltImage) -> Report:
+    """The build's own verify: from the files it loaded and the layers remembered for this lock, when it
+    can (a rebuild reads only what changed); else the image read through the engine, as `mlenv verify`
+    reads it, which remembers the layers for the next build."""
+    if built.local is not None:
+        checked = verify_local(
+            current.lock, built.local, lock_digest=current.lock_digest, project_dir=current.directory
+        )
+        if checked is not None:
+            verdict, observed = checked
+            assert observed.image is not None
+            read = sum(1 for layer in built.local.layers if layer.tar is not None)
+            say(
+                f"verify: read the {read} layers this build wrote; the {len(observed.image.indexes) - read} "
+                "below them were verified for this lock before (remembered by diff_id)"
+            )
+            return verdict
+    verdict, _ = verify_image(
+        current.lock,
+        f"docker-daemon:{built.tag}",
+        lock_digest=current.lock_digest,
+        project_dir=current.directory,
+    )
+    return verdict
 
 
 def show(

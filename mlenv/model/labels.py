@@ -8,3 +8,4 @@ LABEL_TITLE = "org.opencontainers.image.title"
 LABEL_CREATED = "org.opencontainers.image.created"
 LABEL_BASE_NAME = "org.opencontainers.image.base.name"
 LABEL_BASE_DIGEST = "org.opencontainers.image.base.digest"
+LABEL_DRIVER_FLOOR = "dev.mlenv.cuda.driver-floor"  # the lowest NVIDIA driver the locked CUDA stack runs on

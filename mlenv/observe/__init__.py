@@ -63,6 +63,13 @@ def inspect_image(
         engine=engine,
         memory=memory,
     )
+    return inspect_loaded(image, artifacts=artifacts, check_files=check_files)
+
+
+def inspect_loaded(
+    image: LoadedImage, *, artifacts: Iterable[str] = (), check_files: bool = True
+) -> Observation:
+    """The observation of an image already read (its interest must have included `probe_interest`)."""
     facts = _observe_tree(
         image.fs, image.config, artifacts=artifacts, check_files=check_files, where=image.location
     )
@@ -108,6 +115,7 @@ __all__ = [
     "LoadedImage",
     "Observation",
     "inspect_image",
+    "inspect_loaded",
     "observe_image",
     "observe_tree",
     "parse_location",

@@ -17,6 +17,7 @@ from mlenv.model.labels import (
     LABEL_BASE_DIGEST,
     LABEL_BASE_NAME,
     LABEL_CREATED,
+    LABEL_DRIVER_FLOOR,
     LABEL_LOCK,
     LABEL_TITLE,
     LABEL_VERSION,
@@ -55,6 +56,58 @@ def venv_path(lock: Lock) -> str:
     return f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def venv_env(lock: Lock) -> tuple[tuple[str, str], ...]:
+    """The variables the venv's ENV sets (a dependency layer's: they depend on the venv path only)."""
+    return (
+        ("VIRTUAL_ENV", lock.python.venv),
+        ("PATH", venv_path(lock)),
+        ("PYTHONUNBUFFERED", "1"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+    )
+
+
+# Libraries that decode or encode video on the GPU (NVDEC/NVENC): the container then needs the driver's
+# `video` capability too. apt names by prefix, Python distributions by name.
+VIDEO_APT = ("ffmpeg", "libavcodec", "gstreamer1.0-plugins-bad")
+VIDEO_PYTHON = frozenset(
+    {"pynvvideocodec", "torchcodec", "decord", "nvidia-dali-cuda120", "nvidia-dali-cuda110"}
+)
+
+
+def home_dir(lock: Lock) -> str:
+    """The service user's HOME: made in the user step, owned by the user with its .cache, so what a
+    torch or Hugging Face service writes (model hub cache, triton kernels, torch.compile) has a place."""
+    return f"/home/{lock.app.user}"
+
+
+def runtime_env(lock: Lock) -> dict[str, str]:
+    """What a service needs at run time, before the spec's [app] env (which may redirect any of these,
+    e.g. HF_HOME to a mounted volume): HOME and the caches ML libraries write; and, when the lock has
+    CUDA, the NVIDIA container runtime's variables, so a GPU node's runtime exposes the GPUs and refuses
+    a driver below the locked stack's floor when the container starts."""
+    home = home_dir(lock)
+    cache = f"{home}/.cache"
+    env = {
+        "HOME": home,
+        "XDG_CACHE_HOME": cache,
+        "HF_HOME": f"{cache}/huggingface",
+        "TORCH_HOME": f"{cache}/torch",
+        "TRITON_CACHE_DIR": f"{cache}/triton",
+    }
+    if lock.cuda.release is not None:
+        video = any(p.name.startswith(VIDEO_APT) for p in lock.apt.packages) or any(
+            p.name in VIDEO_PYTHON for p in lock.python.packages
+        )
+        env["NVIDIA_VISIBLE_DEVICES"] = "all"
+        env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility,video" if video else "compute,utility"
+        # Comma-separated constraints are ANDed by the runtime (as in NVIDIA's own images' variable).
+        require = f"cuda>={lock.cuda.release}"
+        if lock.cuda.min_driver is not None:
+            require += f",driver>={lock.cuda.min_driver}"
+        env["NVIDIA_REQUIRE_CUDA"] = require
+    return env
+
+
 def image_settings(lock: Lock, *, lock_digest: str, mlenv_version: str) -> ImageSettings:
     assert lock.base is not None
     venv = lock.python.venv
@@ -67,15 +120,13 @@ def image_settings(lock: Lock, *, lock_digest: str, mlenv_version: str) -> Image
     }
     if lock.as_of is not None:
         labels[LABEL_CREATED] = rfc3339(lock.as_of)
+    if lock.cuda.release is not None and lock.cuda.min_driver is not None:
+        labels[LABEL_DRIVER_FLOOR] = lock.cuda.min_driver
+    env = {**runtime_env(lock), **dict(lock.app.env)}
     mounts = sorted((m for m in lock.models if m.strategy == "mount"), key=lambda m: m.target)
     return ImageSettings(
-        venv_env=(
-            ("VIRTUAL_ENV", venv),
-            ("PATH", venv_path(lock)),
-            ("PYTHONUNBUFFERED", "1"),
-            ("PYTHONDONTWRITEBYTECODE", "1"),
-        ),
-        app_env=tuple(sorted(lock.app.env)),
+        venv_env=venv_env(lock),
+        app_env=tuple(sorted(env.items())),
         working_dir=lock.app.workdir,
         volumes=tuple(mount_dir(m) for m in mounts),
         user=lock.app.user,

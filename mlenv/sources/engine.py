@@ -135,6 +135,35 @@ class Engine:
         except APIError as error:
             raise SourceError(f"docker load failed: {error.explanation or error}") from None
 
+    def load_file(self, path: Path) -> None:
+        """`docker load` a docker-archive tar file, streamed (its manifest names the tags)."""
+        from docker.errors import APIError
+
+        try:
+            with path.open("rb") as archive:
+                for chunk in self._client.api.load_image(archive):
+                    if isinstance(chunk, dict) and chunk.get("error"):  # reported in the stream, not raised
+                        raise SourceError(f"docker load failed: {str(chunk['error']).strip()}")
+        except APIError as error:
+            raise SourceError(f"docker load failed: {error.explanation or error}") from None
+        except _failures() as error:
+            raise SourceError(f"docker load failed: {error}") from None
+
+    def remove_untagged(self, image_id: str) -> bool:
+        """Remove an image no tag names (a build stage's), with its untagged parents; never a tagged
+        one, and not one another image is built on. True when it was removed."""
+        from docker.errors import APIError, ImageNotFound, NotFound
+
+        try:
+            if self._client.images.get(image_id).tags:
+                return False
+            self._client.images.remove(image_id, force=False, noprune=False)
+        except (ImageNotFound, NotFound):
+            return False
+        except APIError:  # in use: a container, or a child image of another build
+            return False
+        return True
+
     def remove_image(self, name: str) -> None:
         from docker.errors import ImageNotFound, NotFound
 

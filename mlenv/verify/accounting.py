@@ -57,8 +57,9 @@ class Plan:
     debs: list[DebPackage] = field(default_factory=list)
     deb_checks: dict[str, Checker] = field(default_factory=dict)
     # A venv .pyc whose sha256 is the expected one (as this host compiles it), or one check_pyc already
-    # accepted: its content is not needed, so the reader drops it once hashed (see `needed`).
-    pyc_sha256: dict[str, str] = field(default_factory=dict)
+    # accepted for the same source: its content is not needed, so the reader drops it once hashed (see
+    # `needed`). By path, the venv's expected byte code; `accepted`: _Verified's keys.
+    pyc_expected: dict[str, ExpectedFile] = field(default_factory=dict)
     accepted: frozenset[str] = frozenset()
 
     @property
@@ -77,11 +78,13 @@ class Plan:
         """Whether the content of `path`, hashed to `digest`, is still needed: not for a .pyc whose
         bytes are already known good. Without this the fraud image's 13,000 venv .pyc (126 MiB) stay
         in memory until the layers are compared."""
-        expected = self.pyc_sha256.get(path)
-        if expected is None:
+        item = self.pyc_expected.get(path)
+        if item is None:
             return True
         found = digest.hex()
-        return found != expected and found not in self.accepted
+        # Accepted for this source only: the same bytes accepted for another wheel's file (a test module
+        # two pandas releases share) are judged again here, so they must be kept.
+        return found != item.sha256 and _Verified.key(found, item) not in self.accepted
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,10 +161,9 @@ def plan(
     keep_paths = set(ACCOUNT_FILES) | {f"{p}-" for p in ACCOUNT_FILES} | set(deb_checks)
     # The base's venv templates: the activate scripts' renderings are derived from them.
     templates = tuple(p.format(v=python) for p in VENV_SCRIPTS)
-    pyc_sha256 = {f.path: f.sha256 for f in files if f.check == "pyc" and f.sha256 is not None}
     return Plan(
-        pyc_sha256=pyc_sha256,
-        accepted=_Verified.load().found_sha256s(),
+        pyc_expected={f.path: f for f in files if f.check == "pyc"},
+        accepted=frozenset(_Verified.load().known),
         files=files,
         checks=checks,
         unexplained=list(expectation.unexplained),
@@ -320,20 +322,15 @@ class _Verified:
         return cls(path, known)
 
     @staticmethod
-    def _key(sha256: str | None, item: ExpectedFile) -> str:
+    def key(sha256: str | None, item: ExpectedFile) -> str:
         return f"{sha256} {item.source} {item.pyc_source}"
 
-    def found_sha256s(self) -> frozenset[str]:
-        """The sha256 of every .pyc accepted (for any source): the reader need not keep their bytes,
-        and `has` still decides, by sha256 and source, whether a found one is accepted."""
-        return frozenset(key.partition(" ")[0] for key in self.known)
-
     def has(self, sha256: str | None, item: ExpectedFile) -> bool:
-        return sha256 is not None and self._key(sha256, item) in self.known
+        return sha256 is not None and self.key(sha256, item) in self.known
 
     def add(self, sha256: str | None, item: ExpectedFile) -> None:
         if sha256 is not None:
-            self.known.add(self._key(sha256, item))
+            self.known.add(self.key(sha256, item))
             self.added = True
 
     def save(self) -> None:

@@ -30,6 +30,7 @@ from mlenv.model.report import Drift
 from mlenv.model.spec import DEFAULT_INDEX_URL
 from mlenv.model.target import marker_environment, python_tuple, target_tags, wheel_installs
 from mlenv.observe.fs.apptree import app_entries, entry_mode
+from mlenv.render.config import home_dir
 from mlenv.render.dockerfile import APP_UID, USER_VOLATILE, source_date_epoch
 from mlenv.render.entrypoint import ENTRYPOINT_PATH, entrypoint_script, needs_entrypoint
 from mlenv.verify.files import ContentCheck, Lookup
@@ -353,7 +354,8 @@ def _model_files(lock: Lock, project_dir: Path | None) -> list[ExpectedFile]:
 # RUN useradd (render.dockerfile user step): useradd --system --user-group appends the locked user to
 #   /etc/passwd, /etc/group, /etc/shadow and /etc/gshadow, saves the previous passwd/group/shadow/gshadow
 #   as the `-` backups (the step removes the backups the base did not have: USER_VOLATILE), and takes
-#   /etc/.pwd.lock (an empty lock file, 0600). `mkdir -p` makes the workdir.
+#   /etc/.pwd.lock (an empty lock file, 0600). `install -d` makes the user's HOME and HOME/.cache, owned
+#   by the user; `mkdir -p` makes the workdir.
 ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
 
 
@@ -392,6 +394,12 @@ def step_files(lock: Lock) -> tuple[list[ExpectedFile], dict[str, ContentCheck]]
             gid=0,
         )
     )
+    # `install -d -o USER -g USER` makes the user's HOME and its .cache (the group's id is useradd's
+    # choice, judged with the account files).
+    files += [
+        ExpectedFile(path=path, kind="dir", source="step:useradd (install -d)", mode=0o755, uid=APP_UID)
+        for path in (home_dir(lock), f"{home_dir(lock)}/.cache")
+    ]
     if needs_entrypoint(lock):
         script = entrypoint_script(lock).encode()
         files.append(
@@ -409,7 +417,8 @@ def step_files(lock: Lock) -> tuple[list[ExpectedFile], dict[str, ContentCheck]]
     # /etc/group and must be the same in every file that names it.
     checks: dict[str, ContentCheck] = {
         "/etc/passwd": _appended(
-            "/etc/passwd", rf"{re.escape(user)}:x:{APP_UID}:(?P<gid>\d+)::/nonexistent:/usr/sbin/nologin"
+            "/etc/passwd",
+            rf"{re.escape(user)}:x:{APP_UID}:(?P<gid>\d+)::{re.escape(home_dir(lock))}:/usr/sbin/nologin",
         ),
         "/etc/group": _appended("/etc/group", rf"{re.escape(user)}:x:(?P<gid>\d+):"),
         "/etc/shadow": _appended("/etc/shadow", rf"{re.escape(user)}:!:{epoch_days}::::::"),

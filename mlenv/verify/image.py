@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlenv.model.facts import ConfigFact, EnvFacts
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
-from mlenv.observe import Observation, inspect_image
-from mlenv.observe.facts import combine
+from mlenv.observe import Observation, inspect_image, inspect_loaded
+from mlenv.observe.facts import combine, probe_interest
+from mlenv.observe.fs.rootfs import Interest
 from mlenv.observe.image import open_image
 from mlenv.observe.image.layerfiles import layer_steps
+from mlenv.observe.image.local import LocalImage, load_local
 from mlenv.observe.limits import MAX_KEPT_FILE
 from mlenv.sources.cas import ContentStore
 from mlenv.sources.registry import RegistryClient
-from mlenv.verify.accounting import account, base_layer_count, plan, with_files
+from mlenv.verify.accounting import Plan, account, base_layer_count, plan, with_files
 from mlenv.verify.compare import compare
 from mlenv.verify.config import base_config, built_by, expected_config
 from mlenv.verify.expected import expected_facts, image_contents
@@ -60,12 +64,6 @@ def verify_image(
     it, the app copy is reported unverified, never skipped). The layers read are remembered in `memo`
     (default: the user cache's) for this lock, and those remembered are hashed but not parsed again."""
     chosen = platform or lock.target.platforms[0]
-    models = [m.target for m in lock.models if m.strategy == "bake"]
-    # The baked models' bytes are kept for the model reader, which says which library version wrote the
-    # image's copy; one larger than a kept file may be is judged by its sha256 and the lock's record.
-    readable = frozenset(
-        m.target for m in lock.models if m.strategy == "bake" and (m.size or 0) <= MAX_KEPT_FILE
-    )
     registry = RegistryClient(docker_config)
     memo = memo if memo is not None else LayerMemo()
     with open_image(reference, docker_config=docker_config, platform=chosen, registry=registry) as opened:
@@ -73,38 +71,107 @@ def verify_image(
         memory.prefetch(opened.diff_ids)
         # What the files must be is derived before the image is read (while dockerd exports it), so the
         # one pass keeps the few contents the checks need (generated files, byte code) and hashes the rest.
-        files = plan(lock, image_contents(lock, chosen, lock_digest=lock_digest), project_dir=project_dir)
-        base = base_config(lock, chosen, store=ContentStore(), registry=registry) if lock.base else None
+        checks = _checks(lock, chosen, lock_digest, project_dir, registry)
         observed = inspect_image(
             reference,
             docker_config=docker_config,
             platform=chosen,
-            artifacts=models,
-            keep=combine(files.keep, readable.__contains__),
+            artifacts=checks.models,
+            keep=checks.keep,
             registry=registry,
             engine=opened.engine,
             memory=memory,
         )
+    return _judge(
+        lock, observed, checks, lock_digest=lock_digest, platform=chosen, subject=reference, memo=memo
+    )
+
+
+def verify_local(
+    lock: Lock,
+    image: LocalImage,
+    *,
+    lock_digest: str,
+    project_dir: Path | None = None,
+    memo: LayerMemo | None = None,
+) -> tuple[Report, Observation] | None:
+    """Verify the image `mlenv build` just loaded, from its own files: the config and top layers it
+    wrote, and the layers below them as remembered for this lock by diff_id (the engine's content
+    address of a layer it holds), not read again. None when one of those is not remembered: the caller
+    verifies through the engine (verify_image), which remembers them for the next build.
+
+    Only the build's own check trusts a remembered layer unread: the layers are the ones this engine
+    holds under the dependency image mlenv built, and the image it loaded has exactly these diff_ids
+    (the build checks the ID). `mlenv verify` reads every layer."""
+    chosen = lock.target.platforms[0]
+    memo = memo if memo is not None else LayerMemo()
+    memory = memo.for_lock(lock_digest)
+    checks = _checks(lock, chosen, lock_digest, project_dir, RegistryClient())
+    loaded = load_local(image, combine(probe_interest, checks.keep), memory.known)
+    if loaded is None:
+        return None
+    observed = inspect_loaded(loaded, artifacts=checks.models)
+    subject = f"docker-daemon:{image.name}"
+    return _judge(
+        lock, observed, checks, lock_digest=lock_digest, platform=chosen, subject=subject, memo=memo
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Checks:
+    files: Plan
+    base: Mapping[str, Any] | None
+    models: list[str]
+    keep: Interest
+
+
+def _checks(
+    lock: Lock, platform: str, lock_digest: str, project_dir: Path | None, registry: RegistryClient
+) -> _Checks:
+    """What the image must hold, derived from the lock alone (and the base's config, by its digest)."""
+    models = [m.target for m in lock.models if m.strategy == "bake"]
+    # The baked models' bytes are kept for the model reader, which says which library version wrote the
+    # image's copy; one larger than a kept file may be is judged by its sha256 and the lock's record.
+    readable = frozenset(
+        m.target for m in lock.models if m.strategy == "bake" and (m.size or 0) <= MAX_KEPT_FILE
+    )
+    files = plan(lock, image_contents(lock, platform, lock_digest=lock_digest), project_dir=project_dir)
+    base = base_config(lock, platform, store=ContentStore(), registry=registry) if lock.base else None
+    return _Checks(files=files, base=base, models=models, keep=combine(files.keep, readable.__contains__))
+
+
+def _judge(
+    lock: Lock,
+    observed: Observation,
+    checks: _Checks,
+    *,
+    lock_digest: str,
+    platform: str,
+    subject: str,
+    memo: LayerMemo,
+) -> tuple[Report, Observation]:
     config = None
-    if base is not None:
+    if checks.base is not None:
         found = observed.facts.config
         config = expected_config(
             lock,
             lock_digest=lock_digest,
-            platform=chosen,
-            base=base,
+            platform=platform,
+            base=checks.base,
             built_by=built_by(found.labels) if found is not None else None,
         )
     report = verify_facts(
-        lock, observed.facts, lock_digest=lock_digest, platform=chosen, subject=reference, config=config
+        lock, observed.facts, lock_digest=lock_digest, platform=platform, subject=subject, config=config
     )
     report = dataclasses.replace(report, findings=image_findings(observed.facts, observed.fs))
-    report = with_native_findings(report, lock, observed, platform=chosen)
+    report = with_native_findings(report, lock, observed, platform=platform)
     assert observed.image is not None  # an image reference always loads an image
     image = observed.image
     steps = layer_steps(image.config)
-    file_drifts = account(files, image.indexes, base_layers=base_layer_count(lock, chosen), steps=steps)
-    memo.remember(lock_digest, image, _content_to_remember(files.files))
+    file_drifts = account(
+        checks.files, image.indexes, base_layers=base_layer_count(lock, platform), steps=steps
+    )
+    memo.remember(lock_digest, image, _content_to_remember(checks.files.files))
     return with_files(report, file_drifts), observed
 
 

@@ -156,3 +156,12 @@ class LockedMemo:
 
     def recall(self, name: str) -> tuple[str, LayerIndex] | None:
         return self.memo.recall(self.lock_digest, name, self._loaded)
+
+    def known(self, diff_id: str) -> LayerIndex | None:
+        """The layer remembered under this diff_id for this lock, unread (verify_local: the build's own
+        check of layers the engine holds by that content address); counted as recalled."""
+        index = self._loaded(diff_id)
+        if index is not None and index.diff_id == diff_id:
+            self.memo.recalled.append(diff_id)
+            return index
+        return None

@@ -1,0 +1,99 @@
+"""Builds whose cost follows what changed, on the real engine.
+
+The fraud image (tests/infra/fraud.py) is the clean build. A copy of the project with one app file edited
+is built next: its lock is the same, so the dependency image is found by the digest of its inputs and
+reused, the engine gets only the app's tar and a config, and the build's own verify reads only the layers
+the build wrote. `mlenv verify` of the same image reads every layer and agrees. `docker build` of the
+rendered Dockerfile, by hand, gives an image verify accepts too: the two ways to build cannot part.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Built, lock_tag, run_cli
+from tools.localbase.dockerd import Daemon
+from tools.localbase.project import copy_example
+
+pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
+
+
+def edited_copy(fraud_image: Built, where: Path) -> Path:
+    """The fraud project again, one line added to app/main.py (the model copied, not retrained)."""
+    project = copy_example("fraud-detector", where, base={"image": _base_of(fraud_image)})
+    shutil.copytree(fraud_image.project / "models", project / "models", dirs_exist_ok=True)
+    shutil.copy(fraud_image.lock, project / "mlenv.lock")
+    main = project / "app" / "main.py"
+    main.write_text(main.read_text() + "\nREBUILD_EDIT = 1\n")
+    return project
+
+
+def _base_of(fraud_image: Built) -> str:
+    spec = (fraud_image.project / "mlenv.toml").read_text()
+    return next(line.split('"')[1] for line in spec.splitlines() if line.startswith("image"))
+
+
+def test_an_app_edit_rebuilds_only_the_app_layer_and_verifies_only_what_it_wrote(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    project = edited_copy(fraud_image, tmp_path)
+    tag = lock_tag("fraud", project / "mlenv.lock", "app-edit")
+    built = run_cli("build", str(project), "--tag", tag, "--format", "json")
+    assert built.code == 0, built.stderr[-2000:]
+    assert json.loads(built.stdout)["verified"] is True
+    assert "dependency layers: reusing mlenv-deps:" in built.stderr
+    assert "verify: read the 2 layers this build wrote; the " in built.stderr  # app and entrypoint tars
+    assert "below them were verified for this lock before" in built.stderr
+
+    before = docker_daemon.client.images.get(fraud_image.tag).attrs["RootFS"]["Layers"]
+    after = docker_daemon.client.images.get(tag).attrs["RootFS"]["Layers"]
+    changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+    app_layer = len(before) - 2  # the app tar, then the entrypoint tar above it
+    assert changed == [app_layer, app_layer + 1]  # the entrypoint's chain moves with the app below it
+
+    # `mlenv verify` reads every layer of it and agrees; against the unedited app tree it names the file.
+    lock = str(project / "mlenv.lock")
+    ok = run_cli("verify", f"docker-daemon:{tag}", "--lock", lock, "--project", str(project))
+    assert ok.code == 0, ok.stdout + ok.stderr
+    other = run_cli("verify", f"docker-daemon:{tag}", "--lock", lock, "--project", str(fraud_image.project))
+    assert other.code == 1
+    assert "/app/app/main.py" in other.stdout
+
+
+def test_the_service_user_can_write_its_home_and_every_cache(fraud_image: Built, docker_daemon: Daemon) -> None:
+    script = (
+        'set -e; for d in "$HOME" "$XDG_CACHE_HOME"; do touch "$d/probe"; done; '
+        'mkdir -p "$HF_HOME/hub" "$TORCH_HOME/hub" "$TRITON_CACHE_DIR"; touch "$HF_HOME/hub/x" '
+        '"$TORCH_HOME/hub/x" "$TRITON_CACHE_DIR/x"; echo "$(id -u) $HOME"'
+    )
+    out = docker_daemon.client.containers.run(
+        fraud_image.tag, ["-c", script], entrypoint="/bin/sh", remove=True, network_mode="none"
+    )
+    assert out.decode().strip() == "10001 /home/app"
+    env = docker_daemon.client.images.get(fraud_image.tag).attrs["Config"]["Env"]
+    assert not [e for e in env if e.startswith("NVIDIA_")]  # the fraud lock has no CUDA
+
+
+def test_docker_build_of_the_rendered_dockerfile_gives_an_image_verify_accepts(
+    fraud_image: Built, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    context = tmp_path / "context"
+    rendered = run_cli("dockerfile", str(fraud_image.project), "-o", str(context))
+    assert rendered.code == 0, rendered.stderr
+    tag = lock_tag("fraud", fraud_image.lock, "by-hand")
+    env = {"DOCKER_HOST": docker_daemon.host, "PATH": "/usr/bin:/bin"}
+    build = subprocess.run(
+        ["docker", "build", "--network", "none", "--quiet", "-t", tag, str(context)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    result = run_cli("verify", f"docker-daemon:{tag}", "--lock", str(fraud_image.lock))
+    assert result.code == 0, result.stdout + result.stderr
