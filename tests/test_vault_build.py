@@ -19,6 +19,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,7 +28,9 @@ import pytest
 
 from mlenv.build.vault import ARTIFACT_TYPE, TITLE, open_vault
 from mlenv.lockfile import read_lock
+from mlenv.model.lock import Lock
 from mlenv.sources.cas import ContentStore
+from mlenv.sources.http import download_chunks
 from mlenv.sources.registry import ImageReference, RegistryClient
 from tests.helpers import run_cli
 from tools.localbase.dockerd import Daemon
@@ -103,21 +106,37 @@ def _build(project: Path, cache: Path, *extra: str, loopback_only: bool = False)
         "--format",
         "json",
         "--no-cache",
+        # Verify is left out: what is asserted is the image ID, equal to the first build's.
+        "--no-verify",
         *extra,
         env=_env(cache, loopback_only=loopback_only),
     )
     return built.code, built.stdout, built.stderr
 
 
-def test_a_vault_builds_the_same_image_with_only_loopback_after_the_mirror_dropped_the_deb(
+@dataclass(frozen=True)
+class Vaulted:
+    project: Path
+    lock: Lock
+    mirror_url: str
+    vault: str
+    first: str  # the image ID of the first build, from the mirror and PyPI
+    work: Path
+
+
+@pytest.fixture(scope="module")
+def vaulted(
     docker_daemon: Daemon,
     registry: Registry,
     base_image_python: BaseImage,
     local_mirror: tuple[str, Path],
-    tmp_path: Path,
-) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Vaulted:
+    """The project locked, built once, pushed to a vault in the loopback registry; then the local mirror
+    stops serving its .debs (as Debian drops superseded versions)."""
     mirror_url, mirror_root = local_mirror
-    project = tmp_path / "vaulted"
+    work = tmp_path_factory.mktemp("vaulted")
+    project = work / "vaulted"
     (project / "app").mkdir(parents=True)
     (project / "app" / "__init__.py").write_text("")
     (project / "app" / "main.py").write_text("import six\nprint(six.__version__)\n")
@@ -125,7 +144,7 @@ def test_a_vault_builds_the_same_image_with_only_loopback_after_the_mirror_dropp
     (project / "models" / "weights.bin").write_bytes(bytes(range(256)) * 64)
     (project / "mlenv.toml").write_text(SPEC.format(base=base_image_python.ref))
 
-    locked = run_cli("lock", str(project), env=_env(tmp_path / "cache-lock"))
+    locked = run_cli("lock", str(project), env=_env(work / "cache-lock"))
     assert locked.code == 0, locked.stderr[-2000:]
     # The lock's .debs come from a mirror this test controls: a copy of the Debian mirror's pool files.
     lock_path = project / "mlenv.lock"
@@ -136,55 +155,62 @@ def test_a_vault_builds_the_same_image_with_only_loopback_after_the_mirror_dropp
     )
     lock = read_lock(lock_path)
     assert lock.apt.sources[0].mirror == mirror_url
-    store = ContentStore(tmp_path / "cache-lock" / "cas")
+    store = ContentStore(work / "cache-lock" / "cas")
     for pin in lock.apt.packages:
         target = mirror_root / pin.filename
         target.parent.mkdir(parents=True, exist_ok=True)
         cached = store.get(pin.sha256)
         if cached is None:  # the lock does not download .debs: fetch it once from the real mirror
-            from mlenv.sources.http import download_chunks
-
             cached = store.put_stream(
                 pin.sha256, download_chunks(f"{source.mirror}/{pin.filename}"), what=pin.name
             )
         shutil.copyfile(cached, target)
 
-    code, out, err = _build(project, tmp_path / "cache-first")
+    code, out, err = _build(project, work / "cache-first")
     assert code == 0, err[-3000:]
     first = json.loads(out)["image-id"]
 
     vault = f"{registry.host}/vault/vaulted:v1"
-    pushed = run_cli("vault", "push", vault, str(project), env=_env(tmp_path / "cache-first"))
+    pushed = run_cli("vault", "push", vault, str(project), env=_env(work / "cache-first"))
     assert pushed.code == 0, pushed.stderr[-2000:]
-    # One OCI artifact: every file by the lock's sha256, each named by an annotation.
-    opened = open_vault(vault, RegistryClient)
+    for pin in lock.apt.packages:
+        (mirror_root / pin.filename).unlink()
+    return Vaulted(project=project, lock=lock, mirror_url=mirror_url, vault=vault, first=first, work=work)
+
+
+def test_the_vault_is_one_oci_artifact_holding_every_locked_file(vaulted: Vaulted) -> None:
+    lock = vaulted.lock
+    opened = open_vault(vaulted.vault, RegistryClient)
     titles = {f.title: f.sha256 for f in opened.files.values()}
     assert {f"debs/{p.filename.rsplit('/', 1)[-1]}" for p in lock.apt.packages} <= set(titles)
     assert {f"wheels/{w.name}" for p in lock.python.packages for w in p.wheels} <= set(titles)
     assert titles["models/app/models/weights.bin"] == lock.models[0].sha256
     assert lock.base is not None
-    assert titles["base/linux-amd64/config.json"] == lock.base.platforms[0].config_digest.removeprefix(
-        "sha256:"
-    )
-    manifest = RegistryClient().get_manifest(ImageReference.parse(vault))
+    config = lock.base.platforms[0].config_digest.removeprefix("sha256:")
+    assert titles["base/linux-amd64/config.json"] == config
+    manifest = RegistryClient().get_manifest(ImageReference.parse(vaulted.vault))
     assert manifest.data["artifactType"] == ARTIFACT_TYPE
     assert all(TITLE in layer["annotations"] for layer in manifest.data["layers"])
 
-    # The mirror no longer serves the pinned version.
-    for pin in lock.apt.packages:
-        (mirror_root / pin.filename).unlink()
-    deb = lock.apt.packages[0]
-    code, _, err = _build(project, tmp_path / "cache-without-vault")
+
+def test_with_the_vault_and_only_loopback_the_build_gives_the_first_image_id(vaulted: Vaulted) -> None:
+    code, out, err = _build(
+        vaulted.project, vaulted.work / "cache-vault", "--vault", vaulted.vault, loopback_only=True
+    )
+    assert code == 0, err[-3000:]
+    assert json.loads(out)["image-id"] == vaulted.first
+
+
+def test_without_the_vault_one_line_names_the_deb_its_version_and_each_place(vaulted: Vaulted) -> None:
+    deb = vaulted.lock.apt.packages[0]
+    (source,) = vaulted.lock.apt.sources
+    code, _, err = _build(vaulted.project, vaulted.work / "cache-without-vault")
     assert code == 2
     lines = [line for line in err.splitlines() if "cannot fetch" in line]
     assert len(lines) == 1, err[-2000:]
     assert f"cannot fetch {deb.name} {deb.version} (" in lines[0]
-    assert f"{mirror_url}/{deb.filename}: HTTP 404" in lines[0] and "not in the cache" in lines[0]
+    assert f"{vaulted.mirror_url}/{deb.filename}: HTTP 404" in lines[0] and "not in the cache" in lines[0]
     assert source.snapshot is not None and source.snapshot in lines[0]
-
-    code, out, err = _build(project, tmp_path / "cache-vault", "--vault", vault, loopback_only=True)
-    assert code == 0, err[-3000:]
-    assert json.loads(out)["image-id"] == first
 
 
 def test_the_base_comes_back_from_the_vault_with_its_image_id(

@@ -14,8 +14,7 @@ from pathlib import Path
 from mlenv.errors import BuildError
 from mlenv.model.lock import Lock
 from mlenv.model.target import target_tags, wheel_installs
-from mlenv.model.urls import redact_text
-from mlenv.sources.cas import ContentStore, Fallback
+from mlenv.sources.cas import ContentStore
 
 Progress = Callable[[str], None]
 
@@ -66,52 +65,17 @@ def apt_artifacts(lock: Lock) -> list[Artifact]:
     ]
 
 
-def fetch(
-    artifacts: list[Artifact],
-    store: ContentStore,
-    progress: Progress,
-    *,
-    vault: Fallback | None = None,
-    network: bool | None = None,
-) -> dict[str, Path]:
-    """Every artifact in the cache, verified; filename -> cached path. The vault and whether URLs may be
-    tried default to the store's (`network=False`, a build from a vault: the cache and the vault only)."""
-    vault = vault if vault is not None else store.fallback
-    network = store.network if network is None else network
+def fetch(artifacts: list[Artifact], store: ContentStore, progress: Progress) -> dict[str, Path]:
+    """Every artifact in the cache, verified; filename -> cached path. Each comes from the first place
+    that has it (ContentStore.fetch_first: the cache, the URLs unless the store's network is off, the
+    store's vault), and one line names the pin and every place when none has it."""
     found: dict[str, Path] = {}
     for index, artifact in enumerate(artifacts, start=1):
-        cached = store.get(artifact.sha256)
+        cached = store.cached(artifact.sha256)
         if cached is None:
             progress(f"fetch {index}/{len(artifacts)} {artifact.filename}")
-            cached = _fetch_any(artifact, store, vault=vault, network=network)
+            pin = f"{artifact.package} {artifact.version}" if artifact.package else ""
+            what = f"{pin} ({artifact.filename})" if pin else artifact.filename
+            cached = store.fetch_first(artifact.sha256, artifact.urls, what=what, filename=artifact.filename)
         found[artifact.filename] = cached
     return found
-
-
-def _fetch_any(artifact: Artifact, store: ContentStore, *, vault: Fallback | None, network: bool) -> Path:
-    from mlenv.sources.http import download_chunks  # requests is loaded only when something is fetched
-
-    tried = [f"not in the cache ({store.root})"]
-    for url in artifact.urls if network else ():
-        try:
-            return store.put_stream(artifact.sha256, download_chunks(url), what=artifact.filename)
-        except BuildError:
-            raise  # a hash mismatch is never retried from another place silently
-        except Exception as error:  # try the next place; each one's failure is named in the end
-            # The error may quote a URL; a mirror's credentials must not reach the error line.
-            tried.append(redact_text(str(error)).removeprefix("cannot download "))
-    if vault is not None:
-        try:
-            chunks = vault.chunks(artifact.sha256)
-            if chunks is not None:
-                return store.put_stream(
-                    artifact.sha256, chunks, what=f"{artifact.filename} from {vault.name}"
-                )
-            tried.append(f"{vault.name}: absent")
-        except BuildError:
-            raise
-        except Exception as error:
-            tried.append(f"{vault.name}: {redact_text(str(error))}")
-    pin = f"{artifact.package} {artifact.version}" if artifact.package else artifact.filename
-    shown = f"{pin} ({artifact.filename})" if artifact.package else pin
-    raise BuildError(f"cannot fetch {shown}: {'; '.join(tried)}")

@@ -244,7 +244,8 @@ def base_files(
         )
         found.append((item, path))
 
-    manifests = [(top, "")]
+    # A single-manifest base is named by its one locked platform, like each manifest of an index.
+    manifests = [(top, lock.base.platforms[0].platform if lock.base.platforms else "image")]
     if "manifests" in top.data:
         keep("base/index.json", top.raw, top.media_type)
         manifests = [(client.get_manifest(ref, p.manifest_digest), p.platform) for p in lock.base.platforms]
@@ -398,9 +399,7 @@ class Vault:
         same image ID as the base pulled from its registry."""
         if lock.base is None:
             raise BuildError("the lock has no base image")
-        manifest_file = self.titled(f"base/{platform.replace('/', '-')}/manifest.json") or self.titled(
-            "base/image/manifest.json"
-        )
+        manifest_file = self.titled(f"base/{platform.replace('/', '-')}/manifest.json")
         if manifest_file is None:
             raise BuildError(f"{self.name} holds no base manifest for {platform}")
         manifest = json.loads(self.target.read(manifest_file.sha256))

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from mlenv.errors import BuildError
 from mlenv.files import atomic_writer, file_sha256
+from mlenv.model.urls import redact_text
 
 # Entries keep the private mode they have always had (mkstemp's); the build hard-links them into its
 # context, so a different mode here could reach what the engine sees.
@@ -54,7 +55,21 @@ class ContentStore:
         return self.root / "sha256" / sha256[:2] / sha256
 
     def get(self, sha256: str) -> Path | None:
-        """The cached file with this sha256, verified now; None when absent or corrupt (then removed)."""
+        """The cached file with this sha256, verified now; None when absent or corrupt (then removed).
+
+        A file the cache lacks and the fallback (the vault) holds is copied in, checked, and returned:
+        every reader of the store (the build's fetch, verify's library check) sees the vault."""
+        path = self.cached(sha256)
+        if path is not None:
+            return path
+        if self.fallback is not None:
+            chunks = self.fallback.chunks(sha256)
+            if chunks is not None:
+                return self.put_stream(sha256, chunks, what=f"sha256:{sha256} from {self.fallback.name}")
+        return None
+
+    def cached(self, sha256: str) -> Path | None:
+        """The cache alone (no fallback): the file verified now, None when absent or corrupt (removed)."""
         path = self.path_for(sha256)
         if not path.is_file():
             return None
@@ -93,3 +108,35 @@ class ContentStore:
 
     def fetch(self, sha256: str, download: Callable[[], Iterable[bytes]], *, what: str) -> Path:
         return self.get(sha256) or self.put_stream(sha256, download(), what=what)
+
+    def fetch_first(self, sha256: str, urls: Sequence[str], *, what: str, filename: str) -> Path:
+        """The file with `sha256` from the first place that has it: this cache, each URL in order (none
+        when the store's network is off), then the fallback (the vault). Whatever the place, the bytes
+        are checked against `sha256` before use, and a mismatch is an error at once, never retried
+        silently elsewhere. When every place fails, one line names `what` (the pin: `curl 7.88.1-10
+        (curl_7.88.1-10_amd64.deb)`) and each place with its failure."""
+        from mlenv.sources.http import download_chunks  # requests is loaded only when something is fetched
+
+        found = self.cached(sha256)
+        if found is not None:
+            return found
+        tried = [f"not in the cache ({self.root})"]
+        for url in urls if self.network else ():
+            try:
+                return self.put_stream(sha256, download_chunks(url), what=filename)
+            except BuildError:
+                raise  # a hash mismatch
+            except Exception as error:  # the next place decides; each failure is named in the end
+                # The error may quote a URL: a mirror's credentials must not reach the error line.
+                tried.append(redact_text(str(error)).removeprefix("cannot download "))
+        if self.fallback is not None:
+            try:
+                chunks = self.fallback.chunks(sha256)
+                if chunks is not None:
+                    return self.put_stream(sha256, chunks, what=f"{filename} from {self.fallback.name}")
+                tried.append(f"{self.fallback.name}: absent")
+            except BuildError:
+                raise
+            except Exception as error:
+                tried.append(f"{self.fallback.name}: {redact_text(str(error))}")
+        raise BuildError(f"cannot fetch {what}: {'; '.join(tried)}")
