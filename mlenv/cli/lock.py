@@ -66,12 +66,15 @@ def lock(
         typer.Option(
             "--upgrade-package",
             "-P",
+            metavar="NAME",
             help="Let this Python package move (NAME or NAME==VERSION; repeatable); other pins stay.",
         ),
     ] = None,
     upgrade_apt: Annotated[
         list[str] | None,
-        typer.Option("--upgrade-apt", help="Let this apt package move (NAME or NAME:ARCH; repeatable)."),
+        typer.Option(
+            "--upgrade-apt", metavar="NAME", help="Let this apt package move (NAME or NAME:ARCH; repeatable)."
+        ),
     ] = None,
     upgrade_all: Annotated[
         bool, typer.Option("--upgrade", "-U", help="Re-resolve everything: the old lock is no preference.")
@@ -79,8 +82,8 @@ def lock(
 ) -> None:
     """Resolve mlenv.toml into mlenv.lock (every layer pinned, Python files hashed for the target).
 
-    Every pin of the existing lock that still satisfies the spec is kept (as uv and pip-compile keep
-    the pins of their output file); -P, --upgrade-apt and --upgrade say what may move."""
+    Pins of the existing lock that still satisfy the spec are kept; -P, --upgrade-apt, --upgrade free them.
+    """
     as_json = wants_json(output_format)
     upgrade = parse_upgrade(everything=upgrade_all, python=upgrade_package or [], apt=upgrade_apt or [])
     if check and (upgrade.everything or upgrade.python or upgrade.apt):
