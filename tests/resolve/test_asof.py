@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from mlenv.errors import SourceError
+from mlenv.lockfile import dump_bytes, loads
 from mlenv.model.debian import Keyring, SourceEntry
 from mlenv.model.spec import AptSpec
 from mlenv.resolve.apt import lock_apt
@@ -210,7 +211,10 @@ def test_an_unreachable_snapshot_service_resolves_from_the_mirror_and_the_gap_na
 def test_a_snapshot_lock_has_no_gap(served: Served, tmp_path: Path) -> None:
     as_of = datetime(2024, 7, 1, tzinfo=UTC)
     resolution = _lock(served, tmp_path, as_of)
-    assert apt_as_of_gap(replace(sample_lock(), as_of=as_of, apt=resolution.locked())) is None
+    lock = replace(sample_lock(), as_of=as_of, apt=resolution.locked())
+    assert apt_as_of_gap(lock) is None
+    # The lock records the snapshot as its mirror: it is written and read back as it was.
+    assert loads(dump_bytes(lock)).apt == lock.apt
 
 
 def test_a_snapshot_signed_by_an_untrusted_key_is_an_error_not_a_fallback(

@@ -180,8 +180,11 @@ class DebianArchive:
                     "the pins reflect the mirror, not the as-of time"
                 )
             # The mirror's state is the snapshot archive's at the mirror's date: the .debs stay there.
+            # A lock fetches over https from anywhere but its mirrors, so a plain-http snapshot root
+            # (a local service) is recorded only when the pins came from it (it is then the mirror).
             timestamp = snapshot_timestamp(date)
-            snapshot = snapshot_url(entry.uri, timestamp, self.snapshot_root)
+            root = self.snapshot_root if (self.snapshot_root or "").startswith("https://") else None
+            snapshot = snapshot_url(entry.uri, timestamp, root)
             resolved_from = "mirror"
         return read_mirror.suite(
             entry,
