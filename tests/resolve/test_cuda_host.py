@@ -12,10 +12,12 @@ from mlenv.model.facts import AptFact, CudaComponent
 from mlenv.model.lock import AptPin, LockedApt, LockedCuda
 from mlenv.resolve.cuda import (
     ForwardCompat,
+    driver_floors,
     driver_verdict,
     forward_compat,
     minor_compat_floor,
     toolkit_floor,
+    wheel_release,
 )
 from tests.lockdata import full_lock
 
@@ -34,6 +36,15 @@ def test_the_floors_come_from_the_table() -> None:
     assert toolkit_floor("12.4") == CUDA_124.min_driver
     assert minor_compat_floor(12) == "525.60.13" and minor_compat_floor(11) == "450.80.02"
     assert minor_compat_floor(10) is None
+    floors = driver_floors()
+    assert floors.sources["forward-compatibility-url"].startswith("https://docs.nvidia.com/deploy/")
+    assert "Major Component Versions" in floors.sources["toolkit-versioned"]
+    assert floors.compat_directory.format(release="12.4") == "/usr/local/cuda-12.4/compat"
+    # The toolkit-versioned wheels: nvJitLink and cuBLAS count, cuDNN and NCCL (own versions) do not.
+    assert wheel_release("nvidia-nvjitlink-cu12", "12.5.82") == "12.5"
+    assert wheel_release("nvidia-cublas-cu12", "12.1.3.1") == "12.1"
+    assert wheel_release("nvidia-cudnn-cu12", "9.1.0.70") is None
+    assert wheel_release("nvidia-nccl-cu12", "2.20.5") is None
 
 
 @pytest.mark.parametrize(
@@ -85,8 +96,9 @@ def test_forward_compatibility_package() -> None:
     assert verdict.message == (
         "NVIDIA driver 470.256.02 (nvidia-smi) is older than the lock's driver floor 550.54.14 (CUDA 12.4's "
         "own) and CUDA 12's minor version compatibility floor 525.60.13, accepted by forward compatibility: "
-        "apt carries cuda-compat-12-4 550.54.15, whose libcuda.so runs the stack on NVIDIA Data Center GPUs, "
-        "select NGC Server Ready RTX SKUs and Jetson boards only; --strict refuses it"
+        "apt carries cuda-compat-12-4 550.54.15, whose libcuda.so in /usr/local/cuda-12.4/compat runs the "
+        "stack on NVIDIA Data Center GPUs, select NGC Server Ready RTX SKUs and Jetson boards only; --strict "
+        "refuses it"
     )
     strict = driver_verdict(CUDA_124, ("470.256.02", SMI), compat=(COMPAT_124,), strict=True)
     assert (strict.ok, strict.rule) == (False, "forward-compatibility")

@@ -21,6 +21,7 @@ class DriverFloors:
     sources: Mapping[str, str]
     toolkit_versioned: tuple[str, ...] = ()  # nvidia-* wheel stems whose version is the toolkit release
     compat_package: str = r"^cuda-compat-(\d+)-(\d+)$"  # NVIDIA's forward-compatibility package
+    compat_directory: str = "/usr/local/cuda-{release}/compat"  # where the package puts libcuda.so
     compat_gpus: str = ""  # the GPUs forward compatibility applies to
 
 
@@ -35,6 +36,7 @@ def driver_floors() -> DriverFloors:
         sources=data["source"],
         toolkit_versioned=tuple(data["toolkit-versioned"]["wheels"]),
         compat_package=forward["package"],
+        compat_directory=forward["directory"],
         compat_gpus=forward["gpus"],
     )
 

@@ -166,9 +166,11 @@ def driver_verdict(
     ]
     if usable:
         package = usable[-1]
+        floors = driver_floors()
         rule_text = (
             f"forward compatibility: {package.where} carries {package.package} {package.driver}, whose "
-            f"libcuda.so runs the stack on {driver_floors().compat_gpus} only"
+            f"libcuda.so in {floors.compat_directory.format(release=package.release)} runs the stack on "
+            f"{floors.compat_gpus} only"
         )
         if strict:
             return DriverVerdict(
