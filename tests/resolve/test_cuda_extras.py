@@ -114,8 +114,8 @@ def test_mismatch_names_what_was_found_and_what_to_ask_for() -> None:
         locked("12.1")
     assert str(caught.value) == (
         "nvidia-cuda-runtime-cu12 12.6.77, required as jax-cuda12-plugin[with-cuda] (>=12.1.105), is CUDA "
-        '12.6, but [cuda] version = "12.1" (hint: ask for version = "12.6", or hold the stack at CUDA 12.1: '
-        "require nvidia-cuda-runtime-cu12==12.1.* in [python] requirements)"
+        '12.6, but [cuda] version = "12.1" (hint: ask for version = "12.6", or hold the runtime at CUDA '
+        "12.1: require nvidia-cuda-runtime-cu12==12.1.* in [python] requirements)"
     )
     assert locked("12.6").locked.min_driver == "560.28.03"
 
@@ -241,7 +241,8 @@ def test_jax_cuda12_from_pypi(tmp_path: Path) -> None:
         "pinned by nothing: nvidia-cuda-runtime-cu12 is required as jax-cuda12-plugin"
         in resolution.warnings[0]
     )
-    with pytest.raises(ResolutionError, match=r'ask for version = "12\.6", or hold the stack at CUDA 12\.1'):
+    hint = r'ask for version = "12\.6", or hold the runtime at CUDA 12\.1'
+    with pytest.raises(ResolutionError, match=hint):
         lock_cuda(
             requested="12.1",
             cudnn=None,

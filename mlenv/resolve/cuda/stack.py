@@ -245,7 +245,7 @@ def lock_cuda(
             else:
                 assert runtime_pin is not None
                 hint = (
-                    f'ask for version = "{wheel_cuda}", or hold the stack at CUDA {requested}: require '
+                    f'ask for version = "{wheel_cuda}", or hold the runtime at CUDA {requested}: require '
                     f"{runtime_pin.name}=={requested}.* in [python] requirements"
                 )
             raise ResolutionError(
