@@ -65,7 +65,9 @@ def test_an_app_edit_rebuilds_only_the_app_layer_and_verifies_only_what_it_wrote
     assert "/app/app/main.py" in other.stdout
 
 
-def test_the_service_user_can_write_its_home_and_every_cache(fraud_image: Built, docker_daemon: Daemon) -> None:
+def test_the_service_user_can_write_its_home_and_every_cache(
+    fraud_image: Built, docker_daemon: Daemon
+) -> None:
     script = (
         'set -e; for d in "$HOME" "$XDG_CACHE_HOME"; do touch "$d/probe"; done; '
         'mkdir -p "$HF_HOME/hub" "$TORCH_HOME/hub" "$TRITON_CACHE_DIR"; touch "$HF_HOME/hub/x" '

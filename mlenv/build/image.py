@@ -27,6 +27,7 @@ from mlenv.render.dockerfile import final_steps, source_date_epoch
 from mlenv.sources.cas import ContentStore
 
 DEPENDENCY_REPOSITORY = "mlenv-deps"  # tagged by a digest of the inputs: see dependency_tag
+KEPT_STAGE = "system"  # the apt stage (render.dockerfile): its images stay as the engine's build cache
 
 
 class BuildEngine(Protocol):
@@ -46,7 +47,7 @@ class BuildEngine(Protocol):
 @dataclass(frozen=True, kw_only=True)
 class BuildRun:
     image_id: str
-    stages: tuple[str, ...]  # the last image of each stage before the final one (builder, system)
+    stages: tuple[tuple[str, str], ...]  # (name, last image) of each stage before the final one
 
 
 def run_build(
@@ -59,8 +60,8 @@ def run_build(
     """
     tail: list[str] = []
     image_id = None
-    stages: list[str] = []
-    current: str | None = None  # the image the current stage is at
+    stages: list[tuple[str, str]] = []
+    stage, current = "", None  # the stage being built (its AS name) and the image it is at
     stream = engine.build(
         path=str(context),
         tag=tag,
@@ -82,8 +83,10 @@ def run_build(
             del tail[:-20]
             if line.startswith("Step "):
                 progress(line)
-                if " : FROM " in line and current is not None:
-                    stages.append(current)
+                if " : FROM " in line:
+                    if current is not None:
+                        stages.append((stage, current))
+                    stage, current = line.rpartition(" AS ")[2].strip() if " AS " in line else "", None
             elif line.startswith(" ---> ") and " " not in line.removeprefix(" ---> "):
                 current = line.removeprefix(" ---> ")  # the image a step left (not "Running in ...")
         aux = chunk.get("aux")
@@ -217,8 +220,10 @@ def _build_dependencies(
     progress: Progress,
 ) -> dict[str, Any]:
     """`docker build` the dependency stages, normalise the image's config, tag it `name`, and remove the
-    side stages' images (they hold the wheels and a second copy of the venv; the tagged image shares
-    its layers with every final image built on it, so keeping it costs no disk)."""
+    venv stage's images: they hold the wheels and a second copy of the venv (for a torch service, twice
+    the venv's gigabytes). The apt stage's are kept, small, as the engine's cache for the next build of
+    other Python pins on the same apt closure. The tagged image shares its layers with every final image
+    built on it, so keeping it costs no disk."""
     before = engine.image_id(name)
     files = [(p, d) for p, d in rendered.files if p in (".dockerignore", f"{CONTEXT_DIR}/requirements.txt")]
     with tempfile.TemporaryDirectory(prefix="mlenv-build-") as work:
@@ -238,8 +243,9 @@ def _build_dependencies(
         image_id, config = normal.image_id, normal.config
     else:
         image_id, config = run.image_id, saved_config(engine.save_image(name), where=f"docker-daemon:{name}")
-    for stage in run.stages:
-        engine.remove_untagged(stage)
+    for stage, image_id in run.stages:
+        if stage != KEPT_STAGE:
+            engine.remove_untagged(image_id)
     if before is not None and before != image_id:
         engine.remove_untagged(before)  # the one this build replaced under the same tag
     store.put_stream(image_id.removeprefix("sha256:"), [config], what=f"config of {name}")
