@@ -193,6 +193,27 @@ def test_the_vault_is_one_oci_artifact_holding_every_locked_file(vaulted: Vaulte
     assert all(TITLE in layer["annotations"] for layer in manifest.data["layers"])
 
 
+def test_a_directory_vault_of_the_lock_holds_the_same_artifact(vaulted: Vaulted) -> None:
+    """`dir:PATH` stores the same manifest, byte for byte (one lock, one vault digest), as an OCI layout."""
+    directory = vaulted.work / "dir-vault"
+    pushed = run_cli(
+        "vault",
+        "push",
+        f"dir:{directory}",
+        str(vaulted.project),
+        "--format",
+        "json",
+        env=_env(vaulted.work / "cache-first"),
+    )
+    assert pushed.code == 0, pushed.stderr[-2000:]
+    in_registry = RegistryClient().get_manifest(ImageReference.parse(vaulted.vault)).digest
+    assert json.loads(pushed.stdout)["digest"] == in_registry
+    index = json.loads((directory / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [in_registry]
+    opened = open_vault(f"dir:{directory}")
+    assert opened.files == open_vault(vaulted.vault, RegistryClient).files
+
+
 def test_with_the_vault_and_only_loopback_the_build_gives_the_first_image_id(vaulted: Vaulted) -> None:
     code, out, err = _build(
         vaulted.project, vaulted.work / "cache-vault", "--vault", vaulted.vault, loopback_only=True

@@ -51,13 +51,13 @@ def _packages(version: str) -> bytes:
     ).encode()
 
 
-def _write(dists: Path, home: Path, date: str, version: str) -> None:
+def _write(dists: Path, home: Path, date: str, version: str, *, origin: str = "Debian") -> None:
     index = lzma.compress(_packages(version))
     path = dists / "main" / "binary-amd64" / "Packages.xz"
     path.parent.mkdir(parents=True)
     path.write_bytes(index)
     release = (
-        "Origin: Debian\nSuite: stable\nCodename: bookworm\n"
+        f"Origin: {origin}\nSuite: stable\nCodename: {dists.name}\n"
         f"Date: {date}\nArchitectures: amd64\nComponents: main\nSHA256:\n"
         f" {hashlib.sha256(index).hexdigest()} {len(index)} main/binary-amd64/Packages.xz\n"
     )
@@ -84,6 +84,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         for stamp, (date, version) in IMPORTS.items():
             _write(www / "archive" / "debian" / stamp / "dists" / "bookworm", homes[0], date, version)
         _write(www / "mirror" / "debian" / "dists" / "bookworm", homes[0], *MIRROR)
+        # Ubuntu's service has the same layout; its Releases say Origin: Ubuntu.
+        ubuntu = www / "ubuntu-snapshot" / "ubuntu" / "20240601T000000Z" / "dists" / "noble"
+        _write(ubuntu, homes[0], "Sat, 01 Jun 2024 00:00:00 UTC", "2.10-3ubuntu1", origin="Ubuntu")
         # A snapshot archive whose imports are signed by a key the image does not trust.
         _write(www / "forged" / "debian" / "20240701T000000Z" / "dists" / "bookworm", homes[1], *MIRROR)
     finally:
@@ -222,3 +225,21 @@ def test_a_snapshot_signed_by_an_untrusted_key_is_an_error_not_a_fallback(
 ) -> None:
     with pytest.raises(SourceError, match="is not signed by a key in"):
         _lock(served, tmp_path, datetime(2024, 7, 1, tzinfo=UTC), snapshot="/forged")
+
+
+def test_an_ubuntu_archive_is_read_from_its_snapshot_service(served: Served, tmp_path: Path) -> None:
+    entry = replace(ENTRY, uri="http://archive.ubuntu.com/ubuntu", suite="noble")
+    archive = DebianArchive(
+        mirror=f"{served.url}/mirror",
+        cache=IndexCache(tmp_path),
+        snapshot_root=f"{served.url}/ubuntu-snapshot",
+    )
+    suite = archive.fetch_suite(
+        entry,
+        architectures=["amd64"],
+        keyrings=[Keyring(path="/etc/apt/trusted.gpg.d/t.asc", data=served.key.armored)],
+        as_of=datetime(2024, 6, 1, tzinfo=UTC),
+    )
+    assert suite.source.resolved_from == "snapshot"
+    assert suite.source.mirror == f"{served.url}/ubuntu-snapshot/ubuntu/20240601T000000Z"
+    assert [r["Version"] for i in suite.indexes for r in i.records] == ["2.10-3ubuntu1"]

@@ -23,7 +23,13 @@ import pytest
 from mlenv.errors import SourceError
 from mlenv.model.debian import Keyring, SourceEntry
 from mlenv.sources.debian.archive import DebianArchive, IndexCache
-from mlenv.sources.debian.release import apply_mirror, dearmor, snapshot_timestamp, snapshot_url
+from mlenv.sources.debian.release import (
+    apply_mirror,
+    dearmor,
+    snapshot_root,
+    snapshot_timestamp,
+    snapshot_url,
+)
 from tests.conftest import missing
 
 PACKAGES = """\
@@ -430,6 +436,21 @@ def test_a_file_mirror_is_read_from_disk(archive: Archive, tmp_path: Path) -> No
 )
 def test_a_mirror_keeps_each_archive_name(mirror: str | None, uri: str, expected: str) -> None:
     assert apply_mirror(uri, mirror, {"debian", "debian-security"}) == expected
+
+
+def test_each_distribution_has_its_snapshot_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    stamp = "20240601T000000Z"
+    assert snapshot_url("http://archive.ubuntu.com/ubuntu", stamp) == (
+        "https://snapshot.ubuntu.com/ubuntu/20240601T000000Z/"
+    )
+    assert snapshot_url("http://ports.ubuntu.com/ubuntu-ports", stamp).startswith(
+        "https://snapshot.ubuntu.com/"
+    )
+    assert snapshot_root("http://deb.example/other") is None  # no known service: the mirror is used
+    monkeypatch.setenv("MLENV_SNAPSHOT_URL", "http://127.0.0.1:8000/archive/")
+    assert DebianArchive().snapshot_root == "http://127.0.0.1:8000/archive"
+    monkeypatch.setenv("MLENV_SNAPSHOT_URL", "off")
+    assert snapshot_root("http://deb.debian.org/debian", DebianArchive().snapshot_root) is None
 
 
 def test_snapshot_urls() -> None:

@@ -41,15 +41,16 @@ from mlenv.sources.debian.release import (
     Verified,
     apply_mirror,
     archive_name,
-    has_snapshots,
+    configured_snapshot_root,
+    distribution,
     note_expiry,
     release_date,
+    snapshot_root,
     snapshot_timestamp,
     snapshot_url,
     timestamp_in,
     verify_release,
 )
-from mlenv.sources.debian.release import snapshot_root as default_snapshot_root
 
 TIMEOUT = (15, 120)
 # Bumped whenever the parsed form written to the cache changes shape.
@@ -124,8 +125,9 @@ class DebianArchive:
     """Fetches and checks the Release and Packages indexes of apt sources.
 
     `mirror` replaces each source's URI (see apply_mirror); `gpgv` names the verifier (looked up on
-    PATH); None does not verify, which every fetched suite then notes. `snapshot_root` is the snapshot
-    archive (default: release.snapshot_root(), $MLENV_SNAPSHOT_URL or Debian's; "" for none).
+    PATH); None does not verify, which every fetched suite then notes. `snapshot_root` is one snapshot
+    service for every archive (default: $MLENV_SNAPSHOT_URL, else each distribution's own: Debian's,
+    Ubuntu's); "" for none.
     """
 
     def __init__(
@@ -138,8 +140,9 @@ class DebianArchive:
         snapshot_root: str | None = None,
     ) -> None:
         self.mirror = mirror
-        root = default_snapshot_root() if snapshot_root is None else snapshot_root.rstrip("/")
-        self.snapshot_root = root or None
+        self.snapshot_root = (
+            configured_snapshot_root() if snapshot_root is None else snapshot_root.rstrip("/")
+        )
         self.cache = cache or IndexCache()
         self.http = session or requests.Session()
         # None (or a verifier not on PATH) means Releases are not verified; every suite then says so.
@@ -157,14 +160,15 @@ class DebianArchive:
         """`entry`'s suite for `architectures`, its Release verified with `keyrings`. `listed` holds the URIs
         of the base's other sources: a mirror that names one of their archives moves them all.
 
-        With `as_of`, a Debian archive is read from the snapshot archive as it was at that time; only
+        With `as_of`, a Debian or Ubuntu archive is read from its snapshot service as it was then; only
         when no snapshot service answers is the mirror (today's state) used, and the source says so
         (resolved-from = "mirror"), so `mlenv lock` can name the pins that may be newer than as-of."""
         archives = {archive_name(uri) for uri in (*listed, entry.uri)}
         base_uri = apply_mirror(entry.uri, self.mirror, archives)
         notes: list[str] = []
-        if as_of is not None and self.snapshot_root is not None and has_snapshots(entry.uri):
-            read = self._snapshot_suite(entry, as_of, architectures, keyrings, notes)
+        root = snapshot_root(entry.uri, self.snapshot_root)
+        if as_of is not None and root is not None:
+            read = self._snapshot_suite(entry, as_of, root, architectures, keyrings, notes)
             if read is not None:
                 return read
         read_mirror = self._read_suite(base_uri, entry, architectures, keyrings)
@@ -172,7 +176,7 @@ class DebianArchive:
         release = read_mirror.release
         timestamp = snapshot = None
         resolved_from: Literal["snapshot", "mirror"] | None = None
-        if release.get("Origin", "") == "Debian":
+        if distribution(entry.uri) is not None and release.get("Origin", "") == distribution(entry.uri):
             date = read_mirror.date
             if as_of is not None and as_of < date:
                 notes.append(
@@ -183,8 +187,8 @@ class DebianArchive:
             # A lock fetches over https from anywhere but its mirrors, so a plain-http snapshot root
             # (a local service) is recorded only when the pins came from it (it is then the mirror).
             timestamp = snapshot_timestamp(date)
-            root = self.snapshot_root if (self.snapshot_root or "").startswith("https://") else None
-            snapshot = snapshot_url(entry.uri, timestamp, root)
+            https = root if (root or "").startswith("https://") else None
+            snapshot = snapshot_url(entry.uri, timestamp, https)
             resolved_from = "mirror"
         return read_mirror.suite(
             entry,
@@ -204,13 +208,14 @@ class DebianArchive:
         self,
         entry: SourceEntry,
         as_of: datetime,
+        service: str,
         architectures: Sequence[str],
         keyrings: Sequence[Keyring],
         notes: list[str],
     ) -> Suite | None:
         """The suite as the snapshot archive holds it at `as_of`, or None (noted) when the service does
         not answer or has no such suite. A snapshot that answers but fails its checks is an error."""
-        requested = snapshot_url(entry.uri, snapshot_timestamp(as_of), self.snapshot_root)
+        requested = snapshot_url(entry.uri, snapshot_timestamp(as_of), service)
         try:
             found = self._locate(f"{requested}dists/{entry.suite}/InRelease")
         except SourceError as error:
@@ -221,10 +226,13 @@ class DebianArchive:
             return None
         # The service answers any time with the newest import at or before it, by a redirect.
         timestamp = timestamp_in(found) or snapshot_timestamp(as_of)
-        root = snapshot_url(entry.uri, timestamp, self.snapshot_root).rstrip("/")
+        root = snapshot_url(entry.uri, timestamp, service).rstrip("/")
         read = self._read_suite(root, entry, architectures, keyrings)
-        if read.release.get("Origin", "") != "Debian":
-            raise SourceError(f"{redact(read.dists)}: the snapshot archive serves a Release not from Debian")
+        origin = distribution(entry.uri)
+        if read.release.get("Origin", "") != origin:
+            raise SourceError(
+                f"{redact(read.dists)}: the snapshot archive serves a Release not from {origin}"
+            )
         if read.date > as_of:
             raise SourceError(
                 f"{redact(read.dists)} is dated {read.date.isoformat()}, after as-of {as_of.isoformat()}",

@@ -49,19 +49,34 @@ def apply_mirror(uri: str, mirror: str | None, archives: Iterable[str]) -> str:
     return f"{mirror}/{archive_name(uri)}"
 
 
-def snapshot_root() -> str | None:
-    """Where the snapshot archive lives: $MLENV_SNAPSHOT_URL (`off` for none: an air-gapped site), else
-    Debian's. The archive lays out every archive by time: ROOT/<archive>/<YYYYMMDDTHHMMSSZ>/dists/..."""
+# The snapshot services, by the distribution an archive belongs to: each lays out every archive by
+# time, ROOT/<archive>/<YYYYMMDDTHHMMSSZ>/dists/..., and answers a time with the import at or before it.
+SNAPSHOT_ROOTS = {"Debian": SNAPSHOT_ROOT, "Ubuntu": "https://snapshot.ubuntu.com"}
+
+
+def distribution(uri: str) -> str | None:
+    """`Debian` for debian, debian-security, ...; `Ubuntu` for ubuntu, ubuntu-ports; None otherwise
+    (the Release's Origin must then say the same)."""
+    name = archive_name(uri)
+    return "Debian" if name.startswith("debian") else "Ubuntu" if name.startswith("ubuntu") else None
+
+
+def configured_snapshot_root() -> str | None:
+    """$MLENV_SNAPSHOT_URL: one snapshot root for every archive (a local service), `off` (or empty) for
+    none (an air-gapped site: "" is returned); None when unset (each distribution's own service)."""
     configured = os.environ.get("MLENV_SNAPSHOT_URL")
     if configured is None:
-        return SNAPSHOT_ROOT
+        return None
     configured = configured.strip().rstrip("/")
-    return None if configured in ("", "off", "none") else configured
+    return "" if configured in ("", "off", "none") else configured
 
 
-def has_snapshots(uri: str) -> bool:
-    """Debian's snapshot archive keeps the archives Debian publishes (debian, debian-security, ...)."""
-    return archive_name(uri).startswith("debian")
+def snapshot_root(uri: str, configured: str | None = None) -> str | None:
+    """Where the snapshots of `uri`'s archive live: the configured root, else its distribution's."""
+    if configured is not None:
+        return configured or None
+    found = distribution(uri)
+    return SNAPSHOT_ROOTS[found] if found else None
 
 
 def snapshot_timestamp(when: datetime) -> str:
@@ -69,7 +84,8 @@ def snapshot_timestamp(when: datetime) -> str:
 
 
 def snapshot_url(uri: str, timestamp: str, root: str | None = None) -> str:
-    return f"{(root or SNAPSHOT_ROOT).rstrip('/')}/{archive_name(uri)}/{timestamp}/"
+    base = root or snapshot_root(uri) or SNAPSHOT_ROOT
+    return f"{base.rstrip('/')}/{archive_name(uri)}/{timestamp}/"
 
 
 def timestamp_in(url: str) -> str | None:
