@@ -127,6 +127,13 @@ def test_missing_metadata_is_said_not_taken_for_pinned() -> None:
         "whether they pin the NVIDIA wheels they bring is not checked"
     )
     assert "pinned by nothing" not in resolution.warnings[1]
+    one = {
+        "linux/amd64": {name: lines for name, lines in REQUIRES["linux/amd64"].items() if name != "jaxlib"}
+    }
+    assert locked(None, requires=one).warnings[0] == (
+        "the index serves no wheel metadata for jaxlib: whether it pins the NVIDIA wheels it brings is not "
+        "checked"
+    )
 
 
 @pytest.mark.parametrize(

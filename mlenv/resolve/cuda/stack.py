@@ -197,10 +197,12 @@ def lock_cuda(
     unread = _unread(pins, requires) if nvidia else []
     if unread:
         shown = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
-        warnings.append(
-            f"the index serves no wheel metadata for {shown}: whether they pin the NVIDIA wheels they "
-            "bring is not checked"
+        they = (
+            "they pin the NVIDIA wheels they bring"
+            if len(unread) > 1
+            else "it pins the NVIDIA wheels it brings"
         )
+        warnings.append(f"the index serves no wheel metadata for {shown}: whether {they} is not checked")
     base_release = base.release if base is not None and base.release is not None else None
 
     # What brings CUDA, for messages: torch's variant when torch is there, else the runtime wheel (with
