@@ -158,6 +158,70 @@ def _how_required(wanted: list[Edge]) -> str:
     return ", ".join(f"{e.by} ({e.requirement.specifier or 'any version'})" for e in wanted)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Stack:
+    """What the pins bring, read once and shared by the checks below."""
+
+    nvidia: tuple[PythonPin, ...]  # NVIDIA's -cuNN wheels, by name
+    wheels: dict[str, CudaComponent]  # component -> the first wheel that carries it
+    wheel_major: int | None
+    runtime: PythonPin | None  # the pin of the runtime wheel
+    torch: PythonPin | None
+    label: str | None  # torch's variant ("cu121", "cpu"), None when unknown
+    torch_release: str | None
+    base_release: CudaComponent | None
+    bringer: str | None  # what brings CUDA, for messages
+    wheel_cuda: str | None  # the release the wheels (or torch's variant) are
+    release: str | None  # the stack's release: the wheels', else the base's
+
+
+def _read_stack(
+    pins: tuple[PythonPin, ...], found: list[Edge], requested_names: frozenset[str], base: BaseCuda | None
+) -> _Stack:
+    nvidia = tuple(sorted((p for p in pins if _wheel_major(p.name) is not None), key=lambda p: p.name))
+    majors = sorted({m for p in nvidia if (m := _wheel_major(p.name)) is not None})
+    if len(majors) > 1:
+        names = ", ".join(f"{p.name}" for p in nvidia)
+        raise ResolutionError(f"the NVIDIA wheels mix CUDA majors {' and '.join(map(str, majors))}: {names}")
+    wheels: dict[str, CudaComponent] = {}
+    for pin in nvidia:
+        component = wheel_component(pin.name)
+        if component is not None and component not in wheels:
+            wheels[component] = CudaComponent(name=component, version=pin.version, source=f"wheel:{pin.name}")
+    wheel_runtime = wheels.get("runtime")
+    runtime = next((p for p in nvidia if wheel_runtime and f"wheel:{p.name}" == wheel_runtime.source), None)
+    torch = next((p for p in pins if p.name == "torch"), None)
+    label, torch_release = _torch_variant(torch, found) if torch is not None else (None, None)
+    base_release = base.release if base is not None else None
+    # What brings CUDA, for messages: torch's variant when torch is there, else the runtime wheel (with
+    # what asked for it when the spec did not: an extra's lower bound is no pin).
+    if torch_release is not None:
+        assert torch is not None
+        bringer: str | None = f"torch {torch.version} from {torch.index} (the {label} build)"
+    elif runtime is not None:
+        wanted = _required_as(runtime.name, found) if runtime.name not in requested_names else []
+        via = f", required as {_how_required(wanted)}," if wanted else ""
+        bringer = f"{runtime.name} {runtime.version}{via}"
+    elif nvidia:
+        bringer = f"{nvidia[0].name} {nvidia[0].version}"
+    else:
+        bringer = None
+    wheel_cuda = torch_release or (major_minor(wheel_runtime.version) if wheel_runtime else None)
+    return _Stack(
+        nvidia=nvidia,
+        wheels=wheels,
+        wheel_major=majors[0] if majors else None,
+        runtime=runtime,
+        torch=torch,
+        label=label,
+        torch_release=torch_release,
+        base_release=base_release,
+        bringer=bringer,
+        wheel_cuda=wheel_cuda,
+        release=wheel_cuda or (major_minor(base_release.version) if base_release is not None else None),
+    )
+
+
 def lock_cuda(
     *,
     requested: str | None,
@@ -169,32 +233,15 @@ def lock_cuda(
     base: BaseCuda | None,
 ) -> CudaResolution:
     """The lock's CUDA section, or a ResolutionError naming the conflict. Warnings are returned."""
-    warnings: list[str] = []
     found = edges(requires, target, frozenset(p.name for p in pins))
-    nvidia = sorted((p for p in pins if _wheel_major(p.name) is not None), key=lambda p: p.name)
-    majors = sorted({m for p in nvidia if (m := _wheel_major(p.name)) is not None})
-    if len(majors) > 1:
-        names = ", ".join(f"{p.name}" for p in nvidia)
-        raise ResolutionError(f"the NVIDIA wheels mix CUDA majors {' and '.join(map(str, majors))}: {names}")
-    wheels: dict[str, CudaComponent] = {}
-    for pin in nvidia:
-        component = wheel_component(pin.name)
-        if component is not None and component not in wheels:
-            wheels[component] = CudaComponent(name=component, version=pin.version, source=f"wheel:{pin.name}")
-    wheel_runtime = wheels.get("runtime")
-    runtime_pin = next(
-        (p for p in nvidia if wheel_runtime and f"wheel:{p.name}" == wheel_runtime.source), None
-    )
-    runtime_release = major_minor(wheel_runtime.version) if wheel_runtime else None
-    wheel_major = majors[0] if majors else None
-
-    torch = next((p for p in pins if p.name == "torch"), None)
-    label, torch_release = _torch_variant(torch, found) if torch is not None else (None, None)
-    if torch is not None and label is None:
+    stack = _read_stack(pins, found, requested_names, base)
+    warnings: list[str] = []
+    if stack.torch is not None and stack.label is None:
         warnings.append(
-            f"torch {torch.version}: its index serves no wheel metadata, so its CUDA variant is not recorded"
+            f"torch {stack.torch.version}: its index serves no wheel metadata, so its CUDA variant is not "
+            "recorded"
         )
-    unread = _unread(pins, requires) if nvidia else []
+    unread = _unread(pins, requires) if stack.nvidia else []
     if unread:
         shown = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
         they = (
@@ -203,129 +250,137 @@ def lock_cuda(
             else "it pins the NVIDIA wheels it brings"
         )
         warnings.append(f"the index serves no wheel metadata for {shown}: whether {they} is not checked")
-    base_release = base.release if base is not None and base.release is not None else None
+    warnings += _against_request(requested, stack, base, requested_names, found)
+    warnings += _against_base(stack, base)
+    components = merge({c.name: c for c in base.components} if base is not None else {}, stack.wheels)
+    _check_cudnn(cudnn, components)
+    warnings += _unpinned(list(stack.nvidia), requested_names, found)
 
-    # What brings CUDA, for messages: torch's variant when torch is there, else the runtime wheel (with
-    # what asked for it when the spec did not: an extra's lower bound is no pin).
-    if torch_release is not None:
-        assert torch is not None
-        bringer = f"torch {torch.version} from {torch.index} (the {label} build)"
-    elif runtime_pin is not None:
-        wanted = _required_as(runtime_pin.name, found) if runtime_pin.name not in requested_names else []
-        via = f", required as {_how_required(wanted)}," if wanted else ""
-        bringer = f"{runtime_pin.name} {runtime_pin.version}{via}"
-    elif nvidia:
-        bringer = f"{nvidia[0].name} {nvidia[0].version}"
-    else:
-        bringer = None
-    wheel_cuda = torch_release or runtime_release
-    stack_release = wheel_cuda or (major_minor(base_release.version) if base_release is not None else None)
+    parts = [(f"the stack (CUDA {r})", r) for r in (stack.wheel_cuda,) if r is not None]
+    if stack.base_release is not None and base is not None:
+        parts.append((f"base image {base.reference}", stack.base_release.version))
+    parts += [
+        (f"{p.name} {p.version}", release)
+        for p in stack.nvidia
+        if (release := wheel_release(p.name, p.version)) is not None
+    ]
+    min_driver, driver_notes = _min_driver(parts, stack.wheel_major, stack.release)
+    warnings += driver_notes
+    return CudaResolution(
+        locked=LockedCuda(
+            requested=requested or "none",
+            release=stack.release,
+            components=components,
+            min_driver=min_driver,
+            torch_label=f"+{stack.label}" if stack.label else None,
+            torch_index=stack.torch.index if stack.torch is not None and stack.label else None,
+        ),
+        warnings=tuple(warnings),
+    )
 
+
+def _against_request(
+    requested: str | None,
+    stack: _Stack,
+    base: BaseCuda | None,
+    requested_names: frozenset[str],
+    found: list[Edge],
+) -> list[str]:
+    """The stack against [cuda] version: a refusal that names what was found and what to ask for, or
+    the warning of an unset version."""
+    bringer, wheel_cuda = stack.bringer, stack.wheel_cuda
     if requested == "none":
         if bringer is not None:
             raise ResolutionError(
-                f'[cuda] version = "none" (CPU-only) but {bringer} brings CUDA {wheel_cuda or wheel_major}',
+                f'[cuda] version = "none" (CPU-only) but {bringer} brings CUDA '
+                f"{wheel_cuda or stack.wheel_major}",
                 hint=(f'ask for version = "{wheel_cuda}", or ' if wheel_cuda else "")
                 + f"for torch, require torch +cpu from {PYTORCH_INDEX}cpu",
             )
-        if base_release is not None and base is not None:
-            warnings.append(f'[cuda] version = "none" but {base.describe()}; its CUDA goes unused')
-    elif requested is None and (bringer is not None or base_release is not None):
-        advice = f'; set [cuda] version = "{stack_release}" to have it checked' if stack_release else ""
-        held = _held_by(runtime_pin, requested_names, found) if torch_release is None else None
-        warnings.append(
+        if stack.base_release is not None and base is not None:
+            return [f'[cuda] version = "none" but {base.describe()}; its CUDA goes unused']
+        return []
+    if requested is None:
+        if bringer is None and stack.base_release is None:
+            return []
+        advice = f'; set [cuda] version = "{stack.release}" to have it checked' if stack.release else ""
+        held = _held_by(stack.runtime, requested_names, found) if stack.torch_release is None else None
+        return [
             f"[cuda] version is not set, but the environment carries CUDA "
-            f"{stack_release or wheel_major}{held or ''}{advice}"
+            f"{stack.release or stack.wheel_major}{held or ''}{advice}"
+        ]
+    if wheel_cuda is not None and _request_mismatch(requested, wheel_cuda):
+        if stack.torch_release is not None:
+            hint = (
+                f'ask for version = "{wheel_cuda}", or require torch +{cuda_label(requested)} from '
+                f"{torch_index(requested)} (add it to [python] extra-index-urls)"
+            )
+        else:
+            assert stack.runtime is not None
+            hint = (
+                f'ask for version = "{wheel_cuda}", or hold the runtime at CUDA {requested}: require '
+                f"{stack.runtime.name}=={requested}.* in [python] requirements"
+            )
+        raise ResolutionError(
+            f'{bringer} is CUDA {wheel_cuda}, but [cuda] version = "{requested}"', hint=hint
         )
-    elif requested is not None:
-        if wheel_cuda is not None and _request_mismatch(requested, wheel_cuda):
-            if torch_release is not None:
-                hint = (
-                    f'ask for version = "{wheel_cuda}", or require torch +{cuda_label(requested)} from '
-                    f"{torch_index(requested)} (add it to [python] extra-index-urls)"
-                )
-            else:
-                assert runtime_pin is not None
-                hint = (
-                    f'ask for version = "{wheel_cuda}", or hold the runtime at CUDA {requested}: require '
-                    f"{runtime_pin.name}=={requested}.* in [python] requirements"
-                )
-            raise ResolutionError(
-                f'{bringer} is CUDA {wheel_cuda}, but [cuda] version = "{requested}"', hint=hint
-            )
-        if wheel_cuda is None and wheel_major is not None and wheel_major != version_key(requested)[0]:
-            raise ResolutionError(
-                f'{bringer} is built for CUDA {wheel_major} but [cuda] version = "{requested}"',
-                hint=f"use the -cu{version_key(requested)[0]} wheels, "
-                f"or ask for a CUDA {wheel_major} version",
-            )
-        if bringer is None and base_release is None:
-            raise ResolutionError(
-                f'[cuda] version = "{requested}" but nothing brings CUDA: no nvidia-* '
-                "wheels were resolved and the base image has none",
-                hint="require torch (PyPI's Linux x86_64 build carries CUDA), or use a CUDA base",
-            )
+    major = stack.wheel_major
+    if wheel_cuda is None and major is not None and major != version_key(requested)[0]:
+        raise ResolutionError(
+            f'{bringer} is built for CUDA {major} but [cuda] version = "{requested}"',
+            hint=f"use the -cu{version_key(requested)[0]} wheels, or ask for a CUDA {major} version",
+        )
+    if bringer is None and stack.base_release is None:
+        raise ResolutionError(
+            f'[cuda] version = "{requested}" but nothing brings CUDA: no nvidia-* '
+            "wheels were resolved and the base image has none",
+            hint="require torch (PyPI's Linux x86_64 build carries CUDA), or use a CUDA base",
+        )
+    return []
 
-    if base is not None and base_release is not None and wheel_major is not None:
-        base_major = version_key(base_release.version)[0]
-        if base_major != wheel_major:
+
+def _against_base(stack: _Stack, base: BaseCuda | None) -> list[str]:
+    """The wheels against the base's CUDA: majors must match; a second toolkit or cuDNN is flagged."""
+    notes: list[str] = []
+    if base is None:
+        return notes
+    if stack.base_release is not None and stack.wheel_major is not None:
+        base_major = version_key(stack.base_release.version)[0]
+        if base_major != stack.wheel_major:
             raise ResolutionError(
-                f"{base.describe()} but {bringer} is built for CUDA "
-                f"{wheel_cuda or wheel_major}; CUDA major versions must match",
-                hint="use wheels of the base's CUDA major (-cu" + str(base_major) + "), "
-                "or a base of the wheels' CUDA",
+                f"{base.describe()} but {stack.bringer} is built for CUDA "
+                f"{stack.wheel_cuda or stack.wheel_major}; CUDA major versions must match",
+                hint=f"use wheels of the base's CUDA major (-cu{base_major}), or a base of the wheels' CUDA",
             )
-        if wheel_cuda is not None and major_minor(base_release.version) != wheel_cuda:
-            warnings.append(
-                f"{base.describe()} but {bringer} is CUDA {wheel_cuda}; the wheels bring their "
+        if stack.wheel_cuda is not None and major_minor(stack.base_release.version) != stack.wheel_cuda:
+            notes.append(
+                f"{base.describe()} but {stack.bringer} is CUDA {stack.wheel_cuda}; the wheels bring their "
                 "own libraries, so the base's toolkit is unused weight"
             )
-
-    if base is not None and base.get("cudnn") is not None and "cudnn" in wheels:
-        system, wheel = base.get("cudnn"), wheels["cudnn"]
-        assert system is not None
-        pin = next(p for p in nvidia if p.name == wheel.source.removeprefix("wheel:"))
+    system, wheel = base.get("cudnn"), stack.wheels.get("cudnn")
+    if system is not None and wheel is not None:
+        pin = next(p for p in stack.nvidia if p.name == wheel.source.removeprefix("wheel:"))
         wheel_size = max((w.size or 0 for w in pin.wheels), default=0)
-        warnings.append(
+        notes.append(
             f"two cuDNN stacks in one image: the base's cuDNN {system.version} ({system.source}, "
             f"{_mb(base.cudnn_bytes)}) and {pin.name} {wheel.version} ({_mb(wheel_size)} wheel); "
             "Python code loads the wheel's, the base's is dead weight"
         )
+    return notes
 
-    components = merge({c.name: c for c in base.components} if base is not None else {}, wheels)
-    effective_cudnn = next((c for c in components if c.name == "cudnn"), None)
-    if cudnn is not None:
-        if effective_cudnn is None:
-            raise ResolutionError(f"[cuda] cudnn asks {cudnn} but the environment has no cuDNN")
-        if effective_cudnn.version != cudnn and not effective_cudnn.version.startswith(cudnn + "."):
-            raise ResolutionError(
-                f"[cuda] cudnn asks {cudnn} but the environment's cuDNN is "
-                f"{effective_cudnn.version} ({effective_cudnn.source})"
-            )
 
-    warnings.extend(_unpinned(nvidia, requested_names, found))
-
-    parts = [(f"the stack (CUDA {r})", r) for r in (wheel_cuda,) if r is not None]
-    if base_release is not None and base is not None:
-        parts.append((f"base image {base.reference}", base_release.version))
-    parts += [
-        (f"{p.name} {p.version}", release)
-        for p in nvidia
-        if (release := wheel_release(p.name, p.version)) is not None
-    ]
-    min_driver, driver_notes = _min_driver(parts, wheel_major, stack_release)
-    warnings.extend(driver_notes)
-    return CudaResolution(
-        locked=LockedCuda(
-            requested=requested or "none",
-            release=stack_release,
-            components=components,
-            min_driver=min_driver,
-            torch_label=f"+{label}" if label else None,
-            torch_index=torch.index if torch is not None and label else None,
-        ),
-        warnings=tuple(warnings),
-    )
+def _check_cudnn(cudnn: str | None, components: tuple[CudaComponent, ...]) -> None:
+    """[cuda] cudnn against the cuDNN the environment loads."""
+    if cudnn is None:
+        return
+    effective = next((c for c in components if c.name == "cudnn"), None)
+    if effective is None:
+        raise ResolutionError(f"[cuda] cudnn asks {cudnn} but the environment has no cuDNN")
+    if effective.version != cudnn and not effective.version.startswith(cudnn + "."):
+        raise ResolutionError(
+            f"[cuda] cudnn asks {cudnn} but the environment's cuDNN is {effective.version} "
+            f"({effective.source})"
+        )
 
 
 def _unread(pins: tuple[PythonPin, ...], requires: Requires) -> list[str]:
