@@ -18,24 +18,17 @@ import pytest
 
 from tests.helpers import Built, lock_tag, run_cli
 from tools.localbase.dockerd import Daemon
-from tools.localbase.project import copy_example
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
 
 
 def edited_copy(fraud_image: Built, where: Path) -> Path:
-    """The fraud project again, one line added to app/main.py (the model copied, not retrained)."""
-    project = copy_example("fraud-detector", where, base={"image": _base_of(fraud_image)})
-    shutil.copytree(fraud_image.project / "models", project / "models", dirs_exist_ok=True)
-    shutil.copy(fraud_image.lock, project / "mlenv.lock")
+    """The fraud project again (spec, lock, model), one line added to app/main.py."""
+    project = where / "fraud-detector"
+    shutil.copytree(fraud_image.project, project, ignore=shutil.ignore_patterns("__pycache__"))
     main = project / "app" / "main.py"
     main.write_text(main.read_text() + "\nREBUILD_EDIT = 1\n")
     return project
-
-
-def _base_of(fraud_image: Built) -> str:
-    spec = (fraud_image.project / "mlenv.toml").read_text()
-    return next(line.split('"')[1] for line in spec.splitlines() if line.startswith("image"))
 
 
 def test_an_app_edit_rebuilds_only_the_app_layer_and_verifies_only_what_it_wrote(

@@ -243,9 +243,9 @@ def _build_dependencies(
         image_id, config = normal.image_id, normal.config
     else:
         image_id, config = run.image_id, saved_config(engine.save_image(name), where=f"docker-daemon:{name}")
-    for stage, image_id in run.stages:
+    for stage, last in run.stages:
         if stage != KEPT_STAGE:
-            engine.remove_untagged(image_id)
+            engine.remove_untagged(last)
     if before is not None and before != image_id:
         engine.remove_untagged(before)  # the one this build replaced under the same tag
     store.put_stream(image_id.removeprefix("sha256:"), [config], what=f"config of {name}")
