@@ -25,7 +25,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mlenv.build.artifacts import Artifact, Progress, apt_artifacts, fetch, python_artifacts
 from mlenv.errors import BuildError, MlenvError
@@ -423,6 +423,36 @@ class Vault:
             index = [{"Config": f"{config_sha}.json", "RepoTags": [tag], "Layers": layers}]
             add("manifest.json", json.dumps(index).encode())
         return buffer.getvalue()
+
+
+class BaseLoader(Protocol):
+    """What putting the base into the engine needs (mlenv.sources.engine.Engine has both)."""
+
+    def image_id(self, name: str) -> str | None: ...
+    def load_archive(self, data: bytes) -> None: ...
+
+
+def base_name(lock: Lock, platform: str) -> str:
+    """The local name a base loaded from the vault gets: `mlenv-vault/<repository>:<config sha256[:20]>`."""
+    assert lock.base is not None
+    chosen = next(p for p in lock.base.platforms if p.platform == platform)
+    return f"mlenv-vault/{lock.base.repository}:{chosen.config_digest.removeprefix('sha256:')[:20]}"
+
+
+def ensure_base(vault: Vault, engine: BaseLoader, lock: Lock, platform: str) -> str:
+    """The locked base in the engine, loaded from the vault unless already there under `base_name`;
+    returns that name, for the Dockerfile's FROM. Its image ID is the locked config digest: the image
+    the lock pinned, whichever name it is built from."""
+    if lock.base is None:
+        raise BuildError("the lock has no base image")
+    name = base_name(lock, platform)
+    wanted = next(p.config_digest for p in lock.base.platforms if p.platform == platform)
+    if engine.image_id(name) != wanted:
+        engine.load_archive(vault.base_archive(lock, platform, name))
+        found = engine.image_id(name)
+        if found != wanted:
+            raise BuildError(f"{vault.name}: the base loaded as {found}, the lock says {wanted}")
+    return name
 
 
 def open_vault(text: str, client: Callable[[], RegistryClient] | None = None) -> Vault:
