@@ -35,6 +35,7 @@ from mlenv.model.lock import (
     LockedCuda,
     LockedModel,
     LockedPython,
+    PinSource,
     PythonFile,
     PythonPin,
 )
@@ -190,12 +191,43 @@ def _file_inline(file: PythonFile) -> InlineTable:
     return toml_inline(
         {
             "name": file.name,
-            "url": redact(file.url),
+            "url": redact(file.url) if file.url else None,  # a wheel built on the host has no URL
             "size": file.size,
             "hashes": toml_inline({"sha256": file.sha256}),
             "hash-source": file.hash_source,
+            "built-from": file.built_from,
         }
     )
+
+
+def _source_inline(source: PinSource) -> tuple[str, InlineTable]:
+    """A host-built pin's origin under PEP 751's key: `directory` or `vcs`."""
+    if source.kind == "directory":
+        return "directory", toml_inline({"path": source.url, "tree-sha256": source.tree_sha256})
+    return "vcs", toml_inline(
+        {
+            "type": "git",
+            "url": redact(source.url),
+            "requested-revision": source.requested_revision,
+            "commit-id": source.commit_id,
+        }
+    )
+
+
+def _source(p: Mapping[str, Any]) -> PinSource | None:
+    if "directory" in p:
+        return PinSource(
+            kind="directory", url=p["directory"]["path"], tree_sha256=p["directory"].get("tree-sha256")
+        )
+    if "vcs" in p:
+        vcs = p["vcs"]
+        return PinSource(
+            kind="vcs",
+            url=vcs["url"],
+            requested_revision=vcs.get("requested-revision"),
+            commit_id=vcs.get("commit-id"),
+        )
+    return None
 
 
 def _python_table(python: LockedPython) -> Table:
@@ -228,6 +260,8 @@ def _python_table(python: LockedPython) -> Table:
             )
         if pin.sdist is not None:
             entry.add("sdist", _file_inline(pin.sdist))
+        if pin.source is not None:
+            entry.add(*_source_inline(pin.source))
         packages.append(entry)
     if packages:
         table.add("packages", packages)
@@ -401,10 +435,11 @@ def read_lock(path: Path) -> Lock:
 def _file(data: Mapping[str, Any]) -> PythonFile:
     return PythonFile(
         name=data["name"],
-        url=data["url"],
+        url=data.get("url", ""),
         size=data.get("size"),
         sha256=data["hashes"]["sha256"],
         hash_source=data.get("hash-source", "index"),
+        built_from=data.get("built-from"),
     )
 
 
@@ -495,6 +530,7 @@ def _lock_from_data(data: Mapping[str, Any]) -> Lock:
                     requested=p["requested"],
                     wheels=tuple(_file(w) for w in p.get("wheels", [])),
                     sdist=_file(p["sdist"]) if "sdist" in p else None,
+                    source=_source(p),
                 )
                 for p in python.get("packages", [])
             ),

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from packaging.dependency_groups import resolve_dependency_groups
 from packaging.requirements import InvalidRequirement, Requirement
@@ -33,6 +34,7 @@ from mlenv.model.spec import (
     CudaSpec,
     ModelSpec,
     PythonSpec,
+    SourceRequirement,
     Spec,
     TargetSpec,
     is_remote,
@@ -165,7 +167,7 @@ def spec_hash(spec: Spec) -> str:
     # without them hashes as it did before they were read.
     for layout in ("requirements_files", "extras", "groups", "origins"):
         data["python"].pop(layout)
-    for content in ("constraints", "hashes", "as_of_exceptions"):
+    for content in ("constraints", "hashes", "as_of_exceptions", "sources"):
         if not data["python"][content]:
             del data["python"][content]
     data["python"]["requirements"] = sorted(data["python"]["requirements"])
@@ -273,11 +275,121 @@ INCLUDE_OPTIONS = {"-r": False, "--requirement": False, "-c": True, "--constrain
 # pip-compile writes the indexes it used into its output; they are read and must be the spec's.
 INDEX_OPTIONS = {"-i": "--index-url", "--index-url": "--index-url", "--extra-index-url": "--extra-index-url"}
 OTHER_SOURCES = ("-f", "--find-links", "--trusted-host", "--no-index")
-NOT_YET = (
-    "is not supported yet: mlenv pins each file by the sha256 an index serves, and does not build "
-    "a local or VCS package on the host"
+NOT_YET = "is not supported: mlenv pins each file by the sha256 an index serves"
+NOT_YET_HINT = (
+    "publish it to an index, or list its directory (./libs/pkg) or its git URL (name @ git+https://...@REF) "
+    "in [python] requirements or requirements.txt: mlenv builds those into wheels at lock"
 )
-NOT_YET_HINT = "publish a wheel to an index, or copy the code into the image with [app] copy"
+# Directories never read into a local package's tree hash nor copied into its host build: VCS data,
+# caches and build outputs, which change without the package changing.
+TREE_SKIPPED = frozenset(
+    {".git", ".hg", "__pycache__", "build", "dist", ".tox", ".nox", ".venv", ".mypy_cache", ".pytest_cache"}
+)
+
+
+def _source_requirement(
+    text: str, base: Path, project_dir: Path, where: str, key: str | None
+) -> SourceRequirement | None:
+    """A local directory (`./libs/pkg`, `file:...`, `name @ file:///...`) or git (`name @ git+URL@REF`,
+    `git+URL@REF#egg=name`) requirement, which lock builds on the host; None for an index requirement.
+
+    A relative directory is read against the file that names it (the spec's directory for inline
+    requirements) and must stay inside the project: its tree is hashed here, so a changed tree makes
+    the lock stale."""
+    stripped = text.strip()
+    name: str | None = None
+    location = stripped
+    if "@" in stripped and not stripped.startswith(("git+", "file:", ".", "/")):
+        try:
+            parsed = Requirement(stripped)
+        except InvalidRequirement:
+            return None
+        if parsed.url is None:
+            return None
+        if parsed.marker is not None or parsed.extras:
+            raise SpecError(
+                where, key, f"{quoted(stripped)}: markers and extras are not read on a built requirement"
+            )
+        name, location = canonicalize_name(parsed.name), parsed.url
+    if location.startswith("git+"):
+        return _vcs_requirement(location, name, where, key)
+    if location.startswith("file:"):
+        location = urlsplit(location).path
+    elif not location.startswith((".", "/")):
+        return None
+    if location.endswith((".whl", ".tar.gz", ".zip")):
+        raise SpecError(
+            where,
+            key,
+            f"a local path requirement {quoted(location)} {NOT_YET}",
+            hint="list the directory it was built from",
+        )
+    if ";" in location or "[" in location:
+        raise SpecError(
+            where, key, f"{quoted(location)}: markers and extras are not read on a local directory"
+        )
+    relative = os.path.relpath(os.path.normpath(base / location), project_dir)
+    directory = _project_path(project_dir, relative, where, key or "requirement")
+    if not directory.is_dir() or not (
+        (directory / "pyproject.toml").is_file() or (directory / "setup.py").is_file()
+    ):
+        raise SpecError(
+            where, key, f"{quoted(location)} is not a directory with a pyproject.toml or setup.py"
+        )
+    return SourceRequirement(
+        kind="directory", location=Path(relative).as_posix(), tree_sha256=tree_sha256(directory)
+    )
+
+
+def _vcs_requirement(url: str, name: str | None, where: str, key: str | None) -> SourceRequirement:
+    """`git+SCHEME://host/repo[@REF][#egg=name]`: URL and ref apart (lock pins the ref to a commit)."""
+    parts = urlsplit(url.removeprefix("git+"))
+    credentials = parts.password or (parts.username and parts.scheme != "ssh")  # ssh's `git@` is a login
+    if parts.scheme not in ("https", "http", "ssh", "file") or credentials:
+        raise SpecError(
+            where,
+            key,
+            f"{quoted(redact(url))}: git over https, ssh or file without credentials in the URL is read",
+            hint="give credentials to git (a credential helper or ~/.netrc), not in the requirement",
+        )
+    fragment = dict(part.partition("=")[::2] for part in parts.fragment.split("&") if part)
+    if set(fragment) - {"egg"}:
+        raise SpecError(where, key, f"{quoted(url)}: only #egg= is read after a git URL")
+    path, revision = parts.path, None
+    if "@" in path:
+        path, revision = path.rsplit("@", 1)
+    egg = fragment.get("egg")
+    return SourceRequirement(
+        kind="vcs",
+        location=parts._replace(path=path, fragment="").geturl(),
+        name=name or (canonicalize_name(egg) if egg else None),
+        revision=revision or None,
+    )
+
+
+def tree_files(root: Path) -> list[Path]:
+    """The files of a local package as lock hashes and builds them, sorted: every file and symlink below
+    `root` except under TREE_SKIPPED directories and *.egg-info, and no compiled .pyc."""
+    found = []
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = sorted(
+            d for d in subdirectories if d not in TREE_SKIPPED and not d.endswith(".egg-info")
+        )
+        found += [Path(directory, f) for f in files if not f.endswith(".pyc")]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def tree_sha256(root: Path) -> str:
+    """sha256 over each file's path (relative, `/`), kind and content: what `lock --check` compares."""
+    digest = hashlib.sha256()
+    for path in tree_files(root):
+        if path.is_symlink():
+            kind, content = b"link", os.readlink(path).encode()
+        else:
+            kind, content = (b"exec" if os.access(path, os.X_OK) else b"file"), path.read_bytes()
+        relative = path.relative_to(root).as_posix().encode()
+        digest.update(b"%s\0%s\0%s\n" % (kind, relative, hashlib.sha256(content).hexdigest().encode()))
+    return digest.hexdigest()
 
 
 def _logical_lines(lines: list[str], path: Path) -> list[tuple[int, str]]:
@@ -346,7 +458,13 @@ def read_requirements_file(
                 )
             )
         elif option in ("-e", "--editable"):
-            raise SpecError(where, None, f"an editable requirement ({option}) {NOT_YET}", hint=NOT_YET_HINT)
+            raise SpecError(
+                where,
+                None,
+                f"an editable requirement ({option} {rest.strip()}): an image holds an installed copy, "
+                "not a link to a source tree",
+                hint=f"write {quoted(rest.strip())} without {option}: mlenv builds it into a wheel at lock",
+            )
         elif option in INDEX_OPTIONS:
             found.append(
                 RequirementLine(
@@ -436,6 +554,10 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str, document: dict[s
     gathered = _Gathered()
     for index, text in enumerate(python_table.get("requirements", [])):
         key = f"{prefix}python.requirements[{index}]"
+        built = _source_requirement(text, project_dir, project_dir, file, key)
+        if built is not None:
+            gathered.sources.add(built)
+            continue
         gathered.add(_normalise_requirement(text, file, key), file, key)
     extras = tuple(python_table.get("extras", []))
     groups = tuple(python_table.get("groups", []))
@@ -457,6 +579,10 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str, document: dict[s
             where = f"{line.file}:{line.line}"
             if line.index_option is not None:
                 _check_index_line(line, python_table, where)
+                continue
+            built = _source_requirement(line.text, Path(line.file).parent, project_dir, where, None)
+            if built is not None:
+                gathered.sources.add(built)
                 continue
             gathered.add(
                 _normalise_requirement(line.text, where, None),
@@ -485,6 +611,7 @@ def _build_spec(table: dict[str, Any], path: Path, prefix: str, document: dict[s
         resolver=python_table.get("resolver", "uv"),
         venv=python_table.get("venv", DEFAULT_VENV),
         as_of_exceptions=_as_of_exceptions(table, path, prefix),
+        sources=tuple(sorted(gathered.sources, key=lambda r: (r.kind, r.location, r.revision or ""))),
     )
 
     apt_table = table.get("apt", {})
@@ -625,6 +752,7 @@ class _Gathered:
     constraints: set[str] = field(default_factory=set)
     hashes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     origins: list[tuple[str, str]] = field(default_factory=list)
+    sources: set[SourceRequirement] = field(default_factory=set)  # built on the host at lock
 
     def add(
         self,

@@ -16,7 +16,10 @@ from mlenv.model.spec import ModelStrategy, ResolverName, is_remote
 from mlenv.model.target import Target
 
 LOCK_VERSION = 1
-HashSource = Literal["index", "computed"]
+# "built": a wheel mlenv built on the host at lock (from an sdist, a local path or a VCS commit); its
+# hash is what that build gave, and the file is in the content store, not at any URL.
+HashSource = Literal["index", "computed", "built"]
+BuiltFrom = Literal["sdist", "directory", "vcs"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +85,19 @@ class PythonFile:
     size: int | None
     sha256: str
     hash_source: HashSource = "index"
+    built_from: BuiltFrom | None = None  # with hash_source "built": what the wheel was built from
+
+
+@dataclass(frozen=True, kw_only=True)
+class PinSource:
+    """Where a pin built on the host came from, with PEP 751's names: a directory of the project (its
+    path relative to the project and a hash of its tree), or a VCS URL with the commit its ref named."""
+
+    kind: Literal["directory", "vcs"]
+    url: str  # the directory relative to the project, or the VCS URL without `git+` and the ref
+    tree_sha256: str | None = None  # directory: the tree as read at lock (a change makes the lock stale)
+    requested_revision: str | None = None  # vcs: the ref as written (None: the remote's HEAD)
+    commit_id: str | None = None  # vcs: the full commit the ref named at lock
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +109,7 @@ class PythonPin:
     marker: str | None = None
     wheels: tuple[PythonFile, ...] = ()
     sdist: PythonFile | None = None
+    source: PinSource | None = None  # a directory or VCS pin (no index file); None for an index pin
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -269,6 +269,13 @@ def _python(lock: Lock, roots: tuple[str, ...]) -> Iterator[Problem]:
 
 def _python_file(file: PythonFile, where: str, roots: tuple[str, ...]) -> Iterator[Problem]:
     yield from _match(DIST_FILE, file.name, f"{where}.name", "a file name (one path segment)")
+    if (file.hash_source == "built") != (file.built_from is not None):
+        yield f"{where}.built-from", 'is given exactly when hash-source is "built"'
+    if file.hash_source == "built":
+        # Built on the host at lock: the file is in the content store by its sha256, at no URL.
+        if file.url:
+            yield f"{where}.url", "a wheel built on the host has no URL"
+        return
     problem = url_problem(file.url, roots=roots)
     if problem:
         yield f"{where}.url", problem

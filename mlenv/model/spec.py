@@ -57,6 +57,21 @@ class PythonSpec:
     # (canonical package name, its own cut-off, or None for none), sorted: packages let past the spec's
     # as-of (`as-of-exceptions`, as uv's exclude-newer-package).
     as_of_exceptions: tuple[tuple[str, datetime | None], ...] = ()
+    # Requirements built on the host into wheels at lock: local directories and VCS URLs, sorted.
+    sources: tuple[SourceRequirement, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceRequirement:
+    """A local directory (`./libs/featurelib`) or VCS (`name @ git+https://host/repo@REF`) requirement."""
+
+    kind: Literal["directory", "vcs"]
+    location: str  # directory: relative to the project, `/`-separated; vcs: the URL after `git+`, no ref
+    name: str | None = None  # vcs: the name written before `@`; directory: None (the build names it)
+    revision: str | None = None  # vcs: the ref written after the last `@` (None: the remote's HEAD)
+    # directory: sha256 over its files' paths and bytes, read with the spec: a changed tree is a
+    # changed spec, so `lock --check` calls the lock stale without building anything.
+    tree_sha256: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
