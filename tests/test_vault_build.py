@@ -1,22 +1,22 @@
-"""The vault end to end, on the real engine, the loopback registry, PyPI and the Debian mirror.
+"""The vault end to end, on the real engine, a loopback registry, PyPI and the Debian mirror.
 
 A small project (a wheel from PyPI, a .deb from the Debian mirror, a baked model) is locked and built;
 its lock is pointed at a local copy of the mirror's pool. `mlenv vault push` stores every artifact in the
-loopback registry. Then the local mirror stops serving the .deb (as Debian drops superseded versions):
-without the vault the build fails with one line naming the package, its version and each place tried;
-with `--vault`, an empty cache and every non-loopback address unreachable (a proxy that does not exist
-for everything but 127.0.0.1: the registry and the engine's socket still answer), the build gives the
-image ID of the first build.
-
-Not a network namespace: mlenv's HTTP goes through requests, which honours the proxy variables, so the
-only reachable addresses are loopback ones; the build itself runs with the network off anyway.
+loopback registry that also serves the base. Then the local mirror stops serving the .deb (as Debian
+drops superseded versions): without the vault the build fails with one line naming the package, its
+version and each place tried; with `--vault` and an empty cache, run in a network namespace that holds
+only loopback (`unshare -n`: the registry is served there from the same storage, the engine's socket is
+a file), the build gives the image ID of the first build.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,10 +33,12 @@ from mlenv.sources import engine
 from mlenv.sources.cas import ContentStore
 from mlenv.sources.http import download_chunks
 from mlenv.sources.registry import ImageReference, RegistryClient
+from tests.conftest import missing
 from tests.helpers import run_cli
+from tests.infra import required
 from tools.localbase.dockerd import Daemon
-from tools.localbase.images import BaseImage
-from tools.localbase.registry import Registry
+from tools.localbase.images import BaseImage, push_image, repository
+from tools.localbase.registry import Registry, serve_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
 
@@ -85,32 +87,72 @@ def local_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         server.server_close()
 
 
-def _env(cache: Path, *, loopback_only: bool = False) -> dict[str, str]:
-    env = dict(os.environ, MLENV_CACHE=str(cache))
-    if loopback_only:
-        # Port 9 (discard) has no listener: every address but loopback is unreachable for mlenv.
-        env.update(
-            HTTP_PROXY="http://127.0.0.1:9",
-            HTTPS_PROXY="http://127.0.0.1:9",
-            http_proxy="http://127.0.0.1:9",
-            https_proxy="http://127.0.0.1:9",
-            NO_PROXY="127.0.0.1,localhost",
-            no_proxy="127.0.0.1,localhost",
+@pytest.fixture(scope="module")
+def own_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, Path]]:
+    """A registry of this module's (its storage known, to serve it again inside the namespace)."""
+    directory = tmp_path_factory.mktemp("vault-registry")
+    with required(), serve_registry(directory) as served:
+        yield served, directory
+
+
+# Run inside `unshare -n`: loopback up, the registry served again from its storage on the same address,
+# then `mlenv build`; the namespace has no other interface, so nothing else can be reached.
+IN_NAMESPACE = """
+import subprocess, sys, time, requests
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+config, host, *build = sys.argv[1:]
+quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+registry = subprocess.Popen(["docker-registry", "serve", config], **quiet)
+try:
+    for _ in range(100):
+        try:
+            if requests.get(f"http://{host}/v2/", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.2)
+    probe = "import socket; socket.create_connection(('pypi.org', 443), 3)"
+    outside = subprocess.run([sys.executable, "-c", probe], capture_output=True)
+    assert outside.returncode != 0, "the namespace reaches pypi.org"
+    sys.exit(subprocess.run([sys.executable, "-m", "mlenv", *build]).returncode)
+finally:
+    registry.terminate()
+    registry.wait(10)
+"""
+
+
+def _build_loopback_only(project: Path, cache: Path, registry_dir: Path, *extra: str) -> tuple[int, str, str]:
+    """`mlenv build` in a network namespace holding only loopback, the registry served there."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        missing("unshare", "util-linux's unshare and iproute2's ip make the loopback-only namespace")
+    config = (registry_dir / "config.yml").read_text()
+    host = re.search(r"addr: ([0-9.:]+)", config)
+    assert host is not None
+    inside = registry_dir / "config-namespace.yml"
+    inside.write_text(
+        config.replace(
+            "delete: {enabled: true}",
+            "maintenance: {readonly: {enabled: true}, uploadpurging: {enabled: false}}",
         )
-    return env
+    )
+    args = ["build", str(project), "--format", "json", "--no-cache", "--no-verify", *extra]
+    result = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", IN_NAMESPACE, str(inside), host.group(1), *args],
+        capture_output=True,
+        text=True,
+        env=_env(cache),
+        check=False,
+    )
+    return result.returncode, result.stdout, result.stderr
 
 
-def _build(project: Path, cache: Path, *extra: str, loopback_only: bool = False) -> tuple[int, str, str]:
+def _env(cache: Path) -> dict[str, str]:
+    return dict(os.environ, MLENV_CACHE=str(cache))
+
+
+def _build(project: Path, cache: Path, *extra: str) -> tuple[int, str, str]:
+    # Verify is left out: what is asserted is the image ID, equal to the first build's.
     built = run_cli(
-        "build",
-        str(project),
-        "--format",
-        "json",
-        "--no-cache",
-        # Verify is left out: what is asserted is the image ID, equal to the first build's.
-        "--no-verify",
-        *extra,
-        env=_env(cache, loopback_only=loopback_only),
+        "build", str(project), "--format", "json", "--no-cache", "--no-verify", *extra, env=_env(cache)
     )
     return built.code, built.stdout, built.stderr
 
@@ -123,12 +165,13 @@ class Vaulted:
     vault: str
     first: str  # the image ID of the first build, from the mirror and PyPI
     work: Path
+    registry_dir: Path
 
 
 @pytest.fixture(scope="module")
 def vaulted(
     docker_daemon: Daemon,
-    registry: Registry,
+    own_registry: tuple[Registry, Path],
     base_image_python: BaseImage,
     local_mirror: tuple[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
@@ -136,6 +179,10 @@ def vaulted(
     """The project locked, built once, pushed to a vault in the loopback registry; then the local mirror
     stops serving its .debs (as Debian drops superseded versions)."""
     mirror_url, mirror_root = local_mirror
+    registry, registry_dir = own_registry
+    # The base is served by the same registry as the vault: in the namespace it is the one reachable.
+    push_image(docker_daemon.client, base_image_python.local, registry.host, repository("python"), "1")
+    base = f"{registry.host}/{repository('python')}:1"
     work = tmp_path_factory.mktemp("vaulted")
     project = work / "vaulted"
     (project / "app").mkdir(parents=True)
@@ -143,7 +190,7 @@ def vaulted(
     (project / "app" / "main.py").write_text("import six\nprint(six.__version__)\n")
     (project / "models").mkdir()
     (project / "models" / "weights.bin").write_bytes(bytes(range(256)) * 64)
-    (project / "mlenv.toml").write_text(SPEC.format(base=base_image_python.ref))
+    (project / "mlenv.toml").write_text(SPEC.format(base=base))
 
     locked = run_cli("lock", str(project), env=_env(work / "cache-lock"))
     assert locked.code == 0, locked.stderr[-2000:]
@@ -176,7 +223,15 @@ def vaulted(
     assert pushed.code == 0, pushed.stderr[-2000:]
     for pin in lock.apt.packages:
         (mirror_root / pin.filename).unlink()
-    return Vaulted(project=project, lock=lock, mirror_url=mirror_url, vault=vault, first=first, work=work)
+    return Vaulted(
+        project=project,
+        lock=lock,
+        mirror_url=mirror_url,
+        vault=vault,
+        first=first,
+        work=work,
+        registry_dir=registry_dir,
+    )
 
 
 def test_the_vault_is_one_oci_artifact_holding_every_locked_file(vaulted: Vaulted) -> None:
@@ -215,9 +270,11 @@ def test_a_directory_vault_of_the_lock_holds_the_same_artifact(vaulted: Vaulted)
     assert opened.files == open_vault(vaulted.vault, RegistryClient).files
 
 
-def test_with_the_vault_and_only_loopback_the_build_gives_the_first_image_id(vaulted: Vaulted) -> None:
-    code, out, err = _build(
-        vaulted.project, vaulted.work / "cache-vault", "--vault", vaulted.vault, loopback_only=True
+def test_with_the_vault_in_a_loopback_only_namespace_the_build_gives_the_first_image_id(
+    vaulted: Vaulted,
+) -> None:
+    code, out, err = _build_loopback_only(
+        vaulted.project, vaulted.work / "cache-vault", vaulted.registry_dir, "--vault", vaulted.vault
     )
     assert code == 0, err[-3000:]
     assert json.loads(out)["image-id"] == vaulted.first
