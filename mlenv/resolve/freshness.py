@@ -43,6 +43,9 @@ def spec_projection(spec: Spec, target: Target | None = None) -> Projection:
         "python.index-url": redact(spec.python.index_url),
         "python.extra-index-urls": [redact(u) for u in spec.python.extra_index_urls],
         "python.packages (requested)": sorted(requested_names(spec.python, target)),
+        "python.sources (built on the host)": sorted(
+            _source_shown(r.kind, r.location, r.tree_sha256, r.revision) for r in spec.python.sources
+        ),
         "cuda.requested": spec.cuda.version or "none",
         "app.copy": sorted(spec.app.copy),
         "app.workdir": spec.app.workdir,
@@ -74,7 +77,15 @@ def lock_projection(lock: Lock, keys: set[str] | None = None) -> Projection:
         "python.venv": lock.python.venv,
         "python.index-url": lock.python.index_url,
         "python.extra-index-urls": list(lock.python.extra_index_urls),
-        "python.packages (requested)": sorted(p.name for p in lock.python.packages if p.requested),
+        # A directory or git pin is named by its build, not by the spec: compared by its source below.
+        "python.packages (requested)": sorted(
+            p.name for p in lock.python.packages if p.requested and p.source is None
+        ),
+        "python.sources (built on the host)": sorted(
+            _source_shown(p.source.kind, p.source.url, p.source.tree_sha256, p.source.requested_revision)
+            for p in lock.python.packages
+            if p.source is not None
+        ),
         "cuda.requested": lock.cuda.requested,
         "app.copy": sorted(lock.app.copy),
         "app.workdir": lock.app.workdir,
@@ -90,6 +101,13 @@ def lock_projection(lock: Lock, keys: set[str] | None = None) -> Projection:
         "target.glibc": lock.target.glibc,
     }
     return {k: v for k, v in projection.items() if keys is None or k in keys}
+
+
+def _source_shown(kind: str, location: str, tree: str | None, revision: str | None) -> str:
+    """A directory with its tree hash (a changed file is a changed source), a git URL with its ref."""
+    if kind == "directory":
+        return f"./{location} (tree sha256 {(tree or '')[:12]})"
+    return f"git+{redact(location)}@{revision or 'HEAD'}"
 
 
 def projection_reasons(spec: Spec, lock: Lock) -> list[str]:
@@ -155,7 +173,7 @@ def _changed(spec: Spec, lock: Lock, *, spec_file_differs: bool) -> str:
             unmet.setdefault((where,), problem)
     asked = {canonicalize_name(Requirement(text).name) for text in spec.python.requirements}
     for pin in lock.python.packages:
-        if pin.requested and pin.name not in asked:
+        if pin.requested and pin.name not in asked and pin.source is None:
             # The file that dropped it asks for nothing now: any of them may have.
             unmet.setdefault((spec.path, *sources), f"{pin.name} is no longer asked for")
     if not unmet:

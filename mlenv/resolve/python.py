@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlenv.errors import ResolutionError
-from mlenv.model.lock import LockedPython, PythonPin
+from mlenv.model.lock import LockedPython, PinSource, PythonPin
 from mlenv.model.spec import PythonSpec, Spec
 from mlenv.model.target import (
     Target,
@@ -19,6 +20,7 @@ from mlenv.model.target import (
 )
 from mlenv.model.urls import redact
 from mlenv.sources.python.backend import PythonRequest, ResolverBackend
+from mlenv.sources.python.hostbuild import BuiltWheel, HostBuilder, runtime_requirements
 
 
 def requested_names(python: PythonSpec, target: Target | None = None) -> frozenset[str]:
@@ -44,14 +46,22 @@ def resolve_python(
     *,
     preferences: tuple[tuple[str, str], ...] = (),
     upgrade_packages: tuple[str, ...] = (),
+    builder: HostBuilder | None = None,
 ) -> LockedPython:
     """Resolve the spec's requirements once per target platform (through `backend`, the resolver the spec
     names) and merge them into one pin set. `preferences` (the old lock's pins) are kept where they still
-    satisfy the spec, except those of `upgrade_packages` (`name` or `name==version`)."""
+    satisfy the spec, except those of `upgrade_packages` (`name` or `name==version`).
+
+    Directory and git requirements, and pins that have only an sdist, are built on the host into pure
+    wheels (`builder`, by default one over the user's content store): see sources/python/hostbuild.py."""
+    builder = builder or _default_builder(spec, target)
+    local = [builder.from_source(requirement) for requirement in spec.python.sources]
+    # The resolver sees what the built wheels need, not the wheels themselves: they are on no index.
+    needs = tuple(r for built, _ in local for r in runtime_requirements(built.requires_dist))
     per_platform = []
     for platform in sorted(target.platforms):
         request = PythonRequest(
-            requirements=spec.python.requirements,
+            requirements=spec.python.requirements + needs,
             constraints=spec.python.constraints,
             python_version=target.python,
             glibc=target.glibc,
@@ -64,8 +74,15 @@ def resolve_python(
             upgrade_packages=upgrade_packages,
         )
         per_platform.append((platform, backend.resolve(request)))
-    requested = requested_names(spec.python, target)
+    requested = requested_names(spec.python, target) | {built.name for built, _ in local}
     pins = keep_pinned_hashes(merge_platforms(per_platform, target), spec.python)
+    pins = [_with_built_wheel(pin, target, builder) for pin in pins]
+    built_names = {built.name for built, _ in local}
+    pins = sorted(
+        [pin for pin in pins if pin.name not in built_names]
+        + [_local_pin(built, source, spec.python.index_url) for built, source in local],
+        key=lambda pin: pin.name,
+    )
     unknown = requested - {pin.name for pin in pins}
     if unknown:
         raise ResolutionError(f"the resolver did not pin requested package(s): {', '.join(sorted(unknown))}")
@@ -85,9 +102,45 @@ def resolve_python(
                 requested=p.name in requested,
                 wheels=p.wheels,
                 sdist=p.sdist,
+                source=p.source,
             )
             for p in pins
         ),
+    )
+
+
+def _default_builder(spec: Spec, target: Target) -> HostBuilder:
+    from mlenv.sources.cas import ContentStore
+
+    return HostBuilder(
+        ContentStore(),
+        project_dir=Path(spec.project_dir),
+        python_version=target.python,
+        index_url=spec.python.index_url,
+        extra_index_urls=spec.python.extra_index_urls,
+    )
+
+
+def _with_built_wheel(pin: PythonPin, target: Target, builder: HostBuilder) -> PythonPin:
+    """A pin the index serves only as an sdist gets the wheel built from it on the host (or the lock is
+    refused there, with why); a pin with a wheel for every target platform is as the index has it."""
+    if pin.sdist is None or all(
+        any(wheel_installs(w.name, target_tags(target, platform)) for w in pin.wheels)
+        for platform in target.platforms
+    ):
+        return pin
+    built = builder.from_sdist(pin.name, pin.version, pin.sdist)
+    return replace(pin, wheels=(*pin.wheels, built.file))
+
+
+def _local_pin(built: BuiltWheel, source: PinSource, index_url: str) -> PythonPin:
+    return PythonPin(
+        name=built.name,
+        version=built.version,
+        index=redact(index_url),  # where its build backend and dependencies came from
+        requested=True,
+        wheels=(built.file,),
+        source=source,
     )
 
 
