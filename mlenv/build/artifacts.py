@@ -37,10 +37,18 @@ def python_artifacts(lock: Lock, platform: str) -> list[Artifact]:
         if not wheels:
             raise BuildError(
                 f"{pin.name}=={pin.version} has no wheel for {platform} in the lock",
-                hint="a hermetic build installs wheels only; see `mlenv dockerfile --fetch build`",
+                hint="a hermetic build installs wheels only: run `mlenv lock`, which builds an sdist-only "
+                "pin into a wheel on the host",
             )
+        # A wheel built on the host at lock is at no URL: the content store (or the vault) holds it.
         artifacts += [
-            Artifact(filename=w.name, sha256=w.sha256, urls=(w.url,), package=pin.name, version=pin.version)
+            Artifact(
+                filename=w.name,
+                sha256=w.sha256,
+                urls=(w.url,) if w.url else (),
+                package=pin.name,
+                version=pin.version,
+            )
             for w in wheels
         ]
     return artifacts
