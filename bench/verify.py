@@ -8,7 +8,8 @@ the base is accounted for. Each transport is timed twice: "first read", with the
 verified again, its layers only hashed. docker-archive: (anchored on `cat ARCHIVE`) is shown too, and
 each verify's peak memory (the child's ru_maxrss). For reference only, the container way of listing the
 same facts: `docker run IMAGE sh -c 'pip list; dpkg-query -W'`, which reads far less (no file hashes) and
-trusts the image's own tools. `--big` takes the fraud detector with heavy extras (bench/observe.py's).
+trusts the image's own tools. `--big` takes the fraud detector with heavy extras (bench/observe.py's);
+`--torch` the torch CUDA service of bench/_common.py (over 5 GB, built once and kept).
 
 Page cache warm; verify and its anchor alternate; the derived-wheel cache is warm (a second verify).
 """
@@ -35,6 +36,7 @@ from _common import (
     print_table,
     report_ratio,
     run,
+    torch_image,
     warm_page_cache,
 )
 
@@ -81,9 +83,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side per transport")
     parser.add_argument("--big", action="store_true", help="the fraud detector with heavy extras")
+    parser.add_argument("--torch", action="store_true", help="the torch CUDA service (over 5 GB)")
     args = parser.parse_args()
     with infrastructure() as infra:
-        image = big_image(infra) if args.big else fraud_image(infra)
+        image = torch_image(infra) if args.torch else big_image(infra) if args.big else fraud_image(infra)
         # Inside the block: DOCKER_HOST names the engine only while it is held.
         lock = str(image.lock)
         layers = image.oci_layers()
