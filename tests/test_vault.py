@@ -20,15 +20,18 @@ from mlenv.build.vault import (
     ARTIFACT_TYPE,
     TITLE,
     DirectoryStore,
+    RegistryStore,
     Vault,
     open_vault,
     push_vault,
     vault_store,
 )
-from mlenv.errors import BuildError
+from mlenv.errors import BuildError, SourceError
 from mlenv.model.lock import AptPin, AptSource, Lock, LockedApt, LockedModel
 from mlenv.sources.cas import ContentStore
+from mlenv.sources.registry import ImageReference, RegistryClient
 from tests.lockdata import full_lock
+from tools.localbase.registry import Registry
 
 POOL = "pool/main/h/hello/hello_2.10-3_amd64.deb"
 STAMP = "20240601T000000Z"
@@ -231,3 +234,28 @@ def test_a_corrupt_vault_blob_is_refused(server: Server, tmp_path: Path) -> None
 def test_a_directory_that_is_not_a_vault_is_named(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match=f"vault dir:{tmp_path}: no vault here"):
         Vault(DirectoryStore(tmp_path))
+
+
+@pytest.mark.registry
+def test_a_registry_vault_with_credentials_round_trips(
+    server: Server, tmp_path: Path, auth_registry: Registry
+) -> None:
+    """Push (HEAD, POST, PUT of blobs and the manifest) and read back through the registry's auth."""
+    _serve(server, "mirror/debian")
+    lock = _lock(server)
+    client = RegistryClient(docker_config=auth_registry.docker_config)
+    ref = ImageReference.parse(f"{auth_registry.host}/vault/auth-test:v1")
+    pushed = push_vault(
+        lock,
+        tmp_path,
+        RegistryStore(ref, client),
+        client=client,
+        store=ContentStore(tmp_path / "cas"),
+        progress=lambda _: None,
+    )
+    assert pushed.files == 1
+    anonymous = RegistryClient(docker_config=tmp_path / "no-config")
+    with pytest.raises(SourceError, match="needs credentials"):
+        open_vault(str(ref), lambda: anonymous)
+    store = vault_store(open_vault(str(ref), lambda: client), tmp_path / "fresh")
+    assert fetch(apt_artifacts(lock), store, lambda _: None)["hello_2.10-3_amd64.deb"].read_bytes() == DEB
