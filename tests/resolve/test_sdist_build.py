@@ -147,3 +147,29 @@ def test_a_built_wheel_in_the_lock_without_built_from_is_refused(
     with pytest.raises(LockfileError) as caught:
         loads(text)
     assert "wheels[0]" in str(caught.value)
+
+
+def test_a_wheel_missing_from_the_store_is_rebuilt_and_held_to_the_lock_hash(
+    locked: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from mlenv.build.wheels import missing_built_wheels, rebuild_missing
+    from mlenv.errors import BuildError
+
+    project, _ = locked
+    lock = read_lock(project / "mlenv.lock")
+    store = ContentStore(tmp_path / "empty")
+    assert [pin.name for pin, _ in missing_built_wheels(lock, store)] == ["docopt"]
+    assert rebuild_missing(lock, project, store) == ["docopt-0.6.2-py2.py3-none-any.whl"]
+    assert missing_built_wheels(lock, store) == []
+    # A lock naming other bytes than this host builds: refused, and nothing is left in the store.
+    (docopt,) = [p for p in lock.python.packages if p.name == "docopt"]
+    other = replace(docopt, wheels=(replace(docopt.wheels[0], sha256="0" * 64),))
+    tampered = replace(lock, python=replace(lock.python, packages=(other,)))
+    with pytest.raises(BuildError) as caught:
+        rebuild_missing(tampered, project, ContentStore(tmp_path / "other"))
+    assert f"rebuilt on this host it has sha256 {docopt.wheels[0].sha256}, the lock says {'0' * 64}" in str(
+        caught.value
+    )
+    assert ContentStore(tmp_path / "other").cached(docopt.wheels[0].sha256) is None
