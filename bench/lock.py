@@ -32,7 +32,7 @@ from pathlib import Path
 from _common import load_note, median, print_table, report_ratio, run, timed
 
 from mlenv.cli.lock import python_backend
-from mlenv.resolve import target_from_spec
+from mlenv.resolve.lock import target_from_spec
 from mlenv.resolve.python import resolve_python
 from mlenv.spec import load_spec
 

@@ -16,12 +16,11 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.exceptions import TyperException
 
-from mlenv import __version__
 from mlenv.errors import MlenvError
 
 app = typer.Typer(
@@ -80,6 +79,8 @@ def one_line(text: str) -> str:
 
 def _version(value: bool) -> None:
     if value:
+        from mlenv import __version__  # here: reading the package metadata costs other commands ~10 ms
+
         typer.echo(f"mlenv {__version__}")
         raise typer.Exit()
 
@@ -128,6 +129,17 @@ def register_commands(argv: list[str]) -> None:
             app.command(name)(getattr(module, name))
 
 
+def click_command(args: list[str]) -> Any:
+    """The click command typer makes of `app`. When a command runs, its options are coerced without
+    pydantic (mlenv.cli.coerce); `mlenv --version` and help coerce nothing that needs it."""
+    command = typer.main.get_command(app)
+    if _requested_command(args) in COMMANDS:
+        from mlenv.cli.coerce import use_plain_values
+
+        use_plain_values(command)
+    return command
+
+
 # Options of mlenv itself that a user may also type after the command (`mlenv lock -v`); no command has
 # an option of the same spelling, so moving them in front of the command changes no command's meaning.
 ROOT_FLAGS = frozenset({"-v", "--verbose", "-q", "--quiet"})
@@ -152,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _stop_on_signals():
             register_commands(args)
-            code = app(args=args, prog_name="mlenv", standalone_mode=False)
+            code = click_command(args).main(args=args, prog_name="mlenv", standalone_mode=False)
     except MlenvError as error:
         if verbose:
             traceback.print_exc()

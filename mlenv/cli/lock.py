@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mlenv.cli.common import read_lock_input, refuse_directory
-from mlenv.cli.progress import for_command
 from mlenv.errors import MlenvError, ResolutionError
-from mlenv.files import write_atomic
-from mlenv.lockfile import LOCK_FILE, dump_bytes, lock_digest
-from mlenv.model.lock import Lock
-from mlenv.model.spec import ResolverName
-from mlenv.resolve import Sources, resolve_lock
-from mlenv.resolve.freshness import apt_as_of_gap, stale_reasons
-from mlenv.resolve.upgrade import lock_changes, parse_upgrade
-from mlenv.sources.python.backend import ResolverBackend
+from mlenv.lockfile import LOCK_FILE, lock_digest
+from mlenv.resolve.freshness import stale_reasons
 from mlenv.spec import load_spec
+
+# `lock --check` is timed at start-up (bench/startup.py): it needs the spec, the lock and freshness only.
+# The resolver, its sources and the progress display are imported by the functions that resolve.
+if TYPE_CHECKING:
+    from mlenv.model.lock import Lock
+    from mlenv.model.spec import ResolverName, Spec
+    from mlenv.resolve.lock import Sources
+    from mlenv.resolve.upgrade import Upgrade
+    from mlenv.sources.python.backend import ResolverBackend
 
 
 def python_backend(name: ResolverName) -> ResolverBackend:
@@ -33,6 +35,7 @@ def python_backend(name: ResolverName) -> ResolverBackend:
 def default_sources() -> Sources:
     """The real ones: the registries of the user's docker config, Debian mirrors, PyPI-like indexes.
     Imported here, so `lock --check` (no network) loads no HTTP client."""
+    from mlenv.resolve.lock import Sources
     from mlenv.sources.debian.archive import DebianArchive
     from mlenv.sources.python.wheelmeta import WheelMetadata
     from mlenv.sources.registry import RegistryClient
@@ -85,9 +88,14 @@ def lock(
     Pins of the existing lock that still satisfy the spec are kept; -P, --upgrade-apt, --upgrade free them.
     """
     as_json = wants_json(output_format)
-    upgrade = parse_upgrade(everything=upgrade_all, python=upgrade_package or [], apt=upgrade_apt or [])
-    if check and (upgrade.everything or upgrade.python or upgrade.apt):
-        raise MlenvError("--check resolves nothing: it takes no --upgrade, -P or --upgrade-apt")
+    upgrade = None
+    if upgrade_all or upgrade_package or upgrade_apt or not check:
+        # Here, not at the top: the apt request grammar it parses with costs `lock --check` its start-up.
+        from mlenv.resolve.upgrade import parse_upgrade
+
+        upgrade = parse_upgrade(everything=upgrade_all, python=upgrade_package or [], apt=upgrade_apt or [])
+        if check and (upgrade.everything or upgrade.python or upgrade.apt):
+            raise MlenvError("--check resolves nothing: it takes no --upgrade, -P or --upgrade-apt")
     spec = load_spec(project)
     path = lockfile or Path(spec.project_dir, LOCK_FILE)
     refuse_directory(path, "--lockfile")
@@ -103,6 +111,19 @@ def lock(
         if not as_json:
             typer.echo(f"{path} is up to date")
         return
+    assert upgrade is not None  # parsed above whenever the lock is resolved
+    write_lock(spec, path, upgrade, strict_as_of=strict_as_of, as_json=as_json)
+
+
+def write_lock(spec: Spec, path: Path, upgrade: Upgrade, *, strict_as_of: bool, as_json: bool) -> None:
+    """Resolve `spec` (the old lock at `path` a preference) and write the lock there unless unchanged."""
+    from mlenv.cli.progress import for_command
+    from mlenv.files import write_atomic
+    from mlenv.lockfile import dump_bytes
+    from mlenv.resolve.freshness import apt_as_of_gap
+    from mlenv.resolve.lock import resolve_lock
+    from mlenv.resolve.upgrade import lock_changes
+
     with for_command():
         previous = previous_lock(path, quiet=upgrade.everything)
         preferred = None if upgrade.everything else previous
