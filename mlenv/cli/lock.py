@@ -20,6 +20,7 @@ from mlenv.spec import load_spec
 if TYPE_CHECKING:
     from mlenv.model.lock import Lock
     from mlenv.model.spec import ResolverName, Spec
+    from mlenv.resolve.apt import SuiteFetcher
     from mlenv.resolve.lock import Sources
     from mlenv.resolve.upgrade import Upgrade
     from mlenv.sources.python.backend import ResolverBackend
@@ -32,19 +33,25 @@ def python_backend(name: ResolverName) -> ResolverBackend:
     return UvBackend() if name == "uv" else PipToolsBackend()
 
 
+def debian_archive(mirror: str | None) -> SuiteFetcher:
+    """The Debian archive of `mirror`, its client imported only by a lock that resolves apt packages."""
+    from mlenv.sources.debian.archive import DebianArchive
+
+    return DebianArchive(mirror=mirror)
+
+
 def default_sources() -> Sources:
     """The real ones: the registries of the user's docker config, Debian mirrors, PyPI-like indexes.
     Imported here, so `lock --check` (no network) loads no HTTP client."""
     from mlenv.resolve.lock import Sources
-    from mlenv.sources.debian.archive import DebianArchive
-    from mlenv.sources.python.wheelmeta import WheelMetadata
+    from mlenv.sources.python.requires import CachedRequires
     from mlenv.sources.registry import RegistryClient
 
     return Sources(
         registry=RegistryClient(),
-        debian=lambda mirror: DebianArchive(mirror=mirror),
+        debian=debian_archive,
         python=python_backend,
-        wheel_requires=WheelMetadata().many,
+        wheel_requires=CachedRequires().many,
     )
 
 

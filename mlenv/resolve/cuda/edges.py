@@ -93,7 +93,8 @@ def fetch_requires(
     target: Target,
     fetch: Callable[[list[str]], Mapping[str, tuple[str, ...] | None]],
 ) -> Requires:
-    """Requires-Dist of one installable wheel per pin and platform, through `fetch` (urls -> lines)."""
+    """Requires-Dist of one installable wheel per pin and platform, through `fetch` (`URL#sha256=HEX` of
+    each wheel -> its lines, None where none could be read)."""
     chosen: dict[str, dict[str, str]] = {}
     for platform in sorted(target.platforms):
         tags = target_tags(target, platform)
@@ -102,7 +103,10 @@ def fetch_requires(
             installable = [w for w in by_name if wheel_installs(w.name, tags)]
             wheel = installable[0] if installable else None
             if wheel is not None:
-                chosen.setdefault(platform, {})[pin.name] = wheel.url
+                # Named with the PEP 503 hash fragment: what is read of a wheel is kept by its sha256
+                # (mlenv.sources.python.requires), so the next lock of the same wheels reads nothing.
+                url = wheel.url.split("#", 1)[0]
+                chosen.setdefault(platform, {})[pin.name] = f"{url}#sha256={wheel.sha256}"
     answers = fetch(sorted({url for by_pin in chosen.values() for url in by_pin.values()}))
     return {
         platform: {name: lines for name, url in by_pin.items() if (lines := answers.get(url)) is not None}
