@@ -275,7 +275,7 @@ INCLUDE_OPTIONS = {"-r": False, "--requirement": False, "-c": True, "--constrain
 # pip-compile writes the indexes it used into its output; they are read and must be the spec's.
 INDEX_OPTIONS = {"-i": "--index-url", "--index-url": "--index-url", "--extra-index-url": "--extra-index-url"}
 OTHER_SOURCES = ("-f", "--find-links", "--trusted-host", "--no-index")
-NOT_YET = "is not supported: mlenv pins each file by the sha256 an index serves"
+NOT_YET = "is not supported yet: mlenv pins each file by the sha256 an index serves"
 NOT_YET_HINT = (
     "publish it to an index, or list its directory (./libs/pkg) or its git URL (name @ git+https://...@REF) "
     "in [python] requirements or requirements.txt: mlenv builds those into wheels at lock"

@@ -183,7 +183,10 @@ def test_a_commit_that_builds_another_package_is_refused(tmp_path: Path) -> None
         ("../outside", "'../outside' is outside the project directory"),
         ("./libs/missing", "'./libs/missing' is not a directory with a pyproject.toml or setup.py"),
         ("demo @ git+https://user:secret@example.invalid/demo@v1", "without credentials in the URL"),
-        ("demo @ hg+https://example.invalid/demo", "is not supported: mlenv pins each file by the sha256"),
+        (
+            "demo @ hg+https://example.invalid/demo",
+            "is not supported yet: mlenv pins each file by the sha256",
+        ),
     ],
 )
 def test_what_cannot_be_built_is_refused_with_the_line(tmp_path: Path, line: str, expected: str) -> None:
