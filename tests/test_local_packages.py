@@ -213,3 +213,24 @@ def test_a_requirements_file_path_is_read_against_its_own_directory(tmp_path: Pa
     (source,) = load_spec(project).python.sources
     assert source.kind == "directory" and source.location == "libs/featurelib"
     assert source.tree_sha256 is not None and len(source.tree_sha256) == 64
+
+
+@pytest.mark.network
+def test_a_directory_and_a_commit_build_the_same_wheel_bytes_in_an_empty_store(
+    project: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from mlenv.sources.python.hostbuild import HostBuilder
+
+    path, _, _ = project
+    locked = read_lock(path / "mlenv.lock")
+    builder = HostBuilder(
+        ContentStore(tmp_path / "empty"),
+        project_dir=path,
+        python_version=locked.target.python,
+        index_url=locked.python.index_url,
+    )
+    spec = load_spec(path)
+    for requirement in spec.python.sources:
+        built, source = builder.from_source(requirement)
+        assert built.file == pin(locked, built.name).wheels[0]
+        assert source == pin(locked, built.name).source
