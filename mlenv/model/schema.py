@@ -13,6 +13,18 @@ from typing import Any
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
+# What jsonschema imports for formats mlenv's schemas do not use (only date-time): uri, iri, duration,
+# color, json-pointer, uri-template, hostname (fqdn).
+UNUSED_FORMAT_LIBRARIES = (
+    "rfc3986_validator",
+    "rfc3987",
+    "isoduration",
+    "webcolors",
+    "jsonpointer",
+    "uri_template",
+    "fqdn",
+)
+
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
@@ -53,8 +65,17 @@ def first_error(instance: Any, schema_name: str) -> tuple[str, str] | None:
     # rfc3987_syntax building its lark grammar for the iri formats, which no mlenv schema uses (only
     # date-time): blocked unless already imported, so jsonschema leaves those two formats unchecked.
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
-    import jsonschema
-    from jsonschema.exceptions import best_match
+    # The other format libraries jsonschema looks for cost `lock --check` ~20 ms: kept out while it
+    # imports (their formats then go unchecked, none used here), and importable again after.
+    blocked = [name for name in UNUSED_FORMAT_LIBRARIES if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(blocked))  # type: ignore[arg-type]
+    try:
+        import jsonschema
+        from jsonschema.exceptions import best_match
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
     schema = load_schema(schema_name)
     validator_cls = jsonschema.validators.validator_for(schema)
