@@ -280,11 +280,6 @@ def test_with_the_vault_in_a_loopback_only_namespace_the_build_gives_the_first_i
     assert json.loads(out)["image-id"] == vaulted.first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mlenv build fetches the .debs first in verify/native.py (the library check), with its own loop "
-    "that names only the last URL; it must call ContentStore.fetch_first as build/artifacts.py does",
-)
 def test_without_the_vault_one_line_names_the_deb_its_version_and_each_place(vaulted: Vaulted) -> None:
     deb = vaulted.lock.apt.packages[0]
     (source,) = vaulted.lock.apt.sources

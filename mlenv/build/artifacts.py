@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlenv.errors import BuildError
+from mlenv.model.debian import deb_urls
 from mlenv.model.lock import Lock
 from mlenv.model.target import target_tags, wheel_installs
 from mlenv.sources.cas import ContentStore
@@ -57,15 +58,13 @@ def python_artifacts(lock: Lock, platform: str) -> list[Artifact]:
 def apt_artifacts(lock: Lock) -> list[Artifact]:
     """Each pinned .deb at the mirror's pool path, then in the snapshot archive (which keeps every
     version Debian published, long after the mirror dropped it)."""
-    mirrors = tuple(dict.fromkeys(s.mirror.rstrip("/") for s in lock.apt.sources))
-    snapshots = tuple(dict.fromkeys(s.snapshot.rstrip("/") for s in lock.apt.sources if s.snapshot))
-    if lock.apt.packages and not mirrors:
+    if lock.apt.packages and not lock.apt.sources:
         raise BuildError("the lock pins apt packages but names no apt source; run `mlenv lock` again")
     return [
         Artifact(
             filename=pin.filename.rsplit("/", 1)[-1],
             sha256=pin.sha256,
-            urls=tuple(dict.fromkeys(f"{m}/{pin.filename}" for m in (*mirrors, *snapshots))),
+            urls=deb_urls(lock.apt.sources, pin),
             package=pin.name,
             version=pin.version,
         )

@@ -239,7 +239,9 @@ def _build_dependencies(
         )
         engine.load_archive(normal.archive)
         if normal.image_id != run.image_id:
-            engine.remove_image(run.image_id)
+            # Untagged now; kept only while another image is built on it (a `docker build` by hand that
+            # took these steps from the engine's cache).
+            engine.remove_untagged(run.image_id)
         image_id, config = normal.image_id, normal.config
     else:
         image_id, config = run.image_id, saved_config(engine.save_image(name), where=f"docker-daemon:{name}")

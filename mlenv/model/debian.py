@@ -12,7 +12,7 @@ from datetime import datetime
 
 from debian.deb822 import Packages
 
-from mlenv.model.lock import AptSource
+from mlenv.model.lock import AptPin, AptSource
 
 # What apt trusts for a source without Signed-By: this keyring and *.gpg / *.asc in this directory.
 TRUSTED_KEYRING = "/etc/apt/trusted.gpg"
@@ -93,3 +93,11 @@ def parse_packages(data: bytes) -> tuple[Record, ...]:
         if "Package" in record and "Version" in record:
             records.append(record)
     return tuple(records)
+
+
+def deb_urls(sources: tuple[AptSource, ...], pin: AptPin) -> tuple[str, ...]:
+    """Where a pinned .deb is fetched from, in order: each mirror's pool path, then each snapshot archive's
+    (which keeps every version Debian published, long after the mirror dropped it). The sha256 decides."""
+    mirrors = [s.mirror.rstrip("/") for s in sources]
+    snapshots = [s.snapshot.rstrip("/") for s in sources if s.snapshot]
+    return tuple(dict.fromkeys(f"{root}/{pin.filename}" for root in (*mirrors, *snapshots)))

@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlenv.errors import BuildError
 from mlenv.files import atomic_writer
+from mlenv.model.debian import deb_urls
 from mlenv.model.lock import Lock
 from mlenv.model.report import LAYERS, Drift, Report
 from mlenv.model.target import python_tuple
@@ -101,18 +103,11 @@ class _Keep:
 
 
 def _artifact(store: ContentStore, sha256: str, urls: Sequence[str], what: str) -> Path:
-    cached = store.get(sha256)
-    if cached is not None:
-        return cached
-    from mlenv.sources.http import download_chunks  # requests is loaded only when something is fetched
-
-    last: Exception | None = None
-    for url in urls:
-        try:
-            return store.put_stream(sha256, download_chunks(url), what=what)
-        except Exception as error:  # the next URL; the hash decides, never the URL
-            last = error
-    raise _missing_artifact(what, last)
+    """From the cache, the URLs, then the store's vault (cas.fetch_first), checked against `sha256`."""
+    try:
+        return store.fetch_first(sha256, urls, what=what, filename=what)
+    except BuildError as error:  # every place failed, or bytes that are not the locked ones
+        raise _missing_artifact(what, error) from None
 
 
 def _missing_artifact(what: str, error: Exception | None) -> Exception:
@@ -131,9 +126,8 @@ def plan(
     python = f"{major}.{minor}"
     venv = lock.python.venv
     wheels: dict[str, Path] = {}
-    mirrors = tuple(dict.fromkeys(s.mirror.rstrip("/") for s in lock.apt.sources))
     debs = [
-        read_deb(_artifact(store, d.pin.sha256, [f"{m}/{d.pin.filename}" for m in mirrors], d.pin.filename))
+        read_deb(_artifact(store, d.pin.sha256, deb_urls(lock.apt.sources, d.pin), d.pin.filename))
         for d in contents.apt
         if d.pin is not None
     ]

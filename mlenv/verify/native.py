@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlenv.errors import BuildError, ImageError, MlenvError, SourceError
+from mlenv.errors import BuildError, ImageError, SourceError
 from mlenv.files import atomic_writer
-from mlenv.model.lock import AptPin, Lock, PythonFile
+from mlenv.model.debian import deb_urls
+from mlenv.model.lock import AptPin, AptSource, Lock, PythonFile
 from mlenv.model.report import Finding, Report
 from mlenv.observe import Observation
 from mlenv.observe.elf import Dynamic, dynamic_of_bytes, dynamic_of_stream, is_shared_object_name
@@ -356,9 +357,8 @@ def lock_unmet(lock: Lock, platform: str, *, store: ContentStore, base: BaseView
     contents = image_contents(lock, platform, lock_digest="")
     site = venv_site(lock)
     tree = _Overlay(base.files)
-    mirrors = tuple(dict.fromkeys(s.mirror.rstrip("/") for s in lock.apt.sources))
     for pin in (deb.pin for deb in contents.apt if deb.pin is not None):
-        for path, link in deb_entries(pin, _deb_fetcher(store, pin, mirrors)):
+        for path, link in deb_entries(pin, _deb_fetcher(store, pin, lock.apt.sources)):
             tree.add(path, link)
     objects: dict[str, Dynamic] = {}
     python_loaded: set[str] = set()
@@ -416,30 +416,23 @@ def _wheel_fetcher(store: ContentStore, file: PythonFile) -> Callable[[], Path]:
     return lambda: _fetch(store, file.sha256, [file.url], file.name)
 
 
-def _deb_fetcher(store: ContentStore, pin: AptPin, mirrors: Sequence[str]) -> Callable[[], Path]:
-    return lambda: _fetch_deb(store, pin, mirrors)
+def _deb_fetcher(store: ContentStore, pin: AptPin, sources: tuple[AptSource, ...]) -> Callable[[], Path]:
+    return lambda: _fetch_deb(store, pin, sources)
 
 
-def _fetch_deb(store: ContentStore, pin: AptPin, mirrors: Sequence[str]) -> Path:
-    return _fetch(
-        store, pin.sha256, [f"{m}/{pin.filename}" for m in mirrors], pin.filename.rsplit("/", 1)[-1]
+def _fetch_deb(store: ContentStore, pin: AptPin, sources: tuple[AptSource, ...]) -> Path:
+    filename = pin.filename.rsplit("/", 1)[-1]
+    return store.fetch_first(
+        pin.sha256,
+        deb_urls(sources, pin),
+        what=f"{pin.name} {pin.version} ({filename})",
+        filename=filename,
     )
 
 
 def _fetch(store: ContentStore, sha256: str, urls: Sequence[str], what: str) -> Path:
-    """From the content-addressed cache (checked), else from the first URL that gives those bytes."""
-    cached = store.get(sha256)
-    if cached is not None:
-        return cached
-    from mlenv.sources.http import download_chunks  # requests is loaded only when something is fetched
-
-    last: MlenvError | None = None
-    for url in urls:
-        try:
-            return store.put_stream(sha256, download_chunks(url), what=what)
-        except MlenvError as error:  # a hash mismatch or an unreachable mirror: the next URL decides
-            last = error
-    raise BuildError(f"cannot fetch {what}: {last.message if last else 'no URL in the lock'}")
+    """From the cache, the URLs, then the store's vault: the bytes checked against `sha256` (cas)."""
+    return store.fetch_first(sha256, urls, what=what, filename=what)
 
 
 def refuse_unmet_libraries(
