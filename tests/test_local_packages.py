@@ -234,3 +234,16 @@ def test_a_directory_and_a_commit_build_the_same_wheel_bytes_in_an_empty_store(
         built, source = builder.from_source(requirement)
         assert built.file == pin(locked, built.name).wheels[0]
         assert source == pin(locked, built.name).source
+
+
+@pytest.mark.network
+def test_a_package_built_from_a_directory_and_required_from_the_index_is_refused(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    make_package(project / "libs" / "six", "six", "9.0", [])
+    write_spec(project, ["six==1.16.0", "./libs/six"])
+    code, stderr = lock(project, tmp_path / "cache")
+    assert code == 2
+    assert stderr.splitlines() == [
+        "mlenv: error: six is required twice: built from ./libs/six and an index requirement "
+        "(hint: keep one of them)"
+    ]

@@ -56,6 +56,7 @@ def resolve_python(
     wheels (`builder`, by default one over the user's content store): see sources/python/hostbuild.py."""
     builder = builder or _default_builder(spec, target)
     local = [builder.from_source(requirement) for requirement in spec.python.sources]
+    _refuse_twice(local, requested_names(spec.python))
     # The resolver sees what the built wheels need, not the wheels themselves: they are on no index.
     needs = tuple(r for built, _ in local for r in runtime_requirements(built.requires_dist))
     per_platform = []
@@ -107,6 +108,19 @@ def resolve_python(
             for p in pins
         ),
     )
+
+
+def _refuse_twice(local: list[tuple[BuiltWheel, PinSource]], from_index: frozenset[str]) -> None:
+    """One package from one place: two sources building it, or a source and an index requirement."""
+    seen: dict[str, str] = {}
+    for built, source in local:
+        where = f"./{source.url}" if source.kind == "directory" else f"git+{redact(source.url)}"
+        if built.name in from_index or built.name in seen:
+            other = seen.get(built.name, "an index requirement")
+            raise ResolutionError(
+                f"{built.name} is required twice: built from {where} and {other}", hint="keep one of them"
+            )
+        seen[built.name] = f"built from {where}"
 
 
 def _default_builder(spec: Spec, target: Target) -> HostBuilder:
