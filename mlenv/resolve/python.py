@@ -19,6 +19,7 @@ from mlenv.model.target import (
     wheel_installs,
 )
 from mlenv.model.urls import redact
+from mlenv.progress import current
 from mlenv.sources.python.backend import PythonRequest, ResolverBackend
 from mlenv.sources.python.hostbuild import BuiltWheel, HostBuilder, runtime_requirements
 
@@ -55,7 +56,11 @@ def resolve_python(
     Directory and git requirements, and pins that have only an sdist, are built on the host into pure
     wheels (`builder`, by default one over the user's content store): see sources/python/hostbuild.py."""
     builder = builder or _default_builder(spec, target)
-    local = [builder.from_source(requirement) for requirement in spec.python.sources]
+    local = []
+    for requirement in spec.python.sources:
+        shown = f"./{requirement.location}" if requirement.kind == "directory" else requirement.location
+        current().step(f"lock: building {redact(shown)} into a wheel on the host")
+        local.append(builder.from_source(requirement))
     _refuse_twice(local, requested_names(spec.python))
     # The resolver sees what the built wheels need, not the wheels themselves: they are on no index.
     needs = tuple(r for built, _ in local for r in runtime_requirements(built.requires_dist))
@@ -143,6 +148,7 @@ def _with_built_wheel(pin: PythonPin, target: Target, builder: HostBuilder) -> P
         for platform in target.platforms
     ):
         return pin
+    current().step(f"lock: building {pin.name} {pin.version} from its sdist on the host")
     built = builder.from_sdist(pin.name, pin.version, pin.sdist)
     return replace(pin, wheels=(*pin.wheels, built.file))
 
