@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -24,13 +24,18 @@ if TYPE_CHECKING:
     from mlenv.resolve.lock import Sources
     from mlenv.resolve.upgrade import Upgrade
     from mlenv.sources.python.backend import ResolverBackend
+    from mlenv.sources.registry import RegistryClient
 
 
 def python_backend(name: ResolverName) -> ResolverBackend:
-    from mlenv.sources.python.piptools import PipToolsBackend
-    from mlenv.sources.python.uv import UvBackend
+    """The resolver the spec names; only it is imported (pip-tools' reads the index over HTTP)."""
+    if name == "uv":
+        from mlenv.sources.python.uv import UvBackend
 
-    return UvBackend() if name == "uv" else PipToolsBackend()
+        return UvBackend()
+    from mlenv.sources.python.piptools import PipToolsBackend
+
+    return PipToolsBackend()
 
 
 def debian_archive(mirror: str | None) -> SuiteFetcher:
@@ -40,15 +45,29 @@ def debian_archive(mirror: str | None) -> SuiteFetcher:
     return DebianArchive(mirror=mirror)
 
 
+class LazyRegistry:
+    """The RegistryClient, made on first use: reading the docker config loads the docker SDK (~0.1 s),
+    which a spec without a base image never needs."""
+
+    def __init__(self) -> None:
+        self._client: RegistryClient | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            from mlenv.sources.registry import RegistryClient
+
+            self._client = RegistryClient()
+        return getattr(self._client, name)
+
+
 def default_sources() -> Sources:
     """The real ones: the registries of the user's docker config, Debian mirrors, PyPI-like indexes.
     Imported here, so `lock --check` (no network) loads no HTTP client."""
     from mlenv.resolve.lock import Sources
     from mlenv.sources.python.requires import CachedRequires
-    from mlenv.sources.registry import RegistryClient
 
     return Sources(
-        registry=RegistryClient(),
+        registry=cast("RegistryClient", LazyRegistry()),  # a RegistryClient once it is used
         debian=debian_archive,
         python=python_backend,
         wheel_requires=CachedRequires().many,

@@ -20,14 +20,19 @@ import zipfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import requests
+from typing import TYPE_CHECKING
 
 from mlenv.errors import MlenvError, SourceError
 from mlenv.files import write_atomic
 from mlenv.model.urls import redact
 from mlenv.sources.cas import cache_root
-from mlenv.sources.python.wheelmeta import TIMEOUT, WORKERS, WheelMetadata, parse_requires_dist
+
+# The HTTP client (~60 ms to import) is loaded on the first wheel the cache lacks: a second lock of the
+# same set never loads it here.
+if TYPE_CHECKING:
+    import requests
+
+    from mlenv.sources.python.wheelmeta import WheelMetadata
 
 DERIVED_VERSION = 1  # bump when what is kept changes: older entries are then read again
 BLOCK = 64 * 1024  # bytes fetched per range request: the tail holds a small wheel's whole directory
@@ -57,6 +62,10 @@ class _RangeFile(io.RawIOBase):
         self._blocks[start] = data
 
     def _get(self, byte_range: str) -> tuple[bytes, int] | None:
+        import requests
+
+        from mlenv.sources.python.wheelmeta import TIMEOUT
+
         try:
             response = self._session.get(self._url, headers={"Range": byte_range}, timeout=TIMEOUT)
         except requests.RequestException as error:
@@ -132,14 +141,29 @@ class CachedRequires:
     """Requires-Dist by wheel: the cache, else PEP 658 metadata, else the wheel's own METADATA."""
 
     def __init__(self, session: requests.Session | None = None) -> None:
-        self._session = session or requests.Session()
-        self._metadata = WheelMetadata(self._session)
+        self._session = session
+        self._metadata: WheelMetadata | None = None
         self.fetched: list[str] = []  # the wheels this instance read from the network, for tests
+
+    def _client(self) -> tuple[requests.Session, WheelMetadata]:
+        if self._metadata is None or self._session is None:
+            import requests
+
+            from mlenv.sources.python.wheelmeta import WheelMetadata
+
+            self._session = self._session or requests.Session()
+            self._metadata = WheelMetadata(self._session)
+        return self._session, self._metadata
 
     def many(self, wheels: Iterable[str]) -> dict[str, tuple[str, ...] | None]:
         names = sorted(set(wheels))
         found = {name: _recall(name) for name in names}
         missing = [name for name, lines in found.items() if lines is None]
+        if not missing:
+            return found
+        from mlenv.sources.python.wheelmeta import WORKERS
+
+        self._client()  # made once, before the threads share it
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             for name, lines in zip(missing, pool.map(self._read, missing), strict=True):
                 found[name] = lines
@@ -149,10 +173,13 @@ class CachedRequires:
         return found
 
     def _read(self, name: str) -> tuple[str, ...] | None:
-        lines = self._metadata.requires_dist(name)
+        from mlenv.sources.python.wheelmeta import parse_requires_dist
+
+        session, wheel_metadata = self._client()
+        lines = wheel_metadata.requires_dist(name)
         if lines is not None:
             return lines
-        metadata = metadata_from_wheel(self._session, name)
+        metadata = metadata_from_wheel(session, name)
         return parse_requires_dist(metadata) if metadata is not None else None
 
 
