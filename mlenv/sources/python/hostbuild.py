@@ -141,7 +141,6 @@ class HostBuilder:
             "pip",
             "wheel",
             "--no-deps",
-            "--no-cache-dir",
             "--isolated",  # no pip.conf or PIP_* of this host decides what is built
             "--disable-pip-version-check",
             "--quiet",
