@@ -168,11 +168,8 @@ def test_init_from_a_pyproject_and_from_pip_compile_output(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("-e ./pkg", "an editable requirement (-e) is not supported yet"),
-        (
-            "demo @ git+https://github.com/o/demo@0123abc",
-            "a VCS requirement (demo @ ...) is not supported yet",
-        ),
+        # A git requirement is built at lock now (tests/test_local_packages.py); -e is not, by rule.
+        ("-e ./pkg", "an editable requirement (-e ./pkg): an image holds an installed copy"),
         (
             "./wheels/demo-1.0-py3-none-any.whl",
             "a local path requirement './wheels/demo-1.0-py3-none-any.whl'",
