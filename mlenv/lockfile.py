@@ -162,6 +162,7 @@ def _apt_table(apt: LockedApt) -> Table:
                     "snapshot-timestamp": source.snapshot_timestamp,
                     "signed-by": source.signed_by,
                     "resolved-from": source.resolved_from,
+                    "no-snapshot": True if source.no_snapshot else None,
                 }
             )
         )
@@ -177,6 +178,7 @@ def _apt_table(apt: LockedApt) -> Table:
                     "size": pin.size,
                     "sha256": pin.sha256,
                     "requested": pin.requested,
+                    "url": redact(pin.url) if pin.url is not None else None,
                 }
             )
         )
@@ -499,6 +501,7 @@ def _lock_from_data(data: Mapping[str, Any]) -> Lock:
                     snapshot_timestamp=s.get("snapshot-timestamp"),
                     signed_by=s.get("signed-by"),
                     resolved_from=s.get("resolved-from"),
+                    no_snapshot=s.get("no-snapshot", False),
                 )
                 for s in apt.get("sources", [])
             ),
@@ -511,6 +514,7 @@ def _lock_from_data(data: Mapping[str, Any]) -> Lock:
                     size=p["size"],
                     sha256=p["sha256"],
                     requested=p["requested"],
+                    url=p.get("url"),
                 )
                 for p in apt.get("packages", [])
             ),

@@ -97,7 +97,10 @@ def parse_packages(data: bytes) -> tuple[Record, ...]:
 
 def deb_urls(sources: tuple[AptSource, ...], pin: AptPin) -> tuple[str, ...]:
     """Where a pinned .deb is fetched from, in order: each mirror's pool path, then each snapshot archive's
-    (which keeps every version Debian published, long after the mirror dropped it). The sha256 decides."""
+    (which keeps every version Debian published, long after the mirror dropped it). The sha256 decides.
+    A pin from a source with no snapshot service (a flat third-party repository) is at its recorded URL."""
+    if pin.url is not None:
+        return (pin.url,)
     mirrors = [s.mirror.rstrip("/") for s in sources]
     snapshots = [s.snapshot.rstrip("/") for s in sources if s.snapshot]
     return tuple(dict.fromkeys(f"{root}/{pin.filename}" for root in (*mirrors, *snapshots)))

@@ -57,6 +57,9 @@ class AptSource:
     # Where the pins were resolved: "snapshot" (the archive as it was at as-of) or "mirror" (as it is now,
     # when no snapshot service answered; the .debs are then in the snapshot at snapshot_timestamp).
     resolved_from: Literal["snapshot", "mirror"] | None = None
+    # A third-party archive (NVIDIA's CUDA repository, ...): no snapshot service keeps its old .debs, so
+    # its pins record their full URL and are fetched from there, the content store or the vault only.
+    no_snapshot: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +71,7 @@ class AptPin:
     size: int
     sha256: str
     requested: bool
+    url: str | None = None  # the .deb's full URL, for a pin from a source with no snapshot service
 
 
 @dataclass(frozen=True, kw_only=True)

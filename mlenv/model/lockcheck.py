@@ -59,7 +59,8 @@ REFERENCE = re.compile(
 PLATFORM = re.compile(r"linux/[a-z0-9]+(?:/v[0-9]+)?")
 DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 WORD = re.compile(r"[A-Za-z0-9._~+-]*")  # os-id, os-version
-SUITE = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+# A suite, or a flat repository's directory (apt's form: ending in `/`, `/` alone for the URI itself).
+SUITE = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*/?|/")
 COMPONENT = re.compile(r"[A-Za-z0-9._-]+")
 TIMESTAMP = re.compile(r"[0-9][0-9TZ:.+-]*")
 URL_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
@@ -225,14 +226,18 @@ def _apt(lock: Lock, roots: tuple[str, ...]) -> Iterator[Problem]:
         yield from _match(TIMESTAMP, source.snapshot_timestamp, f"{where}.snapshot-timestamp", "a timestamp")
         yield from _match(IMAGE_PATH, source.signed_by, f"{where}.signed-by", "an absolute path")
     for index, pin in enumerate(lock.apt.packages):
-        yield from _apt_pin(pin, f"apt.packages[{index}]")
+        yield from _apt_pin(pin, f"apt.packages[{index}]", roots)
 
 
-def _apt_pin(pin: AptPin, where: str) -> Iterator[Problem]:
+def _apt_pin(pin: AptPin, where: str, roots: tuple[str, ...]) -> Iterator[Problem]:
     yield from _match(DEB_NAME, pin.name, f"{where}.name", "a Debian package name")
     yield from _match(DEB_VERSION, pin.version, f"{where}.version", "a Debian version")
     yield from _match(DEB_ARCH, pin.architecture, f"{where}.architecture", "a Debian architecture")
     yield from _match(POOL_FILE, pin.filename, f"{where}.filename", "a .deb path below the mirror (pool/...)")
+    if pin.url is not None:
+        problem = url_problem(pin.url, roots=roots)
+        if problem:
+            yield f"{where}.url", problem
 
 
 def _python(lock: Lock, roots: tuple[str, ...]) -> Iterator[Problem]:

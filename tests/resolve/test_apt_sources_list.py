@@ -39,7 +39,7 @@ def test_one_line_sources_are_parsed() -> None:
         ("rpm http://x/ y z", "cannot read apt source line"),
         ("deb http://x/", "needs a URI and a suite"),
         ("deb [arch=amd64 http://x/ y z", "unclosed"),
-        ("deb http://x/ ./", "flat repository"),
+        ("deb http://x/ ./ main", "flat repository .* cannot list components"),
         ("deb http://x/ bookworm", "lists no components"),
     ],
 )

@@ -117,6 +117,9 @@ def resolve_apt(
             raise ResolutionError(
                 f"{ver.name} {ver.version}: its index lists no SHA256 and Size; it cannot be locked"
             )
+        source = suites[ver.suite].source
+        # A pin from a source no snapshot service keeps (a vendor's repository) is recorded at its URL.
+        url = f"{source.mirror.rstrip('/')}/{record['Filename']}" if source.no_snapshot else None
         pins.append(
             AptPin(
                 name=ver.name,
@@ -126,6 +129,7 @@ def resolve_apt(
                 size=int(record["Size"]),
                 sha256=record["SHA256"],
                 requested=ver.key in keys,
+                url=url,
             )
         )
     pins.sort(key=lambda p: (p.name, p.architecture))

@@ -81,9 +81,11 @@ def _entry(
     uri: str, suite: str, components: tuple[str, ...], arch: str, signed_by: str, origin: str
 ) -> SourceEntry:
     if suite.endswith("/"):
-        # Flat repositories have no dists/ tree; nothing in the Debian images we target uses them.
-        raise SourceError(f"{origin}: flat repository {uri} {suite} is not supported")
-    if not components:
+        # A flat repository (NVIDIA's CUDA one: `deb URI /`): Release and Packages sit in URI/SUITE, with
+        # no dists/ tree and no components; apt refuses components there.
+        if components:
+            raise SourceError(f"{origin}: flat repository {uri} {suite} cannot list components")
+    elif not components:
         raise SourceError(f"{origin}: {uri} {suite} lists no components")
     if "BEGIN PGP" in signed_by:
         signers: tuple[str, ...] = (signed_by,)

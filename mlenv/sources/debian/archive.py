@@ -14,7 +14,7 @@ import json
 import lzma
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -99,6 +99,19 @@ class IndexCache:
 # --------------------------------------------------------------------------- fetching
 
 
+def is_flat(entry: SourceEntry) -> bool:
+    """A flat repository (`deb URI DIR/`): Release and Packages in URI/DIR, no dists/ tree, no components."""
+    return entry.suite.endswith("/")
+
+
+def _flat_filename(record: Record) -> Record:
+    # Flat repositories write Filename as `./name.deb`; the lock keeps the plain path below the URI.
+    filename = record.get("Filename", "")
+    if not filename.startswith("./"):
+        return record
+    return {**record, "Filename": filename[2:]}
+
+
 @dataclass(frozen=True, kw_only=True)
 class _ReadSuite:
     """One suite's checked Release and indexes, before the lock's source record is chosen for it."""
@@ -164,9 +177,12 @@ class DebianArchive:
         when no snapshot service answers is the mirror (today's state) used, and the source says so
         (resolved-from = "mirror"), so `mlenv lock` can name the pins that may be newer than as-of."""
         archives = {archive_name(uri) for uri in (*listed, entry.uri)}
-        base_uri = apply_mirror(entry.uri, self.mirror, archives)
+        flat = is_flat(entry)
+        # A flat repository is a vendor's (NVIDIA's): the spec's mirror is for the distribution's archives,
+        # and no snapshot service keeps a vendor's old .debs.
+        base_uri = entry.uri if flat else apply_mirror(entry.uri, self.mirror, archives)
         notes: list[str] = []
-        root = snapshot_root(entry.uri, self.snapshot_root)
+        root = None if flat else snapshot_root(entry.uri, self.snapshot_root)
         if as_of is not None and root is not None:
             read = self._snapshot_suite(entry, as_of, root, architectures, keyrings, notes)
             if read is not None:
@@ -176,7 +192,8 @@ class DebianArchive:
         release = read_mirror.release
         timestamp = snapshot = None
         resolved_from: Literal["snapshot", "mirror"] | None = None
-        if distribution(entry.uri) is not None and release.get("Origin", "") == distribution(entry.uri):
+        third_party = flat or distribution(entry.uri) is None
+        if not third_party and release.get("Origin", "") == distribution(entry.uri):
             date = read_mirror.date
             if as_of is not None and as_of < date:
                 notes.append(
@@ -200,6 +217,7 @@ class DebianArchive:
                 snapshot_timestamp=timestamp,
                 signed_by=read_mirror.verified.keyring,
                 resolved_from=resolved_from,
+                no_snapshot=third_party,
             ),
             notes,
         )
@@ -253,7 +271,12 @@ class DebianArchive:
         self, base_uri: str, entry: SourceEntry, architectures: Sequence[str], keyrings: Sequence[Keyring]
     ) -> _ReadSuite:
         """The verified Release and the Packages indexes of `entry`'s suite under `base_uri`."""
-        dists = f"{base_uri}/dists/{entry.suite}"
+        flat = is_flat(entry)
+        if flat:
+            directory = entry.suite.strip("/")
+            dists = f"{base_uri}/{directory}" if directory else base_uri
+        else:
+            dists = f"{base_uri}/dists/{entry.suite}"
         notes: list[str] = []
 
         signed = self._get_optional(f"{dists}/InRelease")
@@ -275,7 +298,8 @@ class DebianArchive:
 
         release = Release(verified.content.decode("utf-8", errors="replace").splitlines(keepends=True))
         names = {release.get("Suite", ""), release.get("Codename", "")}
-        if entry.suite not in names:
+        # A flat repository's Release names no suite (NVIDIA's says Origin and Label only).
+        if not flat and entry.suite not in names:
             raise SourceError(
                 f"{dists}: the Release is for {release.get('Codename') or release.get('Suite')!r}, "
                 f"not {entry.suite!r}",
@@ -291,9 +315,18 @@ class DebianArchive:
         if "all" in release_archs and release.get("No-Support-for-Architecture-all", "") != "Packages":
             archs.append("all")  # arch:all packages live only in binary-all here
         indexes = []
+        if flat:
+            index = self._fetch_index(dists, "Packages", listed, by_hash, component="", arch="")
+            if index is None:
+                raise SourceError(f"{dists}: its Release lists no Packages index")
+            # One index holds every architecture; apt keeps those it is configured for (and all).
+            wanted = {*archs, "all"}
+            records = tuple(r for r in index.records if r.get("Architecture", "all") in wanted)
+            indexes.append(replace(index, records=tuple(_flat_filename(r) for r in records)))
         for component in entry.components:
             for arch in archs:
-                index = self._fetch_index(dists, component, arch, listed, by_hash)
+                stem = f"{component}/binary-{arch}/Packages"
+                index = self._fetch_index(dists, stem, listed, by_hash, component=component, arch=arch)
                 if index is None:
                     if arch != "all":
                         notes.append(f"{dists} lists no Packages index for {component}/binary-{arch}")
@@ -308,9 +341,15 @@ class DebianArchive:
         )
 
     def _fetch_index(
-        self, dists: str, component: str, arch: str, listed: Mapping[str, Mapping[str, str]], by_hash: bool
+        self,
+        dists: str,
+        stem: str,
+        listed: Mapping[str, Mapping[str, str]],
+        by_hash: bool,
+        *,
+        component: str,
+        arch: str,
     ) -> PackagesIndex | None:
-        stem = f"{component}/binary-{arch}/Packages"
         for suffix, decompress in ((".xz", lzma.decompress), (".gz", gzip.decompress), ("", bytes)):
             item = listed.get(stem + suffix)
             if item is None:
