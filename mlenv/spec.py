@@ -817,6 +817,11 @@ def _project_requirements(
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise SpecError(file, key, "is not a list of requirement strings")
         for index, text in enumerate(texts):
+            # A git dependency is built at lock; a directory has no relative PEP 508 form to read here.
+            built = _source_requirement(text, path.parent, path.parent, file, f"{key}[{index}]")
+            if built is not None and built.kind == "vcs":
+                gathered.sources.add(built)
+                continue
             requirement = _normalise_requirement(text, file, f"{key}[{index}]")
             parsed = Requirement(requirement)
             if parsed.name == own and own:

@@ -247,3 +247,20 @@ def test_a_package_built_from_a_directory_and_required_from_the_index_is_refused
         "mlenv: error: six is required twice: built from ./libs/six and an index requirement "
         "(hint: keep one of them)"
     ]
+
+
+def test_a_git_dependency_of_a_pyproject_is_built_at_lock(tmp_path: Path) -> None:
+    from mlenv.model.spec import SourceRequirement
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "1"\n'
+        'dependencies = ["six==1.16.0", "gitlib @ git+https://example.invalid/gitlib.git@v1.2"]\n'
+        f"[tool.mlenv]\n{TARGET.replace('[target]', '[tool.mlenv.target]')}"
+    )
+    python = load_spec(tmp_path).python
+    assert python.requirements == ("six==1.16.0",)
+    assert python.sources == (
+        SourceRequirement(
+            kind="vcs", location="https://example.invalid/gitlib.git", name="gitlib", revision="v1.2"
+        ),
+    )
