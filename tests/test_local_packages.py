@@ -264,3 +264,17 @@ def test_a_git_dependency_of_a_pyproject_is_built_at_lock(tmp_path: Path) -> Non
             kind="vcs", location="https://example.invalid/gitlib.git", name="gitlib", revision="v1.2"
         ),
     )
+
+
+@pytest.mark.network
+def test_a_built_wheel_for_another_python_is_refused_at_lock(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    package = make_package(project / "libs" / "oldlib", "oldlib", "1.0", [])
+    (package / "setup.cfg").write_text("[bdist_wheel]\npython_tag = py2\n")
+    write_spec(project, ["./libs/oldlib"])
+    code, stderr = lock(project, tmp_path / "cache")
+    assert code == 2
+    assert stderr.splitlines() == [
+        "mlenv: error: oldlib 1.0: the wheel built on the host, oldlib-1.0-py2-none-any.whl, "
+        "does not install on CPython 3.11.2 linux/amd64"
+    ]

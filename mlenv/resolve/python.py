@@ -61,6 +61,7 @@ def resolve_python(
         shown = f"./{requirement.location}" if requirement.kind == "directory" else requirement.location
         current().step(f"lock: building {redact(shown)} into a wheel on the host")
         local.append(builder.from_source(requirement))
+        _check_installs(local[-1][0], target)
     _refuse_twice(local, requested_names(spec.python))
     # The resolver sees what the built wheels need, not the wheels themselves: they are on no index.
     needs = tuple(r for built, _ in local for r in runtime_requirements(built.requires_dist))
@@ -115,6 +116,16 @@ def resolve_python(
     )
 
 
+def _check_installs(built: BuiltWheel, target: Target) -> None:
+    """A pure wheel can still be for another Python (`py2-none-any`): refused here, not at build."""
+    for platform in sorted(target.platforms):
+        if not wheel_installs(built.file.name, target_tags(target, platform)):
+            raise ResolutionError(
+                f"{built.name} {built.version}: the wheel built on the host, {built.file.name}, "
+                f"does not install on CPython {target.python} {platform}"
+            )
+
+
 def _refuse_twice(local: list[tuple[BuiltWheel, PinSource]], from_index: frozenset[str]) -> None:
     """One package from one place: two sources building it, or a source and an index requirement."""
     seen: dict[str, str] = {}
@@ -150,6 +161,7 @@ def _with_built_wheel(pin: PythonPin, target: Target, builder: HostBuilder) -> P
         return pin
     current().step(f"lock: building {pin.name} {pin.version} from its sdist on the host")
     built = builder.from_sdist(pin.name, pin.version, pin.sdist)
+    _check_installs(built, target)
     return replace(pin, wheels=(*pin.wheels, built.file))
 
 
