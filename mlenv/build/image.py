@@ -106,7 +106,6 @@ class BuiltImage:
     # The final image as files (its config and top layers), while the caller's work directory lives:
     # what the build's own verify reads instead of exporting the image from the engine.
     local: LocalImage | None = None
-    dependency_reused: bool = False  # the dependency image was there already: nothing big was built
 
 
 def default_tag(lock: Lock, lock_digest: str) -> str:
@@ -197,7 +196,6 @@ def build_image(
         tag=tag,
         image_id=image.image_id,
         local=image if work is not None else None,
-        dependency_reused=found is not None,
     )
 
 
