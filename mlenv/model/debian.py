@@ -101,6 +101,7 @@ def deb_urls(sources: tuple[AptSource, ...], pin: AptPin) -> tuple[str, ...]:
     A pin from a source with no snapshot service (a flat third-party repository) is at its recorded URL."""
     if pin.url is not None:
         return (pin.url,)
-    mirrors = [s.mirror.rstrip("/") for s in sources]
+    # A source with no snapshot service records its pins' URLs: its mirror holds none of the others.
+    mirrors = [s.mirror.rstrip("/") for s in sources if not s.no_snapshot]
     snapshots = [s.snapshot.rstrip("/") for s in sources if s.snapshot]
     return tuple(dict.fromkeys(f"{root}/{pin.filename}" for root in (*mirrors, *snapshots)))
