@@ -30,7 +30,7 @@ def assemble_context(
 ) -> None:
     """Write the whole build context (`mlenv dockerfile -o`): generated files, wheels, and reproducible
     tars of debs, app, models."""
-    _refuse_outside(lock, project_dir)
+    refuse_outside(lock, project_dir)
     dependency_context(lock, rendered.files, destination, wheels=wheels, debs=debs)
     final_tars(lock, rendered, project_dir, destination)
 
@@ -67,7 +67,7 @@ def final_tars(
 ) -> dict[str, Path]:
     """The reproducible tars of the final steps (entrypoint, app, models) under the context's mlenv/
     directory, by name: the Dockerfile ADDs them, `mlenv build` loads them as layers."""
-    _refuse_outside(lock, project_dir)
+    refuse_outside(lock, project_dir)
     epoch = source_date_epoch(lock)
     context_dir = destination / CONTEXT_DIR
     context_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def _check_models(lock: Lock, project_dir: Path) -> None:
             )
 
 
-def _refuse_outside(lock: Lock, project_dir: Path) -> None:
+def refuse_outside(lock: Lock, project_dir: Path) -> None:
     """A lock edited by hand may name `/etc` or `../../.ssh` as app code or a model: the spec reader refuses
     those, and so does the build, before a file of the host is packed into the context."""
     named = [(f"app.copy[{i}]", relative) for i, relative in enumerate(lock.app.copy)]
