@@ -133,15 +133,24 @@ def _torch_variant(torch: PythonPin, found: list[Edge]) -> tuple[str | None, str
     label = version_label(torch.version)
     if label is not None:
         return label, label_release(label)
+    brought = [canonicalize_name(e.requirement.name) for e in found if e.requirer == "torch"]
     runtime = [
         exact_pin(e.requirement)
         for e in found
-        if e.requirer == "torch" and wheel_component(canonicalize_name(e.requirement.name)) == "runtime"
+        if e.requirer == "torch"
+        and (
+            wheel_component(canonicalize_name(e.requirement.name)) == "runtime"
+            # Newer builds (2.15 on PyPI) pin NVIDIA's metapackage, cuda-toolkit[cudart,...]==13.2.2,
+            # whose version is the CUDA release, instead of nvidia-cuda-runtime-cuXY.
+            or canonicalize_name(e.requirement.name) == "cuda-toolkit"
+        )
     ]
     pinned = sorted({v for v in runtime if v is not None}, key=version_key)
     if pinned:
         return cuda_label(pinned[-1]), major_minor(pinned[-1])
-    if any(e.requirer == "torch" for e in found):
+    if any(name.startswith(("nvidia-", "cuda-")) for name in brought):
+        return None, None  # it brings CUDA, but no runtime pin says which release: unknown, not cpu
+    if brought:
         return "cpu", None  # its metadata was read and it requires no CUDA runtime
     return None, None
 
