@@ -5,12 +5,13 @@ local archive laid out as Ubuntu's and a local repository laid out as NVIDIA's (
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from mlenv.lockfile import read_lock
-from tests.helpers import derive_image, run_cli, session_tag
+from tests.helpers import derive_image, lock_tag, run_cli, session_tag
 from tests.resolve.ubuntu_archive import UbuntuServed, ubuntu_served_fixture  # noqa: F401  (the fixture)
 from tools.localbase.dockerd import Daemon
 from tools.localbase.images import BaseImage, push_image
@@ -21,10 +22,17 @@ pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
 
 SPEC = """\
 name = "ubuntu-cuda-apt"
+# A day after the test archive's Releases. With no as-of, verify expects useradd's shadow line for day 0,
+# which useradd writes with an empty last-change field (see the report of this work).
+as-of = 2024-10-02T00:00:00Z
 
 [base]
 image = "{base}"
 platforms = ["linux/amd64"]
+
+# One small wheel: the build's Dockerfile copies a wheels directory even when no pin has one.
+[python]
+requirements = ["six==1.16.0"]
 
 [apt]
 packages = ["hello", "libgomp1", "tree", "figlet"]
@@ -57,14 +65,22 @@ def ubuntu_base(
     return f"{registry.host}/mlenv-test/jammy-style:1"
 
 
-def test_lock_on_an_ubuntu_base_records_the_ubuntu_pockets_and_the_nvidia_repository(
-    ubuntu_base: str, ubuntu_served: UbuntuServed, tmp_path: Path
-) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
+@pytest.fixture(scope="module")
+def project(ubuntu_base: str, ubuntu_served: UbuntuServed, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The spec, locked."""
+    project = tmp_path_factory.mktemp("ubuntu-project")
     (project / "mlenv.toml").write_text(SPEC.format(base=ubuntu_base, mirror=ubuntu_served.mirror))
-    result = run_cli("lock", str(project))
+    # Ubuntu's snapshot service cannot be reached from here: nothing listens on port 1, so the lock says
+    # at once that its pockets were resolved from the mirror (the flat repository has no snapshots).
+    env = dict(os.environ, MLENV_SNAPSHOT_URL="http://127.0.0.1:1/archive")
+    result = run_cli("lock", str(project), env=env)
     assert result.code == 0, result.stderr[-3000:]
+    return project
+
+
+def test_lock_on_an_ubuntu_base_records_the_ubuntu_pockets_and_the_nvidia_repository(
+    project: Path, ubuntu_served: UbuntuServed
+) -> None:
     lock = read_lock(project / "mlenv.lock")
 
     assert [(p.os_id, p.os_version) for p in lock.base.platforms] == [("ubuntu", "22.04")]
@@ -74,6 +90,7 @@ def test_lock_on_an_ubuntu_base_records_the_ubuntu_pockets_and_the_nvidia_reposi
         source = by_suite[pocket]
         assert source.mirror == ubuntu_served.mirror and source.signed_by == UBUNTU_TRUSTED
         assert source.components == ("main", "restricted", "universe", "multiverse")
+        assert source.resolved_from == "mirror"
         assert source.snapshot is not None and source.snapshot.startswith(
             "https://snapshot.ubuntu.com/ubuntu/"
         )
@@ -91,3 +108,15 @@ def test_lock_on_an_ubuntu_base_records_the_ubuntu_pockets_and_the_nvidia_reposi
     # A second lock reads the same: `lock --check` finds it current.
     check = run_cli("lock", str(project), "--check")
     assert check.code == 0, check.stderr[-2000:]
+
+
+def test_the_lock_builds_and_the_image_verifies(project: Path, docker_daemon: Daemon) -> None:
+    """One build: every .deb fetched by hash (the NVIDIA one from its recorded URL), installed on the
+    Ubuntu-style base, and `mlenv verify` finds the image reproduces the lock."""
+    tag = lock_tag("ubuntu-cuda-apt", project / "mlenv.lock")
+    built = run_cli("build", str(project), "--tag", tag)
+    assert built.code == 0, built.stderr[-3000:]
+    verified = run_cli("verify", f"docker-daemon:{tag}", "--lock", str(project / "mlenv.lock"))
+    assert verified.code == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+    ran = docker_daemon.client.containers.run(tag, ["figlet", "-v"], remove=True, entrypoint=[])
+    assert b"FIGlet" in ran
