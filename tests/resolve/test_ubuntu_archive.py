@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,22 @@ def test_a_flat_repository_signed_by_another_key_is_refused(
     state = ubuntu_state(base_rootfs_python, ubuntu_served, files=files, cuda_repo=f"forged/{CUDA_REPO}")
     with pytest.raises(SourceError, match=rf"not signed by a key in {CUDA_KEYRING}"):
         resolve(state, ubuntu_served, tmp_path, "figlet")
+
+
+def test_at_an_as_of_the_flat_repository_says_it_has_no_snapshots(
+    jammy_state: AptBaseState, ubuntu_served: UbuntuServed, tmp_path: Path
+) -> None:
+    archive = DebianArchive(
+        mirror=ubuntu_served.mirror, cache=IndexCache(tmp_path / "cache"), snapshot_root=""
+    )
+    as_of = datetime(2024, 10, 2, tzinfo=UTC)
+    spec = AptSpec(packages=("hello", "figlet"), mirror=ubuntu_served.mirror)
+    resolution = lock_apt(spec, jammy_state, archive=archive, as_of=as_of)
+    flat = [n for n in resolution.notes if "has no snapshot service" in n]
+    assert flat == [
+        f"{ubuntu_served.cuda_uri()} has no snapshot service: its pins are as it is now (its Release is "
+        f"dated 2024-10-01T00:00:00+00:00), not as of 2024-10-02T00:00:00+00:00"
+    ]
+    # Ubuntu's pockets have a snapshot service, though none is configured here: they say nothing of it.
+    assert not [n for n in resolution.notes if "/ubuntu/dists/" in n and "snapshot service" in n]
+    assert {p.name: p.url is not None for p in resolution.pins} == {"hello": False, "figlet": True}

@@ -192,9 +192,17 @@ class DebianArchive:
         release = read_mirror.release
         timestamp = snapshot = None
         resolved_from: Literal["snapshot", "mirror"] | None = None
-        third_party = flat or distribution(entry.uri) is None
-        if not third_party and release.get("Origin", "") == distribution(entry.uri):
-            date = read_mirror.date
+        # Debian's and Ubuntu's snapshot services keep only their own archives: anything else (a flat
+        # vendor repository, a Release from another Origin) is a third party, with no snapshots at all.
+        found = distribution(entry.uri)
+        third_party = flat or found is None or release.get("Origin", "") != found
+        date = read_mirror.date
+        if third_party and as_of is not None:
+            notes.append(
+                f"{redact(read_mirror.dists)} has no snapshot service: its pins are as it is now (its "
+                f"Release is dated {date.isoformat()}), not as of {as_of.isoformat()}"
+            )
+        if not third_party:
             if as_of is not None and as_of < date:
                 notes.append(
                     f"{read_mirror.dists} is dated {date.isoformat()}, after as-of {as_of.isoformat()}: "
