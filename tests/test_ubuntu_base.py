@@ -120,3 +120,17 @@ def test_the_lock_builds_and_the_image_verifies(project: Path, docker_daemon: Da
     assert verified.code == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
     ran = docker_daemon.client.containers.run(tag, ["figlet", "-v"], remove=True, entrypoint=[])
     assert b"FIGlet" in ran
+
+
+def test_the_vault_keeps_the_nvidia_deb_by_its_sha256(
+    project: Path, ubuntu_served: UbuntuServed, tmp_path: Path
+) -> None:
+    """NVIDIA's repository has no snapshots: once it drops a version, the vault is where the .deb is."""
+    env = dict(os.environ, MLENV_CACHE=str(tmp_path / "cache"))  # nothing cached: fetched from its URL
+    pushed = run_cli("vault", "push", f"dir:{tmp_path / 'vault'}", str(project), env=env)
+    assert pushed.code == 0, pushed.stderr[-2000:]
+    lock = read_lock(project / "mlenv.lock")
+    figlet = next(p for p in lock.apt.packages if p.name == "figlet")
+    blob = tmp_path / "vault" / "blobs" / "sha256" / figlet.sha256
+    assert blob.read_bytes() == ubuntu_served.debs["figlet"].path.read_bytes()
+    assert any(r.endswith(f"/x86_64/{figlet.filename}") for r in ubuntu_served.requests)
