@@ -69,7 +69,7 @@ def test_lock_check_still_finds_a_stale_lock(locked: Path, tmp_path: Path) -> No
         [sys.executable, "-m", "mlenv", "lock", "--check", str(project)], capture_output=True, text=True
     )
     assert result.returncode == 1
-    assert "name: the lock says \"startup\", mlenv.toml says \"renamed\"" in result.stderr
+    assert 'name: the lock says "startup", mlenv.toml says "renamed"' in result.stderr
 
 
 # Argument vectors for every command: values given and left out, lists, paths that exist and not.
