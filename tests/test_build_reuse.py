@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Built, lock_tag, run_cli
+from tests.helpers import Built, lock_and_build, lock_tag, run_cli
 from tools.localbase.dockerd import Daemon
+from tools.localbase.images import BaseImage
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.network]
 
@@ -90,4 +91,20 @@ def test_docker_build_of_the_rendered_dockerfile_gives_an_image_verify_accepts(
     )
     assert build.returncode == 0, build.stderr[-2000:]
     result = run_cli("verify", f"docker-daemon:{tag}", "--lock", str(fraud_image.lock))
+    assert result.code == 0, result.stdout + result.stderr
+
+
+def test_a_lock_without_as_of_or_apt_packages_builds_and_verifies(
+    base_image_python: BaseImage, tmp_path: Path
+) -> None:
+    """Day 0 (no as-of): useradd leaves the shadow's last-change day empty; no apt packages: no system
+    stage, so none of its generated files are expected. Both were false drifts."""
+    project = tmp_path / "plain"
+    project.mkdir()
+    (project / "mlenv.toml").write_text(
+        f'name = "plain"\n[base]\nimage = "{base_image_python.ref}"\nplatforms = ["linux/amd64"]\n'
+        '[python]\nrequirements = ["six==1.16.0"]\n[cuda]\nversion = "none"\n'
+    )
+    tag = lock_and_build(project, "plain")
+    result = run_cli("verify", f"docker-daemon:{tag}", "--lock", str(project / "mlenv.lock"))
     assert result.code == 0, result.stdout + result.stderr

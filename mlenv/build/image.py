@@ -16,6 +16,7 @@ from mlenv.build.artifacts import Progress, apt_artifacts, fetch, python_artifac
 from mlenv.build.assemble import final_config, local_image, write_load_archive
 from mlenv.build.context import dependency_context, final_tars, refuse_outside
 from mlenv.build.normalise import normalised_archive, saved_config
+from mlenv.build.wheels import rebuild_missing
 from mlenv.errors import BuildError
 from mlenv.files import file_sha256
 from mlenv.model.lock import Lock
@@ -153,6 +154,8 @@ def build_image(
     store = store or ContentStore()
     platform = lock.target.platforms[0]
     refuse_outside(lock, project_dir)  # before anything is built: a hand-edited lock naming /etc
+    for rebuilt in rebuild_missing(lock, project_dir, store):  # wheels lock built on the host
+        progress(f"rebuilt {rebuilt} on the host: the content store did not have it")
     rendered = render(lock, lock_digest=lock_digest, mlenv_version=mlenv_version, fetch="host")
     dockerfile = render_dependencies(lock, mlenv_version=mlenv_version)
     name = dependency_tag(lock, dockerfile, rendered, platform=platform, normalise=normalise)

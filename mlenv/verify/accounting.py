@@ -131,7 +131,8 @@ def plan(
         for d in contents.apt
         if d.pin is not None
     ]
-    apt_files, deb_checks = apt_layer(debs, architecture=contents.architecture)
+    # No apt packages, no system stage (render.dockerfile): none of its generated files are expected.
+    apt_files, deb_checks = apt_layer(debs, architecture=contents.architecture) if debs else ([], {})
 
     renderings: dict[str, tuple[str, ...]] = {}
 
@@ -139,7 +140,7 @@ def plan(
         if dist.file is None or not dist.file.name.endswith(".whl"):
             return ()  # an sdist: the hermetic build refuses it, so nothing of it is expected
         source = f"wheel:{dist.file.name}"
-        path = _artifact(store, dist.file.sha256, [dist.file.url], dist.file.name)
+        path = _artifact(store, dist.file.sha256, [u for u in (dist.file.url,) if u], dist.file.name)
         wheels[source] = path
         derived = _derived_wheel(
             path, dist.file.sha256, venv=venv, python=python, name=dist.pin.name, source=source

@@ -170,10 +170,10 @@ def _patch_apart(drift: Drift) -> bool:
 
 
 def cached_wheel(wheel: PythonFile) -> Path:
-    """The locked wheel from the content-addressed cache, fetched by its locked URL when absent."""
-    from mlenv.sources.http import download_chunks  # requests is loaded only when something is fetched
-
-    return ContentStore().fetch(wheel.sha256, lambda: download_chunks(wheel.url), what=wheel.name)
+    """The locked wheel from the content-addressed cache, fetched by its locked URL when absent (a wheel
+    built on the host has none: `mlenv build` or `mlenv lock` puts it into the cache)."""
+    urls = [wheel.url] if wheel.url else []
+    return ContentStore().fetch_first(wheel.sha256, urls, what=wheel.name, filename=wheel.name)
 
 
 def installed_tags(fs: ImageFS, dist: DistFact) -> frozenset[Tag] | None:

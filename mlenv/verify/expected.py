@@ -362,7 +362,9 @@ ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
 def step_files(lock: Lock) -> tuple[list[ExpectedFile], dict[str, ContentCheck]]:
     """The files of mlenv's own steps (see ACCOUNT_FILES above) and the rule each one's content follows."""
     user = lock.app.user
-    epoch_days = source_date_epoch(lock) // 86400
+    # useradd writes the day of SOURCE_DATE_EPOCH as the last password change; day 0 it writes empty
+    # (shadow-utils: 0 would force a password change, so it disables aging instead).
+    epoch_days = source_date_epoch(lock) // 86400 or ""
     files = [
         ExpectedFile(path=path, kind="file", source="step:useradd", check="generated")
         for path in ACCOUNT_FILES

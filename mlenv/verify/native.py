@@ -413,7 +413,7 @@ def deb_entries(pin: AptPin, fetch: Callable[[], Path]) -> list[tuple[str, str |
 
 
 def _wheel_fetcher(store: ContentStore, file: PythonFile) -> Callable[[], Path]:
-    return lambda: _fetch(store, file.sha256, [file.url], file.name)
+    return lambda: _fetch(store, file.sha256, [u for u in (file.url,) if u], file.name)
 
 
 def _deb_fetcher(store: ContentStore, pin: AptPin, sources: tuple[AptSource, ...]) -> Callable[[], Path]:
