@@ -100,7 +100,8 @@ def fetch_requires(
         tags = target_tags(target, platform)
         for pin in pins:
             by_name = sorted(pin.wheels, key=lambda w: w.name)
-            installable = [w for w in by_name if wheel_installs(w.name, tags)]
+            # A wheel built on the host has no URL to read; built pure, it brings no CUDA library either.
+            installable = [w for w in by_name if w.url and wheel_installs(w.name, tags)]
             wheel = installable[0] if installable else None
             if wheel is not None:
                 # Named with the PEP 503 hash fragment: what is read of a wheel is kept by its sha256
