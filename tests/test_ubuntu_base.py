@@ -134,3 +134,42 @@ def test_the_vault_keeps_the_nvidia_deb_by_its_sha256(
     blob = tmp_path / "vault" / "blobs" / "sha256" / figlet.sha256
     assert blob.read_bytes() == ubuntu_served.debs["figlet"].path.read_bytes()
     assert any(r.endswith(f"/x86_64/{figlet.filename}") for r in ubuntu_served.requests)
+
+
+TORCH_SPEC = """\
+name = "ubuntu-torch"
+as-of = 2024-10-02T00:00:00Z
+
+[base]
+image = "{base}"
+platforms = ["linux/amd64"]
+
+[python]
+requirements = ["torch==2.3.1", "fastapi==0.111.0"]
+
+[apt]
+packages = ["hello", "figlet"]
+mirror = "{mirror}"
+
+[cuda]
+version = "12.1"
+"""
+
+
+def test_a_torch_cuda_service_locks_on_the_ubuntu_base(
+    ubuntu_base: str, ubuntu_served: UbuntuServed, tmp_path: Path
+) -> None:
+    """The GPU service's lock (metadata only: no wheel is downloaded) on the Ubuntu-style base: the CUDA
+    stack from the wheels, the apt pins from Ubuntu's pockets and NVIDIA's repository."""
+    project = tmp_path / "torch"
+    project.mkdir()
+    (project / "mlenv.toml").write_text(TORCH_SPEC.format(base=ubuntu_base, mirror=ubuntu_served.mirror))
+    env = dict(os.environ, MLENV_SNAPSHOT_URL="http://127.0.0.1:1/archive")
+    result = run_cli("lock", str(project), env=env)
+    assert result.code == 0, result.stderr[-3000:]
+    lock = read_lock(project / "mlenv.lock")
+    assert lock.cuda.release == "12.1" and lock.cuda.torch_label == "+cu121"
+    assert {c.name for c in lock.cuda.components} >= {"runtime", "cudnn", "nccl"}
+    assert next(p for p in lock.python.packages if p.name == "torch").version == "2.3.1"
+    assert sorted(s.suite for s in lock.apt.sources) == ["/", "jammy", "jammy-security", "jammy-updates"]
+    assert {p.name: p.url is not None for p in lock.apt.packages} == {"hello": False, "figlet": True}
