@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlenv.build.context import _refuse_outside
+from mlenv.build.context import refuse_outside
 from mlenv.errors import BuildError, SpecError
 from mlenv.files import inside
 from mlenv.lockfile import loads
@@ -117,14 +117,14 @@ def test_a_hand_edited_lock_naming_a_host_path_is_not_packed(project: Path) -> N
     lock = loads(
         (Path(__file__).parent / "fixtures" / "golden" / "mlenv.lock").read_text(), path="mlenv.lock"
     )
-    _refuse_outside(lock, Path(__file__).parent.parent / "examples" / "fraud-detector")
+    refuse_outside(lock, Path(__file__).parent.parent / "examples" / "fraud-detector")
     for edited in ("/etc", "../host", "out-link"):
         tampered = replace(lock, app=replace(lock.app, copy=(edited,)))
         with pytest.raises(BuildError, match=r"the lock's app.copy\[0\] .* is outside the project"):
-            _refuse_outside(tampered, project)
+            refuse_outside(tampered, project)
     model = replace(lock, models=(replace(lock.models[0], source="models/out.bin"),))
     with pytest.raises(BuildError, match=r"the lock's models\[0\].source 'models/out.bin' is outside"):
-        _refuse_outside(model, project)
+        refuse_outside(model, project)
 
 
 def test_the_model_locker_checks_again(tmp_path: Path) -> None:
