@@ -260,19 +260,23 @@ def test_useradd_s_files_are_the_base_s_plus_the_locked_user() -> None:
     base = {"/etc/passwd": BASE_PASSWD, "/etc/group": BASE_GROUP}
     group = BASE_GROUP + b"app:x:999:\n"
     upper = {"/etc/group": group}
-    good = BASE_PASSWD + b"app:x:10001:999::/nonexistent:/usr/sbin/nologin\n"
+    good = BASE_PASSWD + b"app:x:10001:999::/home/app:/usr/sbin/nologin\n"
     assert checks["/etc/passwd"](good, base.get, upper.get) is None
+    assert {"/home/app", "/home/app/.cache"} <= {f.path for f in files if f.uid == 10001}
+    # Not the HOME the step makes:
+    homeless = BASE_PASSWD + b"app:x:10001:999::/nonexistent:/usr/sbin/nologin\n"
+    assert checks["/etc/passwd"](homeless, base.get, upper.get) is not None
     assert checks["/etc/group"](group, base.get, upper.get) is None
     assert checks["/etc/passwd-"](BASE_PASSWD, base.get, upper.get) is None
-    as_root = BASE_PASSWD + b"app:x:0:0::/nonexistent:/usr/sbin/nologin\n"
+    as_root = BASE_PASSWD + b"app:x:0:0::/home/app:/usr/sbin/nologin\n"
     assert checks["/etc/passwd"](as_root, base.get, upper.get) == (
-        "last line 'app:x:0:0::/nonexistent:/usr/sbin/nologin' is not the locked user's"
+        "last line 'app:x:0:0::/home/app:/usr/sbin/nologin' is not the locked user's"
     )
     two_users = good + b"evil:x:0:0::/root:/bin/sh\n"
     assert "not the base's /etc/passwd plus one line" in (
         checks["/etc/passwd"](two_users, base.get, upper.get) or ""
     )
-    other_group = BASE_PASSWD + b"app:x:10001:0::/nonexistent:/usr/sbin/nologin\n"
+    other_group = BASE_PASSWD + b"app:x:10001:0::/home/app:/usr/sbin/nologin\n"
     assert (
         checks["/etc/passwd"](other_group, base.get, upper.get)
         == "the user's group id 0 is not its group's (999)"
