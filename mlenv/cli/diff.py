@@ -20,7 +20,7 @@ from mlenv.model.lock import Lock
 from mlenv.observe import inspect_image
 from mlenv.observe.image import parse_location
 from mlenv.observe.limits import MAX_KEPT_FILE
-from mlenv.resolve.cuda import driver_floors, major_minor, toolkit_floor, version_key
+from mlenv.resolve.cuda import driver_floors, major_minor, toolkit_floor, version_key, wheel_release
 from mlenv.sources.registry import RegistryClient
 from mlenv.verify.envdiff import Side, diff_data, diff_markdown, diff_text, image_side, lock_side
 from mlenv.verify.envdiff import diff as compare_sides
@@ -81,6 +81,14 @@ def driver_floor(components: Iterable[CudaComponent]) -> str | None:
     if "runtime" in versions:
         releases.append(major_minor(versions["runtime"]))
     floors = driver_floors()
+    # Every NVIDIA wheel versioned as the toolkit is (nvJitLink 12.5 in a 12.1 stack needs 12.5's driver),
+    # as the lock's min-driver counts them.
+    releases += [
+        release
+        for c in components
+        if c.source.startswith("wheel:")
+        and (release := wheel_release(c.source.removeprefix("wheel:"), c.version, floors)) is not None
+    ]
     found = [
         floor
         for release in releases
