@@ -28,6 +28,7 @@ from mlenv.model.report import LAYERS, Drift, Report
 from mlenv.model.target import python_tuple
 from mlenv.observe.fs.rootfs import LayerIndex
 from mlenv.sources.cas import ContentStore, cache_root
+from mlenv.verify import aptscripts
 from mlenv.verify.debfiles import AptContext, Checker, DebPackage, apt_layer, read_deb
 from mlenv.verify.expected import ACCOUNT_FILES, Dist, ImageContents, expected_files
 from mlenv.verify.files import ContentCheck, FileView, Lookup, compare_files, file_view
@@ -243,6 +244,7 @@ def account(
     """The file drifts of an image whose layers were read (with `the_plan.keep` as interest)."""
     view = file_view(indexes, base_layers=base_layers, steps=steps, keep=the_plan.wants)
     files = [f for f in (_backup(f, view) for f in the_plan.files) if f is not None]
+    files = aptscripts.settle(files, the_plan.debs, found=view.files, base=view.base)
     checks = dict(the_plan.checks)
     symlinks = {p: e.link for p, e in view.base.items() if e.kind == "symlink" and e.link}
     symlinks.update({p: f.link for p, f in view.files.items() if f.kind == "symlink" and f.link})

@@ -91,6 +91,12 @@ class DebPackage:
     control: tuple[tuple[str, str], ...]  # the control stanza's fields in file order, values as written
     control_members: tuple[ControlMember, ...]  # every control.tar member but ./control, by name
     members: tuple[DataMember, ...]  # data.tar members in archive order
+    # The bytes of the few data members a maintainer script or trigger reads to decide what it writes
+    # (`keeps_data`: mime package files, init scripts), by path; small, trusted as the .deb is.
+    data: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+
+    def data_of(self, path: str) -> bytes | None:
+        return next((d for p, d in self.data if p == path), None)
 
     def field(self, name: str) -> str | None:
         for key, value in self.control:
@@ -222,7 +228,20 @@ def _hash(reader: IO[bytes] | None) -> tuple[str, str]:
     return digest.hexdigest(), md5.hexdigest()
 
 
-def _data_members(stream: IO[bytes], what: str) -> tuple[DataMember, ...]:
+# What a script or trigger rule of aptscripts reads from a package's own files; capped per member.
+MAX_KEPT_BYTES = 16 * 1024 * 1024
+
+
+def keeps_data(path: str) -> bool:
+    """Whether `path`'s bytes are kept: update-mime-database's sources and init scripts (update-rc.d
+    reads their LSB header)."""
+    directory, name = posixpath.split(path)
+    return (directory == "/usr/share/mime/packages" and name.endswith(".xml")) or directory == "/etc/init.d"
+
+
+def _data_members(
+    stream: IO[bytes], what: str, kept: list[tuple[str, bytes]] | None = None
+) -> tuple[DataMember, ...]:
     members: list[DataMember] = []
     hashes: dict[str, tuple[str, str, int]] = {}  # file path -> (sha256, md5, size), for links to it
     with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -230,7 +249,14 @@ def _data_members(stream: IO[bytes], what: str) -> tuple[DataMember, ...]:
             path = _member_path(info.name, what)
             kind: FileKind
             size, digest, md5, link = 0, None, None, None
-            if info.isreg():
+            if info.isreg() and kept is not None and keeps_data(path) and info.size <= MAX_KEPT_BYTES:
+                kind, size = "file", info.size
+                reader = tar.extractfile(info)
+                content = reader.read() if reader is not None else b""
+                kept.append((path, content))
+                digest, md5 = _hash(io.BytesIO(content))
+                hashes[path] = (digest, md5, size)
+            elif info.isreg():
                 kind, size = "file", info.size
                 digest, md5 = _hash(tar.extractfile(info))
                 hashes[path] = (digest, md5, size)
@@ -323,6 +349,7 @@ def _read(handle: BinaryIO, what: str) -> DebPackage:
     seen: list[str] = []
     control_members: list[ControlMember] | None = None
     data: tuple[DataMember, ...] | None = None
+    kept: list[tuple[str, bytes]] = []
     for name, reader in _ar_members(handle, what):
         seen.append(name)
         if len(seen) == 1:
@@ -335,7 +362,7 @@ def _read(handle: BinaryIO, what: str) -> DebPackage:
         elif control_members is not None and data is None and name.startswith("data.tar"):
             if name not in {f"data.tar{s}" for s in _DECOMPRESSORS}:
                 raise DebError(f"{what}: {name} is compressed in a way dpkg does not read")
-            data = _data_members(_decompressed(name, reader, what), what)
+            data = _data_members(_decompressed(name, reader, what), what, kept)
         else:
             raise DebError(f"{what}: unexpected ar member {name!r} (members: {', '.join(seen)})")
     if control_members is None or data is None:
@@ -357,6 +384,7 @@ def _read(handle: BinaryIO, what: str) -> DebPackage:
         control=fields,
         control_members=tuple(m for m in control_members if m.name != "control"),
         members=data,
+        data=tuple(kept),
     )
 
 
@@ -970,4 +998,14 @@ def apt_layer(
     generated = generated_files(packages)
     checkers = {g.path: g.checker for g in generated if g.checker is not None}
     files += [g.expected() for g in generated if g.kind != "dir" or g.path not in directories]
+    # What the packages' maintainer scripts and triggers write (a rule each, in aptscripts), in place
+    # of a generic entry for the same path (debconf's databases once templates are loaded). Imported
+    # here: aptscripts builds on this module's types.
+    from mlenv.verify import aptscripts
+
+    scripted = aptscripts.outputs(packages)
+    paths = {o.path for o in scripted}
+    files = [f for f in files if f.path not in paths or f.source.startswith("deb:")]
+    files += [o.expected() for o in scripted if o.path not in {f.path for f in files}]
+    checkers.update({o.path: o.checker for o in scripted if o.checker is not None})
     return files, checkers
