@@ -100,12 +100,15 @@ def _text(package: DebPackage, member: str) -> str:
     return found.data.decode("utf-8", "replace") if found is not None else ""
 
 
+_INTERESTS = ("interest", "interest-await", "interest-noawait")
+
+
 def file_interests(package: DebPackage) -> list[tuple[str, bool]]:
     """(path, noawait) of each file trigger the package is interested in (its triggers member)."""
     found = []
     for line in _text(package, "triggers").splitlines():
         words = line.split()
-        if len(words) == 2 and words[0] in ("interest", "interest-noawait") and words[1].startswith("/"):
+        if len(words) == 2 and words[0] in _INTERESTS and words[1].startswith("/"):
             found.append((words[1], words[0] == "interest-noawait"))
     return found
 
@@ -163,7 +166,8 @@ def mime_outputs(packages: Sequence[DebPackage]) -> list[Output]:
     step = f"trigger:{runner.package}"
     outputs = [
         Output(
-            path=f"{MIME_DIR}/{name}.xml",
+            # update-mime-database names the file by the type in lower case (audio/AMR: audio/amr.xml).
+            path=f"{MIME_DIR}/{name.lower()}.xml",
             kind="file",
             step=step,
             mode=0o644,

@@ -24,6 +24,7 @@ MIME_XML = b"""<?xml version="1.0" encoding="UTF-8"?>
 <mime-info xmlns="http://www.freedesktop.org/standards/shared-mime-info">
   <mime-type type="application/pdf"><comment>PDF document</comment></mime-type>
   <mime-type type="text/plain"><comment>plain text document</comment></mime-type>
+  <mime-type type="audio/AMR"><comment>AMR audio</comment></mime-type>
 </mime-info>
 """
 INIT = b"#!/bin/sh\n### BEGIN INIT INFO\n# Provides: x11-common\n# Default-Start:     S\n# Default-Stop:\n"
@@ -116,7 +117,12 @@ PIXBUF = package(
     ).encode(),
     triggers=f"interest-noawait {PIXBUF_LOADERS}\nactivate-noawait ldconfig\n".encode(),
 )
-ALL = (SHARED_MIME, FONTCONFIG, FONTCONFIG_CONFIG, X11_COMMON, PIXBUF)
+GLIB = package(
+    "libglib2.0-0",
+    multiarch=True,
+    triggers=b"interest-await /usr/share/glib-2.0/schemas\n",
+)
+ALL = (SHARED_MIME, FONTCONFIG, FONTCONFIG_CONFIG, X11_COMMON, PIXBUF, GLIB)
 
 CACHE = (
     b"# GdkPixbuf Image Loader Modules file\n# Automatically generated file, do not edit\n#\n"
@@ -128,6 +134,7 @@ TRIGGERS = BASE_TRIGGERS + (
     b"/usr/share/mime/packages shared-mime-info/noawait\n"
     b"/usr/share/fonts fontconfig/noawait\n"
     + f"{PIXBUF_LOADERS} libgdk-pixbuf-2.0-0:amd64/noawait\n".encode()
+    + b"/usr/share/glib-2.0/schemas libglib2.0-0:amd64\n"
 )
 CONFIG_DAT = (
     b"Name: fontconfig/hinting_style\nTemplate: fontconfig/hinting_style\nValue: hintslight\n"
@@ -192,6 +199,8 @@ def script_layer(*, drop: frozenset[str] = frozenset(), extra: tuple[M, ...] = (
             data=b'<?xml version="1.0"?>\n<mime-type type="application/pdf">',
         ),
         M("/usr/share/mime/text/plain.xml", data=b'<?xml version="1.0"?>\n<mime-type type="text/plain">'),
+        # Named by the type in lower case; the type attribute keeps its case.
+        M("/usr/share/mime/audio/amr.xml", data=b'<?xml version="1.0"?>\n<mime-type type="audio/AMR">'),
         *[M(f"/usr/share/mime/{name}", data=b"db") for name in aptscripts.MIME_DATABASE],
         M("/var/cache/fontconfig", "dir"),
         M("/var/cache/fontconfig/CACHEDIR.TAG", data=aptscripts.CACHEDIR_TAG),
