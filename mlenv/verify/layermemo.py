@@ -33,7 +33,7 @@ from mlenv.observe.fs.rootfs import LayerIndex, dump_index, load_index
 from mlenv.observe.image import LoadedImage
 from mlenv.sources.cas import cache_root
 
-MEMO_VERSION = 1  # bumped whenever what a remembered layer holds changes
+MEMO_VERSION = 2  # bumped whenever what a remembered layer holds changes (or which contents verify keeps)
 # The fraud image's venv layer is 45 MB remembered (the byte code that this host compiles differently
 # is kept to be checked); past this many bytes the least recently used layers are forgotten.
 LIMIT = 2 << 30
