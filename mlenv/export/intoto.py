@@ -20,7 +20,7 @@ from mlenv.lockfile import LOCK_FILE
 from mlenv.model.lock import Lock
 from mlenv.model.report import Report
 from mlenv.model.time import rfc3339
-from mlenv.verify.expected import mirror_url
+from mlenv.verify.expected import deb_download
 from mlenv.verify.formats import as_json
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -82,7 +82,7 @@ def resolved_dependencies(lock: Lock) -> list[dict[str, Any]]:
             "digest": {"sha256": deb.sha256},
             "annotations": {"kind": "deb", "package": deb.name, "version": deb.version},
         }
-        uri = mirror_url(lock, deb.filename)
+        uri = deb_download(lock, deb)
         if uri is not None:
             entry["uri"] = uri
         out.append(entry)

@@ -23,6 +23,7 @@ from packaging.tags import Tag
 
 from mlenv.errors import ImageError
 from mlenv.files import file_sha256
+from mlenv.model.debian import deb_urls
 from mlenv.model.facts import AptFact, ArtifactFact, CudaComponent, DistFact, EnvFacts, InterpreterFact
 from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_LOCK
 from mlenv.model.lock import AptPin, BasePlatform, Lock, LockedBase, LockedModel, PythonFile, PythonPin
@@ -206,9 +207,14 @@ def _base_image(locked: LockedBase, platform: BasePlatform | None) -> BaseImage:
     return BaseImage(locked=locked, platform=platform, purl=purl.to_string())
 
 
-def _deb_purl(namespace: str, fact: AptFact, distro: str | None) -> str:
+def _deb_purl(namespace: str, fact: AptFact, distro: str | None, repository: str | None = None) -> str:
+    """A deb purl; `repository` is the third-party repository a pin came from (NVIDIA's CUDA one, ...):
+    such a package is not the distro's, so it names its repository_url and no distro (a scanner must not
+    look it up in the distro's security tracker)."""
     qualifiers = {"arch": fact.architecture}
-    if distro:
+    if repository is not None:
+        qualifiers["repository_url"] = repository
+    elif distro:
         qualifiers["distro"] = distro
     return PackageURL(
         type="deb", namespace=namespace, name=fact.name, version=fact.version, qualifiers=qualifiers
@@ -217,8 +223,9 @@ def _deb_purl(namespace: str, fact: AptFact, distro: str | None) -> str:
 
 def _locked_deb(lock: Lock, pin: AptPin, namespace: str, distro: str | None) -> Deb:
     fact = AptFact(name=pin.name, version=pin.version, architecture=pin.architecture)
-    download = mirror_url(lock, pin.filename)
-    return Deb(fact=fact, purl=_deb_purl(namespace, fact, distro), pin=pin, download=download)
+    repository = pin.url.rsplit("/", 1)[0] if pin.url is not None else None
+    purl = _deb_purl(namespace, fact, distro, repository)
+    return Deb(fact=fact, purl=purl, pin=pin, download=deb_download(lock, pin))
 
 
 def _dist(lock: Lock, pin: PythonPin, tags: frozenset[Tag]) -> Dist:
@@ -243,12 +250,11 @@ def _cuda(component: CudaComponent) -> Cuda:
     return Cuda(fact=component, name=name, purl=purl.to_string())
 
 
-def mirror_url(lock: Lock, filename: str) -> str | None:
-    """Where the .deb `filename` (a pool path) was fetched from: the first apt source's mirror."""
-    if not lock.apt.sources:
-        return None
-    mirror = min(lock.apt.sources, key=lambda s: (s.mirror, s.suite)).mirror
-    return f"{mirror.rstrip('/')}/{filename}"
+def deb_download(lock: Lock, pin: AptPin) -> str | None:
+    """Where the build fetches the .deb of `pin` first (its recorded URL for a third-party repository, else
+    the first Debian-layout mirror's pool path): the same order `mlenv build` tries."""
+    urls = deb_urls(lock.apt.sources, pin)
+    return urls[0] if urls else None
 
 
 # ---------------------------------------------------------------------------- every file above the base
