@@ -30,9 +30,9 @@ as-of = 2024-10-02T00:00:00Z
 image = "{base}"
 platforms = ["linux/amd64"]
 
-# One small wheel: the build's Dockerfile copies a wheels directory even when no pin has one.
+# No Python pin: the build then has no wheels directory to copy and nothing for pip to install.
 [python]
-requirements = ["six==1.16.0"]
+requirements = []
 
 [apt]
 packages = ["hello", "libgomp1", "tree", "figlet"]

@@ -173,7 +173,7 @@ def dependency_lines(
     yield f"FROM {base} AS builder"
     yield f"ENV SOURCE_DATE_EPOCH={epoch} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1"
     yield f"COPY {context_dir}/requirements.txt /tmp/mlenv/requirements.txt"
-    if fetch == "host":
+    if fetch == "host" and lock.python.packages:  # a lock with no Python pins has no wheels directory
         yield f"COPY {wheels_dir}/ /tmp/mlenv/wheels/"
         source = "--no-index --find-links /tmp/mlenv/wheels --only-binary :all:"
     else:
@@ -181,11 +181,12 @@ def dependency_lines(
         source = f"--index-url {quote(lock.python.index_url, into='shell')}{extra}"
     locked = {p.name for p in lock.python.packages}
     bootstrap = sorted({"pip", "setuptools"} - locked)  # put there by ensurepip, not by the lock
-    install = [
-        f"python3 -m venv {venv}",
-        f"{venv}/bin/python -m pip install {source} --require-hashes --no-deps --no-compile "
-        "-r /tmp/mlenv/requirements.txt",
-    ]
+    install = [f"python3 -m venv {venv}"]
+    if lock.python.packages:
+        install.append(
+            f"{venv}/bin/python -m pip install {source} --require-hashes --no-deps --no-compile "
+            "-r /tmp/mlenv/requirements.txt"
+        )
     if bootstrap:
         install.append(f"{venv}/bin/python -m pip uninstall --yes {' '.join(bootstrap)}")
     install += [
