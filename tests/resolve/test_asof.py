@@ -30,7 +30,7 @@ from mlenv.resolve.freshness import apt_as_of_gap
 from mlenv.sources.debian.archive import DebianArchive, IndexCache
 from tests.conftest import missing
 from tests.lockdata import full_lock as sample_lock
-from tests.sources.test_debian import Key, _agents_gone, _gpg, _make_key
+from tools.localbase.signing import Key, agents_gone, gpg, make_key
 
 from .apt_universe import base
 
@@ -61,7 +61,7 @@ def _write(dists: Path, home: Path, date: str, version: str, *, origin: str = "D
         f"Date: {date}\nArchitectures: amd64\nComponents: main\nSHA256:\n"
         f" {hashlib.sha256(index).hexdigest()} {len(index)} main/binary-amd64/Packages.xz\n"
     )
-    (dists / "InRelease").write_bytes(_gpg(home, "--clearsign", data=release.encode()))
+    (dists / "InRelease").write_bytes(gpg(home, "--clearsign", data=release.encode()))
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     homes = (top / "gnupg", top / "gnupg-stranger")
     www = top / "www"
     try:
-        key, stranger = _make_key(homes[0], "archive"), _make_key(homes[1], "stranger")
+        key, stranger = make_key(homes[0], "archive"), make_key(homes[1], "stranger")
         for stamp, (date, version) in IMPORTS.items():
             _write(www / "archive" / "debian" / stamp / "dists" / "bookworm", homes[0], date, version)
         _write(www / "mirror" / "debian" / "dists" / "bookworm", homes[0], *MIRROR)
@@ -93,7 +93,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         for home in homes:
             if home.exists():
                 subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
-    assert _agents_gone(homes), "a gpg-agent outlived gpgconf --kill"
+    assert agents_gone(homes), "a gpg-agent outlived gpgconf --kill"
     requests: list[str] = []
     stamps = sorted(IMPORTS)
 

@@ -10,7 +10,6 @@ import lzma
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from mlenv.sources.debian.release import (
     snapshot_url,
 )
 from tests.conftest import missing
+from tools.localbase.signing import Key, agents_gone, gpg, make_key
 
 PACKAGES = """\
 Package: hello
@@ -57,13 +57,6 @@ DATE = "Sat, 01 Jun 2024 10:00:00 UTC"
 # --------------------------------------------------------------------------- a signed archive, served
 
 
-@dataclass(frozen=True)
-class Key:
-    fingerprint: str
-    binary: bytes
-    armored: bytes
-
-
 @dataclass
 class Archive:
     url: str
@@ -71,49 +64,6 @@ class Archive:
     good: Key
     other: Key
     requests: list[str]
-
-
-def _gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
-    return subprocess.run(
-        ["gpg", "--batch", "--homedir", str(home), "--pinentry-mode", "loopback", "--passphrase", "", *args],
-        input=data,
-        capture_output=True,
-        check=True,
-    ).stdout
-
-
-def _make_key(home: Path, name: str) -> Key:
-    home.mkdir(mode=0o700)
-    _gpg(home, "--quick-gen-key", f"{name} <{name}@mlenv.invalid>", "ed25519", "sign", "never")
-    colons = _gpg(home, "--with-colons", "--list-keys").decode()
-    fingerprint = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
-    return Key(
-        fingerprint=fingerprint, binary=_gpg(home, "--export"), armored=_gpg(home, "--armor", "--export")
-    )
-
-
-def _agents(home: Path) -> list[int]:
-    """The gpg-agent processes serving `home` (read from /proc)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue  # the process ended while we looked
-        if argv and argv[0].endswith(b"gpg-agent") and str(home).encode() in argv:
-            found.append(int(cmdline.parent.name))
-    return found
-
-
-def _agents_gone(homes: tuple[Path, ...], *, seconds: float = 10.0) -> bool:
-    """True once no gpg-agent serves any of `homes`: `gpgconf --kill` signals the agent and returns before
-    it has exited (measured on a 2-core CI machine), so the check waits for the exit, up to a bound."""
-    deadline = time.monotonic() + seconds
-    while any(_agents(home) for home in homes):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _release(suite: str, files: dict[str, bytes], *, codename: str | None = None) -> str:
@@ -154,9 +104,9 @@ def _write_suite(
     release = _release(suite, release_files or files, codename=codename).encode()
     if detached:
         (dists / "Release").write_bytes(release)
-        (dists / "Release.gpg").write_bytes(_gpg(home, "--detach-sign", "--armor", data=release))
+        (dists / "Release.gpg").write_bytes(gpg(home, "--detach-sign", "--armor", data=release))
     else:
-        (dists / "InRelease").write_bytes(_gpg(home, "--clearsign", data=release))
+        (dists / "InRelease").write_bytes(gpg(home, "--clearsign", data=release))
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +117,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     homes = (base / "gnupg-good", base / "gnupg-other")
     root = base / "www"
     try:
-        good, other = _make_key(homes[0], "good"), _make_key(homes[1], "other")
+        good, other = make_key(homes[0], "good"), make_key(homes[1], "other")
         plain = PACKAGES.encode()
         xz, gz = lzma.compress(plain), gzip.compress(plain, mtime=0)
         stem = "main/binary-amd64/Packages"
@@ -190,7 +140,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
                 subprocess.run(
                     ["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=True
                 )
-    assert _agents_gone(homes), "a gpg-agent outlived gpgconf --kill"
+    assert agents_gone(homes), "a gpg-agent outlived gpgconf --kill"
 
     requests: list[str] = []
 

@@ -13,8 +13,12 @@ import gzip
 import hashlib
 import lzma
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -22,9 +26,7 @@ import requests
 from mlenv.model.debian import parse_packages
 from tools.localbase.cache import cache_dir, cache_lock
 from tools.localbase.images import MIRROR, SUITE
-
-# Signs a Release: (data, detached) -> a clearsigned InRelease, or a detached armored signature.
-Sign = Callable[[bytes, bool], bytes]
+from tools.localbase.signing import Key, Sign, make_key, signer, stop_agents
 
 DATE = "Tue, 01 Oct 2024 00:00:00 UTC"
 # Where NVIDIA's repository for Ubuntu 22.04 on x86_64 lives, below the host.
@@ -230,3 +232,69 @@ def ubuntu_base_context(context: Path, *, archive_key: bytes, cuda_key: bytes, c
         f"COPY ubuntu-archive.gpg {UBUNTU_KEYRING}",
         f"COPY cuda-archive.gpg {CUDA_KEYRING}",
     ]
+
+
+# --------------------------------------------------------------------------- the archives, served
+
+
+@dataclass(frozen=True)
+class UbuntuServed:
+    url: str  # http://127.0.0.1:PORT
+    archive_key: Key
+    cuda_key: Key
+    debs: dict[str, Deb]
+    requests: list[str]  # every path asked for, in order
+
+    @property
+    def mirror(self) -> str:
+        return f"{self.url}/ubuntu"
+
+    def cuda_uri(self, repo: str = CUDA_REPO) -> str:
+        return f"{self.url}/{repo}"
+
+
+@contextmanager
+def served_ubuntu(
+    top: Path, layout: Mapping[str, Mapping[str, Sequence[str]]], cuda_packages: Sequence[str]
+) -> Iterator[UbuntuServed]:
+    """Under `top` (a new directory): an Ubuntu-layout archive holding the real .debs `layout` names
+    (pocket -> component -> package names), NVIDIA's repository holding `cuda_packages`, each signed
+    with a key of its own made here, and the same NVIDIA repository signed by the Ubuntu key under
+    forged/ (which the cuda source's Signed-By must refuse); served on 127.0.0.1 until the block ends."""
+    names = [n for components in layout.values() for group in components.values() for n in group]
+    debs = real_debs([*dict.fromkeys([*names, *cuda_packages])])
+    homes = (top / "gnupg-ubuntu", top / "gnupg-cuda")
+    www = top / "www"
+    try:
+        archive_key, cuda_key = make_key(homes[0], "ubuntu"), make_key(homes[1], "cuda")
+        pockets = {
+            p: {c: [debs[n] for n in group] for c, group in comps.items()} for p, comps in layout.items()
+        }
+        write_ubuntu_archive(www, pockets, signer(homes[0]))
+        write_flat_repository(www / CUDA_REPO, [debs[n] for n in cuda_packages], signer(homes[1]))
+        write_flat_repository(www / "forged" / CUDA_REPO, [debs[n] for n in cuda_packages], signer(homes[0]))
+    finally:
+        gone = stop_agents(homes)
+    if not gone:
+        raise RuntimeError("a gpg-agent outlived gpgconf --kill")
+
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            requests.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield UbuntuServed(
+            url=f"http://127.0.0.1:{server.server_port}",
+            archive_key=archive_key,
+            cuda_key=cuda_key,
+            debs=debs,
+            requests=requests,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
