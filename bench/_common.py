@@ -26,15 +26,17 @@ from pathlib import Path
 from typing import TypeVar
 
 import docker
+import tomlkit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # a benchmark runs as `python bench/NAME.py`: tools/ is beside bench/
 
 from tools.localbase.cache import cache_dir, cache_lock  # noqa: E402 - needs the path above
 from tools.localbase.dockerd import Daemon  # noqa: E402
-from tools.localbase.images import save_forms  # noqa: E402
+from tools.localbase.images import push_image, save_forms  # noqa: E402
 from tools.localbase.project import copy_example, train_fraud_model  # noqa: E402
 from tools.localbase.stack import Stack, local_stack  # noqa: E402
+from tools.localbase.ubuntu import UbuntuServed, served_ubuntu, ubuntu_base_context  # noqa: E402
 
 __all__ = ["Stack", "copy_example", "train_fraud_model"]  # the benchmarks take these from here
 
@@ -282,21 +284,110 @@ TORCH_EXTRAS = (
     "accelerate==0.31.0",
     "sentencepiece==0.2.0",
 )
-TORCH_RECIPE = "t1"
+# The torch service runs on an Ubuntu 22.04-style base with NVIDIA's repository in its sources, as the
+# nvidia/cuda images do (tools/localbase/ubuntu.py: real bookworm .debs in Ubuntu's and NVIDIA's layouts,
+# signed with keys made for the bench and served on 127.0.0.1 while it locks and fetches).
+TORCH_RECIPE = "u1"
+TORCH_APT = ("libgomp1", "curl", "libsndfile1", "ffmpeg")
+# What the service takes from NVIDIA's repository: on a GPU host that is cuda-compat-12-1; the bench's
+# NVIDIA-layout repository serves a real small .deb in its place.
+TORCH_FROM_NVIDIA = "figlet"
+# A day after the test archives' Releases (their Date); Ubuntu's snapshot service cannot be reached.
+TORCH_AS_OF = "2024-10-02T00:00:00Z"
 
 
-def _torch_spec(project: Path) -> None:
+def _torch_spec(project: Path, *, base: str, mirror: str) -> None:
     spec = (project / "mlenv.toml").read_text()
-    spec = spec.replace('version = "none"', 'version = "12.1"')
-    spec = spec.replace(
-        'packages = ["libgomp1", "curl"]', 'packages = ["libgomp1", "curl", "libsndfile1", "ffmpeg"]'
-    )
+    replacements = {
+        'version = "none"': 'version = "12.1"',
+        'packages = ["libgomp1", "curl"]': (
+            f"packages = {json.dumps([*TORCH_APT, TORCH_FROM_NVIDIA])}\nmirror = {json.dumps(mirror)}"
+        ),
+        "as-of = 2024-07-01T00:00:00Z": f"as-of = {TORCH_AS_OF}",
+    }
+    for old, new in replacements.items():
+        if spec.count(old) != 1:
+            raise RuntimeError(f"the example's mlenv.toml changed: {old!r} is not there once")
+        spec = spec.replace(old, new)
+    spec = spec.replace(f'image = "{_example_base(spec)}"', f'image = "{base}"')
     (project / "mlenv.toml").write_text(spec)
+
+
+def _example_base(spec: str) -> str:
+    return tomlkit.parse(spec)["base"]["image"]  # type: ignore[index,return-value]
 
 
 def torch_image(infra: Stack, progress: Callable[[str], None] = print) -> BigImage:
     """The torch CUDA service, locked and built once (about 3 GB of wheels the first time), then reused."""
-    return _kept_image(infra, "torch", TORCH_RECIPE, TORCH_EXTRAS, progress, edit_spec=_torch_spec)
+    torch_project(infra, progress)
+    return _kept_image(infra, "torch", TORCH_RECIPE, TORCH_EXTRAS, progress)
+
+
+def torch_project(infra: Stack, progress: Callable[[str], None] = print) -> Path:
+    """The torch service on the Ubuntu-style base, locked once and kept; every artifact it pins is fetched
+    into the content store while the archives are served (later runs find them there by sha256)."""
+    project = bench_dir(f"torch-{TORCH_RECIPE}") / "fraud-detector"
+    with cache_lock(f"bench-torch-{TORCH_RECIPE}-project"):
+        if (project / "mlenv.lock").exists():
+            return project
+        closure = _debian_closure(infra, TORCH_APT)
+        with tempfile.TemporaryDirectory(prefix="mlenv-bench-ubuntu-") as scratch:
+            work = Path(scratch)
+            layout = {"jammy": {"main": closure}}
+            with served_ubuntu(work / "archive", layout, (TORCH_FROM_NVIDIA,)) as served:
+                base = _ubuntu_base(infra, served, work / "base")
+                previous = os.environ.get("MLENV_SNAPSHOT_URL")
+                # Nothing listens on port 1: the lock says at once that Ubuntu's pockets came from the mirror.
+                os.environ["MLENV_SNAPSHOT_URL"] = "http://127.0.0.1:1/archive"
+                try:
+                    kept_project(
+                        infra,
+                        "torch",
+                        TORCH_RECIPE,
+                        TORCH_EXTRAS,
+                        progress,
+                        edit_spec=lambda p: _torch_spec(p, base=base, mirror=served.mirror),
+                    )
+                finally:
+                    if previous is None:
+                        os.environ.pop("MLENV_SNAPSHOT_URL")
+                    else:
+                        os.environ["MLENV_SNAPSHOT_URL"] = previous
+                progress("fetching every artifact the torch lock pins into the content store")
+                mlenv("dockerfile", str(project), "-o", str(work / "context"))
+    return project
+
+
+def _debian_closure(infra: Stack, packages: Sequence[str]) -> tuple[str, ...]:
+    """The apt closure of `packages` on the python test base, as `mlenv lock` resolves it from Debian: the
+    Ubuntu-layout archive serves exactly these .debs (so the service's closure resolves there too)."""
+    with tempfile.TemporaryDirectory(prefix="mlenv-bench-closure-") as scratch:
+        project = Path(scratch)
+        quoted = json.dumps(list(packages))
+        (project / "mlenv.toml").write_text(
+            f'name = "closure"\nas-of = {TORCH_AS_OF}\n[base]\nimage = "{infra.base.ref}"\n'
+            f'platforms = ["linux/amd64"]\n[python]\nrequirements = []\n[apt]\npackages = {quoted}\n'
+            '[cuda]\nversion = "none"\n'
+        )
+        mlenv("lock", str(project))
+        lock = tomlkit.parse((project / "mlenv.lock").read_text())
+        return tuple(sorted(str(pin["name"]) for pin in lock["apt"]["packages"]))  # type: ignore[index,union-attr]
+
+
+def _ubuntu_base(infra: Stack, served: UbuntuServed, context: Path) -> str:
+    """The python test base made Ubuntu 22.04-style (its sources name `served`), pushed to the registry."""
+    context.mkdir()
+    lines = ubuntu_base_context(
+        context,
+        archive_key=served.archive_key.binary,
+        cuda_key=served.cuda_key.binary,
+        cuda_uri=served.cuda_uri(),
+    )
+    (context / "Dockerfile").write_text("\n".join([f"FROM {infra.base.local}", *lines]) + "\n")
+    local = f"{TAG_PREFIX}jammy-style:{TORCH_RECIPE}"
+    infra.daemon.client.images.build(path=str(context), tag=local, rm=True, forcerm=True, network_mode="none")
+    push_image(infra.daemon.client, local, infra.registry.host, "mlenv-bench/jammy-style", TORCH_RECIPE)
+    return f"{infra.registry.host}/mlenv-bench/jammy-style:{TORCH_RECIPE}"
 
 
 def kept_project(
@@ -325,10 +416,6 @@ def kept_project(
         progress(f"locking the {name} project {project}")
         mlenv("lock", str(project))
     return project
-
-
-def torch_project(infra: Stack, progress: Callable[[str], None] = print) -> Path:
-    return kept_project(infra, "torch", TORCH_RECIPE, TORCH_EXTRAS, progress, edit_spec=_torch_spec)
 
 
 def _kept_image(
