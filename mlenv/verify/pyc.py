@@ -19,15 +19,26 @@ nothing else (measured on mlenv's fraud image, 6,000 pycs). So unless the host r
 version, everything but the line tables is compared: swapped code still differs in co_code, co_consts
 or co_names; what is not compared is where tracebacks point.
 
+One difference between micro releases is in the code itself, and it changes behaviour, so it is never
+tolerated: CPython 3.11.0-3.11.3 compile `x, x = a(), b()` without the SWAP before the two stores, so x
+ends as a() where the language (and 3.11.4+, python/cpython gh-104615) says b(). Measured: sympy 1.12.1's
+polys/ring_series.py (rs_cos: `_, _ = sin(c_expr), cos(c_expr)`) compiled by Debian bookworm's 3.11.2
+and by 3.11.7 differs in rs_cos's co_code (two SWAPs) and co_exceptiontable (the offsets after them),
+nothing else. When the target and the host lie on either side of 3.11.4 and the code differs only there,
+the pyc is reported as not comparable (still a drift), saying why, rather than as foreign code.
+
 Every `python` argument is a version string: "3.11" (minor) or "3.11.2" (exact).
 """
 
 from __future__ import annotations
 
+import bisect
+import dis
 import marshal
 import struct
 import sys
 import types
+from collections.abc import Hashable
 from typing import Literal
 
 # Magic number (the first two bytes, little-endian; then b"\r\n") of each final CPython release series
@@ -140,10 +151,110 @@ def code_comparison(python: str) -> CodeComparison:
     return "without line tables"
 
 
+# gh-104615: the release that stopped reordering the stores of a repeated name (see the module docstring).
+_SWAP_FIX = (3, 11, 4)
+_STORES = frozenset({"STORE_FAST", "POP_TOP"})
+_STORE_RUN = _STORES | {"SWAP", "NOP"}
+_JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+_VARINT_BYTES = 6  # 36 bits: more than any code object's offsets need
+
+
+def _across_swap_fix(python: str) -> bool:
+    """Whether the exact target `python` ("3.11.2") and this host lie on either side of 3.11.4."""
+    parts = python.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts) or _minor(python) != "3.11":
+        return False
+    target = (int(parts[0]), int(parts[1]), int(parts[2]))
+    host = tuple(sys.version_info[:3])
+    return host[:2] == (3, 11) and (target < _SWAP_FIX) != (host < _SWAP_FIX)
+
+
+def _exception_table(table: bytes) -> list[tuple[int, int, int, int]]:
+    """(start, end, target, depth and lasti) of each entry, in byte offsets: CPython 3.11+'s format, entries
+    of four varints (6 bits a byte, most significant first, 0x40 = more bytes follow; code units)."""
+    values: list[int] = []
+    value = length = 0
+    for byte in table:
+        value, length = (value << 6) | (byte & 0x3F), length + 1
+        if length > _VARINT_BYTES:
+            raise ValueError("an exception table value too long")  # untrusted bytes: no huge integers
+        if not byte & 0x40:
+            values.append(value)
+            value = length = 0
+    if len(values) % 4:
+        raise ValueError("a truncated exception table")
+    entries = []
+    for at in range(0, len(values), 4):
+        start, length, target, depth_lasti = values[at : at + 4]
+        entries.append((start * 2, (start + length) * 2, target * 2, depth_lasti))
+    return entries
+
+
+def _without_store_order(code: types.CodeType) -> tuple[Hashable, ...] | None:
+    """The code's instructions and exception table with the gh-104615 difference taken out: each run of
+    SWAP/NOP/STORE_FAST/POP_TOP that stores one name twice becomes the set of its stores, jumps and
+    handlers name instruction positions (not byte offsets), EXTENDED_ARG prefixes are dropped. None when
+    the code cannot be disassembled (untrusted bytes: nothing is run, dis only reads them)."""
+    try:
+        found = [i for i in dis.get_instructions(code) if i.opname != "EXTENDED_ARG"]
+        table = _exception_table(code.co_exceptiontable)
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+    tokens: list[list[Hashable]] = []
+    position: dict[int, int] = {}
+    start = 0
+    while start < len(found):
+        end = start
+        while end < len(found) and found[end].opname in _STORE_RUN:
+            end += 1
+        run = found[start:end]
+        targets = [i.arg for i in run if i.opname == "STORE_FAST"]
+        if len(targets) != len(set(targets)):
+            for instruction in run:
+                position[instruction.offset] = len(tokens)
+            stores = sorted((i.opname, i.arg or 0) for i in run if i.opname in _STORES)
+            tokens.append(["stores", tuple(stores)])
+            start = end
+            continue
+        for instruction in found[start : max(end, start + 1)]:
+            position[instruction.offset] = len(tokens)
+            jump = instruction.argval if instruction.opcode in _JUMPS else None
+            tokens.append([instruction.opname, None if jump is not None else instruction.arg, jump])
+        start = max(end, start + 1)
+    offsets = sorted(position)
+
+    def at(offset: object) -> int:
+        if not isinstance(offset, int):
+            return -1
+        after = bisect.bisect_left(offsets, offset)  # a dropped EXTENDED_ARG: the instruction it prefixes
+        return position[offsets[after]] if after < len(offsets) else len(tokens)
+
+    for token in tokens:
+        if len(token) == 3 and token[2] is not None:
+            token[2] = at(token[2])
+    handlers = tuple((at(s), at(e), at(t), d) for s, e, t, d in table)
+    return (*(tuple(t) for t in tokens), handlers)
+
+
 def _code_difference(
-    found: types.CodeType, expected: types.CodeType, where: str, *, skip: frozenset[str]
+    found: types.CodeType,
+    expected: types.CodeType,
+    where: str,
+    *,
+    skip: frozenset[str],
+    store_order: list[str] | None = None,
 ) -> str | None:
-    """The first attribute (not in `skip`) in which two code objects differ, recursively."""
+    """The first attribute (not in `skip`) in which two code objects differ, recursively. With
+    `store_order`, code that differs from the expected only by gh-104615 is not a difference here: the
+    names of those code objects are appended to it."""
+    if (
+        store_order is not None
+        and (found.co_code, found.co_exceptiontable) != (expected.co_code, expected.co_exceptiontable)
+        and (canonical := _without_store_order(expected)) is not None
+        and _without_store_order(found) == canonical
+    ):
+        store_order.append(where)
+        skip = skip | {"co_code", "co_exceptiontable"}
     for attr in (
         "co_name",
         "co_qualname",
@@ -172,7 +283,7 @@ def _code_difference(
         if isinstance(e, types.CodeType):
             if not isinstance(f, types.CodeType):
                 return f"{where}: constant {i} is not code"
-            reason = _code_difference(f, e, f"{where}.{e.co_name}", skip=skip)
+            reason = _code_difference(f, e, f"{where}.{e.co_name}", skip=skip, store_order=store_order)
             if reason:
                 return reason
         elif type(f) is not type(e) or f != e:
@@ -238,8 +349,20 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
     if source_path is None:
         # without the image path, file names are not part of the comparison
         found, expected = _strip_filenames(found), _strip_filenames(expected)
-    reason = _code_difference(found, expected, "<module>", skip=skip)
-    return f"its code is not what its source compiles to ({reason})" if reason else None
+    across = comparison == "without line tables" and _across_swap_fix(python)
+    store_order: list[str] | None = [] if across else None
+    reason = _code_difference(found, expected, "<module>", skip=skip, store_order=store_order)
+    if reason:
+        return f"its code is not what its source compiles to ({reason})"
+    if store_order:
+        host = ".".join(str(n) for n in sys.version_info[:3])
+        return (
+            f"not comparable: byte code of another micro release: {', '.join(store_order)} differs from "
+            f"this host's Python {host} compile only in the order of two stores to one name (`x, x = a, b`), "
+            "which Python 3.11.0-3.11.3 reverse (CPython gh-104615, a change of behaviour); only a host "
+            f"that runs Python {python} can tell whether it is that release's byte code of its source"
+        )
+    return None
 
 
 def _strip_filenames(code: types.CodeType) -> types.CodeType:

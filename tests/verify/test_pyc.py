@@ -196,3 +196,54 @@ def test_pycs_written_by_each_installed_interpreter(python: Interpreter, tmp_pat
             assert check_pyc(checked, SOURCE, python=other) is not None
     stamp = (tmp_path / "stamp.pyc").read_bytes()
     assert check_pyc(stamp, SOURCE, python=python.minor) is not None
+
+
+FIXTURES = Path(__file__).parent / "pyc_fixtures"
+SWAPS_PATH = "/opt/venv/lib/python3.11/site-packages/swaps.py"
+AFTER_THE_SWAP_FIX = sys.version_info[:2] == (3, 11) and sys.version_info >= (3, 11, 4)
+
+
+@pytest.mark.skipif(not AFTER_THE_SWAP_FIX, reason="the recorded case needs a host CPython 3.11.4 or later")
+def test_byte_code_of_3_11_2_is_not_comparable_on_a_later_3_11_host() -> None:
+    """3.11.2's pyc (recorded, see pyc_fixtures/README.md) differs from this host's compile() in co_code
+    where gh-104615 changed the compiler: a drift of its own, saying so, never a match (the two
+    releases' byte code behaves differently) and never 'not what its source compiles to'."""
+    source = (FIXTURES / "swaps.py").read_bytes()
+    pyc = (FIXTURES / "swaps.cpython-311-3.11.2.pyc").read_bytes()
+    host = ".".join(str(n) for n in sys.version_info[:3])
+    assert pyc[16:] != marshal.dumps(compile(source, SWAPS_PATH, "exec", dont_inherit=True))
+    reason = check_pyc(pyc, source, python="3.11.2", source_path=SWAPS_PATH)
+    assert reason == (
+        "not comparable: byte code of another micro release: <module>.pair differs from this host's "
+        f"Python {host} compile only in the order of two stores to one name (`x, x = a, b`), which Python "
+        "3.11.0-3.11.3 reverse (CPython gh-104615, a change of behaviour); only a host that runs Python "
+        "3.11.2 can tell whether it is that release's byte code of its source"
+    )
+    # An image that says it runs this host's release, or one after the fix, gets the plain drift.
+    for python in (host, "3.11.4"):
+        assert check_pyc(pyc, source, python=python, source_path=SWAPS_PATH) == (
+            "its code is not what its source compiles to (<module>.pair: co_code differs)"
+        )
+
+
+@pytest.mark.skipif(not AFTER_THE_SWAP_FIX, reason="the recorded case needs a host CPython 3.11.4 or later")
+def test_other_code_behind_3_11_2s_header_is_still_foreign_code() -> None:
+    """The recorded 3.11.2 header with swapped code: the gh-104615 allowance explains no other change."""
+    source = (FIXTURES / "swaps.py").read_bytes()
+    header = (FIXTURES / "swaps.cpython-311-3.11.2.pyc").read_bytes()[:16]
+    for other in (
+        source.replace(b"return _", b"return first"),  # another name loaded
+        source.replace(b"_, _ = first(), second()", b"_, _ = second(), first()"),  # the calls swapped
+        source.replace(b"_, _ = first(), second()", b"_, a = first(), second()"),  # no repeated name
+    ):
+        swapped = header + marshal.dumps(compile(other, SWAPS_PATH, "exec", dont_inherit=True))
+        reason = check_pyc(swapped, source, python="3.11.2", source_path=SWAPS_PATH)
+        assert reason is not None and reason.startswith("its code is not what its source compiles to ("), (
+            other,
+            reason,
+        )
+    # Extra code beside the tolerated statement is found too, in its own code object.
+    extra = source + b"\n\ndef run():\n    return __import__('os').system('id')\n"
+    swapped = header + marshal.dumps(compile(extra, SWAPS_PATH, "exec", dont_inherit=True))
+    reason = check_pyc(swapped, source, python="3.11.2", source_path=SWAPS_PATH)
+    assert reason is not None and reason.startswith("its code is not what its source compiles to (")
