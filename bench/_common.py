@@ -333,7 +333,8 @@ def torch_project(infra: Stack, progress: Callable[[str], None] = print) -> Path
         closure = _debian_closure(infra, TORCH_APT)
         with tempfile.TemporaryDirectory(prefix="mlenv-bench-ubuntu-") as scratch:
             work = Path(scratch)
-            layout = {"jammy": {"main": closure}}
+            # Ubuntu's sources.list names all three pockets: each has its (here empty) indexes.
+            layout = {"jammy": {"main": closure}, "jammy-updates": {}, "jammy-security": {}}
             with served_ubuntu(work / "archive", layout, (TORCH_FROM_NVIDIA,)) as served:
                 base = _ubuntu_base(infra, served, work / "base")
                 previous = os.environ.get("MLENV_SNAPSHOT_URL")

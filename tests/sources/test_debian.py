@@ -25,6 +25,7 @@ from mlenv.sources.debian.archive import DebianArchive, IndexCache
 from mlenv.sources.debian.release import (
     apply_mirror,
     dearmor,
+    is_distribution_archive,
     snapshot_root,
     snapshot_timestamp,
     snapshot_url,
@@ -133,6 +134,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
         )
         _write_suite(root, homes[1], "stranger", {f"{stem}.xz": xz})
         _write_suite(root, homes[0], "renamed", {f"{stem}.xz": xz}, codename="trixie")
+        # A vendor's repository whose URL ends in /debian, as Docker's does: component `stable`.
+        _write_suite(root / "vendor" / "linux", homes[0], "bookworm", {"stable/binary-amd64/Packages.xz": xz})
     finally:
         # gpg starts an agent for each home directory and leaves it running: everything is signed now.
         for home in homes:
@@ -367,6 +370,46 @@ def test_a_file_mirror_is_read_from_disk(archive: Archive, tmp_path: Path) -> No
 
 
 # --------------------------------------------------------------------------- mirrors, snapshots, keys
+
+
+def test_the_spec_mirror_never_moves_a_vendor_repository(archive: Archive, tmp_path: Path) -> None:
+    """`.../linux/debian bookworm stable` is not Debian's archive: the mirror (nothing listens on port 9)
+    is not tried for it, and it has no snapshots."""
+    vendor = SourceEntry(
+        uri=f"{archive.url}/vendor/linux/debian",
+        suite="bookworm",
+        components=("stable",),
+        origin="docker.list:1",
+    )
+    suite = DebianArchive(
+        mirror="http://127.0.0.1:9", cache=IndexCache(tmp_path), snapshot_root="http://127.0.0.1:9/archive"
+    ).fetch_suite(
+        vendor,
+        architectures=["amd64"],
+        keyrings=[trusted(archive.good)],
+        as_of=datetime(2024, 5, 1, tzinfo=UTC),
+    )
+    assert suite.source.mirror == vendor.uri
+    assert suite.source.no_snapshot and suite.source.snapshot is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "suite", "components", "expected"),
+    [
+        ("http://deb.debian.org/debian", "bookworm", ("main", "non-free-firmware"), True),
+        ("http://security.debian.org/debian-security", "bookworm-security", ("main",), True),
+        ("http://archive.ubuntu.com/ubuntu/", "jammy-updates", ("main", "restricted", "universe"), True),
+        ("https://download.docker.com/linux/debian", "bookworm", ("stable",), False),
+        ("https://download.docker.com/linux/ubuntu", "jammy", ("stable", "main"), False),
+        ("https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64", "/", (), False),
+        ("http://archive.ubuntu.com/ubuntu", "jammy", ("contrib",), False),  # not an Ubuntu component
+        ("https://apt.postgresql.org/pub/repos/apt", "bookworm-pgdg", ("main",), False),
+    ],
+)
+def test_only_the_distributions_own_archives_are_theirs(
+    uri: str, suite: str, components: tuple[str, ...], expected: bool
+) -> None:
+    assert is_distribution_archive(SourceEntry(uri=uri, suite=suite, components=components)) is expected
 
 
 @pytest.mark.parametrize(

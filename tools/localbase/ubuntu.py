@@ -261,6 +261,7 @@ def served_ubuntu(
     (pocket -> component -> package names), NVIDIA's repository holding `cuda_packages`, each signed
     with a key of its own made here, and the same NVIDIA repository signed by the Ubuntu key under
     forged/ (which the cuda source's Signed-By must refuse); served on 127.0.0.1 until the block ends."""
+    top.mkdir(parents=True, exist_ok=True)
     names = [n for components in layout.values() for group in components.values() for n in group]
     debs = real_debs([*dict.fromkeys([*names, *cuda_packages])])
     homes = (top / "gnupg-ubuntu", top / "gnupg-cuda")

@@ -43,6 +43,7 @@ from mlenv.sources.debian.release import (
     archive_name,
     configured_snapshot_root,
     distribution,
+    is_distribution_archive,
     note_expiry,
     release_date,
     snapshot_root,
@@ -177,12 +178,12 @@ class DebianArchive:
         when no snapshot service answers is the mirror (today's state) used, and the source says so
         (resolved-from = "mirror"), so `mlenv lock` can name the pins that may be newer than as-of."""
         archives = {archive_name(uri) for uri in (*listed, entry.uri)}
-        flat = is_flat(entry)
-        # A flat repository is a vendor's (NVIDIA's): the spec's mirror is for the distribution's archives,
-        # and no snapshot service keeps a vendor's old .debs.
-        base_uri = entry.uri if flat else apply_mirror(entry.uri, self.mirror, archives)
+        # The spec's mirror is for the distribution's archives, and only their snapshot services keep old
+        # .debs: a vendor's repository keeps its URI and has no snapshots.
+        own = is_distribution_archive(entry)
+        base_uri = apply_mirror(entry.uri, self.mirror, archives) if own else entry.uri
         notes: list[str] = []
-        root = None if flat else snapshot_root(entry.uri, self.snapshot_root)
+        root = snapshot_root(entry.uri, self.snapshot_root) if own else None
         if as_of is not None and root is not None:
             read = self._snapshot_suite(entry, as_of, root, architectures, keyrings, notes)
             if read is not None:
@@ -194,8 +195,7 @@ class DebianArchive:
         resolved_from: Literal["snapshot", "mirror"] | None = None
         # Debian's and Ubuntu's snapshot services keep only their own archives: anything else (a flat
         # vendor repository, a Release from another Origin) is a third party, with no snapshots at all.
-        found = distribution(entry.uri)
-        third_party = flat or found is None or release.get("Origin", "") != found
+        third_party = not own or release.get("Origin", "") != distribution(entry.uri)
         date = read_mirror.date
         if third_party and as_of is not None:
             notes.append(

@@ -49,6 +49,25 @@ def apply_mirror(uri: str, mirror: str | None, archives: Iterable[str]) -> str:
     return f"{mirror}/{archive_name(uri)}"
 
 
+# Each distribution's own components: a `deb` line with any other component is a vendor's repository,
+# even when its URL ends in /debian or /ubuntu (Docker's: `.../linux/debian bookworm stable`).
+DISTRIBUTION_COMPONENTS = {
+    "Debian": frozenset({"main", "contrib", "non-free", "non-free-firmware"}),
+    "Ubuntu": frozenset({"main", "restricted", "universe", "multiverse"}),
+}
+
+
+def is_distribution_archive(entry: SourceEntry) -> bool:
+    """Is `entry` one of Debian's or Ubuntu's own archives? Only those move with the spec's apt mirror and
+    have a snapshot service; a flat repository (NVIDIA's) or a vendor's with a component the distribution
+    has not (Docker's `stable`) keeps its URI, as apt would fetch it."""
+    if entry.suite.endswith("/"):
+        return False
+    found = distribution(entry.uri)
+    components = set(entry.components)
+    return found is not None and bool(components) and components <= DISTRIBUTION_COMPONENTS[found]
+
+
 # The snapshot services, by the distribution an archive belongs to: each lays out every archive by
 # time, ROOT/<archive>/<YYYYMMDDTHHMMSSZ>/dists/..., and answers a time with the import at or before it.
 SNAPSHOT_ROOTS = {"Debian": SNAPSHOT_ROOT, "Ubuntu": "https://snapshot.ubuntu.com"}
