@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlenv.lockfile import read_lock
+from mlenv.model.labels import LABEL_DRIVER_FLOOR
 from tests.helpers import derive_image, lock_tag, run_cli, session_tag
 from tests.resolve.ubuntu_archive import UbuntuServed, ubuntu_served_fixture  # noqa: F401  (the fixture)
 from tools.localbase.dockerd import Daemon
@@ -173,3 +174,73 @@ def test_a_torch_cuda_service_locks_on_the_ubuntu_base(
     assert next(p for p in lock.python.packages if p.name == "torch").version == "2.3.1"
     assert sorted(s.suite for s in lock.apt.sources) == ["/", "jammy", "jammy-security", "jammy-updates"]
     assert {p.name: p.url is not None for p in lock.apt.packages} == {"hello": False, "figlet": True}
+
+
+CUDA_SPEC = """\
+name = "ubuntu-cuda-service"
+as-of = 2024-10-02T00:00:00Z
+
+[base]
+image = "{base}"
+platforms = ["linux/amd64"]
+
+# The CUDA runtime wheel alone (800 KB) stands for torch's stack: the lock's CUDA section, the image's
+# NVIDIA variables and the floor label follow from it as they do from torch's 3 GB (bench/build.py --torch).
+[python]
+requirements = ["nvidia-cuda-runtime-cu12==12.1.105"]
+
+[apt]
+packages = ["figlet"]
+mirror = "{mirror}"
+
+[cuda]
+version = "12.1"
+
+[app]
+copy = ["app"]
+workdir = "/app"
+cmd = ["python", "-m", "app.main"]
+user = "app"
+"""
+
+
+def test_a_cuda_service_on_the_ubuntu_base_builds_verifies_and_is_ready_for_a_gpu_node(
+    ubuntu_base: str, ubuntu_served: UbuntuServed, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    """A CUDA lock on the Ubuntu-style base with a package from NVIDIA's repository: built and verified;
+    the image declares the GPUs, the capabilities and the driver floor, and the service user can write
+    its HOME and every ML cache (the GPU itself is not reachable here: see the README)."""
+    project = tmp_path / "cuda-service"
+    (project / "app").mkdir(parents=True)
+    (project / "app" / "__init__.py").write_text("")
+    (project / "app" / "main.py").write_text("print('ready')\n")
+    (project / "mlenv.toml").write_text(CUDA_SPEC.format(base=ubuntu_base, mirror=ubuntu_served.mirror))
+    env = dict(os.environ, MLENV_SNAPSHOT_URL="http://127.0.0.1:1/archive")
+    locked = run_cli("lock", str(project), env=env)
+    assert locked.code == 0, locked.stderr[-3000:]
+    lock = read_lock(project / "mlenv.lock")
+    assert lock.cuda.release == "12.1" and lock.cuda.min_driver == "530.30.02"
+
+    tag = lock_tag("ubuntu-cuda-service", project / "mlenv.lock")
+    built = run_cli("build", str(project), "--tag", tag)
+    assert built.code == 0, built.stderr[-3000:]
+    verified = run_cli(
+        "verify", f"docker-daemon:{tag}", "--lock", str(project / "mlenv.lock"), "--project", str(project)
+    )
+    assert verified.code == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+
+    config = docker_daemon.client.images.get(tag).attrs["Config"]
+    env_vars = dict(e.split("=", 1) for e in config["Env"])
+    assert env_vars["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert env_vars["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"  # no ffmpeg: no video
+    assert env_vars["NVIDIA_REQUIRE_CUDA"] == "cuda>=12.1,driver>=530.30.02"
+    assert config["Labels"][LABEL_DRIVER_FLOOR] == "530.30.02"
+    script = (
+        'set -e; for d in "$HOME" "$XDG_CACHE_HOME"; do touch "$d/probe"; done; '
+        'mkdir -p "$HF_HOME/hub" "$TORCH_HOME/hub" "$TRITON_CACHE_DIR"; touch "$HF_HOME/hub/x" '
+        '"$TORCH_HOME/hub/x" "$TRITON_CACHE_DIR/x"; id -un; figlet -v | head -1'
+    )
+    out = docker_daemon.client.containers.run(
+        tag, ["-c", script], entrypoint="/bin/sh", remove=True, network_mode="none"
+    )
+    assert out.decode().splitlines()[0] == "app" and "FIGlet" in out.decode()
