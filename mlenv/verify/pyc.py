@@ -19,13 +19,15 @@ nothing else (measured on mlenv's fraud image, 6,000 pycs). So unless the host r
 version, everything but the line tables is compared: swapped code still differs in co_code, co_consts
 or co_names; what is not compared is where tracebacks point.
 
-One difference between micro releases is in the code itself, and it changes behaviour, so it is never
-tolerated: CPython 3.11.0-3.11.3 compile `x, x = a(), b()` without the SWAP before the two stores, so x
-ends as a() where the language (and 3.11.4+, python/cpython gh-104615) says b(). Measured: sympy 1.12.1's
-polys/ring_series.py (rs_cos: `_, _ = sin(c_expr), cos(c_expr)`) compiled by Debian bookworm's 3.11.2
-and by 3.11.7 differs in rs_cos's co_code (two SWAPs) and co_exceptiontable (the offsets after them),
-nothing else. When the target and the host lie on either side of 3.11.4 and the code differs only there,
-the pyc is reported as not comparable (still a drift), saying why, rather than as foreign code.
+One difference between micro releases is in the code itself, and it changes behaviour: CPython
+3.11.0-3.11.3 compile `x, x = a(), b()` without the SWAP before the two stores, so x ends as a() where the
+language (and 3.11.4+, python/cpython gh-104615) says b(). Measured: sympy 1.12.1's polys/ring_series.py
+(rs_cos: `_, _ = sin(c_expr), cos(c_expr)`) compiled by Debian bookworm's 3.11.2 and by 3.11.7 differs in
+rs_cos's co_code (the SWAP) and co_exceptiontable (the offsets after it), nothing else. The old compiler
+removes that SWAP by exchanging the two store instructions, which are identical, so its code is the new
+one's without the SWAP: a 3.11.4+ host derives a 3.11.0-3.11.3 target's code exactly (`_stores`), and
+only that code matches (the host's own, with the SWAP, is a drift for such a target). A host before the
+fix cannot derive a later target's SWAPs: such a pyc is reported as not comparable (still a drift).
 
 Every `python` argument is a version string: "3.11" (minor) or "3.11.2" (exact).
 """
@@ -156,17 +158,25 @@ _SWAP_FIX = (3, 11, 4)
 _STORES = frozenset({"STORE_FAST", "POP_TOP"})
 _STORE_RUN = _STORES | {"SWAP", "NOP"}
 _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+_SWAP = dis.opmap.get("SWAP", -1)  # an opcode byte (3.11+); -1 is in no bytes, so older hosts skip
 _VARINT_BYTES = 6  # 36 bits: more than any code object's offsets need
 
 
-def _across_swap_fix(python: str) -> bool:
-    """Whether the exact target `python` ("3.11.2") and this host lie on either side of 3.11.4."""
+SwapFix = Literal["same side", "target before", "target after"]
+
+
+def _swap_fix_side(python: str) -> SwapFix:
+    """Where the exact target `python` ("3.11.2") lies against this host around 3.11.4: "target before"
+    when the target predates the fix and the host has it (the host can derive the target's byte code
+    exactly: see `_stores`), "target after" for the reverse (it cannot), else "same side"."""
     parts = python.split(".")
     if len(parts) != 3 or not all(p.isdigit() for p in parts) or _minor(python) != "3.11":
-        return False
+        return "same side"
     target = (int(parts[0]), int(parts[1]), int(parts[2]))
     host = tuple(sys.version_info[:3])
-    return host[:2] == (3, 11) and (target < _SWAP_FIX) != (host < _SWAP_FIX)
+    if host[:2] != (3, 11) or (target < _SWAP_FIX) == (host < _SWAP_FIX):
+        return "same side"
+    return "target before" if target < _SWAP_FIX else "target after"
 
 
 def _exception_table(table: bytes) -> list[tuple[int, int, int, int]]:
@@ -190,11 +200,23 @@ def _exception_table(table: bytes) -> list[tuple[int, int, int, int]]:
     return entries
 
 
-def _without_store_order(code: types.CodeType) -> tuple[Hashable, ...] | None:
-    """The code's instructions and exception table with the gh-104615 difference taken out: each run of
-    SWAP/NOP/STORE_FAST/POP_TOP that stores one name twice becomes the set of its stores, jumps and
-    handlers name instruction positions (not byte offsets), EXTENDED_ARG prefixes are dropped. None when
-    the code cannot be disassembled (untrusted bytes: nothing is run, dis only reads them)."""
+def _has_swap(code: types.CodeType) -> bool:
+    """Whether `code` (compiled here: trusted) or a code object in its constants has a SWAP."""
+    return _SWAP in code.co_code[::2] or any(
+        _has_swap(c) for c in code.co_consts if isinstance(c, types.CodeType)
+    )
+
+
+def _stores(code: types.CodeType) -> tuple[tuple[Hashable, ...], int] | None:
+    """The code's instructions and exception table with the gh-104615 difference taken out, and how many
+    SWAPs that took out. What the fix changed: 3.11.0-3.11.3's compiler removes a SWAP before stores by
+    exchanging the two store instructions it would swap, also when both store one name (identical
+    instructions, so the exchange is a no-op and only the SWAP goes); 3.11.4+ keeps that SWAP. So in each
+    run of SWAP/NOP/STORE_FAST/POP_TOP that stores one name twice, 3.11.2's code is 3.11.7's without
+    its SWAPs, the stores in the same order: such a run becomes its stores in order (NOPs and SWAPs
+    dropped), jumps and handlers name instruction positions (not byte offsets), EXTENDED_ARG prefixes
+    are dropped. None when the code cannot be disassembled (untrusted bytes: nothing is run, dis only
+    reads them)."""
     try:
         found = [i for i in dis.get_instructions(code) if i.opname != "EXTENDED_ARG"]
         table = _exception_table(code.co_exceptiontable)
@@ -202,6 +224,7 @@ def _without_store_order(code: types.CodeType) -> tuple[Hashable, ...] | None:
         return None
     tokens: list[list[Hashable]] = []
     position: dict[int, int] = {}
+    swaps = 0
     start = 0
     while start < len(found):
         end = start
@@ -212,8 +235,8 @@ def _without_store_order(code: types.CodeType) -> tuple[Hashable, ...] | None:
         if len(targets) != len(set(targets)):
             for instruction in run:
                 position[instruction.offset] = len(tokens)
-            stores = sorted((i.opname, i.arg or 0) for i in run if i.opname in _STORES)
-            tokens.append(["stores", tuple(stores)])
+            swaps += sum(i.opname == "SWAP" for i in run)
+            tokens.append(["stores", tuple((i.opname, i.arg or 0) for i in run if i.opname in _STORES)])
             start = end
             continue
         for instruction in found[start : max(end, start + 1)]:
@@ -233,7 +256,7 @@ def _without_store_order(code: types.CodeType) -> tuple[Hashable, ...] | None:
         if len(token) == 3 and token[2] is not None:
             token[2] = at(token[2])
     handlers = tuple((at(s), at(e), at(t), d) for s, e, t, d in table)
-    return (*(tuple(t) for t in tokens), handlers)
+    return (*(tuple(t) for t in tokens), handlers), swaps
 
 
 def _code_difference(
@@ -243,15 +266,27 @@ def _code_difference(
     *,
     skip: frozenset[str],
     store_order: list[str] | None = None,
+    exact_before_fix: bool = False,
 ) -> str | None:
     """The first attribute (not in `skip`) in which two code objects differ, recursively. With
-    `store_order`, code that differs from the expected only by gh-104615 is not a difference here: the
-    names of those code objects are appended to it."""
-    if (
+    `store_order`, code that differs from this host's compile only by gh-104615 is not a difference
+    here, and the names of those code objects are appended to it: exactly the pre-fix compiler's output
+    (no SWAP left in those runs) when `exact_before_fix`, else any SWAPs there."""
+    if store_order is not None and exact_before_fix:
+        # This host's compile keeps SWAPs the target's compiler drops: the target's code is this host's
+        # without them, and only that code is the target's (this host's own is not).
+        if _SWAP in expected.co_code[::2] and (canonical := _stores(expected)) is not None and canonical[1]:
+            seen = _stores(found)
+            if seen is None or seen != (canonical[0], 0):
+                return f"{where}: co_code differs"
+            store_order.append(where)
+            skip = skip | {"co_code", "co_exceptiontable"}
+    elif (
         store_order is not None
         and (found.co_code, found.co_exceptiontable) != (expected.co_code, expected.co_exceptiontable)
-        and (canonical := _without_store_order(expected)) is not None
-        and _without_store_order(found) == canonical
+        and (canonical := _stores(expected)) is not None
+        and (seen := _stores(found)) is not None
+        and seen[0] == canonical[0]
     ):
         store_order.append(where)
         skip = skip | {"co_code", "co_exceptiontable"}
@@ -283,7 +318,14 @@ def _code_difference(
         if isinstance(e, types.CodeType):
             if not isinstance(f, types.CodeType):
                 return f"{where}: constant {i} is not code"
-            reason = _code_difference(f, e, f"{where}.{e.co_name}", skip=skip, store_order=store_order)
+            reason = _code_difference(
+                f,
+                e,
+                f"{where}.{e.co_name}",
+                skip=skip,
+                store_order=store_order,
+                exact_before_fix=exact_before_fix,
+            )
             if reason:
                 return reason
         elif type(f) is not type(e) or f != e:
@@ -335,7 +377,10 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
     except (SyntaxError, ValueError) as e:
         return f"its source does not compile ({e.__class__.__name__}), so no pyc should exist"
     body = pyc[HEADER_SIZE:]
-    if body == marshal.dumps(expected):
+    side = _swap_fix_side(python) if comparison == "without line tables" else "same side"
+    # This host's own bytes are the target's unless the target predates gh-104615 and they hold a SWAP
+    # (cheap to rule out: SWAP is in few code objects).
+    if body == marshal.dumps(expected) and (side != "target before" or not _has_swap(expected)):
         return None
     skip = _LINE_TABLES if comparison == "without line tables" else frozenset()
     # marshal output can differ by reference flags (object refcounts at dump time) for equal code,
@@ -349,12 +394,19 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
     if source_path is None:
         # without the image path, file names are not part of the comparison
         found, expected = _strip_filenames(found), _strip_filenames(expected)
-    across = comparison == "without line tables" and _across_swap_fix(python)
-    store_order: list[str] | None = [] if across else None
-    reason = _code_difference(found, expected, "<module>", skip=skip, store_order=store_order)
+    store_order: list[str] | None = [] if side != "same side" else None
+    reason = _code_difference(
+        found,
+        expected,
+        "<module>",
+        skip=skip,
+        store_order=store_order,
+        exact_before_fix=side == "target before",
+    )
     if reason:
         return f"its code is not what its source compiles to ({reason})"
-    if store_order:
+    # A target before the fix: the host derived that release's code exactly (`_stores`), so it matched.
+    if store_order and side == "target after":
         host = ".".join(str(n) for n in sys.version_info[:3])
         return (
             f"not comparable: byte code of another micro release: {', '.join(store_order)} differs from "
