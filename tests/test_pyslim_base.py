@@ -83,6 +83,11 @@ def test_the_lock_reads_the_interpreter_under_usr_local(slim_project: SlimProjec
     assert lock.target.python == PYTHON_VERSION
     # The base has no Debian python3: every apt pin is the spec's or what they pull in, none a python3.
     assert not [p.name for p in lock.apt.packages if p.name.startswith(("python3", "libpython3"))]
+    # The purge took gcc's libgomp1 with it, so the spec's libgomp1 is a pin of the lock, not the base's.
+    requested = {p.name for p in lock.apt.packages if p.requested}
+    assert requested == {"libgomp1", "curl"}
+    assert "libgomp1" not in {p.name for p in lock.base.platforms[0].packages}
+    assert "python3" not in {p.name for p in lock.base.platforms[0].packages}
 
 
 def test_the_image_verifies_and_serves_the_model(slim_project: SlimProject, docker_daemon: Daemon) -> None:
