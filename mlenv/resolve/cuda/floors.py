@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 
@@ -20,6 +20,8 @@ class DriverFloors:
     minor_compatibility: Mapping[str, str]  # "12" -> driver for CUDA minor version compatibility
     sources: Mapping[str, str]
     toolkit_versioned: tuple[str, ...] = ()  # nvidia-* wheel stems whose version is the toolkit release
+    # A CUDA major whose list differs ("13": cuBLAS and CCCL no longer carry the toolkit's version).
+    toolkit_versioned_by_major: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     compat_package: str = r"^cuda-compat-(\d+)-(\d+)$"  # NVIDIA's forward-compatibility package
     compat_directory: str = "/usr/local/cuda-{release}/compat"  # where the package puts libcuda.so
     compat_gpus: str = ""  # the GPUs forward compatibility applies to
@@ -30,11 +32,15 @@ def driver_floors() -> DriverFloors:
     """The table shipped as package data (see its header for NVIDIA's sources)."""
     data = tomllib.loads(files("mlenv").joinpath("data", DRIVER_TABLE).read_text(encoding="utf-8"))
     forward = data["forward-compatibility"]
+    versioned = data["toolkit-versioned"]
     return DriverFloors(
         toolkit=data["toolkit"],
         minor_compatibility=data["minor-compatibility"],
         sources=data["source"],
-        toolkit_versioned=tuple(data["toolkit-versioned"]["wheels"]),
+        toolkit_versioned=tuple(versioned["wheels"]),
+        toolkit_versioned_by_major={
+            major: tuple(stems) for major, stems in versioned.get("major", {}).items()
+        },
         compat_package=forward["package"],
         compat_directory=forward["directory"],
         compat_gpus=forward["gpus"],
@@ -70,6 +76,10 @@ def driver_satisfies(driver: str, floor: str) -> bool:
 
 def wheel_release(name: str, version: str, floors: DriverFloors | None = None) -> str | None:
     """The CUDA release an NVIDIA wheel belongs to when its version is the toolkit's own
-    (nvidia-nvjitlink-cu12 12.5.82 -> "12.5"); None for the ones versioned on their own (cuDNN, NCCL)."""
+    (nvidia-nvjitlink-cu12 12.5.82 -> "12.5", nvidia-cuda-runtime 13.2.86 -> "13.2"); None for the ones
+    versioned on their own (cuDNN, NCCL; cuBLAS from CUDA 13). The list is that of the version's major."""
+    table = floors or driver_floors()
     stem = re.sub(r"-cu\d+$", "", name)
-    return major_minor(version) if stem in (floors or driver_floors()).toolkit_versioned else None
+    major = version.split(".", 1)[0]
+    versioned = table.toolkit_versioned_by_major.get(major, table.toolkit_versioned)
+    return major_minor(version) if stem in versioned else None
