@@ -61,7 +61,7 @@ def test_driver_table_is_data_with_its_sources() -> None:
     floors = driver_floors()
     assert "CUDA Toolkit and Corresponding Driver Versions" in floors.sources["toolkit"]
     assert floors.sources["toolkit-url"].startswith("https://docs.nvidia.com/cuda/")
-    assert floors.minor_compatibility == {"11": "450.80.02", "12": "525.60.13"}
+    assert floors.minor_compatibility == {"11": "450.80.02", "12": "525.60.13", "13": "580"}
     assert toolkit_floor("12.7") is None and toolkit_floor("10.2") is None
     # Every later release needs at least the driver of every earlier one.
     rows = sorted(floors.toolkit.items(), key=lambda kv: tuple(int(p) for p in kv[0].split(".")))
