@@ -153,6 +153,10 @@ def resolve_lock(
             lock_apt(spec.apt, state, archive=archive, as_of=spec.as_of, prefer=prefer)
             for _, state in sorted(states.items())
         ]
+        # The solver's notes (a virtual package's provider chosen, a base package it could not read):
+        # once each, though every platform's resolution may give the same one.
+        for note in dict.fromkeys(note for r in resolutions for note in r.notes):
+            warn(note)
         apt = LockedApt(
             sources=resolutions[0].sources,
             packages=tuple(
