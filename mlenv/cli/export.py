@@ -19,11 +19,13 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlenv import __version__
+from mlenv.build.wheels import rebuild_missing
 from mlenv.cli.common import read_lock_input, refuse_directory, say
 from mlenv.errors import MlenvError
 from mlenv.export import ExportContext, ExportFormat, ImageIdentity, document_time, export_format
 from mlenv.export import export as render
 from mlenv.export.context import freshness, verdict
+from mlenv.export.requirements import WHEEL_FOLDER, built_wheel, left_out
 from mlenv.files import write_atomic
 from mlenv.lockfile import LOCK_FILE, lock_digest
 from mlenv.model.facts import EnvFacts
@@ -31,6 +33,7 @@ from mlenv.model.lock import Lock
 from mlenv.model.report import Report
 from mlenv.model.spec import Spec
 from mlenv.resolve.freshness import stale_reasons
+from mlenv.sources.cas import ContentStore
 from mlenv.spec import PYPROJECT_FILE, SPEC_FILE, find_spec_file, load_spec
 from mlenv.verify.image import verify_image
 
@@ -83,6 +86,10 @@ def export(
         stale=None if spec is None else tuple(stale_reasons(spec, locked)),
         extras=() if spec is None else requested_extras(spec, locked),
     )
+    if chosen_format in (ExportFormat.REQUIREMENTS, ExportFormat.PYLOCK):
+        context = dataclasses.replace(
+            context, wheel_folder=write_built_wheels(locked, lock_path.resolve().parent, output)
+        )
     report = None
     if image is not None:
         report, identity, facts = audit_image(locked, image, context, lock_path.resolve().parent)
@@ -103,6 +110,30 @@ def export(
         failed = True
     if failed:
         raise typer.Exit(code=1)
+
+
+def write_built_wheels(lock: Lock, project_dir: Path, output: Path | None) -> Path | None:
+    """Copy the wheels the lock records as built on the host (from the content store, rebuilt when it
+    lacks them) into the wheel folder beside `output`, which the export then names; None when there is
+    no such wheel, or no output file to put a folder beside (each such pin is then left out, said here)."""
+    pins = [pin for pin in sorted(lock.python.packages, key=lambda p: p.name) if built_wheel(pin)]
+    if not pins:
+        return None
+    if output is None:
+        for pin in pins:
+            say(f"mlenv: warning: {left_out(pin)}")
+        return None
+    store = ContentStore()
+    rebuild_missing(lock, project_dir, store)
+    folder = output.resolve().parent / WHEEL_FOLDER
+    folder.mkdir(exist_ok=True)
+    for pin in pins:
+        wheel = built_wheel(pin)
+        assert wheel is not None
+        found = store.get(wheel.sha256)
+        assert found is not None  # rebuild_missing put every missing built wheel into the store
+        write_atomic(folder / wheel.name, found.read_bytes())
+    return folder
 
 
 def spec_beside(location: Path) -> Spec | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mlenv.errors import MlenvError
 from mlenv.model.facts import EnvFacts
@@ -46,6 +47,9 @@ class ExportContext:
     stale: tuple[str, ...] | None = None
     # Extras the spec asks for, by normalised name: the lock records pins, not how they were asked for.
     extras: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The folder beside the export holding the wheels the lock records as built on the host (no index has
+    # them), written by the CLI with -o; None (stdout) leaves such pins out of installable exports.
+    wheel_folder: Path | None = None
 
 
 def document_time(as_of: datetime | None, source_date_epoch: str | None) -> datetime | None:

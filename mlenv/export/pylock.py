@@ -2,6 +2,11 @@
 
 Installers that read pylock.toml (pip, uv) can install exactly the locked set; packaging.pylock
 reads it. Only the Python layer: apt, CUDA images and models have no place in the format.
+
+A pin built on the host (a project directory, a git commit, an sdist) is installed from its built wheel,
+the bytes the image holds: with -o the CLI writes it into the wheel folder beside the file, and the
+entry's wheel has a `path` relative to the file (PEP 751) with its sha256. Written to stdout there is
+no folder, so such a pin is a comment saying why, not an entry an installer would fail on.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import tomlkit
 from tomlkit.items import InlineTable
 
 from mlenv.export.context import ExportContext
+from mlenv.export.requirements import built_wheel, left_out
 from mlenv.model.lock import Lock, PythonFile
 from mlenv.model.report import Report
 from mlenv.model.target import machine
@@ -41,6 +47,17 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
     doc.add("created-by", "mlenv")
     packages = tomlkit.aot()
     for pin in sorted(lock.python.packages, key=lambda p: p.name):
+        built = built_wheel(pin)
+        if built is not None and context.wheel_folder is None:
+            doc.add(tomlkit.comment(left_out(pin)))
+            continue
+        if built is not None:
+            assert context.wheel_folder is not None
+            entry = toml_table({"name": pin.name, "version": pin.version, "marker": pin.marker})
+            local = _file(built, path=f"{context.wheel_folder.name}/{built.name}")
+            entry.add("wheels", toml_array([local], multiline=True))
+            packages.append(entry)
+            continue
         entry = toml_table(
             {"name": pin.name, "version": pin.version, "marker": pin.marker, "index": pin.index}
         )
@@ -56,12 +73,14 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
     return tomlkit.dumps(doc).encode("utf-8")
 
 
-def _file(file: PythonFile) -> InlineTable:
-    """A PEP 751 file entry (no hash-source: that is mlenv's own key, not pylock's)."""
+def _file(file: PythonFile, *, path: str | None = None) -> InlineTable:
+    """A PEP 751 file entry (no hash-source: that is mlenv's own key, not pylock's): at its URL, or at
+    `path` relative to the pylock file."""
     return toml_inline(
         {
             "name": file.name,
-            "url": file.url,
+            "url": None if path is not None else file.url,
+            "path": path,
             "size": file.size,
             "hashes": toml_inline({"sha256": file.sha256}),
         }

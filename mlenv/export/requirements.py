@@ -3,14 +3,44 @@
 `pip install --require-hashes --no-deps -r requirements.txt` installs exactly the locked set, and pip-sync
 makes an environment equal to it. The entries come from the same writer as the build context's file
 (render/requirements.py); the header names the lock by digest, its freshness and the image's verdict.
+
+A pin the lock records as built on the host (a project directory, a git commit, an sdist) has a wheel no
+index serves, and pip refuses a directory or VCS line under --require-hashes. With -o the CLI writes those
+wheels into WHEEL_FOLDER beside the file, and the pin's line is a direct reference to that wheel with its
+sha256 (`name @ file:///...`). Without a folder the pin is a comment saying why, never a line that looks
+installable and is not.
 """
 
 from __future__ import annotations
 
 from mlenv.export.context import ExportContext, freshness, verdict
-from mlenv.model.lock import Lock
+from mlenv.model.lock import Lock, PythonFile, PythonPin
 from mlenv.model.report import Report
 from mlenv.render.requirements import platform_files, requirement_lines, requirements_file
+
+WHEEL_FOLDER = "mlenv-wheels"
+
+
+def built_wheel(pin: PythonPin) -> PythonFile | None:
+    """The wheel of `pin` that mlenv built on the host at lock (pure, so one for every platform)."""
+    return next((w for w in sorted(pin.wheels, key=lambda w: w.name) if w.hash_source == "built"), None)
+
+
+def left_out(pin: PythonPin) -> str:
+    """Why a built pin is not in an export written to stdout, and what to do."""
+    origin = built_origin(pin)
+    return (
+        f"{pin.name}=={pin.version} is left out: its wheel was built on the host from {origin} and no "
+        f"index has it; export with -o FILE to write it into {WHEEL_FOLDER}/ beside FILE"
+    )
+
+
+def built_origin(pin: PythonPin) -> str:
+    if pin.source is not None and pin.source.kind == "directory":
+        return f"./{pin.source.url}"
+    if pin.source is not None:
+        return f"git+{pin.source.url}@{pin.source.commit_id}"
+    return pin.sdist.name if pin.sdist is not None else "its sdist"
 
 
 def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
@@ -23,13 +53,41 @@ def export(lock: Lock, report: Report | None, context: ExportContext) -> bytes:
         f"Lock: {freshness(context)}.",
         f"Image: {verdict(report)}" + (f" ({context.image.reference})." if context.image else "."),
     ]
-    entries = requirement_lines(
-        lock.python.packages,
-        wheels_only=False,
-        extras=dict(context.extras),
-        files=platform_files(lock, context.platform),
+    files = platform_files(lock, context.platform)
+    built = {
+        pin.name: pin
+        for pin in lock.python.packages
+        if built_wheel(pin) is not None and any(f.hash_source == "built" for f in files[pin.name])
+    }
+    extras = dict(context.extras)
+    entries = dict(
+        zip(
+            sorted(p.name for p in lock.python.packages if p.name not in built),
+            requirement_lines(
+                [p for p in lock.python.packages if p.name not in built],
+                wheels_only=False,
+                extras=extras,
+                files=files,
+            ),
+            strict=True,
+        )
     )
+    for name, pin in built.items():
+        entries[name] = built_line(pin, extras.get(name, ()), context)
     indexes = [f"--index-url {lock.python.index_url}"] + [
         f"--extra-index-url {url}" for url in lock.python.extra_index_urls
     ]
-    return requirements_file([*indexes, "", *entries] if entries else indexes, header=header).encode()
+    lines = [entries[name] for name in sorted(entries)]
+    return requirements_file([*indexes, "", *lines] if lines else indexes, header=header).encode()
+
+
+def built_line(pin: PythonPin, extras: tuple[str, ...], context: ExportContext) -> str:
+    """A direct reference to the built wheel in the folder beside the export, hashed; else a comment."""
+    wheel = built_wheel(pin)
+    assert wheel is not None  # only built pins come here
+    if context.wheel_folder is None:
+        return f"# {left_out(pin)}"
+    head = f"{pin.name}[{','.join(sorted(set(extras)))}]" if extras else pin.name
+    marker = f" ; {pin.marker}" if pin.marker else ""
+    url = (context.wheel_folder / wheel.name).as_uri()
+    return f"{head} @ {url}{marker} \\\n    --hash=sha256:{wheel.sha256}"
