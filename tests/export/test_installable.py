@@ -10,22 +10,28 @@ mounted in and installed with `--no-index --find-links`; pip still checks every 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.pylock import Pylock
 from packaging.utils import canonicalize_name
 
 from mlenv.build.artifacts import fetch, python_artifacts
+from mlenv.export import export
 from mlenv.lockfile import read_lock, write_lock
-from mlenv.model.lock import Lock
+from mlenv.model.lock import Lock, PinSource, PythonFile, PythonPin
 from mlenv.sources.cas import ContentStore
+from tests.export.data import lock_context
 from tests.helpers import Built, run_cli
 from tests.lockdata import full_lock
+from tests.test_local_packages import make_package, make_repository, write_spec
 from tools.localbase.dockerd import Daemon
 from tools.localbase.images import BaseImage
 
@@ -258,3 +264,147 @@ def test_a_drifted_image_exports_then_exits_1(fraud_image: Built, drifted_image:
     assert result.code == 1 and "2 drift(s) from the lock, recorded in the export" in result.stderr
     assert f"# Image: drift (docker-daemon:{drifted_image})." in target.read_text()
     assert "# Lock: fresh." in target.read_text()
+
+
+# ---------------------------------------------------------------------------- pins built on the host
+
+FEATURELIB_WHEEL = PythonFile(
+    name="featurelib-0.1.0-py3-none-any.whl",
+    url="",
+    size=1176,
+    sha256="54" * 32,
+    hash_source="built",
+    built_from="directory",
+)
+
+
+def lock_with_a_directory_pin() -> Lock:
+    lock = full_lock()
+    featurelib = PythonPin(
+        name="featurelib",
+        version="0.1.0",
+        index=lock.python.index_url,
+        requested=True,
+        wheels=(FEATURELIB_WHEEL,),
+        source=PinSource(kind="directory", url="libs/featurelib", tree_sha256="12" * 32),
+    )
+    python = dataclasses.replace(lock.python, packages=(*lock.python.packages, featurelib))
+    return dataclasses.replace(lock, python=python)
+
+
+def test_a_built_pin_without_a_wheel_folder_is_a_comment_never_an_installable_looking_line() -> None:
+    lock = lock_with_a_directory_pin()
+    for name in ("requirements", "pylock"):
+        text = export(name, lock, None, lock_context(lock)).decode()
+        assert (
+            "# featurelib==0.1.0 is left out: its wheel was built on the host from ./libs/featurelib" in text
+        )
+        assert FEATURELIB_WHEEL.sha256 not in text, name
+    with_folder = dataclasses.replace(lock_context(lock), wheel_folder=Path("/srv/out/mlenv-wheels"))
+    text = export("requirements", lock, None, with_folder).decode()
+    assert (
+        "featurelib @ file:///srv/out/mlenv-wheels/featurelib-0.1.0-py3-none-any.whl \\\n"
+        f"    --hash=sha256:{FEATURELIB_WHEEL.sha256}\n"
+    ) in text and "left out" not in text
+    pylock = Pylock.from_dict(tomllib.loads(export("pylock", lock, None, with_folder).decode()))
+    (featurelib,) = [p for p in pylock.packages if p.name == "featurelib"]
+    assert featurelib.wheels is not None
+    assert [(w.path, w.hashes) for w in featurelib.wheels] == [
+        ("mlenv-wheels/featurelib-0.1.0-py3-none-any.whl", {"sha256": FEATURELIB_WHEEL.sha256})
+    ]
+
+
+@pytest.fixture(scope="module")
+def local_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project locking ./libs/featurelib (a directory) and gitlib from a local git repo at tag v1."""
+    root = tmp_path_factory.mktemp("built")
+    project = root / "project"
+    make_package(project / "libs" / "featurelib", "featurelib", "0.1.0", ["six==1.16.0"])
+    repository = make_repository(root / "repository")
+    write_spec(project, ["./libs/featurelib", f"gitlib @ git+file://{repository}@v1"])
+    result = run_cli("lock", str(project))
+    assert result.code == 0, result.stderr
+    built = {p.name for p in read_lock(project / "mlenv.lock").python.packages if p.source is not None}
+    assert built == {"featurelib", "gitlib"}
+    return project
+
+
+@pytest.mark.network
+def test_an_export_to_stdout_warns_of_each_built_pin_it_leaves_out(local_project: Path) -> None:
+    result = run_cli("export", str(local_project), "--format", "requirements")
+    assert result.code == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "is left out" in line]
+    assert [line.split(" is left out")[0] for line in warned] == [
+        "mlenv: warning: featurelib==0.1.0",
+        "mlenv: warning: gitlib==1.0",
+    ]
+    assert "\nfeaturelib" not in result.stdout and "\ngitlib" not in result.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+@pytest.mark.network
+def test_built_pins_install_from_the_requirements_export_with_the_base_images_pip(
+    local_project: Path, base_image_python: BaseImage, docker_daemon: Daemon, tmp_path: Path
+) -> None:
+    lock = read_lock(local_project / "mlenv.lock")
+    built = {p.name for p in lock.python.packages if p.source is not None}
+    # Only the index's wheels go to --find-links: the built ones must come from the export's own folder.
+    index_wheels = wheel_dir(lock, lock.target.platforms[0], tmp_path / "index-wheels")
+    for wheel in list(index_wheels.iterdir()):
+        if canonicalize_name(wheel.name.split("-")[0]) in built:
+            wheel.unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    text = export_requirements(local_project / "mlenv.lock", out / "requirements.txt")
+    assert f"featurelib @ file://{out}/mlenv-wheels/featurelib-0.1.0-py3-none-any.whl \\\n" in text
+    script = (
+        "python3 -m venv /tmp/venv && ls /tmp/venv/lib/python3*/site-packages > /tmp/before && "
+        "/tmp/venv/bin/python -m pip install --disable-pip-version-check --no-index --find-links /wheels "
+        f"--require-hashes --no-deps -r {out}/requirements.txt >&2 && "
+        "ls /tmp/venv/lib/python3*/site-packages | grep -vxF -f /tmp/before"
+    )
+    output = docker_daemon.client.containers.run(
+        base_image_python.local,
+        ["sh", "-c", script],
+        entrypoint="",
+        user="root",
+        network_mode="none",
+        # The export names its wheels by absolute file URL: the folder is mounted where it is on the host.
+        volumes={
+            str(index_wheels): {"bind": "/wheels", "mode": "ro"},
+            str(out): {"bind": str(out), "mode": "ro"},
+        },
+        remove=True,
+        stderr=True,
+    ).decode()
+    assert dist_infos(output.split()) == locked_set(lock)
+
+
+@pytest.mark.network
+def test_built_pins_install_from_the_pylock_export_with_uv(local_project: Path, tmp_path: Path) -> None:
+    if shutil.which("uv") is None:
+        pytest.skip("uv is not installed")
+    lock = read_lock(local_project / "mlenv.lock")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cli("export", str(local_project), "--format", "pylock", "-o", str(out / "pylock.toml"))
+    assert result.code == 0, result.stderr
+    venv = tmp_path / "venv"
+    subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    installed_by_uv = subprocess.run(
+        ["uv", "pip", "install", "--python", str(venv / "bin/python"), "-r", str(out / "pylock.toml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # the wheels' paths are relative to the pylock file, not to where uv runs
+    )
+    assert installed_by_uv.returncode == 0, installed_by_uv.stderr[-3000:]
+    assert dist_infos([p.name for p in site_packages(venv).iterdir()]) == locked_set(lock)
+    # What uv installed for the built pins is the locked wheel: its RECORD is the locked wheel's.
+    featurelib = next(p for p in lock.python.packages if p.name == "featurelib")
+    record = next(site_packages(venv).glob("featurelib-0.1.0.dist-info")) / "RECORD"
+    with zipfile.ZipFile(out / "mlenv-wheels" / featurelib.wheels[0].name) as archive:
+        locked_record = archive.read("featurelib-0.1.0.dist-info/RECORD").decode()
+    assert {line.split(",")[0] for line in locked_record.splitlines()} <= {
+        line.split(",")[0] for line in record.read_text().splitlines()
+    }
