@@ -24,9 +24,13 @@ One difference between micro releases is in the code itself, and it changes beha
 language (and 3.11.4+, python/cpython gh-104615) says b(). Measured: sympy 1.12.1's polys/ring_series.py
 (rs_cos: `_, _ = sin(c_expr), cos(c_expr)`) compiled by Debian bookworm's 3.11.2 and by 3.11.7 differs in
 rs_cos's co_code (the SWAP) and co_exceptiontable (the offsets after it), nothing else. The old compiler
-removes that SWAP by exchanging the two store instructions, which are identical, so its code is the new
-one's without the SWAP: a 3.11.4+ host derives a 3.11.0-3.11.3 target's code exactly (`_stores`), and
-only that code matches (the host's own, with the SWAP, is a drift for such a target). A host before the
+removes such a SWAP by exchanging the two store instructions it swaps, which 3.11.4 refuses when they, or
+a store between them, store one name: for `x, x = a, b` the two are identical and only the SWAP goes, but
+for `_, _, last = a, b, c` (sympy 1.13.3's lra_theory.py, LRASolver._pivot) 3.11.2 writes the stores as
+last, _, _. A 3.11.4+ host applies the SWAPs its compiler kept as the old one does (`_stores`), so it
+derives a 3.11.0-3.11.3 target's code exactly, and only that code matches (the host's own, with the
+SWAP, or the SWAP merely dropped, is a drift for such a target; measured: all 1,517 pyc 3.11.2 writes for
+sympy 1.13.3 match). A host before the
 fix cannot derive a later target's SWAPs: such a pyc is reported as not comparable (still a drift).
 
 Every `python` argument is a version string: "3.11" (minor) or "3.11.2" (exact).
@@ -207,14 +211,60 @@ def _has_swap(code: types.CodeType) -> bool:
     )
 
 
+def _next_swappable(run: list[list[Hashable]], index: int, lineno: object) -> int:
+    """CPython 3.11's next_swappable_instruction over one run: the next STORE_FAST/POP_TOP after `index`,
+    skipping NOPs, on line `lineno` when it is given (None: any line); -1 when there is none."""
+    for at in range(index + 1, len(run)):
+        if lineno is not None and run[at][3] != lineno:
+            return -1
+        if run[at][0] == "NOP":
+            continue
+        return at if run[at][0] in _STORES else -1
+    return -1
+
+
+def _apply_swaps_before_fix(run: list[list[Hashable]]) -> int:
+    """Apply the run's SWAPs to its instructions in place as CPython 3.11.0-3.11.3's apply_static_swaps
+    does: from the last SWAP of each group leftwards, SWAP n becomes a NOP and exchanges the next store
+    with the (n-1)th store after it (on one line), also when they store one name (3.11.4 stops there,
+    gh-104615). A host at or after the fix left exactly those SWAPs, so this gives the old compiler's
+    code. Returns how many SWAPs were applied."""
+    applied = 0
+    groups = [
+        i
+        for i, item in enumerate(run)
+        if item[0] == "SWAP" and (i + 1 == len(run) or run[i + 1][0] != "SWAP")
+    ]
+    for last in groups:
+        for i in range(last, -1, -1):
+            if run[i][0] != "SWAP":
+                if run[i][0] == "NOP" or run[i][0] in _STORES:
+                    continue
+                break
+            j = _next_swappable(run, i, None)
+            if j < 0:
+                break
+            k = j
+            oparg = run[i][1]
+            assert isinstance(oparg, int)
+            for _ in range(oparg - 1):
+                k = _next_swappable(run, k, run[j][3])
+                if k < 0:
+                    break
+            if k < 0:
+                break
+            run[i] = ["NOP", 0, None, run[i][3]]
+            run[j], run[k] = run[k], run[j]
+            applied += 1
+    return applied
+
+
 def _stores(code: types.CodeType) -> tuple[tuple[Hashable, ...], int] | None:
-    """The code's instructions and exception table with the gh-104615 difference taken out, and how many
-    SWAPs that took out. What the fix changed: 3.11.0-3.11.3's compiler removes a SWAP before stores by
-    exchanging the two store instructions it would swap, also when both store one name (identical
-    instructions, so the exchange is a no-op and only the SWAP goes); 3.11.4+ keeps that SWAP. So in each
-    run of SWAP/NOP/STORE_FAST/POP_TOP that stores one name twice, 3.11.2's code is 3.11.7's without
-    its SWAPs, the stores in the same order: such a run becomes its stores in order (NOPs and SWAPs
-    dropped), jumps and handlers name instruction positions (not byte offsets), EXTENDED_ARG prefixes
+    """The code's instructions and exception table as CPython 3.11.0-3.11.3 would have written them from
+    the same source, and how many SWAPs that took out (see the module docstring): in each run of
+    SWAP/NOP/STORE_FAST/POP_TOP within one basic block, the SWAPs are applied as that compiler applies
+    them (`_apply_swaps_before_fix`) and the NOPs dropped (they do nothing; the old compiler removes
+    them too); jumps and handlers name instruction positions (not byte offsets), EXTENDED_ARG prefixes
     are dropped. None when the code cannot be disassembled (untrusted bytes: nothing is run, dis only
     reads them)."""
     try:
@@ -228,22 +278,29 @@ def _stores(code: types.CodeType) -> tuple[tuple[Hashable, ...], int] | None:
     start = 0
     while start < len(found):
         end = start
-        while end < len(found) and found[end].opname in _STORE_RUN:
+        # A jump target begins a basic block: a run never spans one (the compiler's never does).
+        while (
+            end < len(found)
+            and found[end].opname in _STORE_RUN
+            and (end == start or not found[end].is_jump_target)
+        ):
             end += 1
         run = found[start:end]
-        targets = [i.arg for i in run if i.opname == "STORE_FAST"]
-        if len(targets) != len(set(targets)):
+        if run:  # stores in one token, on both sides, whether the SWAPs were applied or not
+            items: list[list[Hashable]] = [
+                [i.opname, i.arg or 0, None, i.positions.lineno if i.positions else None] for i in run
+            ]
+            swaps += _apply_swaps_before_fix(items)
             for instruction in run:
                 position[instruction.offset] = len(tokens)
-            swaps += sum(i.opname == "SWAP" for i in run)
-            tokens.append(["stores", tuple((i.opname, i.arg or 0) for i in run if i.opname in _STORES)])
+            tokens.append(["stores", tuple((item[0], item[1]) for item in items if item[0] != "NOP")])
             start = end
             continue
-        for instruction in found[start : max(end, start + 1)]:
-            position[instruction.offset] = len(tokens)
-            jump = instruction.argval if instruction.opcode in _JUMPS else None
-            tokens.append([instruction.opname, None if jump is not None else instruction.arg, jump])
-        start = max(end, start + 1)
+        instruction = found[start]
+        position[instruction.offset] = len(tokens)
+        jump = instruction.argval if instruction.opcode in _JUMPS else None
+        tokens.append([instruction.opname, None if jump is not None else instruction.arg, jump])
+        start += 1
     offsets = sorted(position)
 
     def at(offset: object) -> int:

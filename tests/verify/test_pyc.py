@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dis
 import importlib.util
 import json
 import marshal
@@ -10,6 +11,7 @@ import random
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -206,10 +208,10 @@ AFTER_THE_SWAP_FIX = sys.version_info[:2] == (3, 11) and sys.version_info >= (3,
 @pytest.mark.skipif(not AFTER_THE_SWAP_FIX, reason="the recorded case needs a host CPython 3.11.4 or later")
 def test_byte_code_of_3_11_2_is_derived_exactly_on_a_later_3_11_host() -> None:
     """3.11.2's pyc (recorded, see pyc_fixtures/README.md) differs from this host's compile() in co_code
-    where gh-104615 changed the compiler. The host derives 3.11.2's code from its own exactly (the same
-    instructions without the SWAP before two stores to one name), so for a 3.11.2 image it is its
-    source's byte code; for an image that says it runs this host's release, or any after the fix, it is
-    not; and this host's own compile is not 3.11.2's byte code."""
+    where gh-104615 changed the compiler. The host derives 3.11.2's code from its own exactly (its SWAPs
+    applied as 3.11.2 applies them: here the SWAP before two stores to one name dropped), so for a
+    3.11.2 image it is its source's byte code; for an image that says it runs this host's release, or
+    any after the fix, it is not; and this host's own compile is not 3.11.2's byte code."""
     source = (FIXTURES / "swaps.py").read_bytes()
     pyc = (FIXTURES / "swaps.cpython-311-3.11.2.pyc").read_bytes()
     host = ".".join(str(n) for n in sys.version_info[:3])
@@ -249,3 +251,31 @@ def test_other_code_behind_3_11_2s_header_is_still_foreign_code() -> None:
     swapped = header + marshal.dumps(compile(extra, SWAPS_PATH, "exec", dont_inherit=True))
     reason = check_pyc(swapped, source, python="3.11.2", source_path=SWAPS_PATH)
     assert reason is not None and reason.startswith("its code is not what its source compiles to (")
+
+
+THREE_PATH = "/opt/venv/lib/python3.11/site-packages/three.py"
+
+
+@pytest.mark.skipif(not AFTER_THE_SWAP_FIX, reason="the recorded case needs a host CPython 3.11.4 or later")
+def test_the_old_compiler_exchanges_the_stores_it_swaps() -> None:
+    """`_, _, last = ...` (recorded 3.11.2 pyc, see pyc_fixtures/README.md): 3.11.2 exchanged the first
+    store with the third, so dropping the SWAP alone is not its code. Its real pyc matches a 3.11.2
+    image; the host's code with the SWAP turned into a NOP (stores left in the host's order: `three`
+    would return ('y', 'x'), which no compiler writes) is a drift, as is the host's own code."""
+    source = (FIXTURES / "three.py").read_bytes()
+    pyc = (FIXTURES / "three.cpython-311-3.11.2.pyc").read_bytes()
+    assert check_pyc(pyc, source, python="3.11.2", source_path=THREE_PATH) is None
+    compiled = compile(source, THREE_PATH, "exec", dont_inherit=True)
+    function = next(c for c in compiled.co_consts if isinstance(c, types.CodeType))
+    code = bytearray(function.co_code)
+    swap = next(at for at in range(0, len(code), 2) if code[at] == dis.opmap["SWAP"])
+    code[swap : swap + 2] = bytes([dis.opmap["NOP"], 0])
+    nop = compiled.replace(
+        co_consts=tuple(
+            function.replace(co_code=bytes(code)) if c is function else c for c in compiled.co_consts
+        )
+    )
+    for forged in (nop, compiled):
+        assert check_pyc(
+            pyc[:16] + marshal.dumps(forged), source, python="3.11.2", source_path=THREE_PATH
+        ) == ("its code is not what its source compiles to (<module>.three: co_code differs)")
