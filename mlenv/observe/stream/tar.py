@@ -110,6 +110,9 @@ def _padding(size: int) -> int:
     return -size % BLOCK
 
 
+_HIGH_BYTES = bytes(range(128, 256))
+
+
 def _checksum_ok(header: bytes) -> bool:
     try:
         stored = _number(header[148:156])
@@ -117,8 +120,11 @@ def _checksum_ok(header: bytes) -> bool:
         return False
     rest = header[:148] + header[156:]
     unsigned = sum(rest) + 256  # the checksum field itself counts as eight spaces
-    signed = sum(b - 256 if b > 127 else b for b in rest) + 256  # what some old tar writers summed
-    return stored in (unsigned, signed)
+    if stored == unsigned:
+        return True
+    # What some old tar writers summed: each byte above 127 as negative (counted in C, not per byte).
+    high = len(rest) - len(rest.translate(None, _HIGH_BYTES))
+    return stored == unsigned - 256 * high
 
 
 def members(reader: ChunkReader) -> Iterator[Member]:
