@@ -167,7 +167,7 @@ def resolve_lock(
         ]
         # The solver's notes (a virtual package's provider chosen, a base package it could not read):
         # once each, though every platform's resolution may give the same one.
-        for note in dict.fromkeys(note for r in resolutions for note in r.notes):
+        for note in dict.fromkeys(n for r in resolutions for n in r.notes if n not in r.source_notes):
             warn(note)
         apt = LockedApt(
             sources=resolutions[0].sources,

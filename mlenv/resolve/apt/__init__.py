@@ -59,6 +59,9 @@ class AptResolution:
     pins: tuple[AptPin, ...]
     sources: tuple[AptSource, ...]
     notes: tuple[str, ...] = ()
+    # Of `notes`, those the archive gave of its suites (snapshot unreachable, a mirror newer than as-of):
+    # `mlenv lock` states them once, in its freshness warning, instead of once per suite.
+    source_notes: tuple[str, ...] = ()
 
     def locked(self) -> LockedApt:
         return LockedApt(sources=self.sources, packages=self.pins)
@@ -74,8 +77,8 @@ def resolve_apt(
     """The closure `apt-get install --no-install-recommends REQUESTS` installs on `base` from `suites`,
     keeping the versions in `prefer` (the old lock's) where they still do (solver.py)."""
     notes = list(base.notes)
-    for suite in suites:
-        notes += suite.notes
+    source_notes = [note for suite in suites for note in suite.notes]
+    notes += source_notes
     universe = Universe(suites, base)
     solver = Solver(universe, prefer=prefer)
     keys: list[PkgKey] = []
@@ -140,7 +143,12 @@ def resolve_apt(
                 f"{key[0]} is already the newest version in the base ({current.version if current else '?'})"
             )
     sources = tuple(sorted((s.source for s in suites), key=lambda s: (s.mirror, s.suite)))
-    return AptResolution(pins=tuple(pins), sources=sources, notes=tuple(dict.fromkeys(notes)))
+    return AptResolution(
+        pins=tuple(pins),
+        sources=sources,
+        notes=tuple(dict.fromkeys(notes)),
+        source_notes=tuple(dict.fromkeys(source_notes)),
+    )
 
 
 def fetch_suites(
