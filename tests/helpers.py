@@ -6,6 +6,7 @@ Example projects and the trained model come from tools/localbase.project (bench/
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -75,3 +76,24 @@ def derive_image(daemon: Daemon, context: Path, base_tag: str, tag: str, lines: 
     )
     daemon.client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, network_mode="none")
     return tag
+
+
+def stand_in_nvidia_smi(tmp_path: Path, driver: str | None) -> dict[str, str]:
+    """An environment whose PATH has only a stand-in nvidia-smi reporting `driver` (or none) before the
+    system's: no GPU is reachable from these machines."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if driver is not None:
+        smi = bin_dir / "nvidia-smi"
+        smi.write_text(f'#!/bin/sh\n[ "$1" = --query-gpu=driver_version ] || exit 9\necho {driver}\n')
+        smi.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+# Run as the image's user (`/bin/sh -c`): fails unless HOME and every ML cache a torch or Hugging Face
+# service writes to is writable; prints the user's id and HOME last.
+WRITE_HOME_AND_CACHES = (
+    'set -e; for d in "$HOME" "$XDG_CACHE_HOME"; do touch "$d/probe"; done; '
+    'mkdir -p "$HF_HOME/hub" "$TORCH_HOME/hub" "$TRITON_CACHE_DIR"; touch "$HF_HOME/hub/x" '
+    '"$TORCH_HOME/hub/x" "$TRITON_CACHE_DIR/x"; echo "$(id -u) $HOME"'
+)

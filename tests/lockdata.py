@@ -166,3 +166,15 @@ def full_lock() -> Lock:
             ),
         ),
     )
+
+
+def wheel_pin(name: str, version: str, *, tag: str, requested: bool) -> PythonPin:
+    """A pin with one wheel of `tag` (`py3-none-manylinux2014_x86_64`), for the CUDA resolver's tests."""
+    wheel = f"{name.replace('-', '_')}-{version}-{tag}.whl"
+    return PythonPin(
+        name=name,
+        version=version,
+        index="https://pypi.org/simple",
+        requested=requested,
+        wheels=(PythonFile(name=wheel, url=f"https://files.example/{wheel}", size=1000, sha256="0" * 64),),
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Built, lock_and_build, lock_tag, run_cli
+from tests.helpers import WRITE_HOME_AND_CACHES, Built, lock_and_build, lock_tag, run_cli
 from tools.localbase.dockerd import Daemon
 from tools.localbase.images import BaseImage
 
@@ -61,13 +61,8 @@ def test_an_app_edit_rebuilds_only_the_app_layer_and_verifies_only_what_it_wrote
 def test_the_service_user_can_write_its_home_and_every_cache(
     fraud_image: Built, docker_daemon: Daemon
 ) -> None:
-    script = (
-        'set -e; for d in "$HOME" "$XDG_CACHE_HOME"; do touch "$d/probe"; done; '
-        'mkdir -p "$HF_HOME/hub" "$TORCH_HOME/hub" "$TRITON_CACHE_DIR"; touch "$HF_HOME/hub/x" '
-        '"$TORCH_HOME/hub/x" "$TRITON_CACHE_DIR/x"; echo "$(id -u) $HOME"'
-    )
     out = docker_daemon.client.containers.run(
-        fraud_image.tag, ["-c", script], entrypoint="/bin/sh", remove=True, network_mode="none"
+        fraud_image.tag, ["-c", WRITE_HOME_AND_CACHES], entrypoint="/bin/sh", remove=True, network_mode="none"
     )
     assert out.decode().strip() == "10001 /home/app"
     env = docker_daemon.client.images.get(fraud_image.tag).attrs["Config"]["Env"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from mlenv.lockfile import write_lock
 from mlenv.model.facts import CudaComponent
 from mlenv.model.lock import AptPin, LockedApt, LockedCuda
 from mlenv.sources.hostdriver import parse_nvidia_smi, parse_proc_version
-from tests.helpers import run_cli
+from tests.helpers import run_cli, stand_in_nvidia_smi
 from tests.lockdata import full_lock
 
 
@@ -34,19 +33,10 @@ def cpu_lock(tmp_path: Path) -> Path:
     return path
 
 
-def host(tmp_path: Path, driver: str | None) -> dict[str, str]:
-    """An environment whose PATH has only a stand-in nvidia-smi (or none) before the system's."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    if driver is not None:
-        smi = bin_dir / "nvidia-smi"
-        smi.write_text(f'#!/bin/sh\n[ "$1" = --query-gpu=driver_version ] || exit 9\necho {driver}\n')
-        smi.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
-
-
 def test_new_enough_driver_passes(gpu_lock: Path, tmp_path: Path) -> None:
-    result = run_cli("check", "--host", "--lock", str(gpu_lock), env=host(tmp_path, "535.104.05"))
+    result = run_cli(
+        "check", "--host", "--lock", str(gpu_lock), env=stand_in_nvidia_smi(tmp_path, "535.104.05")
+    )
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == (
         "NVIDIA driver 535.104.05 (nvidia-smi) meets the lock's driver floor 530.30.02 (CUDA 12.1's own; "
@@ -56,8 +46,11 @@ def test_new_enough_driver_passes(gpu_lock: Path, tmp_path: Path) -> None:
 
 
 def test_the_exact_floor_passes_and_below_the_minor_floor_fails(gpu_lock: Path, tmp_path: Path) -> None:
-    assert run_cli("check", "--host", "-l", str(gpu_lock), env=host(tmp_path, "530.30.02")).code == 0
-    result = run_cli("check", "--host", "-l", str(gpu_lock), env=host(tmp_path, "520.61.05"))
+    assert (
+        run_cli("check", "--host", "-l", str(gpu_lock), env=stand_in_nvidia_smi(tmp_path, "530.30.02")).code
+        == 0
+    )
+    result = run_cli("check", "--host", "-l", str(gpu_lock), env=stand_in_nvidia_smi(tmp_path, "520.61.05"))
     assert result.code == 1
     assert result.stdout.strip() == (
         "NVIDIA driver 520.61.05 (nvidia-smi) is older than the lock's driver floor 530.30.02 (CUDA 12.1's "
@@ -82,7 +75,9 @@ def cuda_124_lock(tmp_path: Path) -> Path:
 
 
 def test_minor_version_compatibility_is_accepted_with_a_warning(cuda_124_lock: Path, tmp_path: Path) -> None:
-    result = run_cli("check", "--host", "-l", str(cuda_124_lock), env=host(tmp_path, "535.104.05"))
+    result = run_cli(
+        "check", "--host", "-l", str(cuda_124_lock), env=stand_in_nvidia_smi(tmp_path, "535.104.05")
+    )
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == (
         "NVIDIA driver 535.104.05 (nvidia-smi) is older than the lock's driver floor 550.54.14 (CUDA 12.4's "
@@ -93,13 +88,24 @@ def test_minor_version_compatibility_is_accepted_with_a_warning(cuda_124_lock: P
         "mlenv: warning: the driver runs this lock only by minor version compatibility"
     ]
     strict = run_cli(
-        "check", "--host", "--strict", "-l", str(cuda_124_lock), env=host(tmp_path, "535.104.05")
+        "check",
+        "--host",
+        "--strict",
+        "-l",
+        str(cuda_124_lock),
+        env=stand_in_nvidia_smi(tmp_path, "535.104.05"),
     )
     assert strict.code == 1
     assert "--strict asks for that floor" in strict.stdout and "warning" not in strict.stderr
     report = json.loads(
         run_cli(
-            "check", "--host", "-l", str(cuda_124_lock), "-f", "json", env=host(tmp_path, "535.104.05")
+            "check",
+            "--host",
+            "-l",
+            str(cuda_124_lock),
+            "-f",
+            "json",
+            env=stand_in_nvidia_smi(tmp_path, "535.104.05"),
         ).stdout
     )
     assert {
@@ -129,22 +135,34 @@ def test_forward_compatibility_package_in_the_lock(cuda_124_lock: Path, tmp_path
     )
     path = tmp_path / "compat.lock"
     write_lock(dataclasses.replace(lock, apt=LockedApt(sources=lock.apt.sources, packages=(compat,))), path)
-    old = run_cli("check", "--host", "-l", str(path), env=host(tmp_path, "470.256.02"))
+    old = run_cli("check", "--host", "-l", str(path), env=stand_in_nvidia_smi(tmp_path, "470.256.02"))
     assert old.code == 0, old.stdout + old.stderr
     assert "accepted by forward compatibility: apt carries cuda-compat-12-4 550.54.15" in old.stdout
     assert old.stderr.strip() == "mlenv: warning: the driver runs this lock only by forward compatibility"
-    assert run_cli("check", "--host", "--strict", "-l", str(path), env=host(tmp_path, "470.256.02")).code == 1
+    assert (
+        run_cli(
+            "check", "--host", "--strict", "-l", str(path), env=stand_in_nvidia_smi(tmp_path, "470.256.02")
+        ).code
+        == 1
+    )
     # Without the package the same driver is refused.
-    assert run_cli("check", "--host", "-l", str(cuda_124_lock), env=host(tmp_path, "470.256.02")).code == 1
+    assert (
+        run_cli(
+            "check", "--host", "-l", str(cuda_124_lock), env=stand_in_nvidia_smi(tmp_path, "470.256.02")
+        ).code
+        == 1
+    )
 
 
 def test_no_driver(gpu_lock: Path, cpu_lock: Path, tmp_path: Path) -> None:
     if Path("/proc/driver/nvidia/version").exists():
         pytest.skip("this machine has an NVIDIA driver")
-    needs = run_cli("check", "--host", "-l", str(gpu_lock), env=host(tmp_path, None))
+    needs = run_cli("check", "--host", "-l", str(gpu_lock), env=stand_in_nvidia_smi(tmp_path, None))
     assert needs.code == 1 and needs.stdout.startswith("no NVIDIA GPU/driver found")
     assert "the lock needs CUDA and driver >= 530.30.02" in needs.stdout
-    cpu = run_cli("check", "--host", "-l", str(cpu_lock), "--format", "json", env=host(tmp_path, None))
+    cpu = run_cli(
+        "check", "--host", "-l", str(cpu_lock), "--format", "json", env=stand_in_nvidia_smi(tmp_path, None)
+    )
     assert cpu.code == 0
     report = json.loads(cpu.stdout)
     assert report["ok"] is True and report["driver"] is None and report["min-driver"] is None

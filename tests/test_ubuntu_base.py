@@ -12,7 +12,7 @@ import pytest
 
 from mlenv.lockfile import read_lock
 from mlenv.model.labels import LABEL_DRIVER_FLOOR
-from tests.helpers import derive_image, lock_tag, run_cli, session_tag
+from tests.helpers import WRITE_HOME_AND_CACHES, derive_image, lock_tag, run_cli, session_tag
 from tests.resolve.ubuntu_archive import UbuntuServed, ubuntu_served_fixture  # noqa: F401  (the fixture)
 from tools.localbase.dockerd import Daemon
 from tools.localbase.images import BaseImage, push_image
@@ -235,12 +235,8 @@ def test_a_cuda_service_on_the_ubuntu_base_builds_verifies_and_is_ready_for_a_gp
     assert env_vars["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"  # no ffmpeg: no video
     assert env_vars["NVIDIA_REQUIRE_CUDA"] == "cuda>=12.1,driver>=530.30.02"
     assert config["Labels"][LABEL_DRIVER_FLOOR] == "530.30.02"
-    script = (
-        'set -e; for d in "$HOME" "$XDG_CACHE_HOME"; do touch "$d/probe"; done; '
-        'mkdir -p "$HF_HOME/hub" "$TORCH_HOME/hub" "$TRITON_CACHE_DIR"; touch "$HF_HOME/hub/x" '
-        '"$TORCH_HOME/hub/x" "$TRITON_CACHE_DIR/x"; id -un; figlet -v | head -1'
-    )
+    script = f"{WRITE_HOME_AND_CACHES}; figlet -v | head -1"
     out = docker_daemon.client.containers.run(
         tag, ["-c", script], entrypoint="/bin/sh", remove=True, network_mode="none"
-    )
-    assert out.decode().splitlines()[0] == "app" and "FIGlet" in out.decode()
+    ).decode()
+    assert out.splitlines()[0] == "10001 /home/app" and "FIGlet" in out

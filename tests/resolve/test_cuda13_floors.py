@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import zipfile
 from email.parser import BytesParser
 from pathlib import Path
@@ -18,11 +17,11 @@ import requests
 from packaging.requirements import Requirement
 
 from mlenv.lockfile import write_lock
-from mlenv.model.lock import LockedCuda, PythonFile, PythonPin
+from mlenv.model.lock import LockedCuda, PythonPin
 from mlenv.model.target import Target
 from mlenv.resolve.cuda import lock_cuda, minor_compat_floor, toolkit_floor, wheel_release
-from tests.helpers import run_cli
-from tests.lockdata import full_lock
+from tests.helpers import run_cli, stand_in_nvidia_smi
+from tests.lockdata import full_lock, wheel_pin
 
 TARGET = Target(platforms=("linux/amd64",), python="3.11.2", glibc="2.36")
 X86 = "cp311-cp311-manylinux_2_28_x86_64"
@@ -37,14 +36,7 @@ TORCH_215_REQUIRES = (
 
 
 def pin(name: str, version: str) -> PythonPin:
-    wheel = f"{name.replace('-', '_')}-{version}-{X86}.whl"
-    return PythonPin(
-        name=name,
-        version=version,
-        index="https://pypi.org/simple",
-        requested=name == "torch",
-        wheels=(PythonFile(name=wheel, url=f"https://files.example/{wheel}", size=1000, sha256="0" * 64),),
-    )
+    return wheel_pin(name, version, tag=X86, requested=name == "torch")
 
 
 def torch_stack(toolkit: str) -> tuple[LockedCuda, tuple[str, ...]]:
@@ -144,16 +136,6 @@ def test_pypi_cuda_toolkit_pins_agree_with_the_list(toolkit: str) -> None:
     assert counted["nvidia-cublas"] is None and not pinned["nvidia-cublas"].startswith(f"{release}.")
 
 
-def host(tmp_path: Path, driver: str) -> dict[str, str]:
-    """An environment whose PATH has only a stand-in nvidia-smi before the system's."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    smi = bin_dir / "nvidia-smi"
-    smi.write_text(f'#!/bin/sh\n[ "$1" = --query-gpu=driver_version ] || exit 9\necho {driver}\n')
-    smi.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
-
-
 @pytest.fixture()
 def cuda_132_lock(tmp_path: Path) -> Path:
     """A lock whose CUDA section is the one lock_cuda gives torch 2.15.0 (CUDA 13.2, floor 595.45.04)."""
@@ -163,7 +145,9 @@ def cuda_132_lock(tmp_path: Path) -> Path:
 
 
 def test_check_host_at_the_13x_floor_passes(cuda_132_lock: Path, tmp_path: Path) -> None:
-    result = run_cli("check", "--host", "-l", str(cuda_132_lock), env=host(tmp_path, "595.45.04"))
+    result = run_cli(
+        "check", "--host", "-l", str(cuda_132_lock), env=stand_in_nvidia_smi(tmp_path, "595.45.04")
+    )
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == (
         "NVIDIA driver 595.45.04 (nvidia-smi) meets the lock's driver floor 595.45.04 (CUDA 13.2's own; "
@@ -173,7 +157,9 @@ def test_check_host_at_the_13x_floor_passes(cuda_132_lock: Path, tmp_path: Path)
 
 
 def test_check_host_below_the_floor_on_a_580_driver_warns(cuda_132_lock: Path, tmp_path: Path) -> None:
-    result = run_cli("check", "--host", "-l", str(cuda_132_lock), env=host(tmp_path, "580.95.05"))
+    result = run_cli(
+        "check", "--host", "-l", str(cuda_132_lock), env=stand_in_nvidia_smi(tmp_path, "580.95.05")
+    )
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == (
         "NVIDIA driver 580.95.05 (nvidia-smi) is older than the lock's driver floor 595.45.04 (CUDA 13.2's "
@@ -183,12 +169,21 @@ def test_check_host_below_the_floor_on_a_580_driver_warns(cuda_132_lock: Path, t
     assert result.stderr.strip().splitlines() == [
         "mlenv: warning: the driver runs this lock only by minor version compatibility"
     ]
-    strict = run_cli("check", "--host", "--strict", "-l", str(cuda_132_lock), env=host(tmp_path, "580.95.05"))
+    strict = run_cli(
+        "check",
+        "--host",
+        "--strict",
+        "-l",
+        str(cuda_132_lock),
+        env=stand_in_nvidia_smi(tmp_path, "580.95.05"),
+    )
     assert strict.code == 1
 
 
 def test_check_host_refuses_a_12x_driver(cuda_132_lock: Path, tmp_path: Path) -> None:
-    result = run_cli("check", "--host", "-l", str(cuda_132_lock), env=host(tmp_path, "575.57.08"))
+    result = run_cli(
+        "check", "--host", "-l", str(cuda_132_lock), env=stand_in_nvidia_smi(tmp_path, "575.57.08")
+    )
     assert result.code == 1
     assert result.stdout.strip() == (
         "NVIDIA driver 575.57.08 (nvidia-smi) is older than the lock's driver floor 595.45.04 (CUDA 13.2's "

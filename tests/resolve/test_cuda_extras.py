@@ -19,24 +19,18 @@ import requests
 
 from mlenv.errors import ResolutionError
 from mlenv.lockfile import read_lock
-from mlenv.model.lock import PythonFile, PythonPin
+from mlenv.model.lock import PythonPin
 from mlenv.model.target import Target
 from mlenv.resolve.cuda import edges, lock_cuda, toolkit_floor
 from tests.helpers import run_cli
+from tests.lockdata import wheel_pin
 
 TARGET = Target(platforms=("linux/amd64",), python="3.11.2", glibc="2.36")
 X86 = "py3-none-manylinux2014_x86_64"
 
 
 def pin(name: str, version: str) -> PythonPin:
-    wheel = f"{name.replace('-', '_')}-{version}-{X86}.whl"
-    return PythonPin(
-        name=name,
-        version=version,
-        index="https://pypi.org/simple",
-        requested=name == "jax",
-        wheels=(PythonFile(name=wheel, url=f"https://files.example/{wheel}", size=1000, sha256="0" * 64),),
-    )
+    return wheel_pin(name, version, tag=X86, requested=name == "jax")
 
 
 # As jax 0.4.38 and jax-cuda12-plugin 0.4.38 declare them (abridged to the parts that matter here).

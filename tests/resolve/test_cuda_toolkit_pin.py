@@ -4,9 +4,10 @@ CUDA release, never "cpu"."""
 
 from __future__ import annotations
 
-from mlenv.model.lock import PythonFile, PythonPin
+from mlenv.model.lock import PythonPin
 from mlenv.model.target import Target
 from mlenv.resolve.cuda import lock_cuda
+from tests.lockdata import wheel_pin
 
 TARGET = Target(platforms=("linux/amd64",), python="3.11.2", glibc="2.36")
 X86 = "cp311-cp311-manylinux_2_28_x86_64"
@@ -23,14 +24,7 @@ TORCH_215_REQUIRES = (
 
 
 def pin(name: str, version: str) -> PythonPin:
-    wheel = f"{name.replace('-', '_')}-{version}-{X86}.whl"
-    return PythonPin(
-        name=name,
-        version=version,
-        index="https://pypi.org/simple",
-        requested=name == "torch",
-        wheels=(PythonFile(name=wheel, url=f"https://files.example/{wheel}", size=1000, sha256="0" * 64),),
-    )
+    return wheel_pin(name, version, tag=X86, requested=name == "torch")
 
 
 PINS = (
