@@ -39,6 +39,23 @@ from tools.localbase.images import BaseImage
 VENV_TOOLING = {"pip", "setuptools"}
 
 
+def run_in_base(daemon: Daemon, base: BaseImage, script: str, mounts: dict[Path, str]) -> str:
+    """`sh -c script` as root in the test base with no network, each host folder mounted read-only at
+    its path; stdout and stderr together."""
+    volumes = {str(host): {"bind": inside, "mode": "ro"} for host, inside in mounts.items()}
+    output: bytes = daemon.client.containers.run(
+        base.local,
+        ["sh", "-c", script],
+        entrypoint="",
+        user="root",
+        network_mode="none",
+        volumes=volumes,
+        remove=True,
+        stderr=True,
+    )
+    return output.decode()
+
+
 def locked_set(lock: Lock) -> set[tuple[str, str]]:
     return {(pin.name, pin.version) for pin in lock.python.packages}
 
@@ -150,19 +167,8 @@ def test_requirements_export_installs_with_the_base_images_pip_and_require_hashe
         "--require-hashes --no-deps -r /in/requirements.txt >&2 && "
         "ls /tmp/venv/lib/python3*/site-packages | grep -vxF -f /tmp/before"
     )
-    output = docker_daemon.client.containers.run(
-        base_image_python.local,
-        ["sh", "-c", script],
-        entrypoint="",
-        user="root",
-        network_mode="none",
-        volumes={
-            str(wheels): {"bind": "/wheels", "mode": "ro"},
-            str(tmp_path): {"bind": "/in", "mode": "ro"},
-        },
-        remove=True,
-        stderr=True,
-    ).decode()
+    mounts = {wheels: "/wheels", tmp_path: "/in"}
+    output = run_in_base(docker_daemon, base_image_python, script, mounts)
     # The base image's own pip (Debian's python3-venv bundles it) did the install.
     assert "pip " in output.splitlines()[0], output
     installed = dist_infos(output.split())
@@ -173,19 +179,7 @@ def test_requirements_export_installs_with_the_base_images_pip_and_require_hashe
     pin = lock.python.packages[0]
     wheel = next(w for w in pin.wheels if (wheels / w.name).exists())
     (tmp_path / "requirements.txt").write_text(text.replace(wheel.sha256, "0" * 64))
-    refused = docker_daemon.client.containers.run(
-        base_image_python.local,
-        ["sh", "-c", f"{script} || echo REFUSED"],
-        entrypoint="",
-        user="root",
-        network_mode="none",
-        volumes={
-            str(wheels): {"bind": "/wheels", "mode": "ro"},
-            str(tmp_path): {"bind": "/in", "mode": "ro"},
-        },
-        remove=True,
-        stderr=True,
-    ).decode()
+    refused = run_in_base(docker_daemon, base_image_python, f"{script} || echo REFUSED", mounts)
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in refused and "REFUSED" in refused
 
 
@@ -364,20 +358,8 @@ def test_built_pins_install_from_the_requirements_export_with_the_base_images_pi
         f"--require-hashes --no-deps -r {out}/requirements.txt >&2 && "
         "ls /tmp/venv/lib/python3*/site-packages | grep -vxF -f /tmp/before"
     )
-    output = docker_daemon.client.containers.run(
-        base_image_python.local,
-        ["sh", "-c", script],
-        entrypoint="",
-        user="root",
-        network_mode="none",
-        # The export names its wheels by absolute file URL: the folder is mounted where it is on the host.
-        volumes={
-            str(index_wheels): {"bind": "/wheels", "mode": "ro"},
-            str(out): {"bind": str(out), "mode": "ro"},
-        },
-        remove=True,
-        stderr=True,
-    ).decode()
+    # The export names its wheels by absolute file URL: the folder is mounted where it is on the host.
+    output = run_in_base(docker_daemon, base_image_python, script, {index_wheels: "/wheels", out: str(out)})
     assert dist_infos(output.split()) == locked_set(lock)
 
 
