@@ -103,7 +103,20 @@ def root(
 
 
 # Command name -> the module that implements it (a function of the same name). Listed in help order.
-COMMANDS = ("init", "lock", "dockerfile", "build", "verify", "inspect", "check", "diff", "export", "vault")
+COMMANDS = (
+    "init",
+    "lock",
+    "dockerfile",
+    "build",
+    "verify",
+    "inspect",
+    "check",
+    "diff",
+    "export",
+    "vault",
+    "attest",
+    "keygen",
+)
 
 
 def _requested_command(argv: list[str]) -> str | None:

@@ -41,11 +41,27 @@ def verify(
             help="The project directory whose app tree the image's copy must equal (default: the lock's)."
         ),
     ] = None,
+    attestation: Annotated[
+        bool,
+        typer.Option(
+            "--attestation",
+            help="Do not read the image: check its signed mlenv verify attestation in the registry "
+            "(with --key) and show the verdict it carries.",
+        ),
+    ] = False,
+    key: Annotated[
+        Path | None, typer.Option("--key", "-k", help="With --attestation: the team's public key (PEM).")
+    ] = None,
 ) -> None:
     """Check IMAGE against the lock, layer by layer. Exit 0 = reproduces it exactly, 1 = drift (or, with
     --policy fail, a policy finding)."""
     chosen = parse_format(ReportFormat, output_format)
     gate = parse_format(PolicyMode, policy, what="policy", option="--policy")
+    if attestation or key is not None:
+        from mlenv.cli.attestation import verify_attestation  # here: a plain verify never loads it
+
+        verify_attestation(image, lock, key, chosen)
+        return
     data, locked = read_lock_input(lock, "--lock")
     with for_command():
         report, _ = verify_image(

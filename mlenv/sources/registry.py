@@ -132,6 +132,11 @@ class Layer(NamedTuple):
     size: int
 
 
+class Pushed(NamedTuple):
+    digest: str
+    subject_indexed: bool  # the registry lists the manifest as a referrer of its subject itself
+
+
 @dataclass(frozen=True, kw_only=True)
 class ResolvedImage:
     digest: str  # what the reference resolved to: an index digest, or the single manifest's
@@ -353,6 +358,8 @@ class RegistryClient:
 
     def get_manifest(self, ref: ImageReference, reference: str | None = None) -> Manifest:
         wanted = reference or ref.reference
+        if not (_DIGEST.match(wanted) or _TAG.match(wanted)):  # a name from a registry's answer, unchecked
+            raise SourceError(f"cannot read a manifest of {ref} named {wanted[:80]!r}: not a tag or digest")
         cached = self._manifests.get((ref.registry, ref.repository, wanted))
         if cached is not None:
             return cached
@@ -442,16 +449,52 @@ class RegistryClient:
 
     def _read_config(self, ref: ImageReference, digest: str) -> bytes:
         """The config blob, bounded (it is held whole and parsed), its digest checked."""
+        return self.read_small_blob(ref, digest, MAX_CONFIG, "config")
+
+    def read_small_blob(self, ref: ImageReference, digest: str, limit: int, what: str) -> bytes:
+        """A blob that is held whole and parsed (a config, an attestation), bounded by `limit`, its
+        digest checked."""
+        if not _DIGEST.match(digest):
+            raise SourceError(f"registry {ref.registry} named a {what} of {ref} by a malformed digest")
         response = self._get(ref, f"blobs/{digest}", stream=True)
         with response:
             if response.status_code != 200:
                 raise SourceError(
-                    f"registry {ref.registry} answered {response.status_code} for config {digest} of {ref}"
+                    f"registry {ref.registry} answered {response.status_code} for {what} {digest} of {ref}"
                 )
-            raw = self._read_bounded(ref, response, MAX_CONFIG, "config")
+            raw = self._read_bounded(ref, response, limit, what)
         if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
-            raise SourceError(f"config {digest} of {ref} does not match its digest")
+            raise SourceError(f"{what} {digest} of {ref} does not match its digest")
         return raw
+
+    def find_manifest(self, ref: ImageReference, reference: str) -> Manifest | None:
+        """The manifest `reference` names, or None when the registry has none (404): a tag that may not
+        exist yet, such as the referrers fallback tag. Never answered from the cache for a tag."""
+        try:
+            return self.get_manifest(ref, reference)
+        except ImageError:
+            return None
+
+    def referrers(self, ref: ImageReference, digest: str) -> list[dict[str, Any]] | None:
+        """The descriptors the referrers API lists for `digest`, or None when the registry has no such API
+        (the OCI 1.1 rule: a 404 means the client falls back to the `sha256-<hex>` tag)."""
+        if not _DIGEST.match(digest):
+            raise SourceError(f"cannot list the referrers of {ref}: {digest!r} is not a sha256 digest")
+        response = self._get(ref, f"referrers/{digest}", accept=OCI_INDEX, stream=True)
+        with response:
+            if response.status_code in (404, 405):
+                return None
+            if response.status_code != 200:
+                raise SourceError(
+                    f"registry {ref.registry} answered {response.status_code} for the referrers of {ref}"
+                )
+            raw = self._read_bounded(ref, response, MAX_MANIFEST, "referrers index")
+        data = _json_object(raw)
+        if data is None or not isinstance(data.get("manifests"), list):
+            raise SourceError(
+                f"registry {ref.registry} sent a referrers answer for {ref} that is not an index"
+            )
+        return [entry for entry in data["manifests"] if isinstance(entry, dict)]
 
     def blob_chunks(self, ref: ImageReference, digest: str) -> Iterator[bytes]:
         """The blob's bytes in chunks, its sha256 checked at the end (a mismatch raises)."""
@@ -523,6 +566,11 @@ class RegistryClient:
 
     def push_manifest(self, ref: ImageReference, reference: str, raw: bytes, media_type: str) -> str:
         """Store a manifest under `reference` (a tag, or its own digest); returns its digest."""
+        return self.put_manifest(ref, reference, raw, media_type).digest
+
+    def put_manifest(self, ref: ImageReference, reference: str, raw: bytes, media_type: str) -> Pushed:
+        """push_manifest, telling also whether the registry took the manifest's `subject` into its
+        referrers API (the OCI-Subject answer header): if not, the client keeps the fallback tag."""
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         if reference.startswith("sha256:") and reference != digest:
             raise SourceError(f"manifest for {ref} is not {reference}")
@@ -538,4 +586,4 @@ class RegistryClient:
             raise SourceError(
                 f"registry {ref.registry} answered {response.status_code} to the manifest of {ref}"
             )
-        return digest
+        return Pushed(digest=digest, subject_indexed="OCI-Subject" in response.headers)

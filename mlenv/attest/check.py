@@ -1,0 +1,100 @@
+"""What a deploy gate asks of an image: is there an mlenv verify attestation, signed by the team's key, made
+for this very digest and for the expected lock, and what verdict does it carry?
+
+Every attestation of the verify predicate type on the image is checked; the first that passes every check
+answers. When none passes, the error names what failed (missing, unsigned, another key, another digest,
+another lock), exit 1: a check ran and refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mlenv.attest.dsse import EnvelopeError, open_envelope
+from mlenv.attest.referrers import PREDICATE_ANNOTATION, Subject, envelope_of, listed
+from mlenv.attest.statements import STATEMENT_TYPE, VERIFY_PREDICATE
+from mlenv.errors import MlenvError, SourceError
+from mlenv.export.inventory import hex_digest
+from mlenv.sources.registry import RegistryClient
+
+
+class AttestationError(MlenvError):
+    """No attestation passes the checks: the gate refuses (exit 1)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Attested:
+    attestation: str  # the artifact manifest's digest
+    verdict: str  # match or drift
+    predicate: dict[str, Any]
+
+
+def _field(document: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
+
+
+def check_one(
+    client: RegistryClient, subject: Subject, digest: str, public_key: Any, lock_sha256: str
+) -> Attested:
+    what = f"attestation {digest} of {subject.pinned}"
+    manifest, envelope = envelope_of(client, subject, digest)
+    attached_to = _field(manifest, "subject", "digest")
+    if attached_to != subject.digest:
+        raise AttestationError(f"{what}: attached to {str(attached_to)[:80]}, not to this image")
+    payload = open_envelope(envelope, public_key, what)
+    try:
+        statement = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise AttestationError(f"{what}: the signed payload is not JSON") from None
+    if _field(statement, "_type") != STATEMENT_TYPE:
+        raise AttestationError(f"{what}: the signed payload is not an in-toto Statement v1")
+    if _field(statement, "predicateType") != VERIFY_PREDICATE:
+        raise AttestationError(f"{what}: signed for another predicate type than {VERIFY_PREDICATE}")
+    subjects = statement.get("subject")
+    digests = [_field(s, "digest", "sha256") for s in subjects] if isinstance(subjects, list) else []
+    if hex_digest(subject.digest) not in digests:
+        shown = ", ".join(f"sha256:{d}" for d in digests if isinstance(d, str))[:200] or "no digest"
+        raise AttestationError(f"{what}: signed for {shown}, not for {subject.digest}")
+    predicate = statement.get("predicate")
+    locked = _field(predicate, "lock", "sha256")
+    if locked != lock_sha256:
+        raise AttestationError(
+            f"{what}: made for the lock sha256:{str(locked)[:64]}, not the expected sha256:{lock_sha256}"
+        )
+    verdict = _field(predicate, "verdict")
+    if verdict not in ("match", "drift"):
+        raise AttestationError(f"{what}: carries no verdict (match or drift)")
+    assert isinstance(predicate, dict)
+    return Attested(attestation=digest, verdict=verdict, predicate=predicate)
+
+
+def check_attestations(
+    client: RegistryClient, subject: Subject, public_key: Any, lock_sha256: str
+) -> Attested:
+    """The verify attestation of `subject` that passes every check. When several pass and one says
+    `drift`, that one answers: a gate fails closed, as Kyverno does (every attestation must hold)."""
+    entries, where = listed(client, subject)
+    candidates = [
+        e for e in entries if _field(e, "annotations", PREDICATE_ANNOTATION) in (None, VERIFY_PREDICATE)
+    ]
+    if not candidates:
+        raise AttestationError(f"{subject.pinned}: no mlenv verify attestation (looked in {where})")
+    passed: list[Attested] = []
+    refused: list[str] = []
+    for entry in sorted(candidates, key=lambda e: str(e["digest"])):
+        try:
+            passed.append(check_one(client, subject, entry["digest"], public_key, lock_sha256))
+        except (AttestationError, EnvelopeError, SourceError) as error:
+            refused.append(error.message)
+    if passed:
+        return next((a for a in passed if a.verdict == "drift"), passed[0])
+    more = f" (and {len(refused) - 1} other attestation(s) refused)" if len(refused) > 1 else ""
+    raise AttestationError(refused[0] + more)
