@@ -1,6 +1,6 @@
 """The layout's import rules, checked by parsing every module's imports (no interpreter per module).
 
-Direction: cli -> {resolve, build, verify, export} -> {observe, render} -> {sources, model}. A module may
+Direction: cli -> attest -> {resolve, build, verify, export} -> {observe, render} -> {sources, model}. A module may
 import its own layer; nothing imports a layer above it. Module-level imports form no cycle, so every
 module imports on its own. Two start-up promises are checked in real interpreters, once each.
 """
@@ -33,6 +33,7 @@ LAYER_OF_PREFIX = {
     "mlenv.build": "build",
     "mlenv.verify": "verify",
     "mlenv.export": "export",
+    "mlenv.attest": "attest",
     "mlenv.cli": "cli",
     "mlenv.__main__": "cli",
 }
@@ -42,7 +43,9 @@ for _upper in ("resolve", "build", "verify", "export"):
     LOWER[_upper] = {"observe", "render", "sources", "model"}
 # An SBOM's inventory is verify's expectation (one projection), so export reads verify.
 LOWER["export"] |= {"verify"}
-LOWER["cli"] = {"resolve", "build", "verify", "export", "observe", "render", "sources", "model"}
+# An attestation signs verify's verdict and the exports, and stores them through the registry client.
+LOWER["attest"] = {"verify", "export", "observe", "render", "sources", "model"}
+LOWER["cli"] = {"attest", "resolve", "build", "verify", "export", "observe", "render", "sources", "model"}
 
 # Layers that do no IO: they never reach the outside world, not even lazily.
 PURE = {"mlenv.model", "mlenv.render", "mlenv.verify.compare", "mlenv.export"}

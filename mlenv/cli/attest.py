@@ -15,10 +15,9 @@ from typing import Annotated
 import typer
 
 from mlenv import __version__
-from mlenv.attest.dsse import sign
 from mlenv.attest.keys import load_private_key, passphrase_from_environment
-from mlenv.attest.referrers import attach, registry_subject
-from mlenv.attest.statements import statements
+from mlenv.attest.publish import publish
+from mlenv.attest.referrers import registry_subject
 from mlenv.cli.common import read_lock_input, say
 from mlenv.cli.progress import for_command
 from mlenv.export import ExportContext, ImageIdentity, document_time
@@ -72,10 +71,8 @@ def attest(
         ),
         facts=observed.facts,
     )
-    repository = f"{subject.ref.registry}/{subject.ref.repository}"
-    for statement in statements(locked, report, context, repository=repository, digest=subject.digest):
-        stored = attach(client, subject, sign(statement.payload, signing_key), statement.predicate_type)
-        typer.echo(f"{statement.kind} {stored}")
+    for kind, stored in publish(client, subject, locked, report, context, signing_key):
+        typer.echo(f"{kind} {stored}")
     verdict = (
         "reproduces the lock exactly"
         if report.ok

@@ -4,11 +4,13 @@ with --check-reproducible, build twice and compare."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -56,9 +58,22 @@ def build(
             "--vault", help="Take every artifact from this vault (REF or dir:PATH); no other network."
         ),
     ] = None,
+    push: Annotated[
+        bool, typer.Option("--push", help="Push the verified image to the registry its tag names.")
+    ] = False,
+    attest: Annotated[
+        bool,
+        typer.Option(
+            "--attest", help="With --push: attach signed attestations to the pushed digest (needs --key)."
+        ),
+    ] = False,
+    key: Annotated[
+        Path | None, typer.Option("--key", "-k", help="With --attest: the private key (MLENV_KEY_PASSWORD).")
+    ] = None,
 ) -> None:
     """Build the image from mlenv.lock on the Docker engine, with the network off."""
     as_json = parse_format(DataFormat, output_format) is DataFormat.JSON
+    signing_key = attest_key(push=push, attest=attest, verify=verify, key=key)
     if check_reproducible and not normalise:
         raise MlenvError(
             "--check-reproducible needs the normalisation: without it the build time is in the config",
@@ -114,6 +129,11 @@ def build(
                     show(built.tag, built.image_id, verified=False)
                 raise typer.Exit(1)
             say(f"verified: {built.tag} reproduces {current.lock_path.name} exactly")
+        if push:
+            pushed = docker_engine.push(built.tag)
+            say(f"pushed {built.tag} ({pushed})")
+            if signing_key is not None:
+                attest_pushed(current, built, pushed, verdict, signing_key)
     if as_json:
         show(
             built.tag,
@@ -123,6 +143,50 @@ def build(
         )
     else:
         typer.echo(built.image_id if check_reproducible else built.tag)
+
+
+def attest_key(*, push: bool, attest: bool, verify: bool, key: Path | None) -> Any:
+    """The signing key for --attest, read (and its passphrase checked) before anything is built."""
+    if not attest:
+        if key is not None:
+            raise MlenvError("--key is for --attest: the key the pushed image's attestations are signed with")
+        return None
+    if not push or not verify:
+        raise MlenvError("--attest attests the pushed, verified image: it needs --push and the verify")
+    if key is None:
+        raise MlenvError("--attest needs --key: the private key to sign with")
+    from mlenv.attest.keys import load_private_key, passphrase_from_environment
+
+    return load_private_key(key, passphrase_from_environment())
+
+
+def attest_pushed(
+    current: Project, built: BuiltImage, digest: str, verdict: Report, signing_key: Any
+) -> None:
+    """Attach the build's own verdict to the pushed digest. It applies to that digest because the registry's
+    manifest names the built image's config (its ID), which commits to every layer's diff_id."""
+    from mlenv.attest.publish import publish
+    from mlenv.attest.referrers import subject_of
+    from mlenv.export import ExportContext, ImageIdentity, document_time
+    from mlenv.sources.registry import ImageReference, RegistryClient
+
+    client = RegistryClient()
+    reference = ImageReference.parse(built.tag)
+    subject = subject_of(client, dataclasses.replace(reference, digest=digest))
+    config = client.get_manifest(subject.ref, subject.digest).data.get("config")
+    if not isinstance(config, dict) or config.get("digest") != built.image_id:
+        raise MlenvError(
+            f"{built.tag}@{digest}: the registry's manifest does not name the built image's config"
+        )
+    context = ExportContext(
+        lock_digest=current.lock_digest,
+        platform=current.lock.target.platforms[0],
+        mlenv_version=__version__,
+        created=document_time(current.lock.as_of, os.environ.get("SOURCE_DATE_EPOCH")),
+        image=ImageIdentity(reference=subject.pinned, config_digest=built.image_id, manifest_digest=digest),
+    )
+    for kind, stored in publish(client, subject, current.lock, verdict, context, signing_key, progress=say):
+        say(f"attested {kind}: {stored}")
 
 
 def self_verify(current: Project, built: BuiltImage) -> Report:

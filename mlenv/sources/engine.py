@@ -63,6 +63,26 @@ class Engine:
         except _failures() as error:
             raise SourceError(f"docker build could not run: {error}") from None
 
+    def push(self, name: str) -> str:
+        """Push the tag `name` (REGISTRY/REPOSITORY:TAG) with the user's docker credentials; the manifest
+        digest the registry stored."""
+        repository, _, tag = name.rpartition(":")
+        if not repository or "/" in tag:
+            raise SourceError(f"{name}: --push needs a tag REGISTRY/REPOSITORY:TAG")
+        digest = None
+        try:
+            for event in self._client.api.push(repository, tag=tag, stream=True, decode=True):
+                if isinstance(event, dict) and event.get("error"):
+                    raise SourceError(f"docker push of {name} failed: {str(event['error'])[:300]}")
+                aux = event.get("aux") if isinstance(event, dict) else None
+                if isinstance(aux, dict) and isinstance(aux.get("Digest"), str):
+                    digest = aux["Digest"]
+        except _failures() as error:
+            raise SourceError(f"docker push of {name} could not run: {error}") from None
+        if digest is None:
+            raise SourceError(f"docker push of {name} reported no digest")
+        return digest
+
     def image_id(self, name: str) -> str | None:
         """The engine's ID for `name`, or None when it has no such image."""
         from docker.errors import ImageNotFound, NotFound
