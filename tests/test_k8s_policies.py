@@ -25,7 +25,10 @@ import yaml  # PyYAML: the test extra installs it
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from mlenv.attest.statements import VERIFY_PREDICATE, verify_predicate
+from mlenv.export import ExportContext
 from mlenv.lockfile import lock_digest
+from mlenv.model.report import Drift, Report
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "examples" / "k8s"
@@ -41,9 +44,9 @@ CRDS = {
 }
 PLACEHOLDERS = ("MLENV_TEAM_PUBLIC_KEY", "MLENV_LOCK_SHA256", "MLENV_IMAGE_GLOB")
 
-# What mlenv's verify attestation carries (issue 16; the attest work's contract). mlenv.attest does not exist
-# yet on this tree, so these are written out here: when it lands, import its constants instead.
-VERIFY_PREDICATE_TYPE = "https://mlenv.dev/attestations/verify/v1"
+# What mlenv's verify attestation carries: the predicate type is mlenv's own constant, and the two fields the
+# policies read are checked against a predicate mlenv makes (test_the_fields_read_are_in_mlenvs_predicate).
+VERIFY_PREDICATE_TYPE = VERIFY_PREDICATE
 LOCK_SHA256_PATH = ("lock", "sha256")
 VERDICT_PATH = ("verdict",)
 VERDICT_MATCH = "match"
@@ -367,6 +370,23 @@ def test_the_rego_policy_requires_the_lock_sha256_and_the_verdict() -> None:
         f'input.predicate.{".".join(LOCK_SHA256_PATH)} == "MLENV_LOCK_SHA256"',
         f'input.predicate.{".".join(VERDICT_PATH)} == "{VERDICT_MATCH}"',
     ]
+
+
+def test_the_fields_read_are_in_mlenvs_predicate() -> None:
+    """The paths the policies read hold the lock's sha256 and `match` in a predicate mlenv makes, and never
+    `match` for a drifted image."""
+    context = ExportContext(lock_digest="sha256:" + "ab" * 32, platform="linux/amd64", mlenv_version="0")
+
+    def read(predicate: dict[str, Any], path: tuple[str, ...]) -> Any:
+        for key in path:
+            predicate = predicate[key]
+        return predicate
+
+    good = verify_predicate(Report(subject="x", layers=("config",)), context)
+    assert read(good, LOCK_SHA256_PATH) == "ab" * 32 and read(good, VERDICT_PATH) == VERDICT_MATCH
+    drift = Drift(layer="config", kind="changed", subject="User", expected="10001", actual="0")
+    bad = verify_predicate(Report(subject="x", layers=("config",), drifts=(drift,)), context)
+    assert read(bad, VERDICT_PATH) != VERDICT_MATCH
 
 
 def test_kyverno_does_not_ask_a_transparency_log_mlenv_never_wrote_to() -> None:

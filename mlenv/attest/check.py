@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlenv.attest.dsse import EnvelopeError, open_envelope
-from mlenv.attest.referrers import PREDICATE_ANNOTATION, Subject, envelope_of, listed
+from mlenv.attest.referrers import (
+    PREDICATE_ANNOTATION,
+    Subject,
+    cosign_layers,
+    cosign_list,
+    envelope_blob,
+    envelope_of,
+    listed,
+)
 from mlenv.attest.statements import STATEMENT_TYPE, VERIFY_PREDICATE
 from mlenv.errors import MlenvError, SourceError
 from mlenv.export.inventory import hex_digest
@@ -44,11 +52,20 @@ def _field(document: Any, *keys: str) -> Any:
 def check_one(
     client: RegistryClient, subject: Subject, digest: str, public_key: Any, lock_sha256: str
 ) -> Attested:
+    """An OCI 1.1 attestation: the artifact manifest `digest`, attached to `subject`, and its envelope."""
     what = f"attestation {digest} of {subject.pinned}"
     manifest, envelope = envelope_of(client, subject, digest)
     attached_to = _field(manifest, "subject", "digest")
     if attached_to != subject.digest:
         raise AttestationError(f"{what}: attached to {str(attached_to)[:80]}, not to this image")
+    return check_envelope(what, digest, envelope, subject, public_key, lock_sha256)
+
+
+def check_envelope(
+    what: str, digest: str, envelope: bytes, subject: Subject, public_key: Any, lock_sha256: str
+) -> Attested:
+    """The signed statement: the key's signature, an in-toto Statement of the verify predicate, made for
+    `subject`'s digest and for the lock `lock_sha256`."""
     payload = open_envelope(envelope, public_key, what)
     try:
         statement = json.loads(payload)
@@ -82,19 +99,35 @@ def check_attestations(
     """The verify attestation of `subject` that passes every check. When several pass and one says
     `drift`, that one answers: a gate fails closed, as Kyverno does (every attestation must hold)."""
     entries, where = listed(client, subject)
-    candidates = [
-        e for e in entries if _field(e, "annotations", PREDICATE_ANNOTATION) in (None, VERIFY_PREDICATE)
+    wanted = (None, VERIFY_PREDICATE)
+    manifests = [e for e in entries if _field(e, "annotations", PREDICATE_ANNOTATION) in wanted]
+    layers = [
+        e for e in cosign_layers(client, subject) if _field(e, "annotations", "predicateType") in wanted
     ]
-    if not candidates:
-        raise AttestationError(f"{subject.pinned}: no mlenv verify attestation (looked in {where})")
+    if not manifests and not layers:
+        raise AttestationError(
+            f"{subject.pinned}: no mlenv verify attestation "
+            f"(looked in {where} and {cosign_list(subject).tag})"
+        )
     passed: list[Attested] = []
     refused: list[str] = []
-    for entry in sorted(candidates, key=lambda e: str(e["digest"])):
+    found = [(check_one, e["digest"]) for e in manifests] + [(_check_layer, e["digest"]) for e in layers]
+    for check, digest in found:
         try:
-            passed.append(check_one(client, subject, entry["digest"], public_key, lock_sha256))
+            passed.append(check(client, subject, digest, public_key, lock_sha256))
         except (AttestationError, EnvelopeError, SourceError) as error:
             refused.append(error.message)
     if passed:
         return next((a for a in passed if a.verdict == "drift"), passed[0])
     more = f" (and {len(refused) - 1} other attestation(s) refused)" if len(refused) > 1 else ""
     raise AttestationError(refused[0] + more)
+
+
+def _check_layer(
+    client: RegistryClient, subject: Subject, digest: str, public_key: Any, lock_sha256: str
+) -> Attested:
+    """A layer of cosign's `.att` manifest: the tag names the subject, the signed statement must too."""
+    what = f"attestation {digest} in {cosign_list(subject).tag} of {subject.pinned}"
+    return check_envelope(
+        what, digest, envelope_blob(client, subject, digest), subject, public_key, lock_sha256
+    )

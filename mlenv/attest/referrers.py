@@ -1,7 +1,9 @@
 """Where attestations live: OCI 1.1 artifacts whose `subject` is the image, found through the referrers API
-or, on a registry without it, the referrers tag schema (an index tagged `sha256-<hex>` of the subject).
+or, on a registry without it, the referrers tag schema (an index tagged `sha256-<hex>` of the subject). Each
+envelope is also a layer of cosign's attestation manifest, tagged `sha256-<hex>.att`: where cosign, Kyverno
+and policy-controller look by default.
 
-A registry without compare-and-swap on tags cannot make the fallback's read-modify-write atomic, so the
+A registry without compare-and-swap on tags cannot make a tag's read-modify-write atomic, so the
 writer checks after it wrote: it reads the tag again after a pause, and when its descriptor is gone (another
 writer replaced the index with one made from an older read) it merges again and writes again. Two checks
 spaced further apart than a writer's read-to-write time catch a writer that read before this one wrote.
@@ -114,22 +116,78 @@ def attach(
             "annotations": {PREDICATE_ANNOTATION: predicate_type},
         }
         add_to_fallback(client, subject, descriptor, sleep=sleep)
+    # Also where cosign, Kyverno and policy-controller (by default) look: the `.att` tag's manifest, the
+    # envelope one of its layers.
+    layer = {
+        "mediaType": ENVELOPE_TYPE,
+        "digest": _sha256(envelope),
+        "size": len(envelope),
+        "annotations": {"predicateType": predicate_type},
+    }
+    add_to_list(client, subject, cosign_list(subject), layer, sleep=sleep)
     return pushed.digest
 
 
-def _fallback_entries(client: RegistryClient, subject: Subject, *, strict: bool) -> list[dict[str, Any]]:
-    found = client.find_manifest(subject.ref, subject.fallback_tag)
-    if found is None:
-        return []
-    entries = found.data.get("manifests")
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        if strict:  # writing over it would drop whatever it lists: refuse instead
-            raise SourceError(
-                f"{subject.ref.repository}:{subject.fallback_tag} on {subject.ref.registry} is not an OCI "
-                "index; mlenv will not replace it"
-            )
-        return []
-    return list(entries)
+@dataclass(frozen=True)
+class TaggedList:
+    """A tag whose manifest lists entries (descriptors) that writers add to: the referrers fallback index
+    (`sha256-<hex>`, entries in `manifests`) or cosign's attestation manifest (`sha256-<hex>.att`, entries in
+    `layers`, each a DSSE envelope)."""
+
+    tag: str
+    key: str  # where the entries are: "manifests" or "layers"
+    what: str  # for messages
+
+    def entries(self, client: RegistryClient, subject: Subject, *, strict: bool) -> list[dict[str, Any]]:
+        found = client.find_manifest(subject.ref, self.tag)
+        if found is None:
+            return []
+        entries = found.data.get(self.key)
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            if strict:  # writing over it would drop whatever it lists: refuse instead
+                raise SourceError(
+                    f"{subject.ref.repository}:{self.tag} on {subject.ref.registry} is not {self.what}; "
+                    "mlenv will not replace it"
+                )
+            return []
+        return list(entries)
+
+    def document(
+        self, client: RegistryClient, subject: Subject, entries: list[dict[str, Any]]
+    ) -> tuple[bytes, str]:
+        if self.key == "manifests":
+            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+            return _canonical(index), OCI_INDEX
+        # cosign's layout: an image manifest whose config lists each envelope as a layer (diff_id = digest,
+        # the envelopes are not compressed). No time in it: the same envelopes give the same manifest.
+        config = _canonical(
+            {
+                "architecture": "",
+                "os": "",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [e["digest"] for e in entries]},
+            }
+        )
+        client.push_blob(subject.ref, _sha256(config), config)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _sha256(config),
+                "size": len(config),
+            },
+            "layers": entries,
+        }
+        return _canonical(manifest), OCI_MANIFEST
+
+
+def fallback_list(subject: Subject) -> TaggedList:
+    return TaggedList(subject.fallback_tag, "manifests", "an OCI index")
+
+
+def cosign_list(subject: Subject) -> TaggedList:
+    return TaggedList(subject.fallback_tag + ".att", "layers", "an image manifest of attestations")
 
 
 def add_to_fallback(
@@ -140,28 +198,38 @@ def add_to_fallback(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Merge `descriptor` into the `sha256-<hex>` index, and make sure it stays there (module docstring)."""
+    add_to_list(client, subject, fallback_list(subject), descriptor, sleep=sleep)
+
+
+def add_to_list(
+    client: RegistryClient,
+    subject: Subject,
+    tagged: TaggedList,
+    descriptor: dict[str, Any],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     for _ in range(MAX_WRITES):
-        entries = _fallback_entries(client, subject, strict=True)
+        entries = tagged.entries(client, subject, strict=True)
         if not any(e.get("digest") == descriptor["digest"] for e in entries):
-            # Sorted by digest: the index two writers make from the same entries is the same bytes.
+            # Sorted by digest: what two writers make from the same entries is the same bytes.
             merged = sorted([*entries, descriptor], key=lambda e: str(e.get("digest")))
-            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": merged}
-            client.put_manifest(subject.ref, subject.fallback_tag, _canonical(index), OCI_INDEX)
-        if _still_listed(client, subject, descriptor["digest"], sleep):
+            raw, media_type = tagged.document(client, subject, merged)
+            client.put_manifest(subject.ref, tagged.tag, raw, media_type)
+        if _still_listed(client, subject, tagged, descriptor["digest"], sleep):
             return
     raise SourceError(
-        f"cannot keep the attestation in {subject.ref.repository}:{subject.fallback_tag} on "
-        f"{subject.ref.registry}: another writer replaced the index {MAX_WRITES} times"
+        f"cannot keep the attestation in {subject.ref.repository}:{tagged.tag} on "
+        f"{subject.ref.registry}: another writer replaced it {MAX_WRITES} times"
     )
 
 
 def _still_listed(
-    client: RegistryClient, subject: Subject, digest: str, sleep: Callable[[float], None]
+    client: RegistryClient, subject: Subject, tagged: TaggedList, digest: str, sleep: Callable[[float], None]
 ) -> bool:
     for pause in CHECK_PAUSES:
         sleep(pause * (1 + random.random()))  # jittered, so two writers do not check in step
-        entries = _fallback_entries(client, subject, strict=True)
-        if not any(e.get("digest") == digest for e in entries):
+        if not any(e.get("digest") == digest for e in tagged.entries(client, subject, strict=True)):
             return False
     return True
 
@@ -172,7 +240,7 @@ def listed(client: RegistryClient, subject: Subject) -> tuple[list[dict[str, Any
     found = client.referrers(subject.ref, subject.digest)
     where = "the referrers API"
     if found is None:
-        found = _fallback_entries(client, subject, strict=False)
+        found = fallback_list(subject).entries(client, subject, strict=False)
         where = f"the fallback tag {subject.fallback_tag}"
     entries = [
         e
@@ -182,6 +250,21 @@ def listed(client: RegistryClient, subject: Subject) -> tuple[list[dict[str, Any
         and e.get("artifactType") == ARTIFACT_TYPE
     ]
     return entries, where
+
+
+def cosign_layers(client: RegistryClient, subject: Subject) -> list[dict[str, Any]]:
+    """The envelope layers of the `.att` manifest (none when there is none or it is not a manifest)."""
+    return [
+        e
+        for e in cosign_list(subject).entries(client, subject, strict=False)
+        if e.get("mediaType") == ENVELOPE_TYPE
+        and isinstance(e.get("digest"), str)
+        and _DIGEST.match(e["digest"])
+    ]
+
+
+def envelope_blob(client: RegistryClient, subject: Subject, digest: str) -> bytes:
+    return client.read_small_blob(subject.ref, digest, MAX_ENVELOPE, "attestation")
 
 
 def envelope_of(client: RegistryClient, subject: Subject, digest: str) -> tuple[dict[str, Any], bytes]:

@@ -103,9 +103,12 @@ def setup(
         for name in repositories
     }
     assert len(digests) == 1  # the same image in each repository
-    other = push_image(
-        docker_daemon.client, base_image_python.local, registry.host, "mlenv-test/attest-other", "1"
-    )
+    others = {
+        push_image(docker_daemon.client, base_image_python.local, registry.host, f"mlenv-test/{name}", "1")
+        for name in ("attest-other", "att-other")
+    }
+    assert len(others) == 1
+    other = others.pop()
     return Setup(registry, fraud_image, digests.pop(), other, keys, [])
 
 
@@ -307,6 +310,25 @@ def test_attest_then_read_back_with_oras_and_securesystemslib(setup: Setup, atte
         "provenance": "https://slsa.dev/provenance/v1",
         "sbom": "https://cyclonedx.org/bom",
     }
+    # cosign's layout too (what Kyverno reads): the `.att` manifest, one envelope layer per statement
+    att = oras_registry(setup).get_manifest(
+        f"{setup.registry.host}/mlenv-test/attest:{setup.digest.replace(':', '-')}.att",
+        allowed_media_type=[OCI_MANIFEST],
+    )
+    assert {layer["annotations"]["predicateType"] for layer in att["layers"]} == set(types.values())
+    config = json.loads(
+        oras_registry(setup)
+        .get_blob(f"{setup.registry.host}/mlenv-test/attest@{setup.digest}", att["config"]["digest"])
+        .content
+    )
+    assert config["rootfs"]["diff_ids"] == [layer["digest"] for layer in att["layers"]]
+    for layer in att["layers"]:
+        assert layer["mediaType"] == "application/vnd.dsse.envelope.v1+json"
+        blob = oras_registry(setup).get_blob(
+            f"{setup.registry.host}/mlenv-test/attest@{setup.digest}", layer["digest"]
+        )
+        statement = opened(blob.content, setup.keys.public)
+        assert statement["predicateType"] == layer["annotations"]["predicateType"]
     # the same check by mlenv, by tag and by digest
     for reference in (
         image(setup, "attest"),
@@ -346,6 +368,31 @@ def test_an_attestation_copied_onto_another_image_is_refused(setup: Setup, attes
     refused(check(setup, image(setup, "attest-other", "1")), "not to this image")
 
 
+def test_a_cosign_layer_copied_onto_another_image_is_refused(setup: Setup, attested: dict[str, str]) -> None:
+    tag = setup.digest.replace(":", "-") + ".att"
+    att = oras_registry(setup).get_manifest(
+        f"{setup.registry.host}/mlenv-test/attest:{tag}", allowed_media_type=[OCI_MANIFEST]
+    )
+    for layer in att["layers"]:
+        blob = oras_registry(setup).get_blob(
+            f"{setup.registry.host}/mlenv-test/attest@{setup.digest}", layer["digest"]
+        )
+        put_blob(setup, "att-other", blob.content)
+    config = json.dumps(
+        {"rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in att["layers"]]}}
+    ).encode()
+    copied = dict(
+        att,
+        config={
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": put_blob(setup, "att-other", config),
+            "size": len(config),
+        },
+    )
+    put_manifest(setup, "att-other", setup.other_digest.replace(":", "-") + ".att", copied, OCI_MANIFEST)
+    refused(check(setup, image(setup, "att-other", "1")), f"not for {setup.other_digest}")
+
+
 def test_another_key_another_lock_and_no_attestation_are_refused(
     setup: Setup, attested: dict[str, str], tmp_path: Path
 ) -> None:
@@ -356,7 +403,7 @@ def test_another_key_another_lock_and_no_attestation_are_refused(
     other_lock = tmp_path / "mlenv.lock"
     other_lock.write_bytes(setup.fraud.lock.read_bytes() + b"\n")
     refused(check(setup, image(setup, "attest"), lock=other_lock), "made for the lock")
-    refused(check(setup, image(setup, "plain")), "no mlenv verify attestation", "fallback tag")
+    refused(check(setup, image(setup, "plain")), "no mlenv verify attestation", "fallback tag", ".att")
 
 
 def test_two_attests_at_once_both_survive(setup: Setup) -> None:
