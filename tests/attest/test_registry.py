@@ -92,11 +92,10 @@ def setup(
     repositories = [
         "attest",
         "tamper-payload",
-        "tamper-subject",
         "tamper-key",
-        "tamper-lock",
         "plain",
         "race",
+        "hostile",
     ]
     digests = {
         push_image(docker_daemon.client, fraud_image.tag, registry.host, f"mlenv-test/{name}", "good")
@@ -568,3 +567,25 @@ def test_build_push_attest_attaches_the_builds_verdict_to_the_pushed_digest(setu
         env=env(),
     )
     assert refused_early.code == 2 and "needs --push" in refused_early.stderr
+
+
+def test_a_fallback_tag_that_is_not_an_index_is_neither_replaced_nor_trusted(setup: Setup) -> None:
+    # The image's own manifest put where the fallback index belongs: replacing it would drop what it holds.
+    base = f"{setup.registry.url}/v2/mlenv-test/hostile/manifests"
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json, " + OCI_MANIFEST}
+    original = requests.get(f"{base}/{setup.digest}", headers=accept, timeout=30)
+    assert original.status_code == 200
+    tag = setup.digest.replace(":", "-")
+    stored = requests.put(
+        f"{base}/{tag}",
+        data=original.content,
+        headers={"Content-Type": original.headers["Content-Type"]},
+        timeout=30,
+    )
+    assert stored.status_code == 201
+    made = attest(setup, "hostile")
+    assert made.code == 2 and made.stderr.count("\n") == 1, made.stderr
+    assert f"mlenv-test/hostile:{tag}" in made.stderr and "will not replace it" in made.stderr
+    after = requests.get(f"{base}/{tag}", headers=accept, timeout=30)
+    assert after.content == original.content
+    refused(check(setup, image(setup, "hostile")), "no mlenv verify attestation")
