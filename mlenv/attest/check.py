@@ -27,6 +27,10 @@ from mlenv.errors import MlenvError, SourceError
 from mlenv.export.inventory import hex_digest
 from mlenv.sources.registry import RegistryClient
 
+# Each attestation costs two requests and up to 32 MiB; a registry listing thousands would keep a gate busy
+# for hours. More than this many is refused (fail closed) rather than read.
+MAX_ATTESTATIONS = 64
+
 
 class AttestationError(MlenvError):
     """No attestation passes the checks: the gate refuses (exit 1)."""
@@ -112,6 +116,11 @@ def check_attestations(
     passed: list[Attested] = []
     refused: list[str] = []
     found = [(check_one, e["digest"]) for e in manifests] + [(_check_layer, e["digest"]) for e in layers]
+    if len(found) > MAX_ATTESTATIONS:
+        raise AttestationError(
+            f"{subject.pinned}: {len(found)} verify attestations listed, over the {MAX_ATTESTATIONS} mlenv "
+            "reads; prune old ones"
+        )
     for check, digest in found:
         try:
             passed.append(check(client, subject, digest, public_key, lock_sha256))
