@@ -228,13 +228,3 @@ def load_public_key(path: Path) -> Any:
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError(f"{path}: not an ECDSA P-256 public key")
     return key
-
-
-def public_pem(private_key: Any) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return bytes(
-        private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )

@@ -11,6 +11,7 @@ spaced further apart than a writer's read-to-write time catch a writer that read
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -67,8 +68,6 @@ def _canonical(document: dict[str, Any]) -> bytes:
 
 def artifact_manifest(subject: Subject, envelope: bytes, predicate_type: str) -> bytes:
     """The OCI 1.1 image manifest of one attestation: an empty config, the envelope as its one layer."""
-    import hashlib
-
     return _canonical(
         {
             "schemaVersion": 2,
@@ -78,7 +77,7 @@ def artifact_manifest(subject: Subject, envelope: bytes, predicate_type: str) ->
             "layers": [
                 {
                     "mediaType": ENVELOPE_TYPE,
-                    "digest": "sha256:" + hashlib.sha256(envelope).hexdigest(),
+                    "digest": _sha256(envelope),
                     "size": len(envelope),
                 }
             ],
@@ -89,8 +88,6 @@ def artifact_manifest(subject: Subject, envelope: bytes, predicate_type: str) ->
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
