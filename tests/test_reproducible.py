@@ -35,7 +35,7 @@ def _image_id(client: docker.DockerClient, name: str) -> str | None:
 @pytest.mark.docker
 @pytest.mark.registry
 @pytest.mark.network
-def test_fraud_detector_builds_the_same_image_id_three_times(
+def test_fraud_detector_builds_the_same_image_id_twice_without_cache(
     base_image_python: BaseImage, docker_daemon: Daemon, tmp_path: Path
 ) -> None:
     client = docker_daemon.client
@@ -49,7 +49,7 @@ def test_fraud_detector_builds_the_same_image_id_three_times(
     assert locked.code == 0, locked.stderr[-2000:]
     tag = lock_tag("repro-fraud", project / "mlenv.lock")
 
-    # Builds 1 and 2: --check-reproducible builds twice without cache and compares.
+    # --check-reproducible builds twice without cache and compares.
     checked = run_cli("build", str(project), "--tag", tag, "--check-reproducible")
     assert checked.code == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
     first = checked.stdout.strip()
@@ -68,19 +68,6 @@ def test_fraud_detector_builds_the_same_image_id_three_times(
     assert len(added) > 1000  # the venv and the apt closure are there
     assert not RUNTIME_FILES & set(added)
     assert [path for path in added if path.rsplit("/", 1)[-1].startswith(".wh.")] == []
-
-    # Build 3: after the engine lost every image of this lock (tags, and untagged leftovers by label).
-    digest = client.images.get(tag).labels["dev.mlenv.lock.sha256"]
-    client.images.remove(tag, force=True)
-    for leftover in client.images.list(all=True, filters={"label": f"dev.mlenv.lock.sha256={digest}"}):
-        try:
-            client.images.remove(leftover.id, force=True)
-        except docker.errors.ImageNotFound:
-            pass  # went with an image removed before it (an untagged parent of a removed one)
-    assert _image_id(client, first) is None
-    again = run_cli("build", str(project), "--tag", tag, "--no-cache")
-    assert again.code == 0, again.stderr[-3000:]
-    assert _image_id(client, tag) == first
 
 
 @pytest.mark.docker
