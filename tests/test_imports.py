@@ -1,8 +1,8 @@
 """The layout's import rules, checked by parsing every module's imports (no interpreter per module).
 
-Direction: cli -> attest -> {resolve, build, verify, export} -> {observe, render} -> {sources, model}. A module may
-import its own layer; nothing imports a layer above it. Module-level imports form no cycle, so every
-module imports on its own. Two start-up promises are checked in real interpreters, once each.
+Direction: cli -> attest -> {resolve, build, verify, export} -> {observe, render} -> {sources, model}.
+A module may import its own layer; nothing imports a layer above it. Module-level imports form no cycle,
+so every module imports on its own. Two start-up promises are checked in real interpreters, once each.
 """
 
 from __future__ import annotations
