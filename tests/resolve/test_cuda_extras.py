@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from packaging.utils import canonicalize_name
 
 from mlenv.errors import ResolutionError
 from mlenv.lockfile import read_lock
@@ -82,6 +85,48 @@ def test_an_extra_whose_requirements_were_locked_is_taken() -> None:
     assert not any(name == "libtpu" for _, name in by)  # the tpu extra was not taken: libtpu is not locked
     # Without the locked names (the old behaviour) extras are skipped entirely.
     assert {e.requirement.name for e in edges(REQUIRES, TARGET)} == {"numpy", "jax-cuda12-pjrt"}
+
+
+NAMES = ("nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "numpy", "jaxlib", "Jax_Cuda12.Plugin", "libtpu")
+MARKERS = (
+    "",
+    '; extra == "with-cuda"',
+    "; extra == 'With_Cuda'",
+    '; extra == "tpu"',
+    '; extra == "tpu" or extra == "with-cuda"',
+    '; extra == "with-cuda" and sys_platform == "win32"',
+    '; platform_machine == "aarch64"',
+    '; python_version >= "3.8"',
+)
+LINE = st.builds(
+    lambda n, v, m: f"{n}{v}{m}",
+    st.sampled_from(NAMES),
+    st.sampled_from(("", ">=1", "==9.1")),
+    st.sampled_from(MARKERS),
+)
+
+
+def nvidia_or_torch(requirer: str, name: str) -> bool:
+    return requirer == "torch" or name.startswith("nvidia-")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    by_requirer=st.dictionaries(
+        st.sampled_from(("torch", "jax", "jax-cuda12-plugin")), st.lists(LINE, max_size=8).map(tuple)
+    ),
+    locked_names=st.sets(st.sampled_from([canonicalize_name(n) for n in NAMES])),
+)
+def test_wanted_edges_are_the_same_as_filtering_all_edges(
+    by_requirer: dict[str, tuple[str, ...]], locked_names: set[str]
+) -> None:
+    """`wanted` skips parsing the lines that cannot give a wanted edge (the lock's speed); the edges it
+    gives must be exactly those a full parse gives and the filter keeps, extras taken or not alike."""
+    requires = {"linux/amd64": by_requirer}
+    locked = frozenset(locked_names)
+    every = edges(requires, TARGET, locked)
+    kept = [e for e in every if nvidia_or_torch(e.requirer, canonicalize_name(e.requirement.name))]
+    assert edges(requires, TARGET, locked, nvidia_or_torch) == kept
 
 
 def test_unpinned_stack_through_an_extra_is_warned() -> None:

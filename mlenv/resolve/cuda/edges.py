@@ -17,6 +17,9 @@ from mlenv.model.target import Target, marker_environment, target_tags, wheel_in
 # pin name -> Requires-Dist lines of its wheel for one platform; platform -> that map.
 Requires = Mapping[str, Mapping[str, tuple[str, ...]]]
 _EXTRA = re.compile(r"""\bextra\s*==\s*["']([^"']+)["']""")
+_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")  # PEP 508: every requirement starts with its name
+# (requirer, required name) -> whether the caller looks at that edge
+Wanted = Callable[[str, str], bool]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +42,25 @@ def _parsed(lines: Iterable[str]) -> list[Requirement]:
         except InvalidRequirement:
             continue  # a malformed line in someone's metadata says nothing we can use
     return found
+
+
+def _could_give(requirer: str, lines: tuple[str, ...], wanted: Wanted) -> tuple[str, ...]:
+    """The lines that can give a wanted edge, found without parsing them (parsing every line of every
+    wheel was most of a lock's CUDA step: transformers alone declares hundreds of extras' lines). A line
+    whose name is wanted, and every line of an extra such a line is in: whether that extra was taken
+    depends on all of them. A line whose name cannot be read is kept, for the parser to judge."""
+
+    def extras(line: str) -> set[str]:
+        return {canonicalize_name(e) for e in _EXTRA.findall(line)}
+
+    named = [(line, canonicalize_name(m[1]) if (m := _NAME.match(line)) else None) for line in lines]
+    direct = [name is None or wanted(requirer, name) for _, name in named]
+    needed = set().union(*(extras(line) for (line, _), keep in zip(named, direct, strict=True) if keep))
+    return tuple(
+        line
+        for (line, _), keep in zip(named, direct, strict=True)
+        if keep or (needed and extras(line) & needed)
+    )
 
 
 def _platform_edges(
@@ -69,14 +91,22 @@ def _platform_edges(
     return plain + taken
 
 
-def edges(requires: Requires, target: Target, locked: frozenset[str] | None = None) -> list[Edge]:
+def edges(
+    requires: Requires, target: Target, locked: frozenset[str] | None = None, wanted: Wanted | None = None
+) -> list[Edge]:
     """Every dependency a locked wheel declares for the target, markers evaluated per platform; with
-    `locked` (the locked names), also those of the extras that were taken."""
+    `locked` (the locked names), also those of the extras that were taken; with `wanted`, only the
+    edges it wants (the same ones as without it: other lines are skipped, not judged differently)."""
     found: dict[tuple[str, str], Edge] = {}
     for platform in sorted(requires):
         environment = marker_environment(target, platform)
         for requirer in sorted(requires[platform]):
-            for edge in _platform_edges(requirer, requires[platform][requirer], environment, locked):
+            lines = requires[platform][requirer]
+            if wanted is not None:
+                lines = _could_give(requirer, lines, wanted)
+            for edge in _platform_edges(requirer, lines, environment, locked):
+                if wanted is not None and not wanted(requirer, canonicalize_name(edge.requirement.name)):
+                    continue
                 found.setdefault((requirer, str(edge.requirement)), edge)
     return [found[key] for key in sorted(found)]
 

@@ -124,6 +124,11 @@ def _wheel_major(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _looked_at(requirer: str, name: str) -> bool:
+    """The edges this module reads: torch's own, and those to an NVIDIA wheel or NVIDIA's metapackage."""
+    return requirer == "torch" or _wheel_major(name) is not None or name == "cuda-toolkit"
+
+
 def _torch_variant(torch: PythonPin, found: list[Edge]) -> tuple[str | None, str | None]:
     """(label such as "cu121" or "cpu", CUDA release or None) of the locked torch build.
 
@@ -242,7 +247,7 @@ def lock_cuda(
     base: BaseCuda | None,
 ) -> CudaResolution:
     """The lock's CUDA section, or a ResolutionError naming the conflict. Warnings are returned."""
-    found = edges(requires, target, frozenset(p.name for p in pins))
+    found = edges(requires, target, frozenset(p.name for p in pins), _looked_at)
     stack = _read_stack(pins, found, requested_names, base)
     warnings: list[str] = []
     if stack.torch is not None and stack.label is None:
