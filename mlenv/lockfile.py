@@ -17,11 +17,9 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-from tomlkit.items import InlineTable, Table
-
 from mlenv.errors import LockfileError
 from mlenv.files import write_atomic
+from mlenv.model import tomlwrite as toml
 from mlenv.model.facts import AptFact, CudaComponent
 from mlenv.model.lock import (
     LOCK_VERSION,
@@ -43,7 +41,6 @@ from mlenv.model.lockcheck import first_problem
 from mlenv.model.modelfacts import ModelFacts, Producer
 from mlenv.model.schema import first_error, key_path
 from mlenv.model.target import Target
-from mlenv.model.tomlitems import toml_array, toml_inline, toml_table
 from mlenv.model.urls import redact
 
 LOCK_FILE = "mlenv.lock"
@@ -58,20 +55,20 @@ HEADER = (
 
 def dumps(lock: Lock) -> str:
     """The lockfile text of `lock`."""
-    doc = tomlkit.document()
+    doc = toml.Document()
     for line in HEADER:
-        doc.add(tomlkit.comment(line))
+        doc.comment(line)
     doc.add("lock-version", lock.lock_version)
     doc.add("name", lock.name)
     doc.add("spec-hash", lock.spec_hash)
     if lock.as_of is not None:
         doc.add("as-of", lock.as_of.astimezone(UTC))
-    doc.add(tomlkit.nl())
+    doc.blank_line()
     doc.add(
         "target",
-        toml_table(
+        toml.table(
             {
-                "platforms": toml_array(sorted(lock.target.platforms)),
+                "platforms": toml.array(sorted(lock.target.platforms)),
                 "implementation": lock.target.implementation,
                 "python": lock.target.python,
                 "glibc": lock.target.glibc,
@@ -87,11 +84,11 @@ def dumps(lock: Lock) -> str:
     doc.add("cuda", _cuda_table(lock.cuda))
     doc.add("app", _app_table(lock.app))
     if lock.models:
-        models = tomlkit.aot()
+        models = toml.TableArray()
         for model in sorted(lock.models, key=lambda m: m.target):
             models.append(_model_table(model))
         doc.add("models", models)
-    return tomlkit.dumps(doc)
+    return toml.dumps(doc)
 
 
 def dump_bytes(lock: Lock) -> bytes:
@@ -108,8 +105,8 @@ def lock_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _base_table(base: LockedBase) -> Table:
-    table = toml_table(
+def _base_table(base: LockedBase) -> toml.Table:
+    table = toml.table(
         {
             "reference": base.reference,
             "registry": base.registry,
@@ -117,10 +114,10 @@ def _base_table(base: LockedBase) -> Table:
             "digest": base.digest,
         }
     )
-    platforms = tomlkit.aot()
+    platforms = toml.TableArray()
     for platform in sorted(base.platforms, key=lambda p: p.platform):
         platforms.append(
-            toml_table(
+            toml.table(
                 {
                     "platform": platform.platform,
                     "manifest-digest": platform.manifest_digest,
@@ -129,16 +126,16 @@ def _base_table(base: LockedBase) -> Table:
                     "os-version": platform.os_version,
                     "glibc": platform.glibc,
                     "python": platform.python,
-                    "diff-ids": toml_array(list(platform.diff_ids), multiline=True),
+                    "diff-ids": toml.array(list(platform.diff_ids), multiline=True),
                 }
             )
         )
         if platform.packages:
-            platforms[-1].add(
+            platforms.tables[-1].add(
                 "packages",
-                toml_array(
+                toml.array(
                     [
-                        toml_inline({"name": p.name, "version": p.version, "architecture": p.architecture})
+                        toml.inline({"name": p.name, "version": p.version, "architecture": p.architecture})
                         for p in sorted(platform.packages, key=lambda p: (p.name, p.architecture))
                     ],
                     multiline=True,
@@ -148,16 +145,16 @@ def _base_table(base: LockedBase) -> Table:
     return table
 
 
-def _apt_table(apt: LockedApt) -> Table:
-    table = tomlkit.table()
-    sources = tomlkit.aot()
+def _apt_table(apt: LockedApt) -> toml.Table:
+    table = toml.Table()
+    sources = toml.TableArray()
     for source in sorted(apt.sources, key=lambda s: (s.mirror, s.suite)):
         sources.append(
-            toml_table(
+            toml.table(
                 {
                     "mirror": redact(source.mirror),
                     "suite": source.suite,
-                    "components": toml_array(list(source.components)),
+                    "components": toml.array(list(source.components)),
                     "snapshot": redact(source.snapshot) if source.snapshot is not None else None,
                     "snapshot-timestamp": source.snapshot_timestamp,
                     "signed-by": source.signed_by,
@@ -166,10 +163,10 @@ def _apt_table(apt: LockedApt) -> Table:
                 }
             )
         )
-    packages = tomlkit.aot()
+    packages = toml.TableArray()
     for pin in sorted(apt.packages, key=lambda p: (p.name, p.architecture)):
         packages.append(
-            toml_table(
+            toml.table(
                 {
                     "name": pin.name,
                     "version": pin.version,
@@ -189,24 +186,24 @@ def _apt_table(apt: LockedApt) -> Table:
     return table
 
 
-def _file_inline(file: PythonFile) -> InlineTable:
-    return toml_inline(
+def _file_inline(file: PythonFile) -> toml.Inline:
+    return toml.inline(
         {
             "name": file.name,
             "url": redact(file.url) if file.url else None,  # a wheel built on the host has no URL
             "size": file.size,
-            "hashes": toml_inline({"sha256": file.sha256}),
+            "hashes": toml.inline({"sha256": file.sha256}),
             "hash-source": file.hash_source,
             "built-from": file.built_from,
         }
     )
 
 
-def _source_inline(source: PinSource) -> tuple[str, InlineTable]:
+def _source_inline(source: PinSource) -> tuple[str, toml.Inline]:
     """A host-built pin's origin under PEP 751's key: `directory` or `vcs`."""
     if source.kind == "directory":
-        return "directory", toml_inline({"path": source.url, "tree-sha256": source.tree_sha256})
-    return "vcs", toml_inline(
+        return "directory", toml.inline({"path": source.url, "tree-sha256": source.tree_sha256})
+    return "vcs", toml.inline(
         {
             "type": "git",
             "url": redact(source.url),
@@ -232,19 +229,19 @@ def _source(p: Mapping[str, Any]) -> PinSource | None:
     return None
 
 
-def _python_table(python: LockedPython) -> Table:
-    table = toml_table(
+def _python_table(python: LockedPython) -> toml.Table:
+    table = toml.table(
         {
             "resolver": python.resolver,
             "requires-python": python.requires_python,
             "venv": python.venv,
             "index-url": redact(python.index_url),
-            "extra-index-urls": toml_array([redact(u) for u in python.extra_index_urls]),
+            "extra-index-urls": toml.array([redact(u) for u in python.extra_index_urls]),
         }
     )
-    packages = tomlkit.aot()
+    packages = toml.TableArray()
     for pin in sorted(python.packages, key=lambda p: p.name):
-        entry = toml_table(
+        entry = toml.table(
             {
                 "name": pin.name,
                 "version": pin.version,
@@ -256,7 +253,7 @@ def _python_table(python: LockedPython) -> Table:
         if pin.wheels:
             entry.add(
                 "wheels",
-                toml_array(
+                toml.array(
                     [_file_inline(w) for w in sorted(pin.wheels, key=lambda w: w.name)], multiline=True
                 ),
             )
@@ -270,11 +267,11 @@ def _python_table(python: LockedPython) -> Table:
     return table
 
 
-def _cuda_table(cuda: LockedCuda) -> Table:
+def _cuda_table(cuda: LockedCuda) -> toml.Table:
     # An unset [cuda] version is recorded as what the stack was found to be (`release`), not as "none";
     # a CPU-only lock keeps `requested = "none"`, and old locks that wrote it for a found stack still load.
     unset = cuda.requested == "none" and cuda.release is not None
-    table = toml_table(
+    table = toml.table(
         {
             "requested": None if unset else cuda.requested,
             "release": cuda.release,
@@ -284,18 +281,18 @@ def _cuda_table(cuda: LockedCuda) -> Table:
         }
     )
     if cuda.components:
-        components = tomlkit.aot()
+        components = toml.TableArray()
         for component in sorted(cuda.components, key=lambda c: (c.name, c.source)):
             components.append(
-                toml_table({"name": component.name, "version": component.version, "source": component.source})
+                toml.table({"name": component.name, "version": component.version, "source": component.source})
             )
         table.add("components", components)
     return table
 
 
-def _model_table(model: LockedModel) -> Table:
+def _model_table(model: LockedModel) -> toml.Table:
     """A [[models]] entry: the file, then what reading it found (absent when it was not read)."""
-    table = toml_table(
+    table = toml.table(
         {
             "source": redact(model.source),
             "target": model.target,
@@ -309,9 +306,9 @@ def _model_table(model: LockedModel) -> Table:
         table.add("format", facts.format)
         table.add(
             "producers",
-            toml_array(
+            toml.array(
                 [
-                    toml_inline({"library": p.library, "version": p.version})
+                    toml.inline({"library": p.library, "version": p.version})
                     for p in sorted(facts.producers, key=lambda p: (p.library, p.version or ""))
                 ]
             ),
@@ -321,17 +318,17 @@ def _model_table(model: LockedModel) -> Table:
         if facts.note is not None:
             table.add("note", facts.note)
     if model.accept_producer:
-        table.add("accept-producer", toml_inline(dict(sorted(model.accept_producer))))
+        table.add("accept-producer", toml.inline(dict(sorted(model.accept_producer))))
     return table
 
 
-def _details_inline(details: tuple[tuple[str, str], ...]) -> InlineTable:
+def _details_inline(details: tuple[tuple[str, str], ...]) -> toml.Inline:
     """Format facts as `{ir_version = "9", needs = ["joblib", "numpy"]}`: a name the reader gives more
     than once (a pickle `needs` several libraries) holds its values as a sorted array."""
     grouped: dict[str, list[str]] = {}
     for key, value in sorted(details):
         grouped.setdefault(key, []).append(value)
-    return toml_inline({k: v[0] if len(v) == 1 else toml_array(v) for k, v in grouped.items()})
+    return toml.inline({k: v[0] if len(v) == 1 else toml.array(v) for k, v in grouped.items()})
 
 
 def _details(table: Mapping[str, str | list[str]]) -> tuple[tuple[str, str], ...]:
@@ -339,15 +336,13 @@ def _details(table: Mapping[str, str | list[str]]) -> tuple[tuple[str, str], ...
     return tuple(sorted(pairs))
 
 
-def _app_table(app: LockedApp) -> Table:
-    env = tomlkit.inline_table()
-    for key, value in sorted(app.env):
-        env.append(key, value)
-    return toml_table(
+def _app_table(app: LockedApp) -> toml.Table:
+    env = toml.inline(dict(sorted(app.env)))
+    return toml.table(
         {
-            "copy": toml_array(sorted(app.copy)),
+            "copy": toml.array(sorted(app.copy)),
             "workdir": app.workdir,
-            "cmd": toml_array(list(app.cmd)),
+            "cmd": toml.array(list(app.cmd)),
             "port": app.port,
             "healthcheck": app.healthcheck,
             "user": app.user,
