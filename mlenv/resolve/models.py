@@ -16,7 +16,6 @@ from mlenv.model.modelfacts import ModelFacts
 from mlenv.model.producers import ONNX_RUNTIMES, ProducerProblem, producer_problems
 from mlenv.model.spec import ModelSpec, Spec
 from mlenv.model.urls import redact
-from mlenv.observe.models import read_model
 from mlenv.sources.cas import ContentStore
 from mlenv.sources.http import download_chunks
 from mlenv.spec import quoted
@@ -81,6 +80,10 @@ def fetch_remote(
 def _read(spec: Spec, index: int, model: ModelSpec, path: Path) -> ModelFacts:
     """The file's own account of itself. A file the reader refuses (malformed, hostile) is a spec
     error naming the model: the lock would otherwise vouch for a file nobody could check."""
+    # The model readers come with the image observer's package (~0.1 s of imports): a lock without
+    # models does not pay for them.
+    from mlenv.observe.models import read_model
+
     try:
         with path.open("rb") as stream:
             facts = read_model(stream, name=redact(model.source))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from mlenv.model.cuda import merge, wheel_component
 from mlenv.model.facts import AptFact, CudaComponent, DistFact
 from mlenv.observe.fs.rootfs import ImageFS, NotKeptError
 from mlenv.observe.limits import load_json
@@ -35,13 +36,6 @@ ENV = {
     "NCCL_VERSION": "nccl",
     "NV_LIBNCCL_PACKAGE_VERSION": "nccl",
     "NV_LIBCUBLAS_VERSION": "cublas",
-}
-WHEELS = {
-    "nvidia-cuda-runtime": "runtime",
-    "nvidia-cudnn": "cudnn",
-    "nvidia-cublas": "cublas",
-    "nvidia-nccl": "nccl",
-    "nvidia-nvjitlink": "nvjitlink",
 }
 LIBRARIES = {
     "libcudart": "runtime",
@@ -69,11 +63,6 @@ LIB_DIRS = (
     "/usr/lib/aarch64-linux-gnu",
     "/usr/lib64",
 )
-
-
-def wheel_component(name: str) -> str | None:
-    """The component an NVIDIA wheel carries: nvidia-cudnn-cu12 -> "cudnn"; None for other names."""
-    return WHEELS.get(re.sub(r"-cu\d+$", "", name))
 
 
 def _from_wheels(dists: Iterable[DistFact]) -> dict[str, CudaComponent]:
@@ -187,22 +176,6 @@ def _from_layout(fs: ImageFS) -> dict[str, CudaComponent]:
         match = _TOOLKIT_DIR.match(target)
         chosen = match.group(1) if match else chosen
     return {"cuda": CudaComponent(name="cuda", version=chosen, source=f"file:/usr/local/cuda-{chosen}")}
-
-
-def refines(precise: str, coarse: str) -> bool:
-    """'8.9.0.131' says '8.9.0' more precisely; '8.9.2.26' does not."""
-    return precise.startswith(coarse + ".")
-
-
-def merge(*layers: Mapping[str, CudaComponent]) -> tuple[CudaComponent, ...]:
-    """One component per name from sources in rising precedence (see the module docstring)."""
-    merged: dict[str, CudaComponent] = {}
-    for layer in layers:
-        for name, component in layer.items():
-            previous = merged.get(name)
-            if previous is None or not refines(previous.version, component.version):
-                merged[name] = component
-    return tuple(merged[name] for name in sorted(merged))
 
 
 def system_components(

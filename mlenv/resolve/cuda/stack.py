@@ -17,10 +17,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mlenv.errors import ResolutionError
+from mlenv.model.cuda import merge, wheel_component
 from mlenv.model.facts import CudaComponent
 from mlenv.model.lock import LockedCuda, PythonPin
 from mlenv.model.target import Target
-from mlenv.observe.probes.cuda import merge, wheel_component
 from mlenv.resolve.cuda.edges import Edge, Requires, edges, exact_pin
 from mlenv.resolve.cuda.floors import (
     DRIVER_TABLE,
