@@ -111,11 +111,15 @@ def test_inspect_reports_the_base_interpreter_and_its_site(slim_project: SlimPro
     assert result.code == 0, result.stderr[-2000:]
     facts = json.loads(result.stdout)
     interpreters = {i["path"]: i["version"] for i in facts["interpreters"]}
+    sites = {i["path"]: i["sites"] for i in facts["interpreters"]}
     assert interpreters[f"/usr/local/bin/python{MAJOR_MINOR}"] == PYTHON_VERSION
+    assert sites[f"/usr/local/bin/python{MAJOR_MINOR}"] == [SITE]
+    assert sites["/opt/venv/bin/python"] == ["/opt/venv/lib/python3.11/site-packages"]
     assert interpreters["/usr/local/bin/python3"] == PYTHON_VERSION
     assert "/usr/bin/python3" not in interpreters
-    sites = {d["name"]: d["site"] for d in facts["python_dists"]}
-    assert sites["pip"] == SITE  # ensurepip's, the base's own
-    assert sites["lightgbm"] == "/opt/venv/lib/python3.11/site-packages"
+    dist_sites = {d["name"]: d["site"] for d in facts["python_dists"]}
+    assert dist_sites["pip"] == SITE  # ensurepip's, the base's own
+    assert dist_sites["lightgbm"] == "/opt/venv/lib/python3.11/site-packages"
     text = run_cli("inspect", f"docker-daemon:{slim_project.tag}")
-    assert f"python: /usr/local/bin/python{MAJOR_MINOR} {PYTHON_VERSION}" in text.stdout.splitlines()
+    line = f"python: /usr/local/bin/python{MAJOR_MINOR} {PYTHON_VERSION} (sites: {SITE})"
+    assert line in text.stdout.splitlines()

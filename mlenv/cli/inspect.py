@@ -20,7 +20,10 @@ def facts_text(facts: EnvFacts) -> str:
         f"os: {facts.os_id} {facts.os_version} ({facts.architecture}), glibc {facts.glibc}",
         f"layers: {len(facts.layer_diff_ids)}",
     ]
-    lines += [f"python: {i.path} {i.version}" for i in facts.interpreters]
+    lines += [
+        f"python: {i.path} {i.version}" + (f" (sites: {', '.join(i.sites)})" if i.sites else "")
+        for i in facts.interpreters
+    ]
     lines.append(f"apt packages: {len(facts.apt)}")
     lines += [f"  {p.name} {p.version} {p.architecture}" for p in facts.apt]
     lines.append(f"python distributions: {len(facts.python_dists)}")

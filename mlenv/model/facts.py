@@ -54,6 +54,9 @@ class PthFact:
 class InterpreterFact:
     path: str
     version: str
+    # The site directories it imports installed packages from, as its site.py would find them (read,
+    # never run); empty where not observed (a lock's expectation names no sites).
+    sites: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -175,13 +175,14 @@ def test_distroless_status_d() -> None:
 def test_interpreters_debian_slim_and_venv() -> None:
     facts = observe_tree(build(BASE, SLIM, VENV))
     assert facts.interpreters == (
-        InterpreterFact(path="/opt/venv/bin/python", version="3.11.2"),
-        InterpreterFact(path="/opt/venv/bin/python3", version="3.11.2"),
+        InterpreterFact(path="/opt/venv/bin/python", version="3.11.2", sites=(VENV_SITE,)),
+        InterpreterFact(path="/opt/venv/bin/python3", version="3.11.2", sites=(VENV_SITE,)),
+        # Debian's python3 without its dist-packages directory in this tree: no site directory to name.
         InterpreterFact(path="/usr/bin/python3", version="3.11.2"),
         InterpreterFact(path="/usr/bin/python3.11", version="3.11.2"),
-        InterpreterFact(path="/usr/local/bin/python", version="3.12.4"),
-        InterpreterFact(path="/usr/local/bin/python3", version="3.12.4"),
-        InterpreterFact(path="/usr/local/bin/python3.12", version="3.12.4"),
+        InterpreterFact(path="/usr/local/bin/python", version="3.12.4", sites=(SITE,)),
+        InterpreterFact(path="/usr/local/bin/python3", version="3.12.4", sites=(SITE,)),
+        InterpreterFact(path="/usr/local/bin/python3.12", version="3.12.4", sites=(SITE,)),
     )
 
 

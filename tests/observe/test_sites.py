@@ -55,3 +55,45 @@ def test_pth_files_are_facts_and_an_import_line_is_a_finding() -> None:
     facts = observe_tree(build(BASE, site), image_config([], env={"PATH": "/usr/bin"}))
     pth = {p.path: p.runs_code for p in facts.pth_files}
     assert pth == {f"/{SITE}/paths.pth": False, f"/{SITE}/zz-hook.pth": True}
+
+
+def test_each_interpreter_names_its_own_site_directories() -> None:
+    """Debian's /usr/bin/python3 reads dist-packages (/usr/local's, then /usr/lib/python3's); a /usr/local
+    build (python:3.X-slim) its site-packages; a venv its own, and its base's too only with
+    include-system-site-packages. A directory the image lacks is not named."""
+    debian = [
+        ("dir", "usr/lib/python3/dist-packages"),
+        ("dir", "usr/local/lib/python3.11/dist-packages"),
+        ("dir", SITE),  # present but unused by Debian's patched site.py
+    ]
+    slim = [
+        ("file", "usr/local/bin/python3.12", b"\x7fELF\x00pymalloc\x003.12.8\x00strict\x00", 0o755),
+        ("symlink", "usr/local/bin/python3", "python3.12"),
+        ("dir", "usr/local/lib/python3.12/site-packages"),
+    ]
+    venvs = [
+        ("file", "opt/venv/pyvenv.cfg", b"home = /usr/local/bin\nversion = 3.12.8\n"),
+        ("symlink", "opt/venv/bin/python", "/usr/local/bin/python3.12"),
+        ("dir", "opt/venv/lib/python3.12/site-packages"),
+        ("symlink", "opt/venv/lib64", "lib"),
+        (
+            "file",
+            "opt/shared/pyvenv.cfg",
+            b"home = /usr/bin\ninclude-system-site-packages = true\nversion = 3.11.2\n",
+        ),
+        ("symlink", "opt/shared/bin/python3", "/usr/bin/python3.11"),
+        ("dir", "opt/shared/lib/python3.11/site-packages"),
+    ]
+    facts = observe_tree(
+        build(BASE, debian, slim, venvs), image_config([], env={"PATH": "/usr/local/bin:/usr/bin"})
+    )
+    sites = {i.path: i.sites for i in facts.interpreters}
+    debian_sites = ("/usr/local/lib/python3.11/dist-packages", "/usr/lib/python3/dist-packages")
+    assert sites["/usr/bin/python3.11"] == sites["/usr/bin/python3"] == debian_sites
+    assert (
+        sites["/usr/local/bin/python3.12"]
+        == sites["/usr/local/bin/python3"]
+        == ("/usr/local/lib/python3.12/site-packages",)
+    )
+    assert sites["/opt/venv/bin/python"] == ("/opt/venv/lib/python3.12/site-packages",)  # lib64 -> lib: once
+    assert sites["/opt/shared/bin/python3"] == ("/opt/shared/lib/python3.11/site-packages", *debian_sites)

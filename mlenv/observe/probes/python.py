@@ -224,30 +224,70 @@ def find_venvs(fs: ImageFS, installs: list[PythonInstall]) -> list[VirtualEnv]:
     return venvs
 
 
+def install_sites(fs: ImageFS, install: PythonInstall) -> tuple[str, ...]:
+    """The site directories of a real interpreter that exist in the image, in its sys.path order.
+
+    Debian's and Ubuntu's /usr/bin/python3 is patched to read dist-packages: /usr/local's for pip, then
+    /usr/lib/python3's for apt's packages (its own site-packages is unused). Any other build, a
+    python:3.X-slim's /usr/local one or Fedora's /usr, reads PREFIX/lib[64]/pythonX.Y/site-packages. The
+    user site (~/.local) depends on the HOME of whoever runs it and is left out."""
+    prefix = install.prefix.rstrip("/")
+    version = install.major_minor
+    if prefix == "/usr" and fs.is_dir("/usr/lib/python3/dist-packages"):
+        candidates = [
+            f"/usr/local/lib/python{version}/dist-packages",
+            "/usr/lib/python3/dist-packages",
+            f"/usr/lib/python{version}/dist-packages",
+        ]
+    else:
+        candidates = [f"{prefix}/{lib}/python{version}/site-packages" for lib in ("lib64", "lib")]
+    return _existing_dirs(fs, candidates)
+
+
+def venv_sites(fs: ImageFS, venv: VirtualEnv) -> tuple[str, ...]:
+    """A venv's site directory, then its base interpreter's when it includes the system site packages."""
+    own = _existing_dirs(fs, sorted(fs.glob(f"{venv.path}/lib*/python*/site-packages")))
+    if venv.system_site_packages and venv.base is not None:
+        return _existing_dirs(fs, [*own, *install_sites(fs, venv.base)])
+    return own
+
+
+def _existing_dirs(fs: ImageFS, paths: Iterable[str]) -> tuple[str, ...]:
+    """The directories among `paths`, canonical, each once, in order (lib64 is often a link to lib)."""
+    return tuple(dict.fromkeys(fs.realpath(path) for path in paths if fs.is_dir(path)))
+
+
 def interpreter_facts(
     fs: ImageFS, installs: list[PythonInstall], venvs: list[VirtualEnv]
 ) -> tuple[InterpreterFact, ...]:
     """Each real interpreter, every python/python3/pythonX.Y link to one in the same bin dirs,
-    and each venv's bin/python*: a lock may name any of these paths."""
-    facts: dict[str, str] = {install.path: install.version for install in installs}
-    versions = dict(facts)
+    and each venv's bin/python*: a lock may name any of these paths. Each with its site directories."""
+    facts: dict[str, InterpreterFact] = {}
+    by_path = {}
+    for install in installs:
+        by_path[install.path] = InterpreterFact(
+            path=install.path, version=install.version, sites=install_sites(fs, install)
+        )
+    facts.update(by_path)
     directories = {posixpath.dirname(install.path) for install in installs}
     for directory in sorted(directories):
         for name in fs.listdir(directory):
             path = posixpath.join(directory, name)
             if _ALIASES.match(name) and fs.is_symlink(path) and fs.exists(path):
-                real = fs.realpath(path)
-                if real in versions:
-                    facts[path] = versions[real]
+                real = by_path.get(fs.realpath(path))
+                if real is not None:
+                    facts[path] = InterpreterFact(path=path, version=real.version, sites=real.sites)
     for venv in venvs:
         if venv.version is None:
             continue
         bin_dir = posixpath.join(venv.path, "bin")
         if fs.is_dir(bin_dir):
+            sites = venv_sites(fs, venv)
             for name in fs.listdir(bin_dir):
                 if _ALIASES.match(name) or _BINARY.match(name):
-                    facts[posixpath.join(bin_dir, name)] = venv.version
-    return tuple(InterpreterFact(path=path, version=version) for path, version in sorted(facts.items()))
+                    path = posixpath.join(bin_dir, name)
+                    facts[path] = InterpreterFact(path=path, version=venv.version, sites=sites)
+    return tuple(facts[path] for path in sorted(facts))
 
 
 # --------------------------------------------------------------------------- site directories and dists
