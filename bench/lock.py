@@ -6,9 +6,12 @@ Only the Python layer is timed: the spec gives [target] python/glibc and no base
 resolution is called the way `mlenv lock` calls it (`resolve_python(spec, target_from_spec(spec))`,
 in-process, interpreter start-up excluded); `mlenv lock` end to end is timed too (a new process, which also
 resolves the CUDA section), with its start-up (`mlenv --version`) shown alone. Every tool runs once to warm
-its cache, then in rounds (each tool once per round); medians are shown. mlenv's warm-up fills its cache of
-the wheels' Requires-Dist (by sha256, read by range requests of each wheel's METADATA, the index serving
-no PEP 658 files), so the timed CLI runs read no metadata, as uv's timed runs use its warm cache.
+its cache, then in rounds (each tool once per round); medians are shown. Each lock is fresh: uv's output
+file and mlenv's lock are removed first, since both read them as preferences (uv is ~0.7 s faster on set A
+with its previous output); the re-lock over each tool's own previous output is timed beside it.
+mlenv's warm-up fills its cache of the wheels' Requires-Dist (by sha256, read by range requests of each
+wheel's METADATA, the index serving no PEP 658 files), so the timed CLI runs read no metadata, as uv's
+timed runs use its warm cache.
 
 Anchors on this machine, and why torch is left out for pip-compile: the reachable PyPI serves no PEP 658
 metadata, so pip-compile downloads every wheel to read its metadata, torch's 539 MB wheel and the multi-GB
