@@ -8,7 +8,7 @@ the rules of mlenv's venv step (render/dockerfile.py):
     /opt/venv/bin/python -m pip uninstall --yes pip setuptools
     py_compile CHECKED_HASH of every .py under /opt/venv/lib that has no pyc yet
 
-`wheel_expectation` (and `wheel_files`, its file list) says what pip puts in the venv for one wheel and
+`wheel_expectation` says what pip puts in the venv for one wheel and
 what the compile step adds for it;
 `venv_expectation` says what `python -m venv` leaves once ensurepip's pip and setuptools are uninstalled.
 pip's behaviour is taken from pip's installer (pip/_internal/operations/install/wheel.py and its
@@ -415,37 +415,6 @@ class Expectation:
         return (
             f"sha256 {digest} is none of the {len(allowed)} renderings its rule allows ({', '.join(allowed)})"
         )
-
-
-def wheel_files(
-    wheel: bytes | str | Path,
-    *,
-    site: str,
-    scripts_dir: str,
-    interpreter: str,
-    python: str,
-    data_dir: str,
-    headers_dir: str,
-    compile_root: str,
-    source: str,
-    umask: int = 0o022,
-    compiles: Callable[[bytes, str], bool] | None = None,
-) -> list[ExpectedFile]:
-    """`wheel_expectation(...).files`: see there. Generated files need `wheel_expectation` to be checked."""
-    expectation = wheel_expectation(
-        wheel,
-        site=site,
-        scripts_dir=scripts_dir,
-        interpreter=interpreter,
-        python=python,
-        data_dir=data_dir,
-        headers_dir=headers_dir,
-        compile_root=compile_root,
-        source=source,
-        umask=umask,
-        compiles=compiles,
-    )
-    return list(expectation.files)
 
 
 def wheel_expectation(
