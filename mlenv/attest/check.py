@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlenv.attest.dsse import EnvelopeError, open_envelope
+from mlenv.attest.fields import field
 from mlenv.attest.referrers import (
     PREDICATE_ANNOTATION,
     Subject,
@@ -45,21 +46,13 @@ class Attested:
     predicate: dict[str, Any]
 
 
-def _field(document: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document
-
-
 def check_one(
     client: RegistryClient, subject: Subject, digest: str, public_key: Any, lock_sha256: str
 ) -> Attested:
     """An OCI 1.1 attestation: the artifact manifest `digest`, attached to `subject`, and its envelope."""
     what = f"attestation {digest} of {subject.pinned}"
     manifest, envelope = envelope_of(client, subject, digest)
-    attached_to = _field(manifest, "subject", "digest")
+    attached_to = field(manifest, "subject", "digest")
     if attached_to != subject.digest:
         raise AttestationError(f"{what}: attached to {str(attached_to)[:80]}, not to this image")
     return check_envelope(what, digest, envelope, subject, public_key, lock_sha256)
@@ -75,22 +68,22 @@ def check_envelope(
         statement = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         raise AttestationError(f"{what}: the signed payload is not JSON") from None
-    if _field(statement, "_type") != STATEMENT_TYPE:
+    if field(statement, "_type") != STATEMENT_TYPE:
         raise AttestationError(f"{what}: the signed payload is not an in-toto Statement v1")
-    if _field(statement, "predicateType") != VERIFY_PREDICATE:
+    if field(statement, "predicateType") != VERIFY_PREDICATE:
         raise AttestationError(f"{what}: signed for another predicate type than {VERIFY_PREDICATE}")
     subjects = statement.get("subject")
-    digests = [_field(s, "digest", "sha256") for s in subjects] if isinstance(subjects, list) else []
+    digests = [field(s, "digest", "sha256") for s in subjects] if isinstance(subjects, list) else []
     if hex_digest(subject.digest) not in digests:
         shown = ", ".join(f"sha256:{d}" for d in digests if isinstance(d, str))[:200] or "no digest"
         raise AttestationError(f"{what}: signed for {shown}, not for {subject.digest}")
     predicate = statement.get("predicate")
-    locked = _field(predicate, "lock", "sha256")
+    locked = field(predicate, "lock", "sha256")
     if locked != lock_sha256:
         raise AttestationError(
             f"{what}: made for the lock sha256:{str(locked)[:64]}, not the expected sha256:{lock_sha256}"
         )
-    verdict = _field(predicate, "verdict")
+    verdict = field(predicate, "verdict")
     if verdict not in ("match", "drift"):
         raise AttestationError(f"{what}: carries no verdict (match or drift)")
     assert isinstance(predicate, dict)
@@ -104,10 +97,8 @@ def check_attestations(
     `drift`, that one answers: a gate fails closed, as Kyverno does (every attestation must hold)."""
     entries, where = listed(client, subject)
     wanted = (None, VERIFY_PREDICATE)
-    manifests = [e for e in entries if _field(e, "annotations", PREDICATE_ANNOTATION) in wanted]
-    layers = [
-        e for e in cosign_layers(client, subject) if _field(e, "annotations", "predicateType") in wanted
-    ]
+    manifests = [e for e in entries if field(e, "annotations", PREDICATE_ANNOTATION) in wanted]
+    layers = [e for e in cosign_layers(client, subject) if field(e, "annotations", "predicateType") in wanted]
     if not manifests and not layers:
         raise AttestationError(
             f"{subject.pinned}: no mlenv verify attestation "

@@ -8,10 +8,10 @@ as cosign signs; keyid is left empty as cosign leaves it (a keyid is a hint, nev
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any
 
+from mlenv.attest.fields import base64_bytes
 from mlenv.errors import MlenvError
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -44,18 +44,6 @@ def sign(payload: bytes, private_key: Any, payload_type: str = PAYLOAD_TYPE) -> 
     return json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
-def _b64(value: Any) -> bytes | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        try:  # DSSE allows URL-safe base64 too
-            return base64.urlsafe_b64decode(value)
-        except (binascii.Error, ValueError):
-            return None
-
-
 def open_envelope(raw: bytes, public_key: Any, what: str) -> bytes:
     """The payload of the envelope `raw` when one of its signatures verifies with `public_key`.
 
@@ -71,7 +59,7 @@ def open_envelope(raw: bytes, public_key: Any, what: str) -> bytes:
     if not isinstance(envelope, dict):
         raise EnvelopeError(f"{what}: not a DSSE envelope")
     payload_type = envelope.get("payloadType")
-    payload = _b64(envelope.get("payload"))
+    payload = base64_bytes(envelope.get("payload"), url_safe_too=True)
     if payload_type != PAYLOAD_TYPE or payload is None:
         raise EnvelopeError(f"{what}: not a DSSE envelope of an in-toto statement")
     signatures = envelope.get("signatures")
@@ -79,7 +67,7 @@ def open_envelope(raw: bytes, public_key: Any, what: str) -> bytes:
         raise EnvelopeError(f"{what}: unsigned (the envelope carries no signature)")
     message = pae(payload_type, payload)
     for entry in signatures:
-        signature = _b64(entry.get("sig")) if isinstance(entry, dict) else None
+        signature = base64_bytes(entry.get("sig"), url_safe_too=True) if isinstance(entry, dict) else None
         if not signature:
             continue
         try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlenv.attest.fields import base64_bytes, field
 from mlenv.errors import MlenvError
 
 PASSWORD_VARIABLE = "MLENV_KEY_PASSWORD"
@@ -135,23 +136,6 @@ def _pem(kind: str, body: bytes) -> bytes:
     return ("\n".join([f"-----BEGIN {kind}-----", *lines, f"-----END {kind}-----"]) + "\n").encode("ascii")
 
 
-def _field(document: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(document, dict) or key not in document:
-            return None
-        document = document[key]
-    return document
-
-
-def _decode(value: Any) -> bytes | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
 def decrypt_private_key(sealed: bytes, passphrase: bytes, path: Path) -> bytes:
     """The PKCS#8 DER inside a cosign-format key body, or an error naming `path`."""
     import nacl.exceptions
@@ -162,17 +146,17 @@ def decrypt_private_key(sealed: bytes, passphrase: bytes, path: Path) -> bytes:
     except (ValueError, UnicodeDecodeError):
         raise KeyFileError(f"{path}: the encrypted key is not the JSON cosign writes") from None
     parameters = (
-        _field(document, "kdf", "params", "N"),
-        _field(document, "kdf", "params", "r"),
-        _field(document, "kdf", "params", "p"),
+        field(document, "kdf", "params", "N"),
+        field(document, "kdf", "params", "r"),
+        field(document, "kdf", "params", "p"),
     )
-    if _field(document, "kdf", "name") != "scrypt" or _field(document, "cipher", "name") != "nacl/secretbox":
+    if field(document, "kdf", "name") != "scrypt" or field(document, "cipher", "name") != "nacl/secretbox":
         raise KeyFileError(f"{path}: the key is sealed with another method than scrypt and nacl/secretbox")
     if parameters not in SCRYPT_PARAMETERS:
         raise KeyFileError(f"{path}: unsupported scrypt parameters; mlenv reads cosign's three sets")
-    salt = _decode(_field(document, "kdf", "salt"))
-    nonce = _decode(_field(document, "cipher", "nonce"))
-    ciphertext = _decode(_field(document, "ciphertext"))
+    salt = base64_bytes(field(document, "kdf", "salt"))
+    nonce = base64_bytes(field(document, "cipher", "nonce"))
+    ciphertext = base64_bytes(field(document, "ciphertext"))
     if salt is None or ciphertext is None or nonce is None or len(nonce) != nacl.secret.SecretBox.NONCE_SIZE:
         raise KeyFileError(f"{path}: the encrypted key lacks its salt, nonce or ciphertext")
     box = nacl.secret.SecretBox(_scrypt(passphrase, salt, parameters))
