@@ -259,14 +259,15 @@ def _apply_swaps_before_fix(run: list[list[Hashable]]) -> int:
     return applied
 
 
-def _stores(code: types.CodeType) -> tuple[tuple[Hashable, ...], int] | None:
-    """The code's instructions and exception table as CPython 3.11.0-3.11.3 would have written them from
-    the same source, and how many SWAPs that took out (see the module docstring): in each run of
-    SWAP/NOP/STORE_FAST/POP_TOP within one basic block, the SWAPs are applied as that compiler applies
-    them (`_apply_swaps_before_fix`) and the NOPs dropped (they do nothing; the old compiler removes
-    them too); jumps and handlers name instruction positions (not byte offsets), EXTENDED_ARG prefixes
-    are dropped. None when the code cannot be disassembled (untrusted bytes: nothing is run, dis only
-    reads them)."""
+def _stores(code: types.CodeType, *, old_swaps: bool = True) -> tuple[tuple[Hashable, ...], int] | None:
+    """The code's instructions and exception table in a form that two micro releases of one minor write
+    alike for the same behaviour, and how many SWAPs were applied. With `old_swaps`, as CPython
+    3.11.0-3.11.3 would have written them from the same source (see the module docstring): in each run
+    of SWAP/NOP/STORE_FAST/POP_TOP within one basic block, the SWAPs are applied as that compiler applies
+    them (`_apply_swaps_before_fix`). Always: the NOPs of such runs are dropped (they do nothing; the old
+    compiler removes them too); jumps and handlers name instruction positions (not byte offsets), and
+    EXTENDED_ARG prefixes are dropped; jumps are threaded (`_threaded`). None when the code cannot be
+    disassembled (untrusted bytes: nothing is run, dis only reads them)."""
     try:
         found = [i for i in dis.get_instructions(code) if i.opname != "EXTENDED_ARG"]
         table = _exception_table(code.co_exceptiontable)
@@ -290,7 +291,8 @@ def _stores(code: types.CodeType) -> tuple[tuple[Hashable, ...], int] | None:
             items: list[list[Hashable]] = [
                 [i.opname, i.arg or 0, None, i.positions.lineno if i.positions else None] for i in run
             ]
-            swaps += _apply_swaps_before_fix(items)
+            if old_swaps:
+                swaps += _apply_swaps_before_fix(items)
             for instruction in run:
                 position[instruction.offset] = len(tokens)
             tokens.append(["stores", tuple((item[0], item[1]) for item in items if item[0] != "NOP")])
@@ -312,8 +314,67 @@ def _stores(code: types.CodeType) -> tuple[tuple[Hashable, ...], int] | None:
     for token in tokens:
         if len(token) == 3 and token[2] is not None:
             token[2] = at(token[2])
-    handlers = tuple((at(s), at(e), at(t), d) for s, e, t, d in table)
-    return (*(tuple(t) for t in tokens), handlers), swaps
+    handlers: list[list[Hashable]] = [[at(s), at(e), at(t), d] for s, e, t, d in table]
+    tokens, handlers = _threaded(tokens, handlers)
+    return (*(tuple(t) for t in tokens), tuple(tuple(h) for h in handlers)), swaps
+
+
+# Unconditional jumps a compiler may thread a jump through. JUMP_BACKWARD_NO_INTERRUPT is left alone: it
+# skips the interrupt check the others make, so it is not the same jump.
+_THREADABLE = frozenset({"JUMP_FORWARD", "JUMP_BACKWARD", "JUMP_ABSOLUTE"})
+# After these, control never reaches the next instruction.
+_NO_FALL_THROUGH = _THREADABLE | {"JUMP_BACKWARD_NO_INTERRUPT", "RETURN_VALUE", "RAISE_VARARGS", "RERAISE"}
+_DIRECTION = (("_FORWARD", ""), ("_BACKWARD", ""))
+
+
+def _threaded(
+    tokens: list[list[Hashable]], handlers: list[list[Hashable]]
+) -> tuple[list[list[Hashable]], list[list[Hashable]]]:
+    """The tokens with every jump aimed at the end of its chain of unconditional jumps, and an
+    unconditional jump that nothing reaches any more dropped. Micro releases differ here: 3.11.2 leaves
+    `JUMP_FORWARD` to a `JUMP_BACKWARD` at the end of a `match` case in a loop, 3.11.7 jumps back at once
+    and drops the other (measured: numpy 2.4.6's lib/_arraypad_impl.py, `pad`). Both do the same; the
+    direction in a 3.11 jump's name (POP_JUMP_FORWARD_IF_FALSE) follows from its target and is dropped."""
+
+    def end_of_chain(target: Hashable) -> Hashable:
+        seen = set()
+        while isinstance(target, int) and 0 <= target < len(tokens) and target not in seen:
+            seen.add(target)
+            if tokens[target][0] not in _THREADABLE:
+                break
+            target = tokens[target][2]
+        return target
+
+    for token in tokens:
+        if len(token) == 3 and token[2] is not None:
+            token[2] = end_of_chain(token[2])
+    aimed_at = {t[2] for t in tokens if len(t) == 3} | {h[2] for h in handlers}
+    kept: list[int] = []
+    for index, token in enumerate(tokens):
+        unreachable = bool(kept) and tokens[kept[-1]][0] in _NO_FALL_THROUGH and index not in aimed_at
+        if not (unreachable and token[0] in _THREADABLE):
+            kept.append(index)
+    new_index = {old: new for new, old in enumerate(kept)}
+
+    def moved(position: Hashable) -> Hashable:
+        # A dropped token's position goes to the next kept one (an exception range's end may be one).
+        if not isinstance(position, int) or position < 0:
+            return position
+        after = bisect.bisect_left(kept, position)
+        return new_index[kept[after]] if after < len(kept) else len(kept)
+
+    out = []
+    for index in kept:
+        token = list(tokens[index])
+        name = token[0]
+        if isinstance(name, str) and "JUMP" in name:
+            for marker, replacement in _DIRECTION:
+                name = name.replace(marker, replacement)
+            token[0] = name
+        if len(token) == 3 and token[2] is not None:
+            token[2] = moved(token[2])
+        out.append(token)
+    return out, [[moved(s), moved(e), moved(t), d] for s, e, t, d in handlers]
 
 
 def _code_difference(
@@ -324,8 +385,11 @@ def _code_difference(
     skip: frozenset[str],
     store_order: list[str] | None = None,
     exact_before_fix: bool = False,
+    threading: bool = False,
 ) -> str | None:
     """The first attribute (not in `skip`) in which two code objects differ, recursively. With
+    `threading` (another micro release), code that differs only in how its jumps are threaded
+    (`_threaded`) is not a difference. With
     `store_order`, code that differs from this host's compile only by gh-104615 is not a difference
     here, and the names of those code objects are appended to it: exactly the pre-fix compiler's output
     (no SWAP left in those runs) when `exact_before_fix`, else any SWAPs there."""
@@ -347,6 +411,14 @@ def _code_difference(
     ):
         store_order.append(where)
         skip = skip | {"co_code", "co_exceptiontable"}
+    if (
+        threading
+        and "co_code" not in skip
+        and (found.co_code, found.co_exceptiontable) != (expected.co_code, expected.co_exceptiontable)
+        and (seen := _stores(found, old_swaps=False)) is not None
+        and seen == _stores(expected, old_swaps=False)
+    ):
+        skip = skip | {"co_code", "co_exceptiontable"}  # the same instructions, jumps threaded otherwise
     for attr in (
         "co_name",
         "co_qualname",
@@ -382,6 +454,7 @@ def _code_difference(
                 skip=skip,
                 store_order=store_order,
                 exact_before_fix=exact_before_fix,
+                threading=threading,
             )
             if reason:
                 return reason
@@ -459,6 +532,7 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
         skip=skip,
         store_order=store_order,
         exact_before_fix=side == "target before",
+        threading=comparison == "without line tables",
     )
     if reason:
         return f"its code is not what its source compiles to ({reason})"

@@ -279,3 +279,76 @@ def test_the_old_compiler_exchanges_the_stores_it_swaps() -> None:
         assert check_pyc(
             pyc[:16] + marshal.dumps(forged), source, python="3.11.2", source_path=THREE_PATH
         ) == ("its code is not what its source compiles to (<module>.three: co_code differs)")
+
+
+JUMPS_PATH = "/opt/venv/lib/python3.11/site-packages/jumps.py"
+# Measured on 3.11.7: it threads the jump at the end of a `match` case in a loop that 3.11.2 leaves.
+JUMPS_THREADED = sys.version_info[:2] == (3, 11) and sys.version_info >= (3, 11, 7)
+
+
+def _pad_code(pyc: bytes) -> tuple[types.CodeType, types.CodeType]:
+    module = marshal.loads(pyc[16:])
+    return module, next(c for c in module.co_consts if isinstance(c, types.CodeType) and c.co_name == "pad")
+
+
+def _with_pad_code(pyc: bytes, co_code: bytes) -> bytes:
+    module, pad = _pad_code(pyc)
+    consts = tuple(pad.replace(co_code=co_code) if c is pad else c for c in module.co_consts)
+    return pyc[:16] + marshal.dumps(module.replace(co_consts=consts))
+
+
+@pytest.mark.skipif(not JUMPS_THREADED, reason="the recorded case needs a host CPython 3.11.7 or later")
+def test_jumps_another_micro_release_threads_otherwise_are_still_its_sources_byte_code() -> None:
+    """3.11.2's pyc for a `match` in a loop (recorded, see pyc_fixtures/README.md; numpy 2.4.6's `pad`
+    has it, so a bookworm image with numpy was a false drift) ends a case with a JUMP_FORWARD to the
+    loop's JUMP_BACKWARD, where this host jumps back at once and drops the other jump. Same behaviour:
+    it is its source's byte code for a 3.11.2 image, but not for an image that says it runs this
+    host's exact release, whose compiler writes the other code."""
+    source = (FIXTURES / "jumps.py").read_bytes()
+    pyc = (FIXTURES / "jumps.cpython-311-3.11.2.pyc").read_bytes()
+    assert pyc[16:] != marshal.dumps(compile(source, JUMPS_PATH, "exec", dont_inherit=True))
+    assert check_pyc(pyc, source, python="3.11.2", source_path=JUMPS_PATH) is None
+    host = ".".join(str(n) for n in sys.version_info[:3])
+    assert check_pyc(pyc, source, python=host, source_path=JUMPS_PATH) == (
+        "its code is not what its source compiles to (<module>.pad: co_code differs)"
+    )
+
+
+@pytest.mark.skipif(not JUMPS_THREADED, reason="the recorded case needs a host CPython 3.11.7 or later")
+def test_other_jumps_behind_3_11_2s_header_are_foreign_code() -> None:
+    """The jump-threading allowance explains no other change: other code behind the recorded header, a
+    jump of 3.11.2's code aimed elsewhere, a jump to itself (which must not hang the check), and a jump
+    to the loop's head where 3.11.2 aimed at a jump there (the same behaviour, so accepted)."""
+    source = (FIXTURES / "jumps.py").read_bytes()
+    pyc = (FIXTURES / "jumps.cpython-311-3.11.2.pyc").read_bytes()
+    foreign = "its code is not what its source compiles to (<module>.pad: co_code differs)"
+    for other in (
+        source.replace(b"seq[axis] = before, after", b"seq[axis] = after, before"),
+        source.replace(b"typing.assert_never(invalid)", b"__import__('os').system('id')"),
+    ):
+        swapped = pyc[:16] + marshal.dumps(compile(other, JUMPS_PATH, "exec", dont_inherit=True))
+        reason = check_pyc(swapped, source, python="3.11.2", source_path=JUMPS_PATH)
+        assert reason is not None and reason.startswith("its code is not what its source compiles to ("), (
+            reason
+        )
+    _, pad = _pad_code(pyc)
+    code = bytearray(pad.co_code)
+    jump = next(at for at in range(0, len(code), 2) if code[at] == dis.opmap["JUMP_FORWARD"] and code[at + 1])
+    # Aimed at the next instruction: the case falls into the next one's code. (One instruction short
+    # would be no change: that is the other JUMP_BACKWARD to the loop's head, and it is accepted.)
+    code[jump + 1] = 0
+    assert (
+        check_pyc(_with_pad_code(pyc, bytes(code)), source, python="3.11.2", source_path=JUMPS_PATH)
+        == foreign
+    )
+    code = bytearray(pad.co_code)
+    code[jump + 1] -= 1
+    assert (
+        check_pyc(_with_pad_code(pyc, bytes(code)), source, python="3.11.2", source_path=JUMPS_PATH) is None
+    )
+    code = bytearray(pad.co_code)
+    code[jump : jump + 2] = bytes([dis.opmap["JUMP_BACKWARD"], 1])  # aimed at itself
+    assert (
+        check_pyc(_with_pad_code(pyc, bytes(code)), source, python="3.11.2", source_path=JUMPS_PATH)
+        == foreign
+    )
