@@ -33,6 +33,12 @@ SWAP, or the SWAP merely dropped, is a drift for such a target; measured: all 1,
 sympy 1.13.3 match). A host before the
 fix cannot derive a later target's SWAPs: such a pyc is reported as not comparable (still a drift).
 
+Micro releases also thread jumps differently: 3.11.2 ends a `match` case in a loop with a JUMP_FORWARD to
+the loop's JUMP_BACKWARD, 3.11.7 with the JUMP_BACKWARD itself, dropping the other (measured: numpy
+2.4.6's lib/_arraypad_impl.py `pad`, a false drift of every bookworm image with that numpy). So across
+micro releases the instructions are compared with each jump aimed at the end of its chain of
+unconditional jumps and the jumps nothing reaches dropped (`_threaded`): the same behaviour either way.
+
 Every `python` argument is a version string: "3.11" (minor) or "3.11.2" (exact).
 """
 
