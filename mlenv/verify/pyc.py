@@ -27,7 +27,7 @@ rs_cos's co_code (the SWAP) and co_exceptiontable (the offsets after it), nothin
 removes such a SWAP by exchanging the two store instructions it swaps, which 3.11.4 refuses when they, or
 a store between them, store one name: for `x, x = a, b` the two are identical and only the SWAP goes, but
 for `_, _, last = a, b, c` (sympy 1.13.3's lra_theory.py, LRASolver._pivot) 3.11.2 writes the stores as
-last, _, _. A 3.11.4+ host applies the SWAPs its compiler kept as the old one does (`_stores`), so it
+last, _, _. A 3.11.4+ host applies the SWAPs its compiler kept as the old one does (`_canonical`), so it
 derives a 3.11.0-3.11.3 target's code exactly, and only that code matches (the host's own, with the
 SWAP, or the SWAP merely dropped, is a drift for such a target; measured: all 1,517 pyc 3.11.2 writes for
 sympy 1.13.3 match). A host before the
@@ -178,7 +178,7 @@ SwapFix = Literal["same side", "target before", "target after"]
 def _swap_fix_side(python: str) -> SwapFix:
     """Where the exact target `python` ("3.11.2") lies against this host around 3.11.4: "target before"
     when the target predates the fix and the host has it (the host can derive the target's byte code
-    exactly: see `_stores`), "target after" for the reverse (it cannot), else "same side"."""
+    exactly: see `_canonical`), "target after" for the reverse (it cannot), else "same side"."""
     parts = python.split(".")
     if len(parts) != 3 or not all(p.isdigit() for p in parts) or _minor(python) != "3.11":
         return "same side"
@@ -265,7 +265,7 @@ def _apply_swaps_before_fix(run: list[list[Hashable]]) -> int:
     return applied
 
 
-def _stores(code: types.CodeType, *, old_swaps: bool = True) -> tuple[tuple[Hashable, ...], int] | None:
+def _canonical(code: types.CodeType, *, old_swaps: bool = True) -> tuple[tuple[Hashable, ...], int] | None:
     """The code's instructions and exception table in a form that two micro releases of one minor write
     alike for the same behaviour, and how many SWAPs were applied. With `old_swaps`, as CPython
     3.11.0-3.11.3 would have written them from the same source (see the module docstring): in each run
@@ -402,8 +402,12 @@ def _code_difference(
     if store_order is not None and exact_before_fix:
         # This host's compile keeps SWAPs the target's compiler drops: the target's code is this host's
         # without them, and only that code is the target's (this host's own is not).
-        if _SWAP in expected.co_code[::2] and (canonical := _stores(expected)) is not None and canonical[1]:
-            seen = _stores(found)
+        if (
+            _SWAP in expected.co_code[::2]
+            and (canonical := _canonical(expected)) is not None
+            and canonical[1]
+        ):
+            seen = _canonical(found)
             if seen is None or seen != (canonical[0], 0):
                 return f"{where}: co_code differs"
             store_order.append(where)
@@ -411,8 +415,8 @@ def _code_difference(
     elif (
         store_order is not None
         and (found.co_code, found.co_exceptiontable) != (expected.co_code, expected.co_exceptiontable)
-        and (canonical := _stores(expected)) is not None
-        and (seen := _stores(found)) is not None
+        and (canonical := _canonical(expected)) is not None
+        and (seen := _canonical(found)) is not None
         and seen[0] == canonical[0]
     ):
         store_order.append(where)
@@ -421,8 +425,8 @@ def _code_difference(
         threading
         and "co_code" not in skip
         and (found.co_code, found.co_exceptiontable) != (expected.co_code, expected.co_exceptiontable)
-        and (seen := _stores(found, old_swaps=False)) is not None
-        and seen == _stores(expected, old_swaps=False)
+        and (seen := _canonical(found, old_swaps=False)) is not None
+        and seen == _canonical(expected, old_swaps=False)
     ):
         skip = skip | {"co_code", "co_exceptiontable"}  # the same instructions, jumps threaded otherwise
     for attr in (
@@ -542,7 +546,7 @@ def check_pyc(pyc: bytes, source: bytes, *, python: str, source_path: str | None
     )
     if reason:
         return f"its code is not what its source compiles to ({reason})"
-    # A target before the fix: the host derived that release's code exactly (`_stores`), so it matched.
+    # A target before the fix: the host derived that release's code exactly (`_canonical`), so it matched.
     if store_order and side == "target after":
         host = ".".join(str(n) for n in sys.version_info[:3])
         return (
