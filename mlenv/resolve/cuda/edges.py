@@ -50,17 +50,16 @@ def _could_give(requirer: str, lines: tuple[str, ...], wanted: Wanted) -> tuple[
     whose name is wanted, and every line of an extra such a line is in: whether that extra was taken
     depends on all of them. A line whose name cannot be read is kept, for the parser to judge."""
 
-    def extras(line: str) -> set[str]:
-        return {canonicalize_name(e) for e in _EXTRA.findall(line)}
-
-    named = [(line, canonicalize_name(m[1]) if (m := _NAME.match(line)) else None) for line in lines]
-    direct = [name is None or wanted(requirer, name) for _, name in named]
-    needed = set().union(*(extras(line) for (line, _), keep in zip(named, direct, strict=True) if keep))
-    return tuple(
-        line
-        for (line, _), keep in zip(named, direct, strict=True)
-        if keep or (needed and extras(line) & needed)
-    )
+    read = [
+        (
+            line,
+            (m := _NAME.match(line)) is None or wanted(requirer, canonicalize_name(m[1])),
+            {canonicalize_name(e) for e in _EXTRA.findall(line)},
+        )
+        for line in lines
+    ]
+    needed = set().union(*(extras for _, direct, extras in read if direct))
+    return tuple(line for line, direct, extras in read if direct or extras & needed)
 
 
 def _platform_edges(
