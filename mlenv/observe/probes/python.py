@@ -262,13 +262,13 @@ def interpreter_facts(
 ) -> tuple[InterpreterFact, ...]:
     """Each real interpreter, every python/python3/pythonX.Y link to one in the same bin dirs,
     and each venv's bin/python*: a lock may name any of these paths. Each with its site directories."""
-    facts: dict[str, InterpreterFact] = {}
-    by_path = {}
-    for install in installs:
-        by_path[install.path] = InterpreterFact(
+    by_path = {
+        install.path: InterpreterFact(
             path=install.path, version=install.version, sites=install_sites(fs, install)
         )
-    facts.update(by_path)
+        for install in installs
+    }
+    facts = dict(by_path)
     directories = {posixpath.dirname(install.path) for install in installs}
     for directory in sorted(directories):
         for name in fs.listdir(directory):
