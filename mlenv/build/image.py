@@ -19,7 +19,7 @@ from mlenv.build.normalise import normalised_archive, saved_config
 from mlenv.build.wheels import rebuild_missing
 from mlenv.errors import BuildError
 from mlenv.files import file_sha256
-from mlenv.model.lock import Lock
+from mlenv.model.lock import Lock, for_platform
 from mlenv.observe.image.loaded import parse_json
 from mlenv.observe.image.local import LocalImage
 from mlenv.render import CONTEXT_DIR, RenderedContext, render, render_dependencies
@@ -52,9 +52,11 @@ class BuildRun:
 
 
 def run_build(
-    engine: BuildEngine, context: Path, *, tag: str, no_cache: bool, progress: Progress
+    engine: BuildEngine, context: Path, *, tag: str, platform: str, no_cache: bool, progress: Progress
 ) -> BuildRun:
-    """Build `context` with the network off and return the image ID and its side stages' images.
+    """Build `context` for `platform` with the network off and return the image ID and its side
+    stages' images. A platform not the engine's own runs its RUN steps under the engine's emulation
+    (qemu-user-static's binfmt handlers on Linux).
 
     Intermediate containers are removed on failure too (rm + forcerm), and the error is reported
     with the build's last lines, which name the failing step.
@@ -71,6 +73,7 @@ def run_build(
         network_mode="none",
         nocache=no_cache,
         pull=False,
+        platform=platform,
         decode=True,
     )
     for chunk in stream:
@@ -126,6 +129,7 @@ def dependency_tag(
         "wheels": sorted((a.filename, a.sha256) for a in python_artifacts(lock, platform)),
         "debs": sorted((a.filename, a.sha256) for a in apt_artifacts(lock)),
         "normalised": normalise,
+        "platform": platform,
     }
     key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
     return f"{DEPENDENCY_REPOSITORY}:{key[:40]}"
@@ -144,16 +148,24 @@ def build_image(
     progress: Progress,
     mlenv_version: str,
     work: Path | None = None,
+    platform: str | None = None,
 ) -> BuiltImage:
-    """Build the image of `lock`: the dependency image (apt, venv, user) by `docker build` when no
-    image of the same inputs is there, then the final steps written and loaded by mlenv (build.assemble).
+    """Build the image of `lock` for `platform` (default: its first): the dependency image (apt, venv,
+    user) by `docker build` when no image of the same inputs is there, then the final steps written and
+    loaded by mlenv (build.assemble).
 
     `work` (a directory the caller removes) keeps the final image's files for the caller's verify;
     without it they are removed here. `no_cache` builds the dependency image again, every step.
     """
     store = store or ContentStore()
-    platform = lock.target.platforms[0]
+    platform = platform or lock.target.platforms[0]
+    if platform not in lock.target.platforms:
+        raise BuildError(
+            f"{platform} is not a platform of the lock (it has {', '.join(lock.target.platforms)})",
+            hint="add it to [base] platforms in mlenv.toml and run `mlenv lock`",
+        )
     refuse_outside(lock, project_dir)  # before anything is built: a hand-edited lock naming /etc
+    lock = for_platform(lock, platform)  # what this image holds: one architecture's .debs and wheels
     for rebuilt in rebuild_missing(lock, project_dir, store):  # wheels lock built on the host
         progress(f"rebuilt {rebuilt} on the host: the content store did not have it")
     rendered = render(lock, lock_digest=lock_digest, mlenv_version=mlenv_version, fetch="host")
@@ -233,7 +245,7 @@ def _build_dependencies(
         wheels = fetch(python_artifacts(lock, platform), store, progress)
         debs = fetch(apt_artifacts(lock), store, progress)
         dependency_context(lock, [("Dockerfile", dockerfile), *files], context, wheels=wheels, debs=debs)
-        run = run_build(engine, context, tag=name, no_cache=no_cache, progress=progress)
+        run = run_build(engine, context, tag=name, platform=platform, no_cache=no_cache, progress=progress)
     if normalise:
         progress("normalise the dependency image's config (times, build container ids)")
         normal = normalised_archive(

@@ -242,6 +242,7 @@ def check_reproducible(
     progress: Progress,
     mlenv_version: str,
     store: ContentStore | None = None,
+    platform: str | None = None,
 ) -> tuple[BuiltImage, ReproReport]:
     """Build twice without cache (the second as `second_tag(tag)`) and compare the two images.
 
@@ -262,6 +263,7 @@ def check_reproducible(
                 store=store,
                 progress=progress,
                 mlenv_version=mlenv_version,
+                platform=platform,
             )
         )
     progress("compare the two builds layer by layer")

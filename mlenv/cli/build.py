@@ -17,10 +17,11 @@ import typer
 from mlenv import __version__
 from mlenv.build.context import refuse_secret_files
 from mlenv.build.image import BuiltImage, build_image, default_tag
+from mlenv.build.index import platform_tag
 from mlenv.build.reproducible import check_reproducible as reproducible_build
 from mlenv.build.reproducible import format_text
 from mlenv.build.vault import open_vault, vault_store
-from mlenv.cli.common import Project, fresh_project, say
+from mlenv.cli.common import Project, fresh_project, locked_platforms, say
 from mlenv.cli.progress import for_command
 from mlenv.errors import MlenvError
 from mlenv.model.report import Report
@@ -70,8 +71,16 @@ def build(
     key: Annotated[
         Path | None, typer.Option("--key", "-k", help="With --attest: the private key (MLENV_KEY_PASSWORD).")
     ] = None,
+    platform: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--platform",
+            help="Build this locked platform (repeat for several; default: every platform of the lock).",
+        ),
+    ] = None,
 ) -> None:
-    """Build the image from mlenv.lock on the Docker engine, with the network off."""
+    """Build the image from mlenv.lock on the Docker engine, with the network off: one image per locked
+    platform (a platform not the engine's own runs its build steps under emulation)."""
     as_json = parse_format(DataFormat, output_format) is DataFormat.JSON
     signing_key = attest_key(push=push, attest=attest, verify=verify, key=key)
     if check_reproducible and not normalise:
@@ -80,69 +89,99 @@ def build(
             hint="drop --no-normalise",
         )
     current = fresh_project(project)
+    platforms = locked_platforms(current.lock, platform)
     refuse_secret_files(current.lock.app.copy, current.directory, allow=current.spec.app.allow)
     store = vault_store(open_vault(vault)) if vault is not None else None  # the vault, and no other network
     refuse_unmet_libraries(current.lock, progress=say, store=store)  # before the engine: nothing sent to it
     name = tag or default_tag(current.lock, current.lock_digest)
+    # One platform keeps the tag; several get one tag each (the engine's store holds one platform per
+    # tag), and --push writes the index of them under the tag itself.
+    tags = {p: name if len(platforms) == 1 else platform_tag(name, p) for p in platforms}
+    built: dict[str, BuiltImage] = {}
+    verdicts: dict[str, Report] = {}
     with contextlib.ExitStack() as stack:
         stack.enter_context(for_command())
         docker_engine = stack.enter_context(engine.connect())
-        if check_reproducible:
-            built, report = reproducible_build(
-                current.lock,
-                engine=docker_engine,
-                lock_digest=current.lock_digest,
-                project_dir=current.directory,
-                tag=name,
-                progress=say,
-                mlenv_version=__version__,
-            )
-            if not report.identical:
-                if as_json:
-                    show(built.tag, built.image_id, reproducible=False, kept=[report.a, report.b])
-                else:
-                    sys.stdout.write(format_text(report))
-                say(f"kept both images for inspection: {report.a} and {report.b}")
-                raise typer.Exit(1)
-            say(format_text(report).rstrip())
-        else:
-            work = stack.enter_context(tempfile.TemporaryDirectory(prefix="mlenv-final-"))
-            built = build_image(
-                current.lock,
-                engine=docker_engine,
-                lock_digest=current.lock_digest,
-                project_dir=current.directory,
-                tag=name,
-                no_cache=no_cache,
-                normalise=normalise,
-                progress=say,
-                mlenv_version=__version__,
-                work=Path(work),
-                store=store,
-            )
-        say(f"built {built.tag} ({built.image_id})")
-        if verify:
-            verdict = self_verify(current, built)
-            if not verdict.ok:
-                sys.stderr.write(as_text(verdict))
-                if as_json:
-                    show(built.tag, built.image_id, verified=False)
-                raise typer.Exit(1)
-            say(f"verified: {built.tag} reproduces {current.lock_path.name} exactly")
+        for chosen in platforms:
+            if len(platforms) > 1:
+                say(f"platform {chosen}: building {tags[chosen]}")
+            if check_reproducible:
+                image, report = reproducible_build(
+                    current.lock,
+                    engine=docker_engine,
+                    lock_digest=current.lock_digest,
+                    project_dir=current.directory,
+                    tag=tags[chosen],
+                    progress=say,
+                    mlenv_version=__version__,
+                    platform=chosen,
+                )
+                if not report.identical:
+                    if as_json:
+                        show(image.tag, image.image_id, reproducible=False, kept=[report.a, report.b])
+                    else:
+                        sys.stdout.write(format_text(report))
+                    say(f"kept both images for inspection: {report.a} and {report.b}")
+                    raise typer.Exit(1)
+                say(format_text(report).rstrip())
+            else:
+                work = stack.enter_context(tempfile.TemporaryDirectory(prefix="mlenv-final-"))
+                image = build_image(
+                    current.lock,
+                    engine=docker_engine,
+                    lock_digest=current.lock_digest,
+                    project_dir=current.directory,
+                    tag=tags[chosen],
+                    no_cache=no_cache,
+                    normalise=normalise,
+                    progress=say,
+                    mlenv_version=__version__,
+                    work=Path(work),
+                    store=store,
+                    platform=chosen,
+                )
+            built[chosen] = image
+            say(f"built {image.tag} ({image.image_id})")
+            if verify:
+                verdicts[chosen] = verdict = self_verify(current, image, chosen)
+                if not verdict.ok:
+                    sys.stderr.write(as_text(verdict))
+                    if as_json:
+                        show(image.tag, image.image_id, verified=False)
+                    raise typer.Exit(1)
+                say(f"verified: {image.tag} reproduces {current.lock_path.name} exactly ({chosen})")
+        index = None
         if push:
-            pushed = docker_engine.push(built.tag)
-            say(f"pushed {built.tag} ({pushed})")
-            if signing_key is not None:
-                attest_pushed(current, built, pushed, verdict, signing_key)
+            pushed = {}
+            for chosen, image in built.items():
+                pushed[chosen] = docker_engine.push(image.tag)
+                say(f"pushed {image.tag} ({pushed[chosen]})")
+                if signing_key is not None:
+                    attest_pushed(current, image, chosen, pushed[chosen], verdicts[chosen], signing_key)
+            if len(platforms) > 1:
+                from mlenv.build.index import push_index
+                from mlenv.sources.registry import RegistryClient
+
+                index = push_index(RegistryClient(), name, pushed)
+                say(f"pushed {name} ({index}): the index of {', '.join(platforms)}")
+    if len(platforms) > 1:
+        if as_json:
+            show_platforms(name, built, index=index, verified=True if verify else None)
+        else:
+            typer.echo(
+                "\n".join(image.image_id if check_reproducible else image.tag for image in built.values())
+            )
+        return
+    image = built[platforms[0]]
     if as_json:
         show(
-            built.tag,
-            built.image_id,
+            image.tag,
+            image.image_id,
             verified=True if verify else None,
             reproducible=True if check_reproducible else None,
         )
     else:
-        typer.echo(built.image_id if check_reproducible else built.tag)
+        typer.echo(image.image_id if check_reproducible else image.tag)
 
 
 def attest_key(*, push: bool, attest: bool, verify: bool, key: Path | None) -> Any:
@@ -161,7 +200,7 @@ def attest_key(*, push: bool, attest: bool, verify: bool, key: Path | None) -> A
 
 
 def attest_pushed(
-    current: Project, built: BuiltImage, digest: str, verdict: Report, signing_key: Any
+    current: Project, built: BuiltImage, platform: str, digest: str, verdict: Report, signing_key: Any
 ) -> None:
     """Attach the build's own verdict to the pushed digest. It applies to that digest because the registry's
     manifest names the built image's config (its ID), which commits to every layer's diff_id."""
@@ -180,7 +219,7 @@ def attest_pushed(
         )
     context = ExportContext(
         lock_digest=current.lock_digest,
-        platform=current.lock.target.platforms[0],
+        platform=platform,
         mlenv_version=__version__,
         created=document_time(current.lock.as_of, os.environ.get("SOURCE_DATE_EPOCH")),
         image=ImageIdentity(reference=subject.pinned, config_digest=built.image_id, manifest_digest=digest),
@@ -189,13 +228,17 @@ def attest_pushed(
         say(f"attested {kind}: {stored}")
 
 
-def self_verify(current: Project, built: BuiltImage) -> Report:
+def self_verify(current: Project, built: BuiltImage, platform: str) -> Report:
     """The build's own verify: from the files it loaded and the layers remembered for this lock, when it
     can (a rebuild reads only what changed); else the image read through the engine, as `mlenv verify`
     reads it, which remembers the layers for the next build."""
     if built.local is not None:
         checked = verify_local(
-            current.lock, built.local, lock_digest=current.lock_digest, project_dir=current.directory
+            current.lock,
+            built.local,
+            platform=platform,
+            lock_digest=current.lock_digest,
+            project_dir=current.directory,
         )
         if checked is not None:
             verdict, observed = checked
@@ -210,6 +253,7 @@ def self_verify(current: Project, built: BuiltImage) -> Report:
         current.lock,
         f"docker-daemon:{built.tag}",
         lock_digest=current.lock_digest,
+        platform=platform,
         project_dir=current.directory,
     )
     return verdict
@@ -232,4 +276,17 @@ def show(
     }
     if kept is not None:
         shown["kept"] = kept  # both builds of a failed reproducibility check, for inspection
+    typer.echo(json.dumps(shown, indent=2))
+
+
+def show_platforms(
+    tag: str, built: dict[str, BuiltImage], *, index: str | None, verified: bool | None
+) -> None:
+    """A multi-platform build as JSON: each platform's tag and image ID, and the pushed index (or null)."""
+    shown = {
+        "tag": tag,
+        "index-digest": index,
+        "platforms": {p: {"tag": b.tag, "image-id": b.image_id} for p, b in built.items()},
+        "verified": verified,
+    }
     typer.echo(json.dumps(shown, indent=2))

@@ -44,6 +44,26 @@ def fresh_project(location: Path, lockfile: Path | None = None) -> Project:
     return Project(spec=spec, lock=lock, lock_path=path, lock_digest=lock_digest(data))
 
 
+def locked_platforms(lock: Lock, chosen: list[str] | None, option: str = "--platform") -> tuple[str, ...]:
+    """The platforms a command works on: those `option` names (each one the lock has), else every locked
+    one, in the lock's order."""
+    if not chosen:
+        return lock.target.platforms
+    for platform in chosen:
+        if platform not in lock.target.platforms:
+            locked = ", ".join(lock.target.platforms)
+            raise MlenvError(
+                f"{option} {platform}: not a platform of the lock (it has {locked})",
+                hint="add it to [base] platforms in mlenv.toml and run `mlenv lock`",
+            )
+    return tuple(dict.fromkeys(chosen))
+
+
+def locked_platform(lock: Lock, chosen: str | None, option: str = "--platform") -> str:
+    """The one platform a command works on: the one `option` names (the lock must have it), else the first."""
+    return locked_platforms(lock, [chosen] if chosen else None, option)[0]
+
+
 def lock_text(data: bytes, path: Path) -> str:
     """A lock's bytes as text; a lock that is not UTF-8 was not written by mlenv, and says where it breaks."""
     try:

@@ -11,8 +11,9 @@ import typer
 
 from mlenv import __version__
 from mlenv.build.context import prepare_context, refuse_secret_files
-from mlenv.cli.common import fresh_project, say
+from mlenv.cli.common import fresh_project, locked_platform, say
 from mlenv.errors import MlenvError
+from mlenv.model.lock import for_platform
 from mlenv.render import FetchMode, render
 from mlenv.sources.cas import ContentStore
 
@@ -30,15 +31,18 @@ def dockerfile(
         ),
     ] = "host",
     platform: Annotated[
-        str, typer.Option(help="Platform whose wheels go into a hermetic context.")
-    ] = "linux/amd64",
+        str | None,
+        typer.Option(help="The locked platform to render for (its .debs and wheels; default: the first)."),
+    ] = None,
 ) -> None:
     """Render the Dockerfile (stdout), or with -o the whole build context, from mlenv.lock."""
     if fetch not in ("host", "build"):
         raise MlenvError(f"--fetch must be 'host' or 'build', not {fetch!r}")
     mode: FetchMode = "host" if fetch == "host" else "build"
     current = fresh_project(project)
-    rendered = render(current.lock, lock_digest=current.lock_digest, mlenv_version=__version__, fetch=mode)
+    chosen = locked_platform(current.lock, platform)
+    lock = for_platform(current.lock, chosen)
+    rendered = render(lock, lock_digest=current.lock_digest, mlenv_version=__version__, fetch=mode)
     if output is None:
         sys.stdout.write(rendered.get("Dockerfile").decode())
         return
@@ -50,12 +54,12 @@ def dockerfile(
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as work:
         staging = Path(work, "context")
         prepare_context(
-            current.lock,
+            lock,
             rendered,
             current.directory,
             staging,
             fetch_mode=mode,
-            platform=platform,
+            platform=chosen,
             store=ContentStore(),
             progress=say,
         )

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mlenv.cli.common import read_lock_input
+from mlenv.cli.common import locked_platform, read_lock_input
 from mlenv.cli.progress import for_command
 from mlenv.lockfile import LOCK_FILE, lock_digest
-from mlenv.verify.formats import FORMATS, PolicyMode, ReportFormat, parse_format
-from mlenv.verify.image import verify_image
+from mlenv.model.report import Report
+from mlenv.verify.formats import FORMATS, PolicyMode, ReportFormat, as_data, junit_documents, parse_format
+from mlenv.verify.image import verify_platforms
 
 
 def verify(
@@ -64,13 +66,23 @@ def verify(
         return
     data, locked = read_lock_input(lock, "--lock")
     with for_command():
-        report, _ = verify_image(
+        reports = verify_platforms(
             locked,
             image,
             lock_digest=lock_digest(data),
-            platform=platform,
+            platform=locked_platform(locked, platform) if platform is not None else None,
             project_dir=project if project is not None else lock.resolve().parent,
         )
-    sys.stdout.write(FORMATS[chosen](report))
-    if not report.ok or (gate is PolicyMode.FAIL and report.findings):
+    sys.stdout.write(FORMATS[chosen](reports[0]) if len(reports) == 1 else several(chosen, reports))
+    if any(not r.ok or (gate is PolicyMode.FAIL and r.findings) for r in reports):
         raise typer.Exit(1)
+
+
+def several(chosen: ReportFormat, reports: list[Report]) -> str:
+    """The reports of a multi-platform image: text one after another; JSON an array of reports (each one
+    as report.schema.json describes); JUnit one document holding every platform's suites."""
+    if chosen is ReportFormat.JSON:
+        return json.dumps([as_data(r) for r in reports], indent=2, sort_keys=True) + "\n"
+    if chosen is ReportFormat.JUNIT:
+        return junit_documents([FORMATS[chosen](r) for r in reports])
+    return "".join(FORMATS[chosen](r) for r in reports)

@@ -6,14 +6,14 @@ carries no meaning unless a field says it does (base layers do).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
 from mlenv.model.facts import AptFact, CudaComponent
 from mlenv.model.modelfacts import ModelFacts
 from mlenv.model.spec import ModelStrategy, ResolverName, is_remote
-from mlenv.model.target import Target
+from mlenv.model.target import Target, deb_architecture
 
 LOCK_VERSION = 1
 # "built": a wheel mlenv built on the host at lock (from an sdist, a local path or a VCS commit); its
@@ -78,6 +78,13 @@ class AptPin:
 class LockedApt:
     sources: tuple[AptSource, ...] = ()
     packages: tuple[AptPin, ...] = ()
+
+
+def platform_apt(apt: LockedApt, platform: str) -> tuple[AptPin, ...]:
+    """The pins installed on `platform`: those of its Debian architecture and the architecture-free ones.
+    One lock holds every platform's closure (resolve.lock merges them), an image holds one."""
+    wanted = (deb_architecture(platform), "all")
+    return tuple(pin for pin in apt.packages if pin.architecture in wanted)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,3 +190,18 @@ class Lock:
     models: tuple[LockedModel, ...] = ()
     as_of: datetime | None = None
     lock_version: int = LOCK_VERSION
+
+
+def for_platform(lock: Lock, platform: str) -> Lock:
+    """`lock` as the image of one of its platforms sees it: that platform alone, and its apt pins. What an
+    image's build renders from (its Dockerfile installs one architecture's .debs); the base keeps every
+    platform's entry, so the image's label still names the digest the lock pinned."""
+    if platform not in lock.target.platforms:
+        raise ValueError(f"{platform} is not a platform of the lock")
+    if lock.target.platforms == (platform,):
+        return lock
+    return replace(
+        lock,
+        target=replace(lock.target, platforms=(platform,)),
+        apt=replace(lock.apt, packages=platform_apt(lock.apt, platform)),
+    )

@@ -28,6 +28,13 @@ class Target:
 
 
 ARCHITECTURES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+DEB_ARCHITECTURES = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
+
+
+def deb_architecture(platform: str) -> str:
+    """`linux/arm64` -> `arm64` (Debian's name, which .debs and dpkg use)."""
+    machine(platform)  # one error for a platform mlenv does not support
+    return DEB_ARCHITECTURES[platform]
 
 
 def machine(platform: str) -> str:

@@ -92,6 +92,16 @@ class Engine:
         except (ImageNotFound, NotFound):
             return None
 
+    def platform(self, name: str) -> str:
+        """`os/architecture` of `name`, from the engine's metadata."""
+        from docker.errors import ImageNotFound, NotFound
+
+        try:
+            attrs = self._client.images.get(name).attrs
+        except (ImageNotFound, NotFound):
+            raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
+        return f"{attrs.get('Os')}/{attrs.get('Architecture')}"
+
     def diff_ids(self, name: str) -> list[str]:
         """The layer diff_ids of `name`, bottom first, from the engine's metadata (no layer is read)."""
         from docker.errors import ImageNotFound, NotFound

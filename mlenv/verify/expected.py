@@ -26,10 +26,25 @@ from mlenv.files import file_sha256
 from mlenv.model.debian import deb_urls
 from mlenv.model.facts import AptFact, ArtifactFact, CudaComponent, DistFact, EnvFacts, InterpreterFact
 from mlenv.model.labels import LABEL_BASE_DIGEST, LABEL_LOCK
-from mlenv.model.lock import AptPin, BasePlatform, Lock, LockedBase, LockedModel, PythonFile, PythonPin
+from mlenv.model.lock import (
+    AptPin,
+    BasePlatform,
+    Lock,
+    LockedBase,
+    LockedModel,
+    PythonFile,
+    PythonPin,
+    platform_apt,
+)
 from mlenv.model.report import Drift
 from mlenv.model.spec import DEFAULT_INDEX_URL
-from mlenv.model.target import marker_environment, python_tuple, target_tags, wheel_installs
+from mlenv.model.target import (
+    DEB_ARCHITECTURES,
+    marker_environment,
+    python_tuple,
+    target_tags,
+    wheel_installs,
+)
 from mlenv.observe.fs.apptree import app_entries, entry_mode
 from mlenv.render.config import home_dir
 from mlenv.render.dockerfile import APP_UID, USER_VOLATILE, source_date_epoch
@@ -40,7 +55,6 @@ from mlenv.verify.manifest import ExpectedFile
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 # Docker platform -> the architecture dpkg and os-release name it by.
-DEB_ARCHITECTURES = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,7 +175,7 @@ def image_contents(lock: Lock, platform: str, *, lock_digest: str) -> ImageConte
     base = next((p for p in lock.base.platforms if p.platform == platform), None) if lock.base else None
     distro = f"{base.os_id}-{base.os_version}" if base else None
     namespace = base.os_id if base else "debian"
-    pins = lock.apt.packages
+    pins = platform_apt(lock.apt, platform)
     major, minor = python_tuple(lock.target.python)
     tags = target_tags(lock.target, platform)
     environment = marker_environment(lock.target, platform)

@@ -158,6 +158,16 @@ def as_junit(report: Report) -> str:
     return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'
 
 
+def junit_documents(documents: list[str]) -> str:
+    """Several as_junit documents as one: every <testsuite> under one <testsuites>."""
+    suites = ElementTree.Element("testsuites")
+    for document in documents:
+        suites.extend(ElementTree.fromstring(document.split("\n", 1)[1]))
+    ElementTree.indent(suites)
+    body = ElementTree.tostring(suites, encoding="unicode")
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'
+
+
 FORMATS: dict[ReportFormat, Callable[[Report], str]] = {
     ReportFormat.TEXT: as_text,
     ReportFormat.JSON: as_json,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlenv.model.facts import ConfigFact, EnvFacts
 from mlenv.model.lock import Lock
-from mlenv.model.report import Report
+from mlenv.model.report import Drift, Report
 from mlenv.observe import Observation, inspect_loaded
 from mlenv.observe.facts import combine, probe_interest
 from mlenv.observe.fs.rootfs import Interest
@@ -94,11 +94,103 @@ def verify_image(
     )
 
 
+def verify_platforms(
+    lock: Lock,
+    reference: str,
+    *,
+    lock_digest: str,
+    platform: str | None = None,
+    docker_config: str | None = None,
+    project_dir: Path | None = None,
+) -> list[Report]:
+    """verify_image for each platform the image must reproduce: `platform` when given; a multi-platform
+    lock's every platform against a registry index (a locked platform the index lacks, or one the lock
+    does not have, is a drift); else the platform of the one image (its own architecture picks the
+    lock's entry, so an arm64 image is not judged as amd64's)."""
+    if platform is not None or len(lock.target.platforms) == 1:
+        return [
+            verify_image(
+                lock,
+                reference,
+                lock_digest=lock_digest,
+                platform=platform,
+                docker_config=docker_config,
+                project_dir=project_dir,
+            )[0]
+        ]
+    listed = _index_platforms(reference, docker_config)
+    if listed is None:
+        own = _image_platform(reference, docker_config)
+        chosen = own if own in lock.target.platforms else lock.target.platforms[0]
+        return [
+            verify_image(
+                lock,
+                reference,
+                lock_digest=lock_digest,
+                platform=chosen,
+                docker_config=docker_config,
+                project_dir=project_dir,
+            )[0]
+        ]
+    reports = []
+    for wanted in lock.target.platforms:
+        subject = f"{reference} ({wanted})"
+        if wanted not in listed:
+            drift = Drift(layer="base", kind="missing", subject=f"platform {wanted}", expected=wanted)
+            reports.append(Report(subject=subject, layers=("base",), drifts=(drift,)))
+            continue
+        report, _ = verify_image(
+            lock,
+            reference,
+            lock_digest=lock_digest,
+            platform=wanted,
+            docker_config=docker_config,
+            project_dir=project_dir,
+        )
+        reports.append(dataclasses.replace(report, subject=subject))
+    for extra in sorted(set(listed) - set(lock.target.platforms)):
+        drift = Drift(layer="base", kind="extra", subject=f"platform {extra}", actual=extra)
+        reports.append(Report(subject=f"{reference} ({extra})", layers=("base",), drifts=(drift,)))
+    return reports
+
+
+def _index_platforms(reference: str, docker_config: str | None) -> list[str] | None:
+    """The platforms a registry index lists; None for any other image (one manifest, or not docker://)."""
+    location = parse_location(reference)
+    if location.transport != "docker":
+        return None
+    from mlenv.sources.registry import INDEX_TYPES, ImageReference, platform_of
+
+    ref = ImageReference.parse(location.target)
+    top = RegistryClient(docker_config).get_manifest(ref)
+    if top.media_type not in INDEX_TYPES and "manifests" not in top.data:
+        return None
+    entries = top.data.get("manifests")
+    return [platform_of(e) for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _image_platform(reference: str, docker_config: str | None) -> str | None:
+    """The os/architecture of a daemon or registry image, read from its metadata; None for a file."""
+    location = parse_location(reference)
+    if location.transport == "docker-daemon":
+        from mlenv.sources.engine import connect
+
+        with connect() as engine:
+            return engine.platform(location.target)
+    if location.transport == "docker":
+        from mlenv.sources.registry import ImageReference
+
+        config = RegistryClient(docker_config).resolve(ImageReference.parse(location.target)).config
+        return f"{config.get('os')}/{config.get('architecture')}"
+    return None
+
+
 def verify_local(
     lock: Lock,
     image: LocalImage,
     *,
     lock_digest: str,
+    platform: str | None = None,
     project_dir: Path | None = None,
     memo: LayerMemo | None = None,
 ) -> tuple[Report, Observation] | None:

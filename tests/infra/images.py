@@ -1,4 +1,5 @@
-"""Base image fixtures: Debian bookworm (minbase, and with python3) made by tools/localbase.images."""
+"""Base image fixtures: Debian bookworm (minbase, and with python3; one for two platforms) made by
+tools/localbase."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from tests.infra import required
 from tools.localbase.dockerd import Daemon
 from tools.localbase.images import BaseImage, debootstrap_rootfs, make_base_image, push_image, repository
+from tools.localbase.multiarch import IndexImage, make_index_image
 from tools.localbase.registry import Registry
 
 
@@ -34,6 +36,14 @@ def base_image_minbase(docker_daemon: Daemon, registry: Registry) -> BaseImage:
 def base_image_python(docker_daemon: Daemon, registry: Registry) -> BaseImage:
     with required():
         return make_base_image(docker_daemon, registry, "python")
+
+
+@pytest.fixture(scope="session")
+def multiarch_base_image(registry: Registry) -> IndexImage:
+    """The python base for linux/amd64 and linux/arm64 (debootstrap's second stage under qemu) as one
+    index in the registry."""
+    with required():
+        return make_index_image(registry, "python")
 
 
 @pytest.fixture(scope="session")

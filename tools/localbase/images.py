@@ -31,6 +31,8 @@ VARIANTS = {
 # Names must change when what goes into the image changes, so a stale cache is never reused.
 RECIPE = "r1"
 EPOCH = 1_700_000_000
+HOST_ARCH = "amd64"  # Debian's name for the machines this runs on (the tests' engine is x86-64)
+QEMU_NAMES = {"arm64": "aarch64"}  # Debian architecture -> the binfmt handler qemu-user-static registers
 IMAGE_CONFIG = ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 'CMD ["/bin/bash"]']
 # Written by debootstrap with run-specific content, or host files it copies in.
 VOLATILE = (
@@ -61,31 +63,51 @@ def repository(variant: str) -> str:
     return f"mlenv-test/{SUITE}-{variant}"
 
 
-def debootstrap_rootfs(variant: str) -> Path:
-    """The cached debootstrap tree of `variant`, built on first use."""
-    with cache_lock(f"rootfs-{variant}"):
-        return _debootstrap_rootfs(variant)
+def debootstrap_rootfs(variant: str, arch: str = HOST_ARCH) -> Path:
+    """The cached debootstrap tree of `variant` for the Debian architecture `arch`, built on first use.
+
+    A foreign architecture is unpacked on the host (`--foreign`) and configured by debootstrap's second
+    stage inside the tree, run through qemu-user-static's binfmt handler: its maintainer scripts are
+    the target's binaries."""
+    with cache_lock(f"rootfs-{variant}-{arch}"):
+        return _debootstrap_rootfs(variant, arch)
 
 
-def _debootstrap_rootfs(variant: str) -> Path:
+def _debootstrap_rootfs(variant: str, arch: str) -> Path:
     root = cache_dir("rootfs")
-    final = root / f"{SUITE}-{variant}-{RECIPE}"
+    # The host architecture keeps its old name, so caches made before foreign trees stay valid.
+    final = root / (
+        f"{SUITE}-{variant}-{RECIPE}" if arch == HOST_ARCH else f"{SUITE}-{variant}-{arch}-{RECIPE}"
+    )
     if (final / "etc" / "os-release").exists():
         return final
     if shutil.which("debootstrap") is None:
         raise Unavailable("debootstrap", "not installed (scripts/setup-machine installs it)")
     if os.geteuid() != 0:
         raise Unavailable("debootstrap", "needs root")
+    if arch != HOST_ARCH and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{QEMU_NAMES[arch]}").exists():
+        raise Unavailable(
+            f"qemu-{QEMU_NAMES[arch]}",
+            "no binfmt handler registered (scripts/setup-machine installs qemu-user-static, binfmt-support)",
+        )
     work = root / f".{final.name}.partial"
     _unmount_under(work)
     shutil.rmtree(work, ignore_errors=True)
-    command = ["debootstrap", "--variant=minbase"]
+    command = ["debootstrap", "--variant=minbase", f"--arch={arch}"]
+    if arch != HOST_ARCH:
+        command.append("--foreign")
     if VARIANTS[variant]:
         command.append("--include=" + ",".join(VARIANTS[variant]))
-    result = subprocess.run([*command, SUITE, str(work), MIRROR], capture_output=True, text=True)
-    if result.returncode != 0:
-        _unmount_under(work)
-        raise RuntimeError(f"debootstrap {variant} failed: {(result.stdout + result.stderr)[-600:]}")
+    stages = [[*command, SUITE, str(work), MIRROR]]
+    if arch != HOST_ARCH:
+        stages.append(["chroot", str(work), "/debootstrap/debootstrap", "--second-stage"])
+    for stage in stages:
+        result = subprocess.run(stage, capture_output=True, text=True)
+        if result.returncode != 0:
+            _unmount_under(work)
+            raise RuntimeError(
+                f"debootstrap {variant} {arch} failed: {(result.stdout + result.stderr)[-600:]}"
+            )
     for relative in VOLATILE:
         target = work / relative
         if target.is_dir():
