@@ -43,9 +43,15 @@ def pin(name: str, architecture: str) -> AptPin:
 def two_platform_lock() -> Lock:
     lock = full_lock()
     packages = (pin("curl", "amd64"), pin("curl", "arm64"), pin("tzdata", "all"), pin("libx", "arm64"))
+    assert lock.base is not None
+    amd = lock.base.platforms[0]
+    arm = dataclasses.replace(
+        amd, platform="linux/arm64", manifest_digest=digest(77), config_digest=digest(78)
+    )
     return dataclasses.replace(
         lock,
         target=dataclasses.replace(lock.target, platforms=TWO),
+        base=dataclasses.replace(lock.base, platforms=(amd, arm)),
         apt=dataclasses.replace(lock.apt, packages=packages),
     )
 
@@ -74,6 +80,12 @@ def test_a_platform_dockerfile_installs_and_checks_one_architecture() -> None:
     assert amd.count(" curl=1.0-1 ") == 1 and "libx" not in amd
     assert arm.count(" curl=1.0-1 ") == 1 and " libx=1.0-1 " in arm
     assert render_dependencies(for_platform(lock, "linux/amd64"), mlenv_version="0").decode() == amd
+    # Each platform's stages start from its own manifest; the whole lock's Dockerfile (for buildx) from
+    # the index digest the lock pinned.
+    assert lock.base is not None
+    assert f"@{digest(77)} AS builder" in arm and digest(3) not in arm
+    assert f"@{digest(3)} AS builder" in amd
+    assert f"@{lock.base.digest} AS builder" in render_dependencies(lock, mlenv_version="0").decode()
 
 
 def test_a_platform_the_lock_lacks_is_refused() -> None:

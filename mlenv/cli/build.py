@@ -92,7 +92,8 @@ def build(
     platforms = locked_platforms(current.lock, platform)
     refuse_secret_files(current.lock.app.copy, current.directory, allow=current.spec.app.allow)
     store = vault_store(open_vault(vault)) if vault is not None else None  # the vault, and no other network
-    refuse_unmet_libraries(current.lock, progress=say, store=store)  # before the engine: nothing sent to it
+    for chosen in platforms:  # before the engine: nothing sent to it
+        refuse_unmet_libraries(current.lock, platform=chosen, progress=say, store=store)
     name = tag or default_tag(current.lock, current.lock_digest)
     # One platform keeps the tag; several get one tag each (the engine's store holds one platform per
     # tag), and --push writes the index of them under the tag itself.

@@ -84,10 +84,25 @@ _COMPILE = (
 )
 
 
-def base_reference(base: LockedBase) -> str:
-    """`registry/repository@digest`, spelled the way the Docker engine expects."""
+def base_reference(base: LockedBase, platform: str | None = None) -> str:
+    """`registry/repository@digest`, spelled the way the Docker engine expects: the digest the lock pinned,
+    or with `platform` that platform's own manifest."""
     registry = "docker.io" if base.registry in DOCKER_HUB_HOSTS else base.registry
-    return f"{registry}/{base.repository}@{base.digest}"
+    digest = base.digest
+    if platform is not None:
+        digest = next(p.manifest_digest for p in base.platforms if p.platform == platform)
+    return f"{registry}/{base.repository}@{digest}"
+
+
+def stage_base(lock: Lock) -> str:
+    """What the stages start FROM. A lock of several platforms, as one platform's build sees it
+    (model.lock.for_platform), names that platform's manifest: the legacy builder keeps one image per
+    reference, so the index digest would give an arm64 build the amd64 base pulled before it (measured,
+    dockerd 20.10). Otherwise the digest the lock pinned, which buildx resolves per platform itself."""
+    assert lock.base is not None
+    if len(lock.target.platforms) == 1 and len(lock.base.platforms) > 1:
+        return base_reference(lock.base, lock.target.platforms[0])
+    return base_reference(lock.base)
 
 
 def source_date_epoch(lock: Lock) -> int:
@@ -163,8 +178,7 @@ def dependency_lines(
     """The Dockerfile up to the user: the apt and venv stages and the final stage's dependency layers,
     which change only with the lock's base, apt and python sections (`mlenv build` builds them once
     and reuses the image). Nothing here depends on the rest of the lock."""
-    assert lock.base is not None
-    base = base_reference(lock.base)
+    base = stage_base(lock)
     epoch = source_date_epoch(lock)
     venv = quote(lock.python.venv, into="shell")
 
