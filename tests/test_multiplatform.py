@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,3 +206,18 @@ def test_build_refuses_a_platform_the_lock_lacks(multi: MultiBuild) -> None:
         and "--platform linux/s390x: not a platform of the lock" in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_an_app_edit_rebuilds_arm64_and_verifies_it_from_the_layers_remembered(
+    multi: MultiBuild, tmp_path: Path
+) -> None:
+    """The build's own verify of a rebuild reads only the layers it wrote and trusts those remembered for
+    this lock: they must be judged as the arm64 image's, not as the lock's first platform's."""
+    project = tmp_path / "fraud-detector"
+    shutil.copytree(multi.project, project)
+    main = project / "app" / "main.py"
+    main.write_text(main.read_text() + "\nEDITED = 1\n")
+    rebuilt = run_cli("build", str(project), "--platform", "linux/arm64", "--tag", f"{multi.tag}-edited")
+    assert rebuilt.code == 0, rebuilt.stderr[-3000:]
+    assert "were verified for this lock before (remembered by diff_id)" in rebuilt.stderr
+    assert "reproduces mlenv.lock exactly (linux/arm64)" in rebuilt.stderr

@@ -202,7 +202,7 @@ def verify_local(
     Only the build's own check trusts a remembered layer unread: the layers are the ones this engine
     holds under the dependency image mlenv built, and the image it loaded has exactly these diff_ids
     (the build checks the ID). `mlenv verify` reads every layer."""
-    chosen = lock.target.platforms[0]
+    chosen = platform or lock.target.platforms[0]
     memo = memo if memo is not None else LayerMemo()
     memory = memo.for_lock(lock_digest)
     checks = _checks(lock, chosen, lock_digest, project_dir, RegistryClient())

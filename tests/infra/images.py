@@ -3,15 +3,39 @@ tools/localbase."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from tests.infra import required
 from tools.localbase.dockerd import Daemon
-from tools.localbase.images import BaseImage, debootstrap_rootfs, make_base_image, push_image, repository
-from tools.localbase.multiarch import IndexImage, make_index_image
+from tools.localbase.images import (
+    BaseImage,
+    debootstrap_rootfs,
+    make_base_image,
+    push_image,
+    repository,
+    rootfs_tar,
+)
+from tools.localbase.multiarch import ARCHITECTURES, IndexImage, make_index_image
 from tools.localbase.registry import Registry
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the two-platform base's trees (about 7 minutes of emulated debootstrap on a fresh machine,
+    on one core) while the tests before their first user run, when the session has one: the fixture then
+    finds them cached, or waits on their cache lock."""
+    if any("multiarch_base_image" in getattr(item, "fixturenames", ()) for item in session.items):
+        threading.Thread(target=_prepare_trees, name="multiarch-trees", daemon=True).start()
+
+
+def _prepare_trees() -> None:
+    try:
+        for arch in ARCHITECTURES:
+            rootfs_tar(debootstrap_rootfs("python", arch))
+    except Exception:  # the fixture builds them again and reports what is missing
+        return
 
 
 @pytest.fixture(scope="session")
