@@ -126,6 +126,32 @@ def test_verify_checks_every_platform_of_the_index(multi: MultiBuild) -> None:
     assert [r["verdict"] for r in reports] == ["match", "match"]
 
 
+@pytest.mark.parametrize("transport", ["docker://", "docker-daemon:"])
+def test_one_platforms_image_is_verified_as_the_lock_entry_of_its_architecture(
+    multi: MultiBuild, transport: str
+) -> None:
+    """A single image (the arm64 tag, in the registry or the engine) with no --platform: its own
+    architecture picks the lock's entry, so it matches, instead of drifting as an amd64 image would."""
+    platforms = multi.output["platforms"]
+    assert isinstance(platforms, dict)
+    tag = platforms["linux/arm64"]["tag"]
+    result = run_cli("verify", f"{transport}{tag}", "--lock", str(multi.project / "mlenv.lock"))
+    assert result.code == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    amd = run_cli(
+        "verify",
+        f"{transport}{tag}",
+        "--lock",
+        str(multi.project / "mlenv.lock"),
+        "--platform",
+        "linux/amd64",
+    )
+    if transport == "docker://":  # the registry's answer names the image's own platform: refused
+        assert amd.code == 2 and "is linux/arm64, not linux/amd64" in amd.stderr, amd.stderr
+    else:  # the engine's image is read and judged as amd64's: its architecture and base drift
+        assert amd.code == 1, amd.stdout[-2000:] + amd.stderr[-2000:]
+        assert "architecture" in amd.stdout
+
+
 def _push_index(tag: str, entries: dict[str, str]) -> str:
     """An index under `tag` listing the given (platform -> manifest digest) entries."""
     client = RegistryClient()

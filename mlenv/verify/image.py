@@ -120,7 +120,7 @@ def verify_platforms(
         ]
     listed = _index_platforms(reference, docker_config)
     if listed is None:
-        own = _image_platform(reference, docker_config)
+        own = _image_platform(reference, docker_config, lock.target.platforms)
         chosen = own if own in lock.target.platforms else lock.target.platforms[0]
         return [
             verify_image(
@@ -169,8 +169,9 @@ def _index_platforms(reference: str, docker_config: str | None) -> list[str] | N
     return [platform_of(e) for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
-def _image_platform(reference: str, docker_config: str | None) -> str | None:
-    """The os/architecture of a daemon or registry image, read from its metadata; None for a file."""
+def _image_platform(reference: str, docker_config: str | None, locked: tuple[str, ...]) -> str | None:
+    """The os/architecture of a daemon image, or which of the `locked` platforms a registry image is
+    (its config says); None for an image file, or a registry image of none of them."""
     location = parse_location(reference)
     if location.transport == "docker-daemon":
         from mlenv.sources.engine import connect
@@ -178,10 +179,16 @@ def _image_platform(reference: str, docker_config: str | None) -> str | None:
         with connect() as engine:
             return engine.platform(location.target)
     if location.transport == "docker":
+        from mlenv.errors import ImageError
         from mlenv.sources.registry import ImageReference
 
-        config = RegistryClient(docker_config).resolve(ImageReference.parse(location.target)).config
-        return f"{config.get('os')}/{config.get('architecture')}"
+        client, ref = RegistryClient(docker_config), ImageReference.parse(location.target)
+        for platform in locked:
+            try:
+                client.resolve(ref, platform)  # refuses a single image of another platform
+            except ImageError:
+                continue
+            return platform
     return None
 
 
