@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mlenv.build.artifacts import python_artifacts
-from mlenv.build.index import index_document
+from mlenv.build.index import push_index
 from mlenv.lockfile import read_lock
 from mlenv.sources.registry import ImageReference, RegistryClient
 from tests.helpers import lock_tag, run_cli
@@ -154,14 +154,7 @@ def test_one_platforms_image_is_verified_as_the_lock_entry_of_its_architecture(
 
 def _push_index(tag: str, entries: dict[str, str]) -> str:
     """An index under `tag` listing the given (platform -> manifest digest) entries."""
-    client = RegistryClient()
-    reference = ImageReference.parse(tag)
-    manifests = {}
-    for platform, digest in entries.items():
-        manifest = client.get_manifest(reference, digest)
-        manifests[platform] = (manifest.media_type, manifest.digest, len(manifest.raw))
-    raw, media_type = index_document(manifests)
-    client.push_manifest(reference, reference.reference, raw, media_type)
+    push_index(RegistryClient(), tag, entries)
     return tag
 
 
