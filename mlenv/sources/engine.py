@@ -116,19 +116,30 @@ class Engine:
         from docker.errors import ImageNotFound, NotFound
 
         try:
-            stream = self._client.images.get(name).save(chunk_size=CHUNK, named=False)
+            stream = self._save_stream(str(self._client.images.get(name).id))
         except (ImageNotFound, NotFound):
             raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
         except _failures() as error:
             raise SourceError(f"docker save {name} failed: {error}") from None
+        return _named_failures(name, stream)
 
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from stream
-            except _failures() as error:
-                raise SourceError(f"docker save {name} failed: {error}") from None
+    def _save_stream(self, image_id: str) -> Iterator[bytes]:
+        """GET /images/ID/get (what `docker save` asks), sent now; the body is read as it is consumed,
+        decoded by sources.chunked straight from the connection's reader where the HTTP stack is the
+        usual one (http.client under urllib3), else through requests in CHUNK pieces."""
+        import requests
+        from docker.errors import create_api_error_from_http_exception
 
-        return chunks()
+        api = self._client.api
+        # The request exactly as the SDK's get_image sends it (its headers, its timeout); only the body
+        # is read differently.
+        response = api._get(api._url("/images/{0}/get", image_id), stream=True)
+        try:
+            response.raise_for_status()
+        except requests.HTTPError as error:
+            response.close()
+            raise create_api_error_from_http_exception(error) from None
+        return _body(response)
 
     def start_save(self, name: str) -> tuple[list[str], Iterator[bytes]]:
         """`save_image`, with the request sent now from a worker thread, so the caller works meanwhile:
@@ -146,15 +157,12 @@ class Engine:
             raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
         except _failures() as error:
             raise SourceError(f"docker save {name} failed: {error}") from None
-        pending = _Pending(lambda: self._client.api.get_image(image_id, CHUNK))
+        pending = _Pending(lambda: self._save_stream(image_id))
 
         def chunks() -> Iterator[bytes]:
-            try:
-                yield from pending.result()
-            except _failures() as error:
-                raise SourceError(f"docker save {name} failed: {error}") from None
+            yield from pending.result()
 
-        return diff_ids, chunks()
+        return diff_ids, _named_failures(name, chunks())
 
     def load_archive(self, data: bytes) -> None:
         """`docker load` a docker-archive tar held in memory (its manifest names the tags)."""
@@ -203,6 +211,34 @@ class Engine:
             pass
 
 
+def _named_failures(name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    from mlenv.sources.chunked import ChunkedError
+
+    failures: tuple[type[Exception], ...] = (*_failures(), ChunkedError, OSError)
+    try:
+        yield from chunks
+    except failures as error:
+        raise SourceError(f"docker save {name} failed: {error}") from None
+
+
+def _body(response: Any) -> Iterator[bytes]:
+    """A streamed response's body, then the connection closed (it is not handed back half read)."""
+    from mlenv.sources.chunked import dechunked
+
+    # urllib3's response wraps http.client's, whose `fp` is the socket's buffered reader, just past the
+    # headers while nothing of the body was read.
+    inner = getattr(response.raw, "_fp", None)
+    reader = getattr(inner, "fp", None)
+    direct = getattr(inner, "chunked", False) and getattr(inner, "chunk_left", 0) is None
+    try:
+        if direct and reader is not None and hasattr(reader, "read1"):
+            yield from dechunked(reader.read1)
+        else:
+            yield from response.iter_content(CHUNK, decode_unicode=False)
+    finally:
+        response.close()
+
+
 class _Pending:
     """A call running in a daemon thread (the HTTP request of a save, until its headers arrive)."""
 
@@ -223,6 +259,31 @@ class _Pending:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+class SaveRequest:
+    """A `docker save` of one image, requested on a connection of its own, its stream not read yet (the
+    image was inspected first, so a missing one failed already). Close it when done."""
+
+    def __init__(self, name: str, engine: Engine, diff_ids: list[str], chunks: Iterator[bytes]) -> None:
+        self.name = name
+        self.engine = engine
+        self.diff_ids = diff_ids  # as the engine lists them; the layers read are checked against the config
+        self.chunks = chunks
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def request_save(name: str) -> SaveRequest:
+    """Connect and request `docker save NAME` (Engine.start_save): the caller works while dockerd exports."""
+    engine = connect()
+    try:
+        diff_ids, chunks = engine.start_save(name)
+    except BaseException:
+        engine.close()
+        raise
+    return SaveRequest(name, engine, diff_ids, chunks)
 
 
 def connect() -> Engine:

@@ -30,6 +30,7 @@ from mlenv.verify.policy import image_findings
 # where they are used, after a daemon image's save is requested: dockerd exports the whole image before
 # its first byte, so they load in that wait instead of before the request.
 if TYPE_CHECKING:
+    from mlenv.sources.engine import SaveRequest
     from mlenv.verify.accounting import Plan
 
 
@@ -60,6 +61,7 @@ def verify_image(
     docker_config: str | None = None,
     project_dir: Path | None = None,
     memo: LayerMemo | None = None,
+    requested: SaveRequest | None = None,
 ) -> tuple[Report, Observation]:
     """Observe `reference` (any transport) and compare it with the lock.
 
@@ -67,13 +69,16 @@ def verify_image(
     digests) that an export names as its subject. Every file of every layer above the base is
     accounted for (verify.files); `project_dir` holds the app tree the image's copy must equal (without
     it, the app copy is reported unverified, never skipped). The layers read are remembered in `memo`
-    (default: the user cache's) for this lock, and those remembered are hashed but not parsed again."""
+    (default: the user cache's) for this lock, and those remembered are hashed but not parsed again.
+    `requested`: the save of this daemon image, requested earlier (sources.engine.request_save)."""
     chosen = platform or lock.target.platforms[0]
     location = parse_location(reference)
     # docker:// is resolved by open_image through this client, which keeps what it fetched for the load.
     registry = RegistryClient(docker_config) if location.transport == "docker" else None
     memo = memo if memo is not None else LayerMemo()
-    with open_image(location, docker_config=docker_config, platform=chosen, registry=registry) as opened:
+    with open_image(
+        location, docker_config=docker_config, platform=chosen, registry=registry, requested=requested
+    ) as opened:
         registry = registry or RegistryClient(docker_config)
         memory = memo.for_lock(lock_digest)
         memory.prefetch(opened.diff_ids)
@@ -102,36 +107,31 @@ def verify_platforms(
     platform: str | None = None,
     docker_config: str | None = None,
     project_dir: Path | None = None,
+    requested: SaveRequest | None = None,
 ) -> list[Report]:
     """verify_image for each platform the image must reproduce: `platform` when given; a multi-platform
     lock's every platform against a registry index (a locked platform the index lacks, or one the lock
     does not have, is a drift); else the platform of the one image (its own architecture picks the
-    lock's entry, so an arm64 image is not judged as amd64's)."""
+    lock's entry, so an arm64 image is not judged as amd64's). `requested`: as verify_image's."""
+
+    def one(chosen: str | None) -> Report:
+        report, _ = verify_image(
+            lock,
+            reference,
+            lock_digest=lock_digest,
+            platform=chosen,
+            docker_config=docker_config,
+            project_dir=project_dir,
+            requested=requested,
+        )
+        return report
+
     if platform is not None or len(lock.target.platforms) == 1:
-        return [
-            verify_image(
-                lock,
-                reference,
-                lock_digest=lock_digest,
-                platform=platform,
-                docker_config=docker_config,
-                project_dir=project_dir,
-            )[0]
-        ]
+        return [one(platform)]
     listed = _index_platforms(reference, docker_config)
     if listed is None:
         own = _image_platform(reference, docker_config, lock.target.platforms)
-        chosen = own if own in lock.target.platforms else lock.target.platforms[0]
-        return [
-            verify_image(
-                lock,
-                reference,
-                lock_digest=lock_digest,
-                platform=chosen,
-                docker_config=docker_config,
-                project_dir=project_dir,
-            )[0]
-        ]
+        return [one(own if own in lock.target.platforms else lock.target.platforms[0])]
     reports = []
     for wanted in lock.target.platforms:
         subject = f"{reference} ({wanted})"
@@ -139,15 +139,7 @@ def verify_platforms(
             drift = Drift(layer="base", kind="missing", subject=f"platform {wanted}", expected=wanted)
             reports.append(Report(subject=subject, layers=("base",), drifts=(drift,)))
             continue
-        report, _ = verify_image(
-            lock,
-            reference,
-            lock_digest=lock_digest,
-            platform=wanted,
-            docker_config=docker_config,
-            project_dir=project_dir,
-        )
-        reports.append(dataclasses.replace(report, subject=subject))
+        reports.append(dataclasses.replace(one(wanted), subject=subject))
     for extra in sorted(set(listed) - set(lock.target.platforms)):
         drift = Drift(layer="base", kind="extra", subject=f"platform {extra}", actual=extra)
         reports.append(Report(subject=f"{reference} ({extra})", layers=("base",), drifts=(drift,)))

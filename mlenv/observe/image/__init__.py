@@ -16,13 +16,14 @@ from mlenv.model.target import DEFAULT_PLATFORM
 from mlenv.observe.fs.rootfs import Interest, LayerIndex
 from mlenv.observe.image.dockersave import SavedImage, read_saved
 from mlenv.observe.image.loaded import LayerSummary, LoadedImage, finish, parse_json
-from mlenv.observe.image.location import ImageLocation, Transport, parse_location
 from mlenv.observe.image.memory import LayerMemory, read_layer
 from mlenv.observe.image.oci import file_chunks, load_oci
 from mlenv.observe.stream.decompress import Chunk, StreamError, decompressed
 from mlenv.progress import current
+from mlenv.sources.location import ImageLocation, Transport, parse_location
 
 if TYPE_CHECKING:
+    from mlenv.sources.engine import SaveRequest
     from mlenv.sources.registry import RegistryClient
 
 
@@ -97,8 +98,11 @@ def open_image(
     docker_config: str | None = None,
     platform: str | None = None,
     registry: RegistryClient | None = None,
+    requested: SaveRequest | None = None,
 ) -> OpenedImage:
-    """Fail now, with the loader's own error line, when `reference` names no image; read no layer."""
+    """Fail now, with the loader's own error line, when `reference` names no image; read no layer.
+    `requested`: a save of this daemon image requested earlier (the CLI sends it first thing), taken
+    over instead of a second one; another image's is closed."""
     location = reference if isinstance(reference, ImageLocation) else parse_location(reference)
     if location.transport == "docker-archive" and not os.path.isfile(location.target):
         raise ImageError(f"{location}: no such file")
@@ -115,15 +119,15 @@ def open_image(
         client.resolve(ImageReference.parse(location.target), platform or DEFAULT_PLATFORM)
     if location.transport != "docker-daemon":
         return OpenedImage(location, None, lambda: None)
-    from mlenv.sources.engine import connect  # the docker SDK is imported only for a daemon image
+    if requested is not None and requested.name != location.target:
+        requested.close()
+        requested = None
+    if requested is None:
+        from mlenv.sources.engine import request_save  # the docker SDK is imported only for a daemon image
 
-    connected = connect()
-    try:
-        diff_ids, stream = connected.start_save(location.target)
-    except BaseException:
-        connected.close()
-        raise
-    return OpenedImage(location, _Started(location.target, stream), connected.close, tuple(diff_ids))
+        requested = request_save(location.target)
+    started = _Started(location.target, requested.chunks)
+    return OpenedImage(location, started, requested.close, tuple(requested.diff_ids))
 
 
 class _Started:

@@ -12,8 +12,8 @@ from typing import Any
 from mlenv.errors import ImageError
 from mlenv.observe.facts import config_problem
 from mlenv.observe.fs.rootfs import LayeredFS, LayerIndex
-from mlenv.observe.image.location import ImageLocation
 from mlenv.observe.limits import LimitError, load_json
+from mlenv.sources.location import ImageLocation
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from mlenv.observe.fs.rootfs import Interest, LayerIndex, index_layer
 from mlenv.observe.image.loaded import LoadedImage, finish, parse_json
-from mlenv.observe.image.location import parse_location
 from mlenv.observe.image.oci import file_chunks
+from mlenv.sources.location import parse_location
 
 
 @dataclass(frozen=True, kw_only=True)

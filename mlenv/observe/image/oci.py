@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from mlenv.errors import ImageError
 from mlenv.observe.fs.rootfs import Interest
 from mlenv.observe.image.loaded import LoadedImage, digest_of, finish, parse_json
-from mlenv.observe.image.location import ImageLocation
 from mlenv.observe.image.memory import LayerMemory, read_layer
 from mlenv.observe.limits import MAX_JSON_SIZE
 from mlenv.observe.stream.decompress import read_chunks
+from mlenv.sources.location import ImageLocation
 from mlenv.sources.registry import INDEX_TYPES, platform_of, select_platform
 
 OCI_REF_NAME = "org.opencontainers.image.ref.name"

@@ -55,7 +55,8 @@ _BIN_DIRS = (
 _RUNTIME = ("/proc/", "/sys/", "/dev/")
 # PY_VERSION: digits after "X.Y.", an optional pre-release and "+", then NUL; the linker may merge it
 # into the tail of a longer string ("/usr/src/Python-3.11.7"), so only the left edge is a non-digit.
-_VERSION_TAIL = rb"(\d+(?:(?:a|b|rc)\d+)?\+?)\x00"
+_TAIL_PATTERN = re.compile(rb"(\d+(?:(?:a|b|rc)\d+)?\+?)\x00")
+_DIGITS_AND_DOT = frozenset(b"0123456789.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,10 +82,18 @@ class VirtualEnv:
 
 def version_in_binary(data: bytes, major_minor: str) -> str | None:
     """The X.Y.Z CPython embedded in an interpreter or libpython, for a known X.Y."""
-    pattern = re.compile(
-        rb"(?<![0-9.])" + re.escape(major_minor.rstrip("t").encode()) + rb"\." + _VERSION_TAIL
-    )
-    found = Counter(m.group(1) for m in pattern.finditer(data))
+    # The literal "X.Y." is found by bytes.find (a memchr scan) and only its hits are matched: a regex
+    # tried at every byte of a 7 MB interpreter took 0.28 s of each verify (measured).
+    needle = major_minor.rstrip("t").encode() + b"."
+    tail = _TAIL_PATTERN
+    found: Counter[bytes] = Counter()
+    at = data.find(needle)
+    while at >= 0:
+        if at == 0 or data[at - 1] not in _DIGITS_AND_DOT:
+            match = tail.match(data, at + len(needle))
+            if match:
+                found[match.group(1)] += 1
+        at = data.find(needle, at + 1)
     if not found:
         return None
     # Normally one candidate; if build paths add others, the most frequent, then the highest wins.
