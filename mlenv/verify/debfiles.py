@@ -21,6 +21,7 @@ are held in memory. A .deb that does not parse is a `DebError` naming it.
 
 from __future__ import annotations
 
+import base64
 import bz2
 import dataclasses
 import gzip
@@ -33,7 +34,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO, Literal, cast
+from typing import IO, Any, BinaryIO, Literal, cast
 
 import zstandard
 
@@ -386,6 +387,38 @@ def _read(handle: BinaryIO, what: str) -> DebPackage:
         members=data,
         data=tuple(kept),
     )
+
+
+def package_data(package: DebPackage) -> dict[str, object]:
+    """`package` as JSON-able data (bytes as base64), for a cache of what read_deb found."""
+    return {
+        "source": package.source,
+        "control": [list(pair) for pair in package.control],
+        "control_members": [
+            {"name": m.name, "mode": m.mode, "data": base64.b64encode(m.data).decode()}
+            for m in package.control_members
+        ],
+        "members": [dataclasses.asdict(m) for m in package.members],
+        "data": [[path, base64.b64encode(data).decode()] for path, data in package.data],
+    }
+
+
+def package_from_data(data: dict[str, Any]) -> DebPackage:
+    """package_data's inverse; KeyError, TypeError or ValueError (binascii.Error) when it is not one."""
+    return DebPackage(
+        source=str(data["source"]),
+        control=tuple((str(k), str(v)) for k, v in data["control"]),
+        control_members=tuple(
+            ControlMember(name=str(m["name"]), mode=int(m["mode"]), data=_unbase64(m["data"]))
+            for m in data["control_members"]
+        ),
+        members=tuple(DataMember(**m) for m in data["members"]),
+        data=tuple((str(p), _unbase64(d)) for p, d in data["data"]),
+    )
+
+
+def _unbase64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
 
 
 # --- what installing one package writes ---------------------------------------------------------

@@ -48,6 +48,7 @@ class FileView:
     removed: dict[str, int] = field(default_factory=dict)  # base path -> upper layer that whited it out
     content: dict[str, bytes] = field(default_factory=dict)  # kept content of upper files, by path
     written: dict[int, set[str]] = field(default_factory=dict)  # layer -> every path it wrote
+    _directories: dict[str, str] = field(default_factory=dict, repr=False)  # canonical's, by directory
 
     def where(self, layer: int) -> str:
         """`layer 5 of 6 (ADD file:… in /)`: how a drift names a layer (1-based, as base_layer_name)."""
@@ -60,7 +61,18 @@ class FileView:
 
     def canonical(self, path: str) -> str:
         """`path` with each symlinked parent directory resolved through the base and upper views (on a
-        merged-/usr base, /lib/x is /usr/lib/x): expectations name paths as packages do."""
+        merged-/usr base, /lib/x is /usr/lib/x): expectations name paths as packages do. Call it once
+        the view is complete: each parent directory is resolved once (13,000 venv paths of ten parts
+        each took 0.3 s when every one was walked from the root)."""
+        parent, _, name = path.rpartition("/")
+        if not parent or name in ("", ".", ".."):
+            return self._resolve(path)
+        directory = self._directories.get(parent)
+        if directory is None:
+            directory = self._directories[parent] = self._resolve(parent + "/.")
+        return directory.rstrip("/") + "/" + name
+
+    def _resolve(self, path: str) -> str:
         parts = [p for p in path.split("/") if p]
         resolved: list[str] = []
         hops = 0

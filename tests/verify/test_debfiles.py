@@ -30,7 +30,14 @@ from mlenv.model.lock import Lock
 from mlenv.render.dockerfile import DEBS_DIR, DEBS_TAR, STAGE, _system_stage
 from mlenv.sources.cas import ContentStore
 from mlenv.verify import debfiles
-from mlenv.verify.debfiles import AptContext, DebError, deb_files, read_deb
+from mlenv.verify.debfiles import (
+    AptContext,
+    DebError,
+    deb_files,
+    package_data,
+    package_from_data,
+    read_deb,
+)
 from tests.helpers import Built
 from tools.localbase.dockerd import Daemon
 from tools.localbase.images import BaseImage
@@ -198,6 +205,22 @@ def test_the_same_from_bytes_and_from_a_read_package(tmp_path: Path) -> None:
     deb.write_bytes(raw)
     assert deb_files(raw, architecture="amd64") == deb_files(deb, architecture="amd64")
     assert deb_files(read_deb(raw), architecture="amd64") == deb_files(deb, architecture="amd64")
+
+
+def test_a_read_package_survives_its_cache_form_exactly() -> None:
+    """verify caches what read_deb found by the .deb's sha256 (as JSON): read back, it must be the same
+    package, control members, kept data and all; a damaged entry is an error, never a partial package."""
+    package = read_deb(
+        make_deb(data=DATA, control={"conffiles": b"/etc/tool.conf\n", "postinst": b"#!/bin/sh\n"})
+    )
+    assert package.control_members and package.members
+    data = json.loads(json.dumps(package_data(package)))
+    assert package_from_data(data) == package
+    broken = {**data, "control_members": [{**data["control_members"][0], "data": "not base64!"}]}
+    with pytest.raises(ValueError):
+        package_from_data(broken)
+    with pytest.raises(KeyError):
+        package_from_data({k: v for k, v in data.items() if k != "members"})
 
 
 def test_multi_arch_same_names_info_files_with_the_architecture() -> None:

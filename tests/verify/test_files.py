@@ -8,6 +8,9 @@ import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mlenv.lockfile import loads
 from mlenv.model.report import Drift, Report
 from mlenv.observe.facts import combine, probe_interest
@@ -332,3 +335,36 @@ def test_a_pyc_hashed_to_its_expected_value_is_not_kept_in_memory() -> None:
         )
         kept = {e.path: e.content for e in layer_entries(index) if e.path != "/"}
         assert kept == {"/a.pyc": None, "/b.pyc": bad, "/etc/os-release": b"ID=debian\n"}
+
+
+_NAMES = ("a", "b", "lib", "usr", ".", "..")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    links=st.dictionaries(
+        st.lists(st.sampled_from(_NAMES[:4]), min_size=1, max_size=3).map(lambda p: "/" + "/".join(p)),
+        st.tuples(st.booleans(), st.lists(st.sampled_from(_NAMES), min_size=0, max_size=3)).map(
+            lambda t: ("/" if t[0] else "") + "/".join(t[1])
+        ),
+        max_size=6,
+    ),
+    paths=st.lists(st.lists(st.sampled_from(_NAMES), min_size=0, max_size=6), max_size=12),
+)
+def test_canonical_resolves_each_parent_once_and_the_same_as_from_the_root(
+    links: dict[str, str], paths: list[list[str]]
+) -> None:
+    """canonical() remembers resolved parent directories; the answer must be exactly the walk from the
+    root, for any symlinks (absolute, relative, dot-dot, loops) in the base or upper view."""
+    view = FileView(layer_count=2, base_layers=1, steps=["", ""])
+    for number, (path, target) in enumerate(sorted(links.items())):
+        entry = FoundFile(
+            path=path, kind="symlink", layer=1, size=0, sha256=None, mode=0o777, uid=0, gid=0, link=target
+        )
+        if number % 2:
+            view.files[path] = entry
+        else:
+            view.base[path] = next(layer_entries(layer((path.lstrip("/"), "symlink", target))))
+    for parts in paths * 2:  # asked twice: the second time from what was remembered
+        path = "/" + "/".join(parts)
+        assert view.canonical(path) == view._resolve(path)
