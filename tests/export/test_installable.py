@@ -11,6 +11,7 @@ mounted in and installed with `--no-index --find-links`; pip still checks every 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -195,6 +196,10 @@ def test_pip_sync_accepts_the_requirements_export(fraud_image: Built, tmp_path: 
     export_requirements(fraud_image.lock, requirements)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # pip-sync refuses a target whose pip is older than the one pip-tools requires (pip-tools 7.7 wants
+    # pip >= 26.2.2; the venv gets ensurepip's): give it this host's pip, which pip-tools was installed with.
+    host_pip = f"pip=={importlib.metadata.version('pip')}"
+    subprocess.run([venv / "bin/python", "-m", "pip", "install", "-q", host_pip], check=True)
     # Something the lock does not hold: pip-sync must take it out.
     stray = stray_wheel(tmp_path)
     subprocess.run([venv / "bin/python", "-m", "pip", "install", "-q", "--no-deps", stray], check=True)
