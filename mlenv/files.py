@@ -1,21 +1,23 @@
 """File IO every layer shares: atomic writes (an interrupted run leaves the old file or the new one, never
-half of one), paths kept inside a project, and the sha256 of a file."""
+half of one), paths kept inside a project, the sha256 of a file, and JSON caches of derived data."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from mlenv.errors import MlenvError
 
 CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 def inside(root: Path, relative: str) -> Path | None:
@@ -86,6 +88,23 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
             handle.write(data)
     except OSError as error:
         raise MlenvError(f"{path}: cannot write: {error.strerror or error}") from None
+
+
+def json_cached(
+    path: Path, decode: Callable[[Any], T], derive: Callable[[], T], encode: Callable[[T], Any]
+) -> T:
+    """What `derive` makes, kept as JSON at `path` (a cache of what is derived from a file known by its
+    sha256): read back through `decode` when the file is there and decodes; an entry that does not
+    (OSError, ValueError, TypeError, KeyError) is derived again and rewritten, atomically."""
+    try:
+        return decode(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    value = derive()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(path, durable=False) as out:
+        out.write(json.dumps(encode(value)).encode())
+    return value
 
 
 @contextmanager

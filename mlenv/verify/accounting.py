@@ -10,6 +10,7 @@ wheel's sha256, and what read_deb finds in a .deb by the .deb's, so a second ver
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlenv.errors import BuildError
-from mlenv.files import atomic_writer
+from mlenv.files import atomic_writer, json_cached
 from mlenv.model.debian import deb_urls
 from mlenv.model.lock import Lock
 from mlenv.model.report import LAYERS, Drift, Report
@@ -150,7 +151,8 @@ def plan(
             return ()  # an sdist: the hermetic build refuses it, so nothing of it is expected
         source = f"wheel:{dist.file.name}"
         sha256, urls, filename = dist.file.sha256, [u for u in (dist.file.url,) if u], dist.file.name
-        wheels[source] = fetch = _once(lambda: _artifact(store, sha256, urls, filename))
+        # Fetched (and its cached copy hashed: 0.34 s a verify) only when something reads it, once.
+        wheels[source] = fetch = functools.cache(lambda: _artifact(store, sha256, urls, filename))
         derived = _derived_wheel(fetch, sha256, venv=venv, python=python, name=dist.pin.name, source=source)
         renderings.update(derived.generated)
         return derived.files
@@ -184,29 +186,12 @@ def plan(
 def _derived_deb(store: ContentStore, sha256: str, urls: Sequence[str], filename: str) -> DebPackage:
     """read_deb of the locked .deb, cached by its sha256: a verify reads no .deb it has read before (the
     fraud image's 11 took 0.22 s of xz each time, measured)."""
-    cache = cache_root() / "derived" / "debs" / f"{DERIVED_VERSION}-{sha256}.json"
-    try:
-        return package_from_data(json.loads(cache.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    package = read_deb(_artifact(store, sha256, urls, filename))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(cache, durable=False) as out:
-        out.write(json.dumps(package_data(package), sort_keys=True).encode())
-    return package
-
-
-def _once(fetch: Callable[[], Path]) -> Callable[[], Path]:
-    """`fetch`, called at most once: a wheel is fetched (and its cached copy hashed) only when something
-    reads it, never when what was derived from it is cached (that hash took 0.34 s of each verify)."""
-    done: list[Path] = []
-
-    def once() -> Path:
-        if not done:
-            done.append(fetch())
-        return done[0]
-
-    return once
+    return json_cached(
+        cache_root() / "derived" / "debs" / f"{DERIVED_VERSION}-{sha256}.json",
+        package_from_data,
+        lambda: read_deb(_artifact(store, sha256, urls, filename)),
+        package_data,
+    )
 
 
 def _derived_wheel(
@@ -218,25 +203,27 @@ def _derived_wheel(
     key = hashlib.sha256(
         json.dumps([DERIVED_VERSION, sha256, venv, python, name, source]).encode()
     ).hexdigest()
-    cache = cache_root() / "derived" / "wheel-files" / f"{key}.json"
-    try:
-        data = json.loads(cache.read_text(encoding="utf-8"))
-        return Expectation(
+
+    def derive() -> Expectation:
+        path = fetch()
+        derived = venv_wheel_expectation(path, venv=venv, python=python, requirement_name=name, source=source)
+        files = list(derived.files)
+        if code_comparison(python) != "none":
+            files = _with_pyc_hashes(path, files, venv=venv, python=python)
+        return Expectation(files=tuple(files), generated=derived.generated)
+
+    return json_cached(
+        cache_root() / "derived" / "wheel-files" / f"{key}.json",
+        lambda data: Expectation(
             files=tuple(ExpectedFile(**row) for row in data["files"]),
             generated=tuple((p, tuple(d)) for p, d in data["generated"]),
-        )
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    path = fetch()
-    derived = venv_wheel_expectation(path, venv=venv, python=python, requirement_name=name, source=source)
-    files = list(derived.files)
-    if code_comparison(python) != "none":
-        files = _with_pyc_hashes(path, files, venv=venv, python=python)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(cache, durable=False) as out:
-        rows = {"files": [asdict(f) for f in files], "generated": [list(g) for g in derived.generated]}
-        out.write(json.dumps(rows).encode())
-    return Expectation(files=tuple(files), generated=derived.generated)
+        ),
+        derive,
+        lambda value: {
+            "files": [asdict(f) for f in value.files],
+            "generated": [list(g) for g in value.generated],
+        },
+    )
 
 
 def _with_pyc_hashes(path: Path, files: list[ExpectedFile], *, venv: str, python: str) -> list[ExpectedFile]:

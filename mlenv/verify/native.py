@@ -22,7 +22,6 @@ import base64
 import csv
 import dataclasses
 import hashlib
-import json
 import posixpath
 import zipfile
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mlenv.errors import BuildError, ImageError, SourceError
-from mlenv.files import atomic_writer
+from mlenv.files import atomic_writer, json_cached
 from mlenv.model.debian import deb_urls
 from mlenv.model.lock import AptPin, AptSource, Lock, PythonFile
 from mlenv.model.report import Finding, Report
@@ -78,10 +77,9 @@ class WheelObject:
 def wheel_objects(sha256: str, fetch: Callable[[], Path]) -> list[WheelObject]:
     """The ELF shared objects of the wheel with this sha256, cached by it; `fetch` gives the wheel (checked
     against the sha256) when the cache has nothing."""
-    cache = cache_root() / "derived" / "native" / f"wheel-{NATIVE_FORMAT}-{sha256}.json"
-    try:
-        rows = json.loads(cache.read_text(encoding="utf-8"))
-        return [
+    return json_cached(
+        cache_root() / "derived" / "native" / f"wheel-{NATIVE_FORMAT}-{sha256}.json",
+        lambda rows: [
             WheelObject(
                 member=str(r["member"]),
                 sha256=str(r["sha256"]),
@@ -89,15 +87,10 @@ def wheel_objects(sha256: str, fetch: Callable[[], Path]) -> list[WheelObject]:
                 python_loaded=bool(r["python_loaded"]),
             )
             for r in rows
-        ]
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    found = _read_wheel_objects(fetch())
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(cache, durable=False) as out:
-        rows = [dataclasses.asdict(o) for o in found]
-        out.write(json.dumps(rows).encode())
-    return found
+        ],
+        lambda: _read_wheel_objects(fetch()),
+        lambda found: [dataclasses.asdict(o) for o in found],
+    )
 
 
 def _dynamic_from(row: dict[str, Any]) -> Dynamic:
@@ -394,22 +387,22 @@ def lock_unmet(lock: Lock, platform: str, *, store: ContentStore, base: BaseView
 def deb_entries(pin: AptPin, fetch: Callable[[], Path]) -> list[tuple[str, str | None]]:
     """The files (link None) and symlinks (their targets) a locked .deb unpacks, cached by its sha256 (a warm
     build reads no .deb: reading the fraud image's eleven took 0.6 s)."""
-    cache = cache_root() / "derived" / "native" / f"deb-{NATIVE_FORMAT}-{pin.sha256}.json"
-    try:
-        rows = json.loads(cache.read_text(encoding="utf-8"))
-        return [(str(path), None if link is None else str(link)) for path, link in rows]
-    except (OSError, ValueError, TypeError):
-        pass
-    entries: list[tuple[str, str | None]] = []
-    for member in read_deb(fetch()).members:
-        if member.kind in ("file", "hardlink"):
-            entries.append((member.path, None))
-        elif member.kind == "symlink" and member.link is not None:
-            entries.append((member.path, member.link))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(cache, durable=False) as out:
-        out.write(json.dumps(entries).encode())
-    return entries
+
+    def derive() -> list[tuple[str, str | None]]:
+        entries: list[tuple[str, str | None]] = []
+        for member in read_deb(fetch()).members:
+            if member.kind in ("file", "hardlink"):
+                entries.append((member.path, None))
+            elif member.kind == "symlink" and member.link is not None:
+                entries.append((member.path, member.link))
+        return entries
+
+    return json_cached(
+        cache_root() / "derived" / "native" / f"deb-{NATIVE_FORMAT}-{pin.sha256}.json",
+        lambda rows: [(str(path), None if link is None else str(link)) for path, link in rows],
+        derive,
+        list,
+    )
 
 
 def _wheel_fetcher(store: ContentStore, file: PythonFile) -> Callable[[], Path]:
