@@ -113,15 +113,7 @@ class Engine:
 
     def save_image(self, name: str) -> Iterator[bytes]:
         """`docker save NAME` as a stream of tar chunks (read it before closing the engine)."""
-        from docker.errors import ImageNotFound, NotFound
-
-        try:
-            stream = self._save_stream(str(self._client.images.get(name).id))
-        except (ImageNotFound, NotFound):
-            raise ImageError(f"docker-daemon:{name}: no such image in the Docker engine") from None
-        except _failures() as error:
-            raise SourceError(f"docker save {name} failed: {error}") from None
-        return _named_failures(name, stream)
+        return self.start_save(name)[1]
 
     def _save_stream(self, image_id: str) -> Iterator[bytes]:
         """GET /images/ID/get (what `docker save` asks), sent now; the body is read as it is consumed,
