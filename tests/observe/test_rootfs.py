@@ -8,19 +8,9 @@ import lzma
 import tarfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from mlenv.observe.fs.rootfs import (
-    OFFLOAD_AT,
-    DirectoryFS,
-    LayeredFS,
-    NotKeptError,
-    SymlinkLoopError,
-    index_layer,
-)
+from mlenv.observe.fs.rootfs import DirectoryFS, LayeredFS, NotKeptError, SymlinkLoopError, index_layer
 from mlenv.observe.stream.decompress import StreamError
-from mlenv.observe.stream.filehash import FileHasher
 
 from .layers import chunked, gz, layer_tar, sha
 
@@ -253,47 +243,3 @@ def test_a_hostile_link_in_a_directory_tree_stays_inside(tmp_path) -> None:  # t
     directory = DirectoryFS(root)
     assert directory.realpath("/etc/os-release") == "/secret"
     assert directory.read_bytes("/etc/os-release") == b"image file\n"
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    sizes=st.lists(
-        st.sampled_from([0, 1, 2047, OFFLOAD_AT - 1, OFFLOAD_AT, OFFLOAD_AT + 1, 300_000]), max_size=6
-    ),
-    chunk=st.sampled_from([512, 1000, 65_536, 1 << 20]),
-)
-def test_large_files_hashed_in_their_own_thread_match_inline_hashes(sizes: list[int], chunk: int) -> None:
-    """Files of OFFLOAD_AT bytes and more are hashed by the file-hashing thread: each digest is its own
-    content's, and a hard link to one (or a link to that link) gets it, as when one thread hashes all."""
-    entries: list[tuple] = []
-    for number, size in enumerate(sizes):
-        entries.append(("file", f"f{number}", bytes([number]) * size))
-        entries.append(("hardlink", f"l{number}", f"f{number}"))
-        entries.append(("hardlink", f"ll{number}", f"l{number}"))
-    layer = layer_tar(entries)
-    threaded = index_layer(chunked(layer, chunk))
-    inline = index_layer(chunked(layer, chunk), threaded=False)
-    for number, size in enumerate(sizes):
-        expected = hashlib.sha256(bytes([number]) * size).digest()
-        for name in (f"f{number}", f"l{number}", f"ll{number}"):
-            # The layer's own entries, as verify's file accounting reads them (not the merged tree,
-            # which would resolve a link's digest again).
-            node = threaded.entries[name]
-            assert node.digest == inline.entries[name].digest == expected
-            assert node.size == size
-
-
-def test_a_large_file_cut_short_is_a_stream_error() -> None:
-    layer = layer_tar([("file", "big", b"y" * (OFFLOAD_AT * 3)), ("file", "after", b"z")])
-    with pytest.raises(StreamError, match="truncated"):
-        index_layer(chunked(layer[: 512 + OFFLOAD_AT * 2], 4096))
-
-
-def test_the_file_hasher_hands_its_thread_error_to_close() -> None:
-    hasher = FileHasher()
-    hasher.update(memoryview(b"x" * 3000))
-    hasher.finish(lambda digest: 1 // 0)
-    hasher.update(memoryview(b"y" * 3000))  # taken and dropped: the caller never blocks on a dead thread
-    with pytest.raises(ZeroDivisionError):
-        hasher.close()
-    hasher.close()  # once closed, nothing more to raise

@@ -34,14 +34,10 @@ from mlenv.observe.stream.decompress import (
     decompressed,
     peek_head,
 )
-from mlenv.observe.stream.filehash import FileHasher
 from mlenv.observe.stream.tar import DIRECTORY, HARDLINK, OTHER, REGULAR, SYMLINK, members
 
 MAX_SYMLINK_HOPS = 40  # as Linux's MAXSYMLINKS
-SWITCH_INTERVAL = 0.0002  # seconds, while a layer is read by more than one thread
-# A file this large is hashed by the file-hashing thread; a smaller one inline, where handing it over would
-# cost about as much as hashing it.
-OFFLOAD_AT = 1 << 16
+SWITCH_INTERVAL = 0.0002  # seconds, while a layer is read by two threads
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 
@@ -119,9 +115,6 @@ class _Node:
         self.digest: bytes | None = None
         self.content: bytes | None = None
         self.children: dict[str, _Node] | None = {} if kind == DIRECTORY else None
-
-    def set_digest(self, digest: bytes) -> None:
-        self.digest = digest
 
 
 @dataclass(kw_only=True)
@@ -309,7 +302,7 @@ def index_layer(
         # (measured: 1.04 s vs 0.82 s for the python base layer). Restored right after.
         sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
     try:
-        layer = _read_entries(reader, interest, FileHasher() if threaded else None)
+        layer = _read_entries(reader, interest)
         reader.drain()  # trailing zero blocks are part of the diff_id
     finally:
         if background is not None:
@@ -335,24 +328,11 @@ def _tee(chunks: Iterable[Chunk], update: Callable[[Chunk], object]) -> Iterator
 
 
 def _read_entries(
-    reader: ChunkReader, interest: Interest | None, files: FileHasher | None
-) -> tuple[dict[str, _Node], list[str], list[str]]:
-    """The layer's entries; with `files`, a file of OFFLOAD_AT bytes or more whose content is not kept is
-    hashed by that thread (its digest is set when this returns)."""
-    try:
-        return _entries(reader, interest, files)
-    finally:
-        if files is not None:
-            files.close()
-
-
-def _entries(
-    reader: ChunkReader, interest: Interest | None, files: FileHasher | None
+    reader: ChunkReader, interest: Interest | None
 ) -> tuple[dict[str, _Node], list[str], list[str]]:
     entries: dict[str, _Node] = {}
     whiteouts: list[str] = []
     opaque: list[str] = []
-    links_to_hashing: list[tuple[_Node, _Node]] = []  # (file still being hashed, a hard link to it)
     sha256 = hashlib.sha256
     for member in members(reader):
         path = normalize(member.name)
@@ -373,16 +353,6 @@ def _entries(
             keep = interest is not None and interest("/" + path)
             if keep:
                 check_kept(path, member.size)  # content kept in memory is bounded
-            elif files is not None and member.size >= OFFLOAD_AT:
-                got = 0
-                for piece in reader.views(member.size):
-                    files.update(piece)
-                    got += len(piece)
-                if got != member.size:
-                    raise StreamError(f"truncated tar data for {path}")
-                files.finish(node.set_digest)
-                entries[path] = node
-                continue
             view = reader.contiguous(member.size)
             if view is not None:
                 node.digest = sha256(view).digest()
@@ -410,18 +380,11 @@ def _entries(
             source = entries.get(target)
             if source is not None and source.digest is not None:
                 _copy_content(source, node)
-            elif source is not None and source.kind in (REGULAR, HARDLINK):
-                links_to_hashing.append((source, node))  # its target's digest may still be coming
             # else: the target is in a lower layer; it is resolved when the layers are merged
         elif kind == OTHER:
             reader.skip(member.size)
             node.size = 0
         entries[path] = node
-    if files is not None:
-        files.close()  # every digest set before the links below copy them
-    for source, link in links_to_hashing:  # in archive order, so a link to a link follows its target
-        if source.digest is not None:
-            _copy_content(source, link)
     return entries, whiteouts, opaque
 
 
