@@ -100,7 +100,7 @@ def image_findings(facts: EnvFacts, fs: ImageFS) -> tuple[Finding, ...]:
     paths: list[str] = []
     for root in searched_roots(facts.config):
         if fs.is_dir(root):
-            paths += [info.path for info in fs.iter_files(root)]
+            paths += fs.file_paths(root)
     return (*config_findings(facts.config), *pth_findings(facts.pth_files), *file_findings(paths))
 
 

@@ -173,6 +173,9 @@ def test_directory_fs_matches_the_layered_view(tmp_path) -> None:  # type: ignor
         assert directory.sha256(path) == layered.sha256(path)
     assert directory.read_text("/etc/os-release") == layered.read_text("/etc/os-release")
     assert [f.path for f in directory.iter_files("/opt")] == [f.path for f in layered.iter_files("/opt")]
+    for tree in (directory, layered):
+        assert list(tree.file_paths("/")) == [f.path for f in tree.iter_files("/")]
+        assert "/usr/bin/tool" in tree.file_paths("/") and list(tree.file_paths("/nope")) == []
     assert directory.glob("/usr/*/os-release") == layered.glob("/usr/*/os-release") == ["/usr/lib/os-release"]
     # An absolute link never escapes to the host: /bin -> /usr/bin means <root>/usr/bin.
     assert directory.realpath("/bin") == "/usr/bin"

@@ -188,9 +188,9 @@ def parse_pyvenv_cfg(text: str, what: str = "pyvenv.cfg") -> dict[str, str]:
 def _venv_dirs(fs: ImageFS) -> list[str]:
     """Every directory with a pyvenv.cfg, at any depth (one walk of the tree's files)."""
     return sorted(
-        posixpath.dirname(info.path)
-        for info in fs.iter_files("/")
-        if info.path.endswith("/pyvenv.cfg") and not info.path.startswith(_RUNTIME)
+        posixpath.dirname(path)
+        for path in fs.file_paths("/")
+        if path.endswith("/pyvenv.cfg") and not path.startswith(_RUNTIME)
     )
 
 
@@ -343,9 +343,9 @@ def site_directories(
 def dist_info_parents(fs: ImageFS) -> set[str]:
     """Every directory that holds a *.dist-info with METADATA, wherever it is (one walk of the tree)."""
     parents = set()
-    for info in fs.iter_files("/"):
-        if info.path.endswith(".dist-info/METADATA"):
-            parents.add(posixpath.dirname(posixpath.dirname(info.path)))
+    for path in fs.file_paths("/"):
+        if path.endswith(".dist-info/METADATA"):
+            parents.add(posixpath.dirname(posixpath.dirname(path)))
     return parents
 
 
