@@ -12,7 +12,7 @@ import hashlib
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlenv.errors import ImageError
 from mlenv.observe.fs.rootfs import LayerIndex, normalize
@@ -132,9 +132,10 @@ def read_saved_image(name: str, chunks: Iterable[Chunk], wanted: set[str]) -> Im
 # --------------------------------------------------------------------------- one layer's own entries
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LayerEntry:
-    """One path as a layer's tar writes it (from the observer's single pass; no content kept)."""
+class LayerEntry(NamedTuple):
+    """One path as a layer's tar writes it (from the observer's single pass; no content kept). A named
+    tuple: verify makes one for every entry of every layer (24,608 in the fraud image), and a frozen
+    dataclass's __init__ took 4 µs of it each."""
 
     path: str  # absolute
     kind: str  # "file", "hardlink", "dir", "symlink", "other"
