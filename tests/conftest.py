@@ -6,16 +6,27 @@ missing component skips with a reason; with CI=true it is a failure, never a ski
 
 from __future__ import annotations
 
+import compileall
 import os
 import socket
+from pathlib import Path
 
 import pytest
+
+import mlenv
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Shared fixtures live in tests/infra/ (over tools/localbase): the Docker engine, loopback registries,
 # test base images and the session's fraud image.
 pytest_plugins = ["tests.infra.docker", "tests.infra.registry", "tests.infra.images", "tests.infra.fraud"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """mlenv's byte code, compiled once, as an installed mlenv has it: the tests start `python -m mlenv`
+    hundreds of times, and where PYTHONDONTWRITEBYTECODE is set (as on these machines) each start would
+    compile every module it imports again (0.7 s of a verify's 3.9 s, measured on the fraud image)."""
+    compileall.compile_dir(str(Path(mlenv.__file__).parent), quiet=1)
 
 
 def missing(component: str, reason: str) -> None:
