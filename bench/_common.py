@@ -10,8 +10,6 @@ is started as the tests start it (root). The first observe/verify run builds the
 
 from __future__ import annotations
 
-import compileall
-import functools
 import hashlib
 import json
 import os
@@ -33,7 +31,8 @@ import tomlkit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # a benchmark runs as `python bench/NAME.py`: tools/ is beside bench/
 
-from tools.localbase.cache import cache_dir, cache_lock  # noqa: E402 - needs the path above
+from tools.localbase.bytecode import compile_mlenv  # noqa: E402 - needs the path above
+from tools.localbase.cache import cache_dir, cache_lock  # noqa: E402
 from tools.localbase.dockerd import Daemon  # noqa: E402
 from tools.localbase.images import push_image, save_forms  # noqa: E402
 from tools.localbase.project import copy_example, train_fraud_model  # noqa: E402
@@ -78,20 +77,12 @@ def _run_measured(
         )
 
 
-@functools.cache
-def _compile_mlenv() -> None:
-    """mlenv's byte code, written once as pip writes it when it installs the package. This machine sets
-    PYTHONDONTWRITEBYTECODE, so a run from the checkout would otherwise compile every mlenv module it
-    imports at every start (0.35 s of a verify's 3.9 s, measured), which no installed mlenv does."""
-    compileall.compile_dir(str(REPO / "mlenv"), quiet=1)
-
-
 def run(
     command: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
     """Run a command with its output captured; the wall time includes its start-up, as a user sees it
     (an mlenv command's with its byte code compiled, as installed)."""
-    _compile_mlenv()
+    compile_mlenv()
     seconds, result = timed(lambda: _run_measured(command, cwd, env))
     if check and result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
